@@ -1,0 +1,415 @@
+//! The timely operators every sync is wired from: [`poll_source`], [`map_records`] and
+//! [`batch_sink`], plus the shared [`RunControl`] through which they report progress and failure.
+//!
+//! Timestamps are sync runs (`u64` epochs). A run is complete — every record delivered or
+//! rejected with a reason — exactly when the frontier of [`batch_sink`]'s output passes its
+//! epoch: the sink holds a capability for the epoch until the destination acknowledged every
+//! request it sent for it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::{source, Operator};
+use timely::dataflow::operators::Capability;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::SyncActivator;
+
+use crate::record::{EncodedRecords, MappedBatch, Reject};
+use crate::RecordMapper;
+
+/// An Arrow batch travelling through the dataflow. Between threads it moves as is; between
+/// processes it is serialized as an Arrow IPC stream.
+#[derive(Clone, Debug)]
+pub struct ArrowBatch {
+    /// Sequence number within the run; batches are spread over workers by it.
+    pub seq: u64,
+    /// The rows.
+    pub batch: RecordBatch,
+}
+
+impl Serialize for ArrowBatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &self.batch.schema())
+                .map_err(serde::ser::Error::custom)?;
+            w.write(&self.batch).map_err(serde::ser::Error::custom)?;
+            w.finish().map_err(serde::ser::Error::custom)?;
+        }
+        (self.seq, bytes).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArrowBatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (seq, bytes): (u64, Vec<u8>) = Deserialize::deserialize(d)?;
+        let mut r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(serde::de::Error::custom)?;
+        let batch = r
+            .next()
+            .ok_or_else(|| serde::de::Error::custom("empty Arrow IPC stream"))?
+            .map_err(serde::de::Error::custom)?;
+        Ok(ArrowBatch { seq, batch })
+    }
+}
+
+/// Counters of one run, shared by every worker and task; read by progress displays.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    /// Rows read from the warehouse.
+    pub rows_read: AtomicU64,
+    /// Records the destination acknowledged.
+    pub records_delivered: AtomicU64,
+    /// Rows rejected (by the mapping or by the destination).
+    pub rows_rejected: AtomicU64,
+    /// Bytes of records handed to the destination (uncompressed).
+    pub bytes_sent: AtomicU64,
+    /// Requests sent (including retries).
+    pub requests: AtomicU64,
+    /// Requests retried after a transient failure.
+    pub retries: AtomicU64,
+}
+
+/// Shared state of one run: counters, flow control and the first failure.
+#[derive(Debug)]
+pub struct RunControl {
+    /// Progress counters.
+    pub counters: RunCounters,
+    inflight: AtomicI64,
+    max_inflight: i64,
+    failure: Mutex<Option<String>>,
+}
+
+impl RunControl {
+    /// A run that keeps at most `max_inflight_rows` rows between reading and acknowledgement.
+    pub fn new(max_inflight_rows: usize) -> Arc<Self> {
+        Arc::new(RunControl {
+            counters: RunCounters::default(),
+            inflight: AtomicI64::new(0),
+            max_inflight: max_inflight_rows.max(1) as i64,
+            failure: Mutex::new(None),
+        })
+    }
+
+    /// Records the run's failure (the first one wins).
+    pub fn fail(&self, reason: impl Into<String>) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(reason.into());
+        }
+    }
+
+    /// The run's failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Rows read but not yet delivered or rejected.
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    fn has_room(&self) -> bool {
+        self.inflight() < self.max_inflight
+    }
+
+    /// Marks `rows` as settled (delivered or rejected).
+    pub fn settle(&self, rows: usize) {
+        self.inflight.fetch_sub(rows as i64, Ordering::Relaxed);
+    }
+}
+
+/// What a warehouse reader sends into [`poll_source`].
+pub enum SourceMessage {
+    /// A batch of rows.
+    Batch(RecordBatch),
+    /// Reading failed; the run fails with this reason.
+    Failed(String),
+}
+
+/// The sending end handed to a warehouse reader. Blocks when the dataflow is behind (bounded
+/// channel), and wakes the source operator after each send. Dropping it ends the input.
+pub struct SourceSender {
+    tx: SyncSender<SourceMessage>,
+    activator: SyncActivator,
+}
+
+impl SourceSender {
+    /// Sends one message; `Err` means the run was abandoned and the reader should stop.
+    pub fn send(&self, msg: SourceMessage) -> Result<(), SourceClosed> {
+        self.tx.send(msg).map_err(|_| SourceClosed)?;
+        self.activator.activate().map_err(|_| SourceClosed)
+    }
+}
+
+impl Drop for SourceSender {
+    fn drop(&mut self) {
+        // Let the operator see the disconnect and release its capability.
+        let _ = self.activator.activate();
+    }
+}
+
+/// The dataflow no longer listens (the run failed or was cancelled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the dataflow stopped listening")]
+pub struct SourceClosed;
+
+/// Starts a warehouse reader; it gets the sender and must run elsewhere (a tokio blocking task,
+/// a thread) — it is called on the worker thread and must return at once.
+pub type StartReader = Box<dyn FnOnce(SourceSender) + Send>;
+
+/// A source of Arrow batches for run `epoch`. The worker given `Some(start)` calls it with a
+/// [`SourceSender`]; workers given `None` contribute nothing. Batches are taken only while the
+/// run's in-flight rows are under the limit of `control`, so a slow destination slows reading
+/// instead of filling memory. The epoch is complete when the reader drops its sender.
+pub fn poll_source<'s>(
+    scope: Scope<'s, u64>,
+    epoch: u64,
+    start: Option<StartReader>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<ArrowBatch>> {
+    let worker = scope.worker();
+    let (index, peers) = (scope.index() as u64, scope.peers() as u64);
+    source(scope, "PollSource", move |cap: Capability<u64>, info| {
+        let activator = worker.sync_activator_for(info.address.to_vec());
+        let retry = worker.activator_for(info.address.clone());
+        let mut cap = Some(cap.delayed(&epoch));
+        let rx: Option<Receiver<SourceMessage>> = start.map(|start| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            start(SourceSender { tx, activator });
+            rx
+        });
+        let mut seq = index;
+        move |output| {
+            let Some(rx) = rx.as_ref() else {
+                cap = None;
+                return;
+            };
+            let Some(c) = cap.as_ref() else { return };
+            let mut session = output.session(c);
+            loop {
+                if !control.has_room() {
+                    retry.activate_after(Duration::from_millis(2));
+                    return;
+                }
+                match rx.try_recv() {
+                    Ok(SourceMessage::Batch(batch)) => {
+                        let rows = batch.num_rows();
+                        if rows == 0 {
+                            continue;
+                        }
+                        control.inflight.fetch_add(rows as i64, Ordering::Relaxed);
+                        control.counters.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
+                        session.give(ArrowBatch { seq, batch });
+                        seq += peers;
+                    }
+                    Ok(SourceMessage::Failed(reason)) => {
+                        control.fail(reason);
+                        return;
+                    }
+                    Err(TryRecvError::Empty) => return,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            drop(session);
+            cap = None;
+        }
+    })
+}
+
+/// Maps each batch into records with `mapper`, spreading batches over the workers.
+pub fn map_records<'s>(
+    stream: Stream<'s, u64, Vec<ArrowBatch>>,
+    mapper: Arc<dyn RecordMapper>,
+    now_ms: i64,
+) -> Stream<'s, u64, Vec<MappedBatch>> {
+    stream.unary(
+        Exchange::new(|b: &ArrowBatch| b.seq),
+        "MapRecords",
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for b in data.drain(..) {
+                        session.give(mapper.map_batch(&b.batch, now_ms));
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// Where rejected rows are recorded (the sync's rejects file).
+pub trait RejectSink: Send + Sync {
+    /// Records `rejects`; an error fails the run (a reject must never be lost).
+    fn record(&self, rejects: &[Reject]) -> Result<(), String>;
+}
+
+/// Limits of one request to the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Records per request.
+    pub max_records: usize,
+    /// Uncompressed bytes per request.
+    pub max_bytes: usize,
+}
+
+/// One request's worth of records for the destination, with the way to acknowledge it.
+pub struct SinkRequest {
+    /// The run it belongs to.
+    pub epoch: u64,
+    /// The records.
+    pub records: EncodedRecords,
+    /// Call [`AckHandle::ack`] exactly once when the records are delivered or rejected.
+    pub ack: AckHandle,
+}
+
+/// The outcome of one [`SinkRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkAck {
+    /// The run.
+    pub epoch: u64,
+    /// Records delivered.
+    pub delivered: usize,
+    /// Records the destination rejected (already written to the reject sink).
+    pub rejected: usize,
+    /// Delivery failed for good; the run fails and nothing is committed.
+    pub error: Option<String>,
+}
+
+/// Acknowledges a [`SinkRequest`] back to the sink operator that sent it.
+#[derive(Clone)]
+pub struct AckHandle {
+    tx: Sender<SinkAck>,
+    activator: Arc<SyncActivator>,
+}
+
+impl AckHandle {
+    /// Reports the outcome and wakes the sink operator.
+    pub fn ack(&self, ack: SinkAck) {
+        let _ = self.tx.send(ack);
+        let _ = self.activator.activate();
+    }
+}
+
+struct EpochState {
+    cap: Capability<u64>,
+    buffer: EncodedRecords,
+    outstanding: usize,
+}
+
+/// Packs records into requests within `limits` and hands them to the destination through
+/// `requests`; writes mapping rejects to `rejects`. Its output carries no data: its frontier
+/// passes an epoch once every record of it was acknowledged, which is what a run's commit
+/// waits for.
+pub fn batch_sink<'s>(
+    stream: Stream<'s, u64, Vec<MappedBatch>>,
+    limits: BatchLimits,
+    requests: tokio::sync::mpsc::UnboundedSender<SinkRequest>,
+    rejects: Arc<dyn RejectSink>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<()>> {
+    let worker = stream.scope().worker();
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "BatchSink", move |_cap, info| {
+        let (tx, acks) = std::sync::mpsc::channel::<SinkAck>();
+        let handle = AckHandle {
+            tx,
+            activator: Arc::new(worker.sync_activator_for(info.address.to_vec())),
+        };
+        let mut epochs: BTreeMap<u64, EpochState> = BTreeMap::new();
+        let send = move |epoch: u64, records: EncodedRecords, state: &mut EpochState| {
+            state.outstanding += 1;
+            control_send(&requests, epoch, records, &handle);
+        };
+        move |(input, frontier), _output| {
+            input.for_each(|cap, data| {
+                // Messages under no capability make no progress claim; ours always have one.
+                let Some(held) = cap.retain_least(0) else {
+                    return;
+                };
+                let epoch = *held.time();
+                let state = epochs.entry(epoch).or_insert_with(|| EpochState {
+                    cap: held,
+                    buffer: EncodedRecords::default(),
+                    outstanding: 0,
+                });
+                for mapped in data.drain(..) {
+                    if !mapped.rejects.is_empty() {
+                        if let Err(e) = rejects.record(&mapped.rejects) {
+                            control.fail(format!("cannot record rejected rows: {e}"));
+                        }
+                        control
+                            .counters
+                            .rows_rejected
+                            .fetch_add(mapped.rejects.len() as u64, Ordering::Relaxed);
+                        control.settle(mapped.rejects.len());
+                    }
+                    for rec in mapped.records.iter() {
+                        let over_bytes = state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;
+                        if !state.buffer.is_empty()
+                            && (state.buffer.len() >= limits.max_records || over_bytes)
+                        {
+                            let full = std::mem::take(&mut state.buffer);
+                            send(epoch, full, state);
+                        }
+                        state.buffer.push(rec);
+                    }
+                    if state.buffer.len() >= limits.max_records {
+                        let full = std::mem::take(&mut state.buffer);
+                        send(epoch, full, state);
+                    }
+                }
+            });
+            while let Ok(ack) = acks.try_recv() {
+                if let Some(e) = &ack.error {
+                    control.fail(e.clone());
+                }
+                if let Some(state) = epochs.get_mut(&ack.epoch) {
+                    state.outstanding = state.outstanding.saturating_sub(1);
+                }
+            }
+            // Epochs the input has finished: flush, then release once all is acknowledged.
+            epochs.retain(|epoch, state| {
+                if frontier.less_equal(epoch) {
+                    return true;
+                }
+                if !state.buffer.is_empty() {
+                    let rest = std::mem::take(&mut state.buffer);
+                    send(*epoch, rest, state);
+                }
+                // Dropping the state drops its capability: the epoch is done downstream.
+                let _held = &state.cap;
+                state.outstanding > 0
+            });
+        }
+    })
+}
+
+fn control_send(
+    requests: &tokio::sync::mpsc::UnboundedSender<SinkRequest>,
+    epoch: u64,
+    records: EncodedRecords,
+    handle: &AckHandle,
+) {
+    let ack = handle.clone();
+    if let Err(e) = requests.send(SinkRequest {
+        epoch,
+        records,
+        ack: handle.clone(),
+    }) {
+        // The delivery task is gone: fail the run rather than wait forever.
+        let n = e.0.records.len();
+        ack.ack(SinkAck {
+            epoch,
+            delivered: 0,
+            rejected: 0,
+            error: Some(format!("delivery stopped; {n} records not sent")),
+        });
+    }
+}

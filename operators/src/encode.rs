@@ -1,0 +1,499 @@
+//! Arrow values → JSON bytes, written straight into an output buffer.
+//!
+//! This is the hot path of every sync (read → encode → send), so it avoids building
+//! `serde_json::Value`s: top-level columns get a typed [`ColumnEncoder`] once per batch, and
+//! nested values (lists, structs, maps) go through the generic [`write_value`].
+//!
+//! Encoding rules (shared by every table type and destination):
+//! - integers and floats stay numbers; NaN and ±infinity have no JSON form and are treated as NULL;
+//! - decimals are written as exact JSON numbers (`12.30`);
+//! - timestamps become ISO-8601 UTC strings (`2024-05-01T12:00:00.250Z`); a timestamp without a
+//!   time zone is read as UTC; dates become `YYYY-MM-DD`;
+//! - binary values become base64 strings;
+//! - lists become arrays, structs and maps become objects (map keys as strings);
+//! - NULLs are omitted by the callers (inside arrays they are `null`).
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Date64Array, Decimal128Array,
+    GenericBinaryArray, GenericStringArray, PrimitiveArray, StringViewArray,
+};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Int8Type, TimeUnit, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use base64::Engine as _;
+
+/// Appends `s` as a JSON string literal (with quotes) to `out`.
+#[inline]
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn push_2(out: &mut Vec<u8>, v: u32) {
+    out.push(b'0' + (v / 10) as u8);
+    out.push(b'0' + (v % 10) as u8);
+}
+
+fn push_date(out: &mut Vec<u8>, days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let y = y as u32;
+        push_2(out, y / 100);
+        push_2(out, y % 100);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+    }
+    out.push(b'-');
+    push_2(out, m);
+    out.push(b'-');
+    push_2(out, d);
+}
+
+/// Writes microseconds since the epoch as a quoted ISO-8601 UTC string.
+pub fn write_iso_micros(out: &mut Vec<u8>, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    out.push(b'"');
+    push_date(out, days);
+    out.push(b'T');
+    push_2(out, sod / 3600);
+    out.push(b':');
+    push_2(out, (sod / 60) % 60);
+    out.push(b':');
+    push_2(out, sod % 60);
+    if frac != 0 {
+        out.push(b'.');
+        if frac % 1000 == 0 {
+            let ms = frac / 1000;
+            out.push(b'0' + (ms / 100) as u8);
+            push_2(out, ms % 100);
+        } else {
+            let s = format!("{frac:06}");
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// Writes days since the epoch as a quoted `YYYY-MM-DD` string.
+pub fn write_iso_date(out: &mut Vec<u8>, days: i64) {
+    out.push(b'"');
+    push_date(out, days);
+    out.push(b'"');
+}
+
+/// Converts a value of a timestamp in `unit` to microseconds (saturating).
+pub fn to_micros(v: i64, unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => v.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => v.saturating_mul(1_000),
+        TimeUnit::Microsecond => v,
+        TimeUnit::Nanosecond => v.div_euclid(1_000),
+    }
+}
+
+fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
+    if scale <= 0 {
+        out.extend_from_slice(v.to_string().as_bytes());
+        for _ in 0..(-scale) {
+            out.push(b'0');
+        }
+        return;
+    }
+    let digits = v.unsigned_abs().to_string();
+    let scale = scale as usize;
+    if v < 0 {
+        out.push(b'-');
+    }
+    if digits.len() <= scale {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.extend_from_slice(int.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(frac.as_bytes());
+    }
+}
+
+#[inline]
+fn write_f64(out: &mut Vec<u8>, v: f64) -> bool {
+    if !v.is_finite() {
+        return false;
+    }
+    // ryu keeps a `.0` on whole floats, so a float column stays a float downstream.
+    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    true
+}
+
+fn write_int<T: itoa::Integer>(out: &mut Vec<u8>, v: T) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// A top-level column, downcast once per batch, that writes one row's value as JSON.
+pub enum ColumnEncoder<'a> {
+    Bool(&'a BooleanArray),
+    I8(&'a PrimitiveArray<Int8Type>),
+    I16(&'a PrimitiveArray<Int16Type>),
+    I32(&'a PrimitiveArray<Int32Type>),
+    I64(&'a PrimitiveArray<Int64Type>),
+    U8(&'a PrimitiveArray<UInt8Type>),
+    U16(&'a PrimitiveArray<UInt16Type>),
+    U32(&'a PrimitiveArray<UInt32Type>),
+    U64(&'a PrimitiveArray<UInt64Type>),
+    F32(&'a PrimitiveArray<Float32Type>),
+    F64(&'a PrimitiveArray<Float64Type>),
+    Utf8(&'a GenericStringArray<i32>),
+    LargeUtf8(&'a GenericStringArray<i64>),
+    Utf8View(&'a StringViewArray),
+    Binary(&'a GenericBinaryArray<i32>),
+    LargeBinary(&'a GenericBinaryArray<i64>),
+    /// Timestamp values and their unit.
+    Timestamp(&'a dyn Array, TimeUnit),
+    Date32(&'a Date32Array),
+    Date64(&'a Date64Array),
+    Decimal(&'a Decimal128Array, i8),
+    /// Everything else: nested types, dictionaries, intervals… through [`write_value`].
+    Nested(&'a dyn Array),
+}
+
+impl<'a> ColumnEncoder<'a> {
+    /// Picks the encoder for `array`.
+    pub fn new(array: &'a ArrayRef) -> Self {
+        let a = array.as_ref();
+        match a.data_type() {
+            DataType::Boolean => Self::Bool(a.as_boolean()),
+            DataType::Int8 => Self::I8(a.as_primitive()),
+            DataType::Int16 => Self::I16(a.as_primitive()),
+            DataType::Int32 => Self::I32(a.as_primitive()),
+            DataType::Int64 => Self::I64(a.as_primitive()),
+            DataType::UInt8 => Self::U8(a.as_primitive()),
+            DataType::UInt16 => Self::U16(a.as_primitive()),
+            DataType::UInt32 => Self::U32(a.as_primitive()),
+            DataType::UInt64 => Self::U64(a.as_primitive()),
+            DataType::Float32 => Self::F32(a.as_primitive()),
+            DataType::Float64 => Self::F64(a.as_primitive()),
+            DataType::Utf8 => Self::Utf8(a.as_string()),
+            DataType::LargeUtf8 => Self::LargeUtf8(a.as_string()),
+            DataType::Utf8View => Self::Utf8View(a.as_string_view()),
+            DataType::Binary => Self::Binary(a.as_binary()),
+            DataType::LargeBinary => Self::LargeBinary(a.as_binary()),
+            DataType::Timestamp(unit, _) => Self::Timestamp(a, *unit),
+            DataType::Date32 => Self::Date32(a.as_primitive()),
+            DataType::Date64 => Self::Date64(a.as_primitive()),
+            DataType::Decimal128(_, scale) => Self::Decimal(a.as_primitive(), *scale),
+            _ => Self::Nested(a),
+        }
+    }
+
+    /// Whether the value at `row` is NULL.
+    #[inline]
+    pub fn is_null(&self, row: usize) -> bool {
+        match self {
+            Self::Bool(a) => a.is_null(row),
+            Self::I8(a) => a.is_null(row),
+            Self::I16(a) => a.is_null(row),
+            Self::I32(a) => a.is_null(row),
+            Self::I64(a) => a.is_null(row),
+            Self::U8(a) => a.is_null(row),
+            Self::U16(a) => a.is_null(row),
+            Self::U32(a) => a.is_null(row),
+            Self::U64(a) => a.is_null(row),
+            Self::F32(a) => a.is_null(row),
+            Self::F64(a) => a.is_null(row),
+            Self::Utf8(a) => a.is_null(row),
+            Self::LargeUtf8(a) => a.is_null(row),
+            Self::Utf8View(a) => a.is_null(row),
+            Self::Binary(a) => a.is_null(row),
+            Self::LargeBinary(a) => a.is_null(row),
+            Self::Timestamp(a, _) => a.is_null(row),
+            Self::Date32(a) => a.is_null(row),
+            Self::Date64(a) => a.is_null(row),
+            Self::Decimal(a, _) => a.is_null(row),
+            Self::Nested(a) => a.is_null(row),
+        }
+    }
+
+    /// Writes the non-NULL value at `row`; returns false (writing nothing) when the value has
+    /// no JSON form (NaN, infinity) and must be treated as NULL.
+    #[inline]
+    pub fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
+        match self {
+            Self::Bool(a) => out.extend_from_slice(if a.value(row) { b"true" } else { b"false" }),
+            Self::I8(a) => write_int(out, a.value(row)),
+            Self::I16(a) => write_int(out, a.value(row)),
+            Self::I32(a) => write_int(out, a.value(row)),
+            Self::I64(a) => write_int(out, a.value(row)),
+            Self::U8(a) => write_int(out, a.value(row)),
+            Self::U16(a) => write_int(out, a.value(row)),
+            Self::U32(a) => write_int(out, a.value(row)),
+            Self::U64(a) => write_int(out, a.value(row)),
+            Self::F32(a) => return write_f64(out, a.value(row) as f64),
+            Self::F64(a) => return write_f64(out, a.value(row)),
+            Self::Utf8(a) => write_json_str(out, a.value(row)),
+            Self::LargeUtf8(a) => write_json_str(out, a.value(row)),
+            Self::Utf8View(a) => write_json_str(out, a.value(row)),
+            Self::Binary(a) => write_base64(out, a.value(row)),
+            Self::LargeBinary(a) => write_base64(out, a.value(row)),
+            Self::Timestamp(a, unit) => write_iso_micros(out, to_micros(ts_raw(*a, row), *unit)),
+            Self::Date32(a) => write_iso_date(out, a.value(row) as i64),
+            Self::Date64(a) => write_iso_date(out, a.value(row).div_euclid(86_400_000)),
+            Self::Decimal(a, scale) => write_decimal(out, a.value(row), *scale),
+            Self::Nested(a) => return write_value(*a, row, out),
+        }
+        true
+    }
+
+    /// The value as text, for keys and identifiers (`distinct_id`, event names); `None` for
+    /// NULL or types without a natural text form (nested values).
+    pub fn text(&self, row: usize) -> Option<std::borrow::Cow<'a, str>> {
+        use std::borrow::Cow;
+        if self.is_null(row) {
+            return None;
+        }
+        Some(match self {
+            Self::Utf8(a) => Cow::Borrowed(a.value(row)),
+            Self::LargeUtf8(a) => Cow::Borrowed(a.value(row)),
+            Self::Utf8View(a) => Cow::Borrowed(a.value(row)),
+            Self::I8(a) => Cow::Owned(a.value(row).to_string()),
+            Self::I16(a) => Cow::Owned(a.value(row).to_string()),
+            Self::I32(a) => Cow::Owned(a.value(row).to_string()),
+            Self::I64(a) => Cow::Owned(a.value(row).to_string()),
+            Self::U8(a) => Cow::Owned(a.value(row).to_string()),
+            Self::U16(a) => Cow::Owned(a.value(row).to_string()),
+            Self::U32(a) => Cow::Owned(a.value(row).to_string()),
+            Self::U64(a) => Cow::Owned(a.value(row).to_string()),
+            Self::Nested(_) => return None,
+            _ => {
+                let mut buf = Vec::new();
+                if !self.write(row, &mut buf) {
+                    return None;
+                }
+                let s = String::from_utf8(buf).ok()?;
+                Cow::Owned(s.trim_matches('"').to_string())
+            }
+        })
+    }
+}
+
+fn ts_raw(a: &dyn Array, row: usize) -> i64 {
+    use arrow::datatypes::{
+        TimestampMicrosecondType as Us, TimestampMillisecondType as Ms,
+        TimestampNanosecondType as Ns, TimestampSecondType as S,
+    };
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => a.as_primitive::<S>().value(row),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<Ms>().value(row),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => a.as_primitive::<Us>().value(row),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => a.as_primitive::<Ns>().value(row),
+        _ => 0,
+    }
+}
+
+fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + n);
+    out.push(b'"');
+}
+
+fn prim<T: ArrowPrimitiveType>(a: &dyn Array, row: usize) -> T::Native {
+    a.as_primitive::<T>().value(row)
+}
+
+/// Writes any Arrow value as JSON (the generic, slower path used for nested values); NULLs are
+/// written as `null`. Returns false when the value has no JSON form (NaN) and nothing was written.
+pub fn write_value(a: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
+    if a.is_null(row) {
+        out.extend_from_slice(b"null");
+        return true;
+    }
+    match a.data_type() {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let values: ArrayRef = match a.data_type() {
+                DataType::List(_) => a.as_list::<i32>().value(row),
+                DataType::LargeList(_) => a.as_list::<i64>().value(row),
+                _ => a.as_fixed_size_list().value(row),
+            };
+            out.push(b'[');
+            for i in 0..values.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if !write_value(values.as_ref(), i, out) {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            out.push(b']');
+        }
+        DataType::Struct(fields) => {
+            let s = a.as_struct();
+            out.push(b'{');
+            let mut first = true;
+            for (field, col) in fields.iter().zip(s.columns()) {
+                if col.is_null(row) {
+                    continue;
+                }
+                let mark = out.len();
+                if !first {
+                    out.push(b',');
+                }
+                write_json_str(out, field.name());
+                out.push(b':');
+                if write_value(col.as_ref(), row, out) {
+                    first = false;
+                } else {
+                    out.truncate(mark);
+                }
+            }
+            out.push(b'}');
+        }
+        DataType::Map(_, _) => {
+            let m = a.as_map();
+            let entries = m.value(row);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            out.push(b'{');
+            for i in 0..entries.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let key = ColumnEncoder::new(keys).text(i).unwrap_or_default();
+                write_json_str(out, &key);
+                out.push(b':');
+                if !write_value(values.as_ref(), i, out) {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            out.push(b'}');
+        }
+        DataType::Dictionary(_, _) => {
+            let d = a.as_any_dictionary();
+            let key = d.normalized_keys()[row];
+            return write_value(d.values().as_ref(), key, out);
+        }
+        DataType::Float16 => {
+            let v = prim::<arrow::datatypes::Float16Type>(a, row);
+            return write_f64(out, v.to_f64());
+        }
+        DataType::Null => out.extend_from_slice(b"null"),
+        DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::Timestamp(_, _)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Decimal128(_, _) => {
+            // Same rules as the typed top-level path.
+            let array = arrow::array::make_array(a.to_data());
+            return ColumnEncoder::new(&array).write(row, out);
+        }
+        _ => {
+            // Times of day, intervals, durations, big decimals…: their canonical text.
+            let opts = arrow::util::display::FormatOptions::default();
+            match arrow::util::display::ArrayFormatter::try_new(a, &opts) {
+                Ok(f) => write_json_str(out, &f.value(row).to_string()),
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_strings() {
+        let mut out = Vec::new();
+        write_json_str(&mut out, "a\"b\\c\nd\u{1}é😀");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\nd\\u0001é😀\""
+        );
+    }
+
+    #[test]
+    fn formats_dates_and_times() {
+        let mut out = Vec::new();
+        write_iso_micros(&mut out, 1_714_564_800_250_000);
+        assert_eq!(out, b"\"2024-05-01T12:00:00.250Z\"");
+        out.clear();
+        write_iso_micros(&mut out, -1);
+        assert_eq!(out, b"\"1969-12-31T23:59:59.999999Z\"");
+        out.clear();
+        write_iso_date(&mut out, 19_844);
+        assert_eq!(out, b"\"2024-05-01\"");
+    }
+
+    #[test]
+    fn formats_decimals() {
+        let mut out = Vec::new();
+        write_decimal(&mut out, -1230, 2);
+        out.push(b' ');
+        write_decimal(&mut out, 5, 3);
+        out.push(b' ');
+        write_decimal(&mut out, 7, -2);
+        assert_eq!(String::from_utf8(out).unwrap(), "-12.30 0.005 700");
+    }
+}

@@ -1,0 +1,611 @@
+//! Event mapping: one warehouse row → one Mixpanel event, or a reject with its reason.
+//!
+//! The record has the shape Mixpanel's `/import` takes:
+//! `{"event":…,"properties":{"time":ms,"distinct_id":…,"$device_id":…,"$warehouse_type":…,
+//! "$wharf_sync":…,<columns>…,<JSON column keys>…,"$insert_id":…}}`.
+//!
+//! - `time` is milliseconds since the epoch (TIMESTAMP/TIMESTAMPTZ/DATE, or integer epoch
+//!   seconds/milliseconds; naive timestamps are UTC).
+//! - `distinct_id` is the user id as text; with no user id it is `$device:<device id>` when a
+//!   device id is present (Mixpanel's simplified identity convention), else `""` (an event tied
+//!   to no user).
+//! - A JSON column is flattened into top-level properties; a key that names a table column or a
+//!   reserved property is skipped (the table's column always wins, even when NULL).
+//! - `$insert_id` is a 128-bit hash (32 hex characters) of the sync id and the row's key columns,
+//!   or of the whole encoded row when no key is configured: identical across re-runs, so that
+//!   Mixpanel deduplicates replays.
+
+use std::collections::HashSet;
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+
+use crate::encode::{to_micros, write_json_str, write_value, ColumnEncoder};
+use crate::record::{MappedBatch, Reject};
+use crate::RecordMapper;
+
+/// Mixpanel rejects events older than this (1971-01-01T00:00:00Z) in milliseconds.
+pub const MIN_TIME_MS: i64 = 31_536_000_000;
+/// …and events more than this far in the future.
+pub const MAX_FUTURE_MS: i64 = 3_600_000;
+/// Mixpanel rejects events with more properties than this.
+pub const MAX_PROPERTIES: usize = 255;
+/// Mixpanel rejects events of this size or more.
+pub const MAX_EVENT_BYTES: usize = 1_000_000;
+/// `distinct_id` values Mixpanel treats as placeholders and rejects (compared case-insensitively).
+pub const BANNED_DISTINCT_IDS: &[&str] = &[
+    "anon",
+    "anonymous",
+    "nil",
+    "none",
+    "null",
+    "undefined",
+    "unknown",
+    "0",
+    "-1",
+    "[]",
+    "{}",
+    "<nil>",
+    "00000000-0000-0000-0000-000000000000",
+];
+
+/// Where the event name comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventName {
+    /// The same name for every row.
+    Static(String),
+    /// The value of a column.
+    Column(String),
+}
+
+/// How an integer time column is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Values of at least 10^11 are milliseconds, smaller ones seconds.
+    #[default]
+    Auto,
+    /// Seconds since the epoch.
+    Seconds,
+    /// Milliseconds since the epoch.
+    Milliseconds,
+}
+
+/// What the user configured for an events table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventMapping {
+    /// The sync's name; part of every `$insert_id` and sent as `$wharf_sync`.
+    pub sync_id: String,
+    /// Sent as `$warehouse_type` (e.g. `duckdb`).
+    pub warehouse_type: String,
+    /// Event name.
+    pub event_name: EventName,
+    /// Column holding the event time.
+    pub time_column: String,
+    /// Unit of an integer time column.
+    pub time_unit: EpochUnit,
+    /// Column holding the user id, if any.
+    pub user_id_column: Option<String>,
+    /// Column holding the device id, if any.
+    pub device_id_column: Option<String>,
+    /// A JSON column whose keys become top-level properties.
+    pub properties_column: Option<String>,
+    /// Columns identifying a row; the `$insert_id` is derived from them. Empty: the whole row.
+    pub key_columns: Vec<String>,
+    /// Columns not sent as properties.
+    pub exclude_columns: Vec<String>,
+}
+
+/// The mapping cannot be applied to this table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    /// A configured column is not in the table.
+    #[error("column `{column}` (configured as {role}) is not in the table; its columns are: {available}")]
+    UnknownColumn {
+        /// The missing column.
+        column: String,
+        /// Which setting named it.
+        role: &'static str,
+        /// The table's columns, comma-separated.
+        available: String,
+    },
+    /// A configured column has a type that cannot serve its role.
+    #[error("column `{column}` (configured as {role}) has type {found}; expected {expected}")]
+    WrongType {
+        /// The column.
+        column: String,
+        /// Which setting named it.
+        role: &'static str,
+        /// Its Arrow type.
+        found: String,
+        /// What would work.
+        expected: &'static str,
+    },
+}
+
+/// A compiled [`EventMapping`] for one table schema.
+#[derive(Debug)]
+pub struct EventMapper {
+    mapping: EventMapping,
+    n_columns: usize,
+    time: usize,
+    name: Option<usize>,
+    user: Option<usize>,
+    device: Option<usize>,
+    json: Option<usize>,
+    keys: Vec<usize>,
+    /// (column index, pre-encoded `,"name":`)
+    props: Vec<(usize, Vec<u8>)>,
+    /// Names a JSON-column key may not take.
+    taken: HashSet<String>,
+    /// `{"event":"<static>","properties":{"time":` or `{"event":`.
+    hidden: Vec<u8>,
+    static_name: Option<Vec<u8>>,
+    seed: u64,
+}
+
+fn find(schema: &Schema, column: &str, role: &'static str) -> Result<usize, MappingError> {
+    schema.index_of(column).map_err(|_| MappingError::UnknownColumn {
+        column: column.to_string(),
+        role,
+        available: schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn check_type(
+    schema: &Schema,
+    idx: usize,
+    role: &'static str,
+    expected: &'static str,
+    ok: impl Fn(&DataType) -> bool,
+) -> Result<(), MappingError> {
+    let field = schema.field(idx);
+    if ok(field.data_type()) {
+        Ok(())
+    } else {
+        Err(MappingError::WrongType {
+            column: field.name().clone(),
+            role,
+            found: field.data_type().to_string(),
+            expected,
+        })
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_id(t: &DataType) -> bool {
+    is_text(t) || t.is_integer()
+}
+
+fn is_time(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) || t.is_integer()
+}
+
+/// 128-bit row hash as 32 lowercase hex characters (a valid `$insert_id`).
+pub fn insert_id_hex(seed: u64, bytes: &[u8]) -> [u8; 32] {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(bytes, seed);
+    let mut out = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in h.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+    out
+}
+
+impl EventMapper {
+    /// Resolves the mapping against `schema`; unknown columns and unusable types are errors.
+    pub fn new(mapping: EventMapping, schema: &Schema) -> Result<Self, MappingError> {
+        let time = find(schema, &mapping.time_column, "time_column")?;
+        check_type(
+            schema,
+            time,
+            "time_column",
+            "TIMESTAMP, TIMESTAMPTZ, DATE or an integer epoch",
+            is_time,
+        )?;
+        let name = match &mapping.event_name {
+            EventName::Column(c) => {
+                let i = find(schema, c, "event_name_column")?;
+                check_type(schema, i, "event_name_column", "a string", is_text)?;
+                Some(i)
+            }
+            EventName::Static(_) => None,
+        };
+        let opt = |c: &Option<String>, role: &'static str| -> Result<Option<usize>, MappingError> {
+            match c {
+                Some(c) => {
+                    let i = find(schema, c, role)?;
+                    check_type(schema, i, role, "a string or an integer", is_id)?;
+                    Ok(Some(i))
+                }
+                None => Ok(None),
+            }
+        };
+        let user = opt(&mapping.user_id_column, "user_id_column")?;
+        let device = opt(&mapping.device_id_column, "device_id_column")?;
+        let json = match &mapping.properties_column {
+            Some(c) => {
+                let i = find(schema, c, "properties_column")?;
+                check_type(
+                    schema,
+                    i,
+                    "properties_column",
+                    "JSON text, a struct or a map",
+                    |t| is_text(t) || matches!(t, DataType::Struct(_) | DataType::Map(_, _)),
+                )?;
+                Some(i)
+            }
+            None => None,
+        };
+        let keys = mapping
+            .key_columns
+            .iter()
+            .map(|c| find(schema, c, "key_columns"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for c in &mapping.exclude_columns {
+            find(schema, c, "exclude_columns")?;
+        }
+        let special: HashSet<usize> = [Some(time), name, user, device, json]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut taken: HashSet<String> = [
+            "time",
+            "distinct_id",
+            "$insert_id",
+            "$device_id",
+            "$warehouse_type",
+            "$wharf_sync",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut props = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if special.contains(&i) || mapping.exclude_columns.iter().any(|e| e == f.name()) {
+                continue;
+            }
+            if !taken.insert(f.name().clone()) {
+                // A column named like a reserved property would be a duplicate key.
+                continue;
+            }
+            let mut prefix = b",".to_vec();
+            write_json_str(&mut prefix, f.name());
+            prefix.push(b':');
+            props.push((i, prefix));
+        }
+        let static_name = match &mapping.event_name {
+            EventName::Static(s) => {
+                let mut b = Vec::new();
+                write_json_str(&mut b, s);
+                Some(b)
+            }
+            EventName::Column(_) => None,
+        };
+        let mut hidden = b",\"$warehouse_type\":".to_vec();
+        write_json_str(&mut hidden, &mapping.warehouse_type);
+        hidden.extend_from_slice(b",\"$wharf_sync\":");
+        write_json_str(&mut hidden, &mapping.sync_id);
+        let seed = xxhash_rust::xxh3::xxh3_64(mapping.sync_id.as_bytes());
+        Ok(EventMapper {
+            n_columns: schema.fields().len(),
+            mapping,
+            time,
+            name,
+            user,
+            device,
+            json,
+            keys,
+            props,
+            taken,
+            hidden,
+            static_name,
+            seed,
+        })
+    }
+
+    /// The configuration this mapper was built from.
+    pub fn mapping(&self) -> &EventMapping {
+        &self.mapping
+    }
+
+    /// Names of the columns sent as properties, in order (for previews).
+    pub fn property_columns<'s>(&self, schema: &'s Schema) -> Vec<&'s str> {
+        self.props
+            .iter()
+            .map(|(i, _)| schema.field(*i).name().as_str())
+            .collect()
+    }
+
+    fn time_ms(&self, enc: &ColumnEncoder<'_>, col: &dyn Array, row: usize) -> Option<i64> {
+        if col.is_null(row) {
+            return None;
+        }
+        use arrow::array::AsArray;
+        Some(match col.data_type() {
+            DataType::Timestamp(unit, _) => {
+                let raw = match unit {
+                    TimeUnit::Second => col
+                        .as_primitive::<arrow::datatypes::TimestampSecondType>()
+                        .value(row),
+                    TimeUnit::Millisecond => col
+                        .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                        .value(row),
+                    TimeUnit::Microsecond => col
+                        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                        .value(row),
+                    TimeUnit::Nanosecond => col
+                        .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                        .value(row),
+                };
+                to_micros(raw, *unit).div_euclid(1000)
+            }
+            DataType::Date32 => {
+                (col.as_primitive::<arrow::datatypes::Date32Type>().value(row) as i64) * 86_400_000
+            }
+            DataType::Date64 => col.as_primitive::<arrow::datatypes::Date64Type>().value(row),
+            _ => {
+                let v: i64 = enc.text(row)?.parse().ok()?;
+                match self.mapping.time_unit {
+                    EpochUnit::Seconds => v.saturating_mul(1000),
+                    EpochUnit::Milliseconds => v,
+                    EpochUnit::Auto if v.abs() >= 100_000_000_000 => v,
+                    EpochUnit::Auto => v.saturating_mul(1000),
+                }
+            }
+        })
+    }
+
+    fn key_json(&self, encs: &[ColumnEncoder<'_>], row: usize, insert_id: &str) -> String {
+        if self.keys.is_empty() {
+            let mut s = String::from("{\"$insert_id\":\"");
+            s.push_str(insert_id);
+            s.push_str("\"}");
+            return s;
+        }
+        let mut out = b"{".to_vec();
+        for (n, &k) in self.keys.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, &self.mapping.key_columns[n]);
+            out.push(b':');
+            if encs[k].is_null(row) || !encs[k].write(row, &mut out) {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b'}');
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn banned(id: &str) -> bool {
+    let t = id.trim();
+    BANNED_DISTINCT_IDS.iter().any(|b| b.eq_ignore_ascii_case(t))
+}
+
+impl RecordMapper for EventMapper {
+    fn map_batch(&self, batch: &RecordBatch, now_ms: i64) -> MappedBatch {
+        let mut out = MappedBatch::default();
+        if batch.num_columns() != self.n_columns {
+            // The connector changed the column list under us: reject rather than mis-map.
+            for _ in 0..batch.num_rows() {
+                out.rejects.push(Reject {
+                    key: "null".into(),
+                    insert_id: None,
+                    reason: format!(
+                        "batch has {} columns, the mapping was built for {}",
+                        batch.num_columns(),
+                        self.n_columns
+                    ),
+                });
+            }
+            return out;
+        }
+        let encs: Vec<ColumnEncoder<'_>> = batch.columns().iter().map(ColumnEncoder::new).collect();
+        let rows = batch.num_rows();
+        let buf = &mut out.records.data;
+        buf.reserve(rows * 256);
+        let mut key_buf = Vec::new();
+        let mut json_buf = Vec::new();
+        for row in 0..rows {
+            let start = buf.len();
+            let mut reason: Option<String> = None;
+            let mut count = 2; // time, distinct_id
+            buf.extend_from_slice(b"{\"event\":");
+            match (&self.static_name, self.name) {
+                (Some(n), _) => buf.extend_from_slice(n),
+                (None, Some(i)) => match encs[i].text(row) {
+                    Some(n) if !n.is_empty() => write_json_str(buf, &n),
+                    _ => {
+                        reason = Some(format!(
+                            "event name column `{}` is NULL or empty",
+                            batch.schema().field(i).name()
+                        ));
+                        buf.extend_from_slice(b"\"\"");
+                    }
+                },
+                (None, None) => buf.extend_from_slice(b"\"\""),
+            }
+            buf.extend_from_slice(b",\"properties\":{\"time\":");
+            match self.time_ms(&encs[self.time], batch.column(self.time).as_ref(), row) {
+                Some(ms) => {
+                    if ms < MIN_TIME_MS {
+                        reason.get_or_insert_with(|| {
+                            format!("time {ms} ms is before 1971-01-01, which Mixpanel rejects")
+                        });
+                    } else if ms > now_ms + MAX_FUTURE_MS {
+                        reason.get_or_insert_with(|| {
+                            format!("time {ms} ms is more than 1 hour in the future")
+                        });
+                    }
+                    buf.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
+                }
+                None => {
+                    reason.get_or_insert_with(|| {
+                        format!("time column `{}` is NULL", self.mapping.time_column)
+                    });
+                    buf.extend_from_slice(b"null");
+                }
+            }
+            buf.extend_from_slice(b",\"distinct_id\":");
+            let user = self.user.and_then(|u| encs[u].text(row));
+            let device = self.device.and_then(|d| encs[d].text(row));
+            match (&user, &device) {
+                (Some(u), _) => {
+                    if banned(u) {
+                        reason.get_or_insert_with(|| {
+                            format!("user id {u:?} is a placeholder value Mixpanel rejects")
+                        });
+                    }
+                    write_json_str(buf, u);
+                }
+                (None, Some(d)) => {
+                    buf.extend_from_slice(b"\"$device:");
+                    let mut tmp = Vec::with_capacity(d.len() + 2);
+                    write_json_str(&mut tmp, d);
+                    buf.extend_from_slice(&tmp[1..]);
+                }
+                (None, None) => buf.extend_from_slice(b"\"\""),
+            }
+            if let Some(d) = &device {
+                buf.extend_from_slice(b",\"$device_id\":");
+                write_json_str(buf, d);
+                count += 1;
+            }
+            buf.extend_from_slice(&self.hidden);
+            count += 2;
+            for (i, prefix) in &self.props {
+                let e = &encs[*i];
+                if e.is_null(row) {
+                    continue;
+                }
+                let mark = buf.len();
+                buf.extend_from_slice(prefix);
+                if e.write(row, buf) {
+                    count += 1;
+                } else {
+                    buf.truncate(mark);
+                }
+            }
+            if let Some(j) = self.json {
+                let col = batch.column(j);
+                if !col.is_null(row) {
+                    let parsed = match &encs[j] {
+                        ColumnEncoder::Utf8(a) => serde_json::from_str(a.value(row)),
+                        ColumnEncoder::LargeUtf8(a) => serde_json::from_str(a.value(row)),
+                        ColumnEncoder::Utf8View(a) => serde_json::from_str(a.value(row)),
+                        _ => {
+                            json_buf.clear();
+                            write_value(col.as_ref(), row, &mut json_buf);
+                            serde_json::from_slice(&json_buf)
+                        }
+                    };
+                    match parsed {
+                        Ok(serde_json::Value::Object(map)) => {
+                            for (k, v) in map {
+                                if v.is_null() || self.taken.contains(&k) {
+                                    continue;
+                                }
+                                buf.push(b',');
+                                write_json_str(buf, &k);
+                                buf.push(b':');
+                                // Writing a Value into a Vec cannot fail.
+                                let _ = serde_json::to_writer(&mut *buf, &v);
+                                count += 1;
+                            }
+                        }
+                        Ok(_) => {
+                            reason.get_or_insert_with(|| {
+                                format!(
+                                    "properties column `{}` is not a JSON object",
+                                    batch.schema().field(j).name()
+                                )
+                            });
+                        }
+                        Err(e) => {
+                            reason.get_or_insert_with(|| {
+                                format!(
+                                    "properties column `{}` is not valid JSON: {e}",
+                                    batch.schema().field(j).name()
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+            // $insert_id: from the key columns, or from everything written so far.
+            let id = if self.keys.is_empty() {
+                insert_id_hex(self.seed, &buf[start..])
+            } else {
+                key_buf.clear();
+                for &k in &self.keys {
+                    if !encs[k].is_null(row) {
+                        encs[k].write(row, &mut key_buf);
+                    }
+                    key_buf.push(0);
+                }
+                insert_id_hex(self.seed, &key_buf)
+            };
+            count += 1;
+            if count > MAX_PROPERTIES {
+                reason.get_or_insert_with(|| {
+                    format!("{count} properties; Mixpanel accepts at most {MAX_PROPERTIES}")
+                });
+            }
+            buf.extend_from_slice(b",\"$insert_id\":\"");
+            buf.extend_from_slice(&id);
+            buf.extend_from_slice(b"\"}}\n");
+            if buf.len() - start >= MAX_EVENT_BYTES {
+                reason.get_or_insert_with(|| {
+                    format!(
+                        "event is {} bytes; Mixpanel accepts events under 1 MB",
+                        buf.len() - start
+                    )
+                });
+            }
+            match reason {
+                None => out.records.ends.push(buf.len() as u32),
+                Some(reason) => {
+                    buf.truncate(start);
+                    let id = String::from_utf8_lossy(&id).into_owned();
+                    out.rejects.push(Reject {
+                        key: self.key_json(&encs, row, &id),
+                        insert_id: Some(id),
+                        reason,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A row as a plain JSON object of all its non-NULL columns (for previews and rejects).
+pub fn row_json(batch: &RecordBatch, row: usize) -> String {
+    let mut out = b"{".to_vec();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if c.is_null(row) {
+            continue;
+        }
+        let mark = out.len();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, f.name());
+        out.push(b':');
+        if !write_value(c.as_ref(), row, &mut out) {
+            out.truncate(mark);
+        }
+    }
+    out.push(b'}');
+    String::from_utf8_lossy(&out).into_owned()
+}

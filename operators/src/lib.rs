@@ -1,0 +1,20 @@
+//! wharf's dataflow vocabulary: Arrow → record encoding, event mapping, and the timely
+//! operators every sync is wired from. Nothing here knows any one warehouse or destination.
+
+pub mod dataflow;
+pub mod encode;
+pub mod events;
+pub mod record;
+pub mod watermark;
+
+pub use arrow;
+pub use timely;
+
+use arrow::array::RecordBatch;
+use record::MappedBatch;
+
+/// Turns Arrow rows into destination records (or rejects). Implemented per table type.
+pub trait RecordMapper: Send + Sync {
+    /// Maps every row of `batch`; `now_ms` is the wall clock used for "too far in the future".
+    fn map_batch(&self, batch: &RecordBatch, now_ms: i64) -> MappedBatch;
+}

@@ -1,0 +1,176 @@
+//! Delivery of sink requests to a [`Destination`]: bounded concurrency, retries with
+//! exponential backoff and jitter (honouring `Retry-After`), splitting on 413.
+//! One implementation for every destination.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wharf_operators::dataflow::{RejectSink, RunControl, SinkAck, SinkRequest};
+use wharf_operators::record::{EncodedRecords, Reject};
+
+use crate::destination::{Destination, DestinationError, SendOutcome};
+
+/// How requests are retried and how many are in flight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Largest backoff (before jitter).
+    pub max_backoff: Duration,
+    /// Random extra delay added to each backoff, up to this.
+    pub max_jitter: Duration,
+    /// Give up (failing the run, committing nothing) after retrying this long.
+    pub give_up_after: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for RetryPolicy {
+    /// Mixpanel's advice: start at 2 s, double up to 60 s, add 1–5 s of jitter.
+    fn default() -> Self {
+        RetryPolicy {
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+            max_jitter: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(30 * 60),
+            concurrency: 4,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
+            .min(self.max_backoff);
+        let jitter = self.max_jitter.mul_f64(fastrand::f64());
+        base + jitter
+    }
+}
+
+/// Sends `records`, retrying transient failures and splitting on 413, until delivered or the
+/// policy gives up. Returns the combined outcome, or why the run must fail.
+pub async fn deliver(
+    dest: &dyn Destination,
+    records: EncodedRecords,
+    policy: &RetryPolicy,
+    control: &RunControl,
+) -> Result<SendOutcome, String> {
+    let mut pending = vec![records];
+    let mut total = SendOutcome::default();
+    while let Some(records) = pending.pop() {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            control.counters.requests.fetch_add(1, Ordering::Relaxed);
+            match dest.send(&records).await {
+                Ok(outcome) => {
+                    total.delivered += outcome.delivered;
+                    total.rejects.extend(outcome.rejects);
+                    break;
+                }
+                Err(DestinationError::TooLarge { message }) => {
+                    if records.len() > 1 {
+                        let (a, b) = records.split_in_half();
+                        pending.push(a);
+                        pending.push(b);
+                    } else {
+                        total.rejects.push(Reject {
+                            key: "null".into(),
+                            insert_id: None,
+                            reason: format!("record too large for the destination: {message}"),
+                        });
+                    }
+                    break;
+                }
+                Err(DestinationError::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    if started.elapsed() >= policy.give_up_after {
+                        return Err(format!(
+                            "{}: gave up after {:?} of retries: {message}",
+                            dest.describe(),
+                            policy.give_up_after
+                        ));
+                    }
+                    let wait = retry_after
+                        .map(|r| r + policy.max_jitter.mul_f64(fastrand::f64()))
+                        .unwrap_or_else(|| policy.backoff(attempt));
+                    tracing::warn!(destination = %dest.describe(), attempt, ?wait, "transient failure, retrying: {message}");
+                    control.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(DestinationError::Permanent { message }) => {
+                    return Err(format!("{}: {message}", dest.describe()));
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Runs the delivery loop for one run: takes [`SinkRequest`]s, delivers up to
+/// `policy.concurrency` at once, records the destination's rejects and acknowledges each
+/// request to the sink operator that sent it. Ends when every sender is dropped.
+pub async fn delivery_loop(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<SinkRequest>,
+    dest: Arc<dyn Destination>,
+    policy: RetryPolicy,
+    rejects: Arc<dyn RejectSink>,
+    control: Arc<RunControl>,
+) {
+    let permits = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let policy = Arc::new(policy);
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(req) = requests.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (dest, policy, rejects, control) =
+            (dest.clone(), policy.clone(), rejects.clone(), control.clone());
+        tasks.spawn(async move {
+            let n = req.records.len();
+            let bytes = req.records.byte_len() as u64;
+            let result = deliver(dest.as_ref(), req.records, &policy, &control).await;
+            drop(permit);
+            let ack = match result {
+                Ok(outcome) => {
+                    let rejected = outcome.rejects.len();
+                    let recorded = if rejected > 0 {
+                        rejects.record(&outcome.rejects)
+                    } else {
+                        Ok(())
+                    };
+                    let c = &control.counters;
+                    c.records_delivered
+                        .fetch_add(outcome.delivered as u64, Ordering::Relaxed);
+                    c.rows_rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+                    c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                    control.settle(n);
+                    SinkAck {
+                        epoch: req.epoch,
+                        delivered: outcome.delivered,
+                        rejected,
+                        error: recorded
+                            .err()
+                            .map(|e| format!("cannot record rejected rows: {e}")),
+                    }
+                }
+                Err(error) => SinkAck {
+                    epoch: req.epoch,
+                    delivered: 0,
+                    rejected: 0,
+                    error: Some(error),
+                },
+            };
+            req.ack.ack(ack);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}

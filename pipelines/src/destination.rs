@@ -1,0 +1,70 @@
+//! The interface between a sync's dataflow and wherever its records go.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use wharf_operators::record::{EncodedRecords, Reject};
+
+/// A boxed, sendable future (destinations are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a destination did with one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Records stored.
+    pub delivered: usize,
+    /// Records refused with a reason (e.g. Mixpanel's `failed_records`); not retried.
+    pub rejects: Vec<Reject>,
+}
+
+/// Why a request failed, classified for the retry policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    /// Worth retrying (429, 5xx, timeouts, dropped connections), after `retry_after` if the
+    /// destination said so.
+    #[error("{message}")]
+    Transient {
+        /// What happened (never containing credentials).
+        message: String,
+        /// The destination's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The request is too large (413): split it and send the halves.
+    #[error("{message}")]
+    TooLarge {
+        /// What happened.
+        message: String,
+    },
+    /// Retrying cannot help (bad credentials, malformed request, unwritable file).
+    #[error("{message}")]
+    Permanent {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl DestinationError {
+    /// Whether the request should be retried as it is.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DestinationError::Transient { .. })
+    }
+}
+
+/// A place records go: Mixpanel, a file, Kafka…
+pub trait Destination: Send + Sync + 'static {
+    /// A short description for logs (no credentials).
+    fn describe(&self) -> String;
+
+    /// Sends one request's records. Must be safe to call again with the same records after
+    /// a transient failure (destinations deduplicate by `$insert_id` or key).
+    fn send<'a>(
+        &'a self,
+        records: &'a EncodedRecords,
+    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>>;
+
+    /// Makes everything sent so far durable; called before a run commits.
+    fn flush(&self) -> BoxFuture<'_, Result<(), DestinationError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

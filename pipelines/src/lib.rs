@@ -1,0 +1,6 @@
+//! Compiles a wharf sync into a timely dataflow by wiring the operators of
+//! `wharf-operators`, and delivers its output through a [`destination::Destination`].
+
+pub mod delivery;
+pub mod destination;
+pub mod run;

@@ -1,0 +1,153 @@
+//! One run of a sync as a timely dataflow:
+//! `poll_source → map_records → batch_sink`, with delivery on tokio.
+//!
+//! The run is complete when the sink's output frontier passes the run's epoch, which happens
+//! only after the destination acknowledged every record (or it was rejected with a reason).
+//! Committing the run's position is the caller's job and must happen only after
+//! [`run_dataflow`] returned `Ok`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wharf_operators::dataflow::{
+    batch_sink, map_records, poll_source, BatchLimits, RejectSink, RunControl, StartReader,
+};
+use wharf_operators::timely;
+use wharf_operators::timely::dataflow::operators::Probe;
+use wharf_operators::RecordMapper;
+
+use crate::delivery::{delivery_loop, RetryPolicy};
+use crate::destination::Destination;
+
+/// Everything one run needs.
+pub struct RunSpec {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The run's epoch (timely timestamp).
+    pub epoch: u64,
+    /// Starts the warehouse reader (on worker 0).
+    pub reader: StartReader,
+    /// Rows → records.
+    pub mapper: Arc<dyn RecordMapper>,
+    /// Where records go.
+    pub destination: Arc<dyn Destination>,
+    /// Request size limits of the destination.
+    pub limits: BatchLimits,
+    /// Retry and concurrency policy.
+    pub policy: RetryPolicy,
+    /// Where rejected rows are recorded.
+    pub rejects: Arc<dyn RejectSink>,
+    /// Counters and failure of this run (shared with progress displays).
+    pub control: Arc<RunControl>,
+    /// The runtime that runs the reader and the delivery.
+    pub runtime: tokio::runtime::Handle,
+    /// Wall clock for the mapping's "too far in the future" check.
+    pub now_ms: i64,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Rows read from the warehouse.
+    pub rows_read: u64,
+    /// Records the destination acknowledged.
+    pub delivered: u64,
+    /// Rows rejected, with reasons in the rejects file.
+    pub rejected: u64,
+    /// Uncompressed bytes delivered.
+    pub bytes_sent: u64,
+    /// Requests sent (including retries).
+    pub requests: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// The run failed; nothing of it may be committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run failed: {0}")]
+pub struct RunError(pub String);
+
+/// Builds and runs the dataflow for one epoch on `spec.workers` threads and waits until every
+/// record is acknowledged (Ok) or the run failed (Err).
+pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
+    let started = Instant::now();
+    let RunSpec {
+        workers,
+        epoch,
+        reader,
+        mapper,
+        destination,
+        limits,
+        policy,
+        rejects,
+        control,
+        runtime,
+        now_ms,
+    } = spec;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let delivery = runtime.spawn(delivery_loop(
+        rx,
+        destination.clone(),
+        policy,
+        rejects.clone(),
+        control.clone(),
+    ));
+    let reader = Arc::new(Mutex::new(Some(reader)));
+    let config = if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let ctl = control.clone();
+    let guards = timely::execute(config, move |worker| {
+        let start = if worker.index() == 0 {
+            reader.lock().ok().and_then(|mut r| r.take())
+        } else {
+            None
+        };
+        let (tx, mapper, rejects, ctl) = (tx.clone(), mapper.clone(), rejects.clone(), ctl.clone());
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let rows = poll_source(scope, epoch, start, ctl.clone());
+            let records = map_records(rows, mapper, now_ms);
+            let (probe, _) = batch_sink(records, limits, tx, rejects, ctl.clone()).probe();
+            probe
+        });
+        while probe.less_equal(&epoch) {
+            if ctl.failure().is_some() {
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                return;
+            }
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
+    })
+    .map_err(RunError)?;
+    for result in guards.join() {
+        result.map_err(|e| RunError(format!("worker failed: {e}")))?;
+    }
+    if let Some(reason) = control.failure() {
+        delivery.abort();
+        return Err(RunError(reason));
+    }
+    // Every sender is gone with the workers: the loop ends once its tasks are done.
+    runtime
+        .block_on(delivery)
+        .map_err(|e| RunError(format!("delivery task failed: {e}")))?;
+    runtime
+        .block_on(destination.flush())
+        .map_err(|e| RunError(format!("{}: {e}", destination.describe())))?;
+    let c = &control.counters;
+    Ok(RunOutcome {
+        rows_read: c.rows_read.load(Ordering::Relaxed),
+        delivered: c.records_delivered.load(Ordering::Relaxed),
+        rejected: c.rows_rejected.load(Ordering::Relaxed),
+        bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+        requests: c.requests.load(Ordering::Relaxed),
+        retries: c.retries.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    })
+}

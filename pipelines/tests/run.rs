@@ -1,0 +1,183 @@
+//! `run_dataflow` against in-memory readers and destinations that misbehave on purpose: the
+//! run completes only when everything is acknowledged, transient failures and 413s are
+//! retried, permanent failures fail the run.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
+use wharf_operators::dataflow::{BatchLimits, RejectSink, RunControl, SourceMessage, SourceSender};
+use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::record::{EncodedRecords, Reject};
+use wharf_pipelines::delivery::RetryPolicy;
+use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::run::{run_dataflow, RunSpec};
+
+/// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
+/// fails for good when `permanent` is set.
+struct Flaky {
+    calls: AtomicUsize,
+    transient: usize,
+    max_ok: usize,
+    permanent: bool,
+    got: Mutex<Vec<String>>,
+}
+
+impl Destination for Flaky {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    fn send<'a>(
+        &'a self,
+        records: &'a EncodedRecords,
+    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.permanent {
+                return Err(DestinationError::Permanent {
+                    message: "no".into(),
+                });
+            }
+            if n < self.transient {
+                return Err(DestinationError::Transient {
+                    message: "429".into(),
+                    retry_after: Some(Duration::from_millis(5)),
+                });
+            }
+            if records.len() > self.max_ok {
+                return Err(DestinationError::TooLarge {
+                    message: "413".into(),
+                });
+            }
+            let mut got = self.got.lock().unwrap();
+            got.extend(records.iter().map(|r| String::from_utf8_lossy(r).into_owned()));
+            Ok(SendOutcome {
+                delivered: records.len(),
+                rejects: vec![],
+            })
+        })
+    }
+}
+
+#[derive(Default)]
+struct Rejects(Mutex<Vec<Reject>>);
+impl RejectSink for Rejects {
+    fn record(&self, rejects: &[Reject]) -> Result<(), String> {
+        self.0.lock().unwrap().extend_from_slice(rejects);
+        Ok(())
+    }
+}
+
+fn batch(from: i64, n: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("t", DataType::Int64, true),
+        Field::new("k", DataType::Int64, false),
+    ]));
+    // Every 100th row has no time: rejected by the mapping.
+    let t: ArrayRef = Arc::new(Int64Array::from_iter(
+        (from..from + n).map(|i| (i % 100 != 99).then_some(1_700_000_000 + i)),
+    ));
+    let k: ArrayRef = Arc::new(Int64Array::from_iter_values(from..from + n));
+    RecordBatch::try_new(schema, vec![t, k]).unwrap()
+}
+
+fn spec(dest: Arc<Flaky>, rejects: Arc<Rejects>, workers: usize, rt: &tokio::runtime::Runtime) -> RunSpec {
+    let b = batch(0, 1);
+    let mapper = EventMapper::new(
+        EventMapping {
+            sync_id: "t".into(),
+            warehouse_type: "memory".into(),
+            event_name: EventName::Static("E".into()),
+            time_column: "t".into(),
+            time_unit: EpochUnit::Seconds,
+            user_id_column: None,
+            device_id_column: None,
+            properties_column: None,
+            key_columns: vec!["k".into()],
+            exclude_columns: vec![],
+        },
+        &b.schema(),
+    )
+    .unwrap();
+    let handle = rt.handle().clone();
+    RunSpec {
+        workers,
+        epoch: 1,
+        reader: Box::new(move |tx: SourceSender| {
+            handle.spawn_blocking(move || {
+                for i in 0..10 {
+                    if tx.send(SourceMessage::Batch(batch(i * 1000, 1000))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }),
+        mapper: Arc::new(mapper),
+        destination: dest,
+        limits: BatchLimits {
+            max_records: 2000,
+            max_bytes: 1 << 20,
+        },
+        policy: RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_jitter: Duration::ZERO,
+            give_up_after: Duration::from_secs(30),
+            concurrency: 3,
+        },
+        rejects,
+        control: RunControl::new(3000),
+        runtime: rt.handle().clone(),
+        now_ms: 1_800_000_000_000,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn retries_and_splits_until_everything_is_acknowledged() {
+    let rt = runtime();
+    for workers in [1, 2] {
+        let dest = Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            transient: 3,
+            max_ok: 700,
+            permanent: false,
+            got: Mutex::new(vec![]),
+        });
+        let rejects = Arc::new(Rejects::default());
+        let out = run_dataflow(spec(dest.clone(), rejects.clone(), workers, &rt)).unwrap();
+        assert_eq!(out.rows_read, 10_000);
+        assert_eq!(out.delivered, 9_900);
+        assert_eq!(out.rejected, 100);
+        assert!(out.retries >= 3, "{out:?}");
+        let got = dest.got.lock().unwrap();
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(got.len(), 9_900, "nothing lost, nothing duplicated");
+        assert_eq!(unique.len(), 9_900);
+        assert_eq!(rejects.0.lock().unwrap().len(), 100);
+    }
+}
+
+#[test]
+fn a_permanent_failure_fails_the_run() {
+    let rt = runtime();
+    let dest = Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        transient: 0,
+        max_ok: usize::MAX,
+        permanent: true,
+        got: Mutex::new(vec![]),
+    });
+    let err = run_dataflow(spec(dest, Arc::new(Rejects::default()), 2, &rt)).unwrap_err();
+    assert!(err.0.contains("flaky: no"), "{err}");
+}

@@ -1,0 +1,604 @@
+//! `wharf.toml`: named warehouses and destinations, and the syncs between them.
+//!
+//! Loading is strict: unknown keys, missing keys and wrong types are errors that name the
+//! file, the key path (`syncs[0].mapping.time_column`) and what is expected. Strings may
+//! contain `${ENV_VAR}`, expanded at load time; an unset variable is an error naming the key
+//! and the variable (never a value). Secrets are held in [`Secret`], which never prints.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, located by file and key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// Key path, e.g. `syncs[0].mode`, or `(file)` for whole-file problems.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// A credential: deserialized from a string, never printed (Debug and Display show `***`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Secret(v.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where wharf keeps its state (watermarks, run history, rejects). Relative paths are
+    /// relative to the config file's folder. Default `.wharf`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Named warehouses.
+    #[serde(default)]
+    pub warehouses: BTreeMap<String, WarehouseConfig>,
+    /// Named destinations.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    /// The syncs.
+    #[serde(default)]
+    pub syncs: Vec<SyncConfig>,
+    /// Folder of the config file (set at load; relative paths resolve against it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".wharf")
+}
+
+/// A warehouse connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WarehouseConfig {
+    /// An embedded DuckDB database file.
+    Duckdb {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+impl WarehouseConfig {
+    /// The warehouse kind, as sent in `$warehouse_type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WarehouseConfig::Duckdb { .. } => "duckdb",
+        }
+    }
+}
+
+/// Mixpanel data residency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// `api.mixpanel.com`
+    #[default]
+    Us,
+    /// `api-eu.mixpanel.com`
+    Eu,
+    /// `api-in.mixpanel.com`
+    In,
+}
+
+/// A Mixpanel service account (basic auth).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccount {
+    /// The service account's username.
+    pub username: String,
+    /// Its secret.
+    pub secret: Secret,
+}
+
+/// A Mixpanel project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixpanelConfig {
+    /// The project id (required with a service account).
+    pub project_id: Option<String>,
+    /// Service-account authentication.
+    pub service_account: Option<ServiceAccount>,
+    /// Project-token authentication (instead of a service account).
+    pub project_token: Option<Secret>,
+    /// Data residency: `us` (default), `eu` or `in`.
+    #[serde(default)]
+    pub region: Region,
+    /// Overrides the host, e.g. `http://127.0.0.1:8080` for the local receiver.
+    pub api_host: Option<String>,
+    /// Requests in flight at once (default 4).
+    pub concurrency: Option<usize>,
+    /// Per-request timeout, e.g. `60s` (default 120 s).
+    pub timeout: Option<String>,
+    /// First retry backoff, e.g. `2s` (default 2 s, doubling up to `max_backoff`).
+    pub initial_backoff: Option<String>,
+    /// Largest retry backoff (default 60 s).
+    pub max_backoff: Option<String>,
+    /// Give up on a request after retrying this long (default 30m); the run then fails and
+    /// commits nothing.
+    pub give_up_after: Option<String>,
+}
+
+/// A destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DestinationConfig {
+    /// Mixpanel's ingestion API.
+    Mixpanel(MixpanelConfig),
+    /// NDJSON of exactly what would be sent; `path = "-"` is stdout.
+    File {
+        /// The file (appended to), or `-`.
+        path: String,
+    },
+}
+
+/// Mixpanel's table types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableType {
+    /// Events (`/import`).
+    Events,
+    /// User profiles (`/engage`).
+    Users,
+    /// Group profiles (`/groups`).
+    Groups,
+    /// Lookup tables.
+    Lookup,
+}
+
+/// How rows are selected each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Rows whose insert time is past the last run's maximum.
+    Append,
+    /// The whole table each run, upserted.
+    Full,
+    /// Inserts, updates and deletes.
+    Mirror,
+    /// One snapshot, once.
+    OneTime,
+}
+
+/// Unit of an integer time column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnitConfig {
+    /// ≥ 10^11 → milliseconds, else seconds.
+    #[default]
+    Auto,
+    /// Seconds.
+    Seconds,
+    /// Milliseconds.
+    Milliseconds,
+}
+
+/// How columns map to Mixpanel's fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// A static event name for every row…
+    pub event_name: Option<String>,
+    /// …or the column holding it.
+    pub event_name_column: Option<String>,
+    /// The event time column.
+    pub time_column: Option<String>,
+    /// Unit of an integer time column.
+    #[serde(default)]
+    pub time_unit: TimeUnitConfig,
+    /// The user id column (sent as `distinct_id`).
+    pub user_id_column: Option<String>,
+    /// The device id column (sent as `$device_id`).
+    pub device_id_column: Option<String>,
+    /// A JSON column flattened into properties.
+    pub properties_column: Option<String>,
+    /// Append cursor column (default: `time_column`).
+    pub insert_time_column: Option<String>,
+    /// Columns identifying a row (for `$insert_id`); default: the whole row.
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+    /// Columns not sent.
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+}
+
+/// One sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Unique name; part of every `$insert_id`.
+    pub name: String,
+    /// Name of a `[warehouses.*]` entry.
+    pub warehouse: String,
+    /// The table (`schema.table` allowed)…
+    pub table: Option<String>,
+    /// …or a SQL query.
+    pub query: Option<String>,
+    /// `events`, `users`, `groups` or `lookup`.
+    pub table_type: TableType,
+    /// `append`, `full`, `mirror` or `one_time`.
+    pub mode: SyncMode,
+    /// Names of `[destinations.*]` entries.
+    pub destinations: Vec<String>,
+    /// `manual` (default) or an interval such as `30s`, `15m`, `1h`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Column mapping.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    /// Where rejected rows go (default `<state_dir>/rejects/<name>.ndjson`).
+    pub rejects_path: Option<PathBuf>,
+}
+
+fn default_schedule() -> String {
+    "manual".into()
+}
+
+/// Parses `30s`, `15m`, `1h`, `2d`, `250ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return None,
+    })
+}
+
+/// Expands `${VAR}` in every string of `value`; `path` locates errors.
+fn expand_env(value: &mut toml::Value, path: &str, file: &str) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                *s = expand_str(s).map_err(|var| ConfigError {
+                    file: file.into(),
+                    key: path.into(),
+                    message: format!(
+                        "environment variable `{var}` is not set (referenced as ${{{var}}}); set it or write the value"
+                    ),
+                })?;
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                expand_env(v, &format!("{path}[{i}]"), file)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                expand_env(v, &p, file)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_str(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            return Ok(out);
+        };
+        let var = &after[..end];
+        match std::env::var(var) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => return Err(var.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Config {
+    /// Reads, expands and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}; create one with `wharf init`"),
+        })?;
+        let mut config = Config::parse(&text, &file)?;
+        config.base_dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            file: file.into(),
+            key: "(syntax)".into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let mut value = toml::Value::Table(table);
+        expand_env(&mut value, "", file)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            // serde's messages can quote the offending value; keep them only when no secret
+            // could be involved (values of other keys never reach this message).
+            ConfigError {
+                file: file.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            file: file.into(),
+            key,
+            message,
+        };
+        for (name, d) in &self.destinations {
+            if let DestinationConfig::Mixpanel(m) = d {
+                let key = format!("destinations.{name}");
+                match (&m.service_account, &m.project_token) {
+                    (None, None) => {
+                        return Err(err(
+                            key,
+                            "set `service_account = { username, secret }` with `project_id`, or `project_token`".into(),
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(err(
+                            key,
+                            "set either `service_account` or `project_token`, not both".into(),
+                        ))
+                    }
+                    (Some(_), None) if m.project_id.is_none() => {
+                        return Err(err(
+                            format!("{key}.project_id"),
+                            "missing: a service account needs the project id".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+                for (k, v) in [
+                    ("timeout", &m.timeout),
+                    ("initial_backoff", &m.initial_backoff),
+                    ("max_backoff", &m.max_backoff),
+                    ("give_up_after", &m.give_up_after),
+                ] {
+                    if let Some(v) = v {
+                        if parse_duration(v).is_none() {
+                            return Err(err(
+                                format!("{key}.{k}"),
+                                format!("`{v}` is not a duration; write e.g. `500ms`, `30s`, `5m`"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.syncs.iter().enumerate() {
+            let key = |k: &str| format!("syncs[{i}].{k}");
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(err(
+                    key("name"),
+                    format!("`{}`: use letters, digits, `_` and `-`", s.name),
+                ));
+            }
+            if !names.insert(&s.name) {
+                return Err(err(key("name"), format!("`{}` is used twice", s.name)));
+            }
+            if !self.warehouses.contains_key(&s.warehouse) {
+                return Err(err(
+                    key("warehouse"),
+                    format!(
+                        "no warehouse named `{}`; defined: {}",
+                        s.warehouse,
+                        list(self.warehouses.keys())
+                    ),
+                ));
+            }
+            if s.destinations.is_empty() {
+                return Err(err(key("destinations"), "name at least one destination".into()));
+            }
+            for d in &s.destinations {
+                if !self.destinations.contains_key(d) {
+                    return Err(err(
+                        key("destinations"),
+                        format!(
+                            "no destination named `{d}`; defined: {}",
+                            list(self.destinations.keys())
+                        ),
+                    ));
+                }
+            }
+            match (&s.table, &s.query) {
+                (None, None) => {
+                    return Err(err(key("table"), "missing: set `table` or `query`".into()))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err(key("query"), "set either `table` or `query`, not both".into()))
+                }
+                _ => {}
+            }
+            if s.schedule != "manual" && parse_duration(&s.schedule).is_none() {
+                return Err(err(
+                    key("schedule"),
+                    format!("`{}`: write `manual` or an interval like `15m`", s.schedule),
+                ));
+            }
+            if s.table_type == TableType::Events {
+                let m = &s.mapping;
+                if m.time_column.is_none() {
+                    return Err(err(
+                        key("mapping.time_column"),
+                        "missing: events need the column holding the event time".into(),
+                    ));
+                }
+                match (&m.event_name, &m.event_name_column) {
+                    (None, None) => {
+                        return Err(err(
+                            key("mapping.event_name"),
+                            "missing: set `event_name` (static) or `event_name_column`".into(),
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(err(
+                            key("mapping.event_name"),
+                            "set either `event_name` or `event_name_column`, not both".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+                if s.mode == SyncMode::Full {
+                    return Err(err(
+                        key("mode"),
+                        "`full` is not for events (Mixpanel cannot upsert events); use `append` or `mirror`".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A sync by name.
+    pub fn sync(&self, name: &str) -> Option<&SyncConfig> {
+        self.syncs.iter().find(|s| s.name == name)
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The state directory, resolved.
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(&self.state_dir)
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<_> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[warehouses.w]
+type = "duckdb"
+path = "x.duckdb"
+[destinations.f]
+type = "file"
+path = "-"
+[[syncs]]
+name = "s"
+warehouse = "w"
+table = "events"
+table_type = "events"
+mode = "append"
+destinations = ["f"]
+[syncs.mapping]
+event_name = "E"
+time_column = "ts"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = Config::parse(OK, "wharf.toml").unwrap();
+        assert_eq!(c.syncs[0].mapping.time_column.as_deref(), Some("ts"));
+    }
+
+    #[test]
+    fn names_unknown_and_mistyped_keys() {
+        let e = Config::parse(&OK.replace("table = \"events\"", "tabel = \"events\""), "w.toml")
+            .unwrap_err();
+        assert_eq!(e.key, "syncs[0]");
+        assert!(e.message.contains("unknown field `tabel`"), "{e}");
+        let e = Config::parse(&OK.replace("mode = \"append\"", "mode = 3"), "w.toml").unwrap_err();
+        assert_eq!(e.key, "syncs[0].mode", "{e}");
+        let e = Config::parse(&OK.replace("event_name = \"E\"", ""), "w.toml").unwrap_err();
+        assert_eq!(e.key, "syncs[0].mapping.event_name", "{e}");
+    }
+
+    #[test]
+    fn expands_env_and_reports_unset_vars() {
+        let text = OK.replace("path = \"-\"", "path = \"${WHARF_TEST_UNSET_VAR_X}\"");
+        let e = Config::parse(&text, "w.toml").unwrap_err();
+        assert_eq!(e.key, "destinations.f.path");
+        assert!(e.message.contains("WHARF_TEST_UNSET_VAR_X"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+    }
+}

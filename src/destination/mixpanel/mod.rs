@@ -1,0 +1,3 @@
+//! Mixpanel destination and the Mixpanel-compatible receiver.
+pub mod import;
+pub mod receiver;

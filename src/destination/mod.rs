@@ -1,0 +1,5 @@
+//! Destinations: where a sync's records go. Each implements
+//! [`wharf_pipelines::destination::Destination`].
+
+pub mod file;
+pub mod mixpanel;

@@ -1,0 +1,14 @@
+//! wharf keeps warehouse tables continuously loaded into Mixpanel (or files, later Kafka).
+//!
+//! `src/` holds what knows the outside world: configuration, warehouse connectors,
+//! destinations, the state store and the CLI. Dataflow construction lives in
+//! `wharf-pipelines`, operators in `wharf-operators`.
+
+pub mod config;
+pub mod demo;
+pub mod destination;
+pub mod progress;
+pub mod rejects;
+pub mod state;
+pub mod sync;
+pub mod warehouse;

@@ -1,0 +1,413 @@
+//! The `wharf` command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use wharf::config::{Config, DestinationConfig, WarehouseConfig};
+use wharf::demo;
+use wharf::destination::mixpanel::import::MixpanelImport;
+use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::state::StateStore;
+use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
+use wharf_operators::events::row_json;
+use wharf_operators::RecordMapper;
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "Keeps warehouse tables loaded into Mixpanel")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "WHARF_CONFIG", default_value = "wharf.toml")]
+    config: PathBuf,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented example wharf.toml and a demo DuckDB warehouse.
+    Init {
+        /// Folder to write into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Demo events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Mixpanel host the example config points at (the local receiver by default).
+        #[arg(long, default_value = "http://127.0.0.1:8765")]
+        api_host: String,
+    },
+    /// Validate the config and connect to every warehouse and destination.
+    Check,
+    /// Show a sync's column mapping and its first records exactly as they would be sent.
+    Preview {
+        /// The sync.
+        sync: String,
+        /// Rows to show.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+    },
+    /// Run a sync once.
+    Sync {
+        /// The sync.
+        sync: String,
+        /// Timely worker threads.
+        #[arg(long, short, default_value_t = 1)]
+        workers: usize,
+        /// Print the run summary as one JSON line on stdout.
+        #[arg(long)]
+        summary_json: bool,
+        /// Testing hook: exit after delivery and before the commit, as a crash would.
+        #[arg(long, hide = true, env = "WHARF_CRASH_BEFORE_COMMIT")]
+        crash_before_commit: bool,
+    },
+    /// Show the last runs of each sync.
+    Status {
+        /// Runs per sync.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Run the demo end to end: demo warehouse → local Mixpanel receiver, then check it.
+    Quickstart {
+        /// Folder for the demo files.
+        #[arg(long, default_value = "wharf-quickstart")]
+        dir: PathBuf,
+        /// Demo events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Timely worker threads.
+        #[arg(long, short, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Serve a Mixpanel-compatible receiver for local dry runs.
+    MixpanelReceiver {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Folder where accepted events are stored.
+        #[arg(long, default_value = "receiver")]
+        data: PathBuf,
+        /// Accept only this project token (default: any credentials).
+        #[arg(long, env = "WHARF_RECEIVER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init {
+            dir,
+            events,
+            api_host,
+        } => init(&dir, events, &api_host),
+        Command::Check => check(&load(&cli.config)?),
+        Command::Preview { sync, limit } => preview(&load(&cli.config)?, &sync, limit),
+        Command::Sync {
+            sync,
+            workers,
+            summary_json,
+            crash_before_commit,
+        } => {
+            let config = load(&cli.config)?;
+            let rt = runtime()?;
+            let options = SyncOptions {
+                workers,
+                progress: !summary_json,
+                crash_before_commit,
+            };
+            let report = run_sync(&config, &sync, &options, &rt)?;
+            if summary_json {
+                println!("{}", summary_json_line(&report));
+            } else {
+                print_report(&report);
+            }
+            Ok(())
+        }
+        Command::Status { runs } => status(&load(&cli.config)?, runs),
+        Command::Quickstart {
+            dir,
+            events,
+            workers,
+        } => quickstart(&dir, events, workers),
+        Command::MixpanelReceiver {
+            port,
+            host,
+            data,
+            token,
+        } => {
+            let rt = runtime()?;
+            let auth = match token {
+                Some(token) => ReceiverAuth::ProjectToken { token },
+                None => ReceiverAuth::AnyCredentials,
+            };
+            rt.block_on(async {
+                let receiver = Receiver::start(ReceiverConfig::new(&data, auth), SocketAddr::new(host, port)).await?;
+                eprintln!(
+                    "Mixpanel-compatible receiver on {} storing into {} (Ctrl-C stops)",
+                    receiver.base_url(),
+                    data.display()
+                );
+                tokio::signal::ctrl_c().await?;
+                let stats = receiver.stats();
+                receiver.shutdown().await;
+                eprintln!("stopped: {} events accepted, {} unique", stats.events_accepted, stats.unique_events);
+                Ok(())
+            })
+        }
+    }
+}
+
+fn init(dir: &Path, events: u64, api_host: &str) -> Result<()> {
+    let config_path = dir.join("wharf.toml");
+    if config_path.exists() {
+        bail!("{} exists already; remove it or use --dir", config_path.display());
+    }
+    let started = Instant::now();
+    demo::create_demo_warehouse(&dir.join("demo.duckdb"), events)?;
+    std::fs::write(&config_path, demo::demo_config("demo.duckdb", api_host))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    println!(
+        "wrote {} and {} ({events} events, 5000 users, 300 companies, 200 products) in {:.1}s",
+        config_path.display(),
+        dir.join("demo.duckdb").display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("next: `wharf mixpanel-receiver` in another terminal, then `wharf preview demo_events` and `wharf sync demo_events`");
+    Ok(())
+}
+
+fn check(config: &Config) -> Result<()> {
+    let rt = runtime()?;
+    let mut failures = 0;
+    let mut report = |what: String, r: Result<String, String>| match r {
+        Ok(detail) => println!("ok    {what}{detail}"),
+        Err(e) => {
+            failures += 1;
+            println!("FAIL  {what}: {e}");
+        }
+    };
+    for (name, w) in &config.warehouses {
+        let WarehouseConfig::Duckdb { path } = w;
+        let wh = wharf::warehouse::duckdb::DuckDbWarehouse::new(name, config.resolve(path));
+        report(format!("warehouse {name}"), wh.check().map(|_| String::new()).map_err(|e| e.to_string()));
+    }
+    for (name, d) in &config.destinations {
+        let r = match d {
+            DestinationConfig::Mixpanel(m) => MixpanelImport::new(m, std::time::Duration::from_secs(15))
+                .map_err(|e| e.to_string())
+                .and_then(|c| rt.block_on(c.check()).map_err(|e| e.to_string()))
+                .map(|_| String::new()),
+            DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
+        };
+        report(format!("destination {name}"), r);
+    }
+    for s in &config.syncs {
+        let r = resolve(config, &s.name).map(|r| {
+            format!(
+                " ({} columns, cursor `{}`, {} property columns)",
+                r.schema.columns.len(),
+                r.cursor.0,
+                r.mapper.property_columns(&r.schema.arrow).len()
+            )
+        });
+        report(format!("sync {}", s.name), r.map_err(|e| e.to_string()));
+    }
+    if failures > 0 {
+        bail!("{failures} check(s) failed");
+    }
+    Ok(())
+}
+
+fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
+    let r = resolve(config, name)?;
+    let m = r.mapper.mapping();
+    println!("sync {name}: {} → {}", r.source, r.sync.destinations.join(", "));
+    println!("  event name : {:?}", m.event_name);
+    println!("  time       : {} ({:?})", m.time_column, m.time_unit);
+    println!("  cursor     : {} ({})", r.cursor.0, r.cursor.1);
+    println!("  distinct_id: {}", m.user_id_column.as_deref().unwrap_or("(none)"));
+    println!("  $device_id : {}", m.device_id_column.as_deref().unwrap_or("(none)"));
+    println!("  JSON props : {}", m.properties_column.as_deref().unwrap_or("(none)"));
+    println!("  $insert_id : from {}", if m.key_columns.is_empty() { "the whole row".to_string() } else { m.key_columns.join(", ") });
+    println!("  properties : {}", r.mapper.property_columns(&r.schema.arrow).join(", "));
+    if !r.schema.primary_key.is_empty() {
+        println!("  primary key: {}", r.schema.primary_key.join(", "));
+    }
+    let batches = r.warehouse.preview(&r.source, limit)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    println!("records as they would be sent:");
+    for b in &batches {
+        let mapped = r.mapper.map_batch(b, now);
+        for rec in mapped.records.iter() {
+            println!("{}", String::from_utf8_lossy(rec));
+        }
+        for rej in &mapped.rejects {
+            println!("REJECTED key={} reason: {}", rej.key, rej.reason);
+        }
+    }
+    if batches.is_empty() {
+        println!("(the table is empty)");
+    } else if let Some(b) = batches.first() {
+        println!("first source row: {}", row_json(b, 0));
+    }
+    Ok(())
+}
+
+fn status(config: &Config, runs: usize) -> Result<()> {
+    let store = StateStore::open(&config.state_dir())?;
+    for s in &config.syncs {
+        println!("{} ({:?}, schedule {}):", s.name, s.mode, s.schedule);
+        let history = store.runs(&s.name, runs)?;
+        if history.is_empty() {
+            println!("  no runs yet");
+        }
+        for r in history {
+            println!(
+                "  run {:>4} {:<9} {} → {}  read {} sent {} rejected {}  watermark {}{}",
+                r.run_id,
+                format!("{:?}", r.status).to_uppercase(),
+                r.started_at,
+                r.ended_at.as_deref().unwrap_or("-"),
+                r.rows_read,
+                r.delivered,
+                r.rejected,
+                r.watermark_after.or(r.watermark_before).map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+                r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn summary_json_line(r: &SyncReport) -> String {
+    let secs = r.outcome.elapsed.as_secs_f64();
+    serde_json::json!({
+        "sync": r.run.sync,
+        "run_id": r.run.run_id,
+        "rows_read": r.outcome.rows_read,
+        "delivered": r.outcome.delivered,
+        "rejected": r.outcome.rejected,
+        "bytes_sent": r.outcome.bytes_sent,
+        "requests": r.outcome.requests,
+        "retries": r.outcome.retries,
+        "seconds": secs,
+        "rows_per_second": r.outcome.rows_read as f64 / secs.max(1e-9),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "watermark": r.run.watermark_after.map(|w| w.to_string()),
+        "rejects_path": r.rejects_path,
+    })
+    .to_string()
+}
+
+fn print_report(r: &SyncReport) {
+    let secs = r.outcome.elapsed.as_secs_f64();
+    println!(
+        "sync {} run {}: read {} rows, delivered {}, rejected {} in {:.2}s ({:.0} rows/s); watermark {}",
+        r.run.sync,
+        r.run.run_id,
+        r.outcome.rows_read,
+        r.outcome.delivered,
+        r.outcome.rejected,
+        secs,
+        r.outcome.rows_read as f64 / secs.max(1e-9),
+        r.run.watermark_after.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
+    );
+    if r.outcome.rejected > 0 {
+        println!("  rejected rows and reasons: {}", r.rejects_path.display());
+    }
+}
+
+fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Start from a clean demo: only the quickstart's own files are replaced.
+    for sub in [".wharf", "receiver", "out"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("cannot clear {}", p.display()))?;
+        }
+    }
+    let rt = runtime()?;
+    let receiver = rt.block_on(Receiver::start(
+        ReceiverConfig::new(dir.join("receiver"), ReceiverAuth::AnyCredentials),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ))?;
+    println!("1. Mixpanel-compatible receiver listening on {}", receiver.base_url());
+    let warehouse = dir.join("demo.duckdb");
+    demo::create_demo_warehouse(&warehouse, events)?;
+    let config_path = dir.join("wharf.toml");
+    std::fs::write(&config_path, demo::demo_config("demo.duckdb", &receiver.base_url()))?;
+    println!("2. demo warehouse {} with {events} events; config {}", warehouse.display(), config_path.display());
+    let config = Config::load(&config_path)?;
+    let options = SyncOptions {
+        workers,
+        progress: true,
+        crash_before_commit: false,
+    };
+    let first = run_sync(&config, "demo_events", &options, &rt)?;
+    print!("3. first run:  ");
+    print_report(&first);
+    let total = demo::append_demo_events(&warehouse, 1_000)?;
+    let second = run_sync(&config, "demo_events", &options, &rt)?;
+    print!("4. 1000 new rows arrived; second run: ");
+    print_report(&second);
+    let stats = receiver.stats();
+    rt.block_on(receiver.shutdown());
+    println!(
+        "5. the receiver holds {} events ({} unique by event, distinct_id, time, $insert_id); the warehouse table has {total} rows",
+        stats.events_accepted, stats.unique_events
+    );
+    println!("   received events: {}", dir.join("receiver").join("events.ndjson").display());
+    println!("   run history: `wharf --config {} status`", config_path.display());
+    let expected = total - first.outcome.rejected - second.outcome.rejected;
+    if stats.unique_events != expected || stats.events_accepted != expected {
+        bail!(
+            "the receiver holds {} events ({} unique) but {expected} were expected",
+            stats.events_accepted,
+            stats.unique_events
+        );
+    }
+    println!("OK: every demo event arrived exactly once.");
+    Ok(())
+}

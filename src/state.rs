@@ -1,0 +1,251 @@
+//! The state store: watermarks and run history, in an embedded redb file
+//! (`<state_dir>/state.redb`).
+//!
+//! [`StateStore::commit_run`] is the one place a run becomes committed: the new watermark and
+//! the SUCCEEDED run record are written in one transaction, and callers invoke it only after
+//! the destination acknowledged every record of the run.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use wharf_operators::watermark::Watermark;
+
+const WATERMARKS: TableDefinition<&str, &str> = TableDefinition::new("watermarks");
+const RUNS: TableDefinition<(&str, u64), &str> = TableDefinition::new("runs");
+/// Run records kept per sync.
+pub const MAX_RUNS_PER_SYNC: usize = 100;
+
+/// The state store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {message}")]
+pub struct StateError {
+    /// The store's file.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    /// Started, not finished (or the process died).
+    Running,
+    /// Every record delivered or rejected; the watermark committed.
+    Succeeded,
+    /// Failed; nothing committed.
+    Failed,
+    /// Stopped on request; nothing committed.
+    Cancelled,
+}
+
+/// One run in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Increasing per sync.
+    pub run_id: u64,
+    /// The sync.
+    pub sync: String,
+    /// The sync mode.
+    pub mode: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Start, ISO-8601 UTC.
+    pub started_at: String,
+    /// End, ISO-8601 UTC.
+    pub ended_at: Option<String>,
+    /// Rows read from the warehouse.
+    pub rows_read: u64,
+    /// Records delivered.
+    pub delivered: u64,
+    /// Rows rejected (see the rejects file).
+    pub rejected: u64,
+    /// Uncompressed bytes delivered.
+    pub bytes_sent: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Watermark before the run.
+    pub watermark_before: Option<Watermark>,
+    /// Watermark after the run (committed when SUCCEEDED).
+    pub watermark_after: Option<Watermark>,
+}
+
+/// The embedded state store.
+pub struct StateStore {
+    db: Database,
+    path: PathBuf,
+}
+
+/// Now as ISO-8601 UTC.
+pub fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl StateStore {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        let path = dir.join("state.redb");
+        let err = |m: String| StateError {
+            path: path.display().to_string(),
+            message: m,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create folder: {e}")))?;
+        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let store = StateStore { db, path };
+        // Create the tables so that readers never meet a missing table.
+        store.write(|txn| {
+            txn.open_table(WATERMARKS)?;
+            txn.open_table(RUNS)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        f(&txn).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The committed watermark of `sync`.
+    pub fn watermark(&self, sync: &str) -> Result<Option<Watermark>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(WATERMARKS).map_err(|e| self.err(e))?;
+        let Some(v) = table.get(sync).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(v.value()).map(Some).map_err(|e| self.err(e))
+    }
+
+    /// Records a new RUNNING run and returns it.
+    pub fn begin_run(
+        &self,
+        sync: &str,
+        mode: &str,
+        watermark_before: Option<Watermark>,
+    ) -> Result<RunRecord, StateError> {
+        let last = self.runs(sync, 1)?.first().map(|r| r.run_id).unwrap_or(0);
+        let record = RunRecord {
+            run_id: last + 1,
+            sync: sync.into(),
+            mode: mode.into(),
+            status: RunStatus::Running,
+            started_at: now_iso(),
+            ended_at: None,
+            rows_read: 0,
+            delivered: 0,
+            rejected: 0,
+            bytes_sent: 0,
+            error: None,
+            watermark_before,
+            watermark_after: None,
+        };
+        self.put_run(&record, None)?;
+        Ok(record)
+    }
+
+    fn put_run(&self, record: &RunRecord, watermark: Option<Watermark>) -> Result<(), StateError> {
+        let json = serde_json::to_string(record).map_err(|e| self.err(e))?;
+        let wm = watermark
+            .map(|w| serde_json::to_string(&w))
+            .transpose()
+            .map_err(|e| self.err(e))?;
+        self.write(|txn| {
+            let mut runs = txn.open_table(RUNS)?;
+            runs.insert((record.sync.as_str(), record.run_id), json.as_str())?;
+            // Keep the history bounded.
+            let floor = record.run_id.saturating_sub(MAX_RUNS_PER_SYNC as u64);
+            if floor > 0 {
+                runs.retain_in((record.sync.as_str(), 0)..(record.sync.as_str(), floor), |_, _| false)?;
+            }
+            if let Some(wm) = &wm {
+                txn.open_table(WATERMARKS)?.insert(record.sync.as_str(), wm.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Commits a run: its watermark and its SUCCEEDED record, atomically. Call only after
+    /// the destination acknowledged every record of the run.
+    pub fn commit_run(
+        &self,
+        mut record: RunRecord,
+        watermark_after: Option<Watermark>,
+    ) -> Result<RunRecord, StateError> {
+        record.status = RunStatus::Succeeded;
+        record.ended_at = Some(now_iso());
+        record.watermark_after = watermark_after.or(record.watermark_before);
+        self.put_run(&record, record.watermark_after)?;
+        Ok(record)
+    }
+
+    /// Marks a run FAILED (or CANCELLED); its watermark is not committed.
+    pub fn end_run_uncommitted(
+        &self,
+        mut record: RunRecord,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<RunRecord, StateError> {
+        record.status = status;
+        record.ended_at = Some(now_iso());
+        record.error = error;
+        self.put_run(&record, None)?;
+        Ok(record)
+    }
+
+    /// The latest `limit` runs of `sync`, newest first.
+    pub fn runs(&self, sync: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in table
+            .range((sync, 0)..=(sync, u64::MAX))
+            .map_err(|e| self.err(e))?
+            .rev()
+        {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_str(v.value()).map_err(|e| self.err(e))?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_stores_watermark_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.watermark("s").unwrap(), None);
+        let run = store.begin_run("s", "append", None).unwrap();
+        assert_eq!(run.run_id, 1);
+        store.commit_run(run, Some(Watermark::Integer(7))).unwrap();
+        let run = store.begin_run("s", "append", Some(Watermark::Integer(7))).unwrap();
+        store
+            .end_run_uncommitted(run, RunStatus::Failed, Some("boom".into()))
+            .unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.watermark("s").unwrap(), Some(Watermark::Integer(7)));
+        let runs = store.runs("s", 10).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].status, RunStatus::Failed);
+        assert_eq!(runs[1].status, RunStatus::Succeeded);
+    }
+}

@@ -1,0 +1,291 @@
+//! DuckDB: the embedded default warehouse (a local file).
+//!
+//! Reads are Arrow-native and streamed chunk by chunk (`stream_arrow`), never collected.
+//! Identifiers are always quoted; watermarks are bound parameters. The file is opened
+//! read-only for reads, so several readers may share it.
+
+use std::path::{Path, PathBuf};
+
+use duckdb::{AccessMode, Config, Connection};
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
+use wharf_operators::watermark::{is_cursor_type, Watermark};
+
+use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+
+/// A DuckDB database file.
+#[derive(Debug, Clone)]
+pub struct DuckDbWarehouse {
+    name: String,
+    path: PathBuf,
+}
+
+/// Quotes an identifier (`a"b` → `"a""b"`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a possibly qualified table name (`schema.table`).
+pub fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+fn split_table(name: &str) -> (String, String) {
+    match name.rsplit_once('.') {
+        Some((schema, table)) => (schema.to_string(), table.to_string()),
+        None => ("main".to_string(), name.to_string()),
+    }
+}
+
+fn is_transient(e: &duckdb::Error) -> bool {
+    let m = e.to_string();
+    m.contains("Could not set lock") || m.contains("Conflicting lock") || m.contains("conflict")
+}
+
+impl DuckDbWarehouse {
+    /// A warehouse named `name` (for messages) in the file `path`.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        DuckDbWarehouse {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn what(&self) -> String {
+        format!("DuckDB warehouse `{}` ({})", self.name, self.path.display())
+    }
+
+    fn connect(&self) -> Result<Connection, WarehouseError> {
+        if !self.path.exists() {
+            return Err(WarehouseError::Open {
+                what: self.what(),
+                message: "the file does not exist (`wharf init` creates a demo one)".into(),
+            });
+        }
+        let open = || -> duckdb::Result<Connection> {
+            Connection::open_with_flags(&self.path, Config::default().access_mode(AccessMode::ReadOnly)?)
+        };
+        open().map_err(|e| WarehouseError::Open {
+            what: self.what(),
+            message: e.to_string(),
+        })
+    }
+
+    fn from_clause(src: &SourceRef) -> String {
+        match src {
+            SourceRef::Table(t) => quote_table(t),
+            SourceRef::Query(q) => format!("({}) AS wharf_source", q.trim().trim_end_matches(';')),
+        }
+    }
+
+    fn query_err(src: &SourceRef, e: duckdb::Error) -> WarehouseError {
+        WarehouseError::Query {
+            source_ref: src.clone(),
+            transient: is_transient(&e),
+            message: e.to_string(),
+        }
+    }
+
+    /// Opens the database once (the health check).
+    pub fn check(&self) -> Result<(), WarehouseError> {
+        self.connect().map(|_| ())
+    }
+
+    /// Columns, types, declared primary key and Arrow schema of `src`.
+    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+        let conn = self.connect()?;
+        let mut columns = Vec::new();
+        let mut primary_key = Vec::new();
+        if let SourceRef::Table(t) = src {
+            let (schema, table) = split_table(t);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns \
+                     WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                )
+                .map_err(|e| Self::query_err(src, e))?;
+            let rows = stmt
+                .query_map([&schema, &table], |r| {
+                    Ok(ColumnInfo {
+                        name: r.get(0)?,
+                        sql_type: r.get(1)?,
+                        nullable: r.get(2)?,
+                    })
+                })
+                .map_err(|e| Self::query_err(src, e))?;
+            for c in rows {
+                columns.push(c.map_err(|e| Self::query_err(src, e))?);
+            }
+            if columns.is_empty() {
+                return Err(WarehouseError::MissingTable {
+                    source_ref: src.clone(),
+                    warehouse: self.what(),
+                });
+            }
+            let mut stmt = conn
+                .prepare(
+                    "SELECT unnest(constraint_column_names) FROM duckdb_constraints() \
+                     WHERE constraint_type = 'PRIMARY KEY' AND schema_name = ? AND table_name = ?",
+                )
+                .map_err(|e| Self::query_err(src, e))?;
+            let rows = stmt
+                .query_map([&schema, &table], |r| r.get::<_, String>(0))
+                .map_err(|e| Self::query_err(src, e))?;
+            for c in rows {
+                primary_key.push(c.map_err(|e| Self::query_err(src, e))?);
+            }
+        }
+        let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src));
+        let mut stmt = conn.prepare(&sql).map_err(|e| Self::query_err(src, e))?;
+        let arrow: SchemaRef = stmt.stream_arrow([]).map_err(|e| Self::query_err(src, e))?.get_schema();
+        if columns.is_empty() {
+            columns = arrow
+                .fields()
+                .iter()
+                .map(|f| ColumnInfo {
+                    name: f.name().clone(),
+                    sql_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect();
+        }
+        Ok(TableSchema {
+            columns,
+            primary_key,
+            arrow,
+        })
+    }
+
+    /// Checks that `cursor` exists in `schema` and can be an append cursor.
+    pub fn check_cursor(
+        src: &SourceRef,
+        schema: &TableSchema,
+        cursor: &str,
+    ) -> Result<DataType, WarehouseError> {
+        let field = schema.arrow.field_with_name(cursor).map_err(|_| WarehouseError::MissingColumn {
+            column: cursor.to_string(),
+            source_ref: src.clone(),
+            available: schema
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        if !is_cursor_type(field.data_type()) {
+            return Err(WarehouseError::BadCursor {
+                column: cursor.to_string(),
+                found: field.data_type().to_string(),
+            });
+        }
+        Ok(field.data_type().clone())
+    }
+
+    /// `WHERE` clause and its parameter for rows after `after` (none on a first run).
+    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> (String, Option<i64>) {
+        let col = quote_ident(cursor);
+        match after {
+            None => (String::new(), None),
+            Some(Watermark::Integer(v)) => (format!("WHERE {col} > ?"), Some(v)),
+            Some(Watermark::TimestampMicros(us)) => {
+                let ty = match cursor_type {
+                    DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+                    _ => "TIMESTAMP",
+                };
+                (format!("WHERE {col} > CAST(make_timestamp(CAST(? AS BIGINT)) AS {ty})"), Some(us))
+            }
+            Some(Watermark::Date(d)) => (
+                format!("WHERE {col} > DATE '1970-01-01' + CAST(? AS INTEGER)"),
+                Some(d as i64),
+            ),
+        }
+    }
+
+    /// Number of rows an append run would read (for progress ETA).
+    pub fn count_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+    ) -> Result<u64, WarehouseError> {
+        let conn = self.connect()?;
+        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
+        let sql = format!("SELECT count(*) FROM {} {clause}", Self::from_clause(src));
+        let mut stmt = conn.prepare(&sql).map_err(|e| Self::query_err(src, e))?;
+        let n: i64 = match param {
+            Some(p) => stmt.query_row([p], |r| r.get(0)),
+            None => stmt.query_row([], |r| r.get(0)),
+        }
+        .map_err(|e| Self::query_err(src, e))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Streams the rows whose `cursor` is past `after`, in cursor order, to `each` (which
+    /// returns false to stop early).
+    pub fn read_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
+        let sql = format!(
+            "SELECT * FROM {} {clause} ORDER BY {}",
+            Self::from_clause(src),
+            quote_ident(cursor)
+        );
+        self.stream(src, &sql, param, each)
+    }
+
+    /// Streams the whole of `src`.
+    pub fn read_snapshot(
+        &self,
+        src: &SourceRef,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let sql = format!("SELECT * FROM {}", Self::from_clause(src));
+        self.stream(src, &sql, None, each)
+    }
+
+    /// The first `limit` rows of `src`.
+    pub fn preview(&self, src: &SourceRef, limit: usize) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let sql = format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src));
+        let mut out = Vec::new();
+        self.stream(src, &sql, None, |b| {
+            out.push(b);
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn stream(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+        param: Option<i64>,
+        mut each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let conn = self.connect()?;
+        let mut stmt = conn.prepare(sql).map_err(|e| Self::query_err(src, e))?;
+        let stream = match param {
+            Some(p) => stmt.stream_arrow([p]),
+            None => stmt.stream_arrow([]),
+        }
+        .map_err(|e| Self::query_err(src, e))?;
+        for batch in stream {
+            let batch = batch.map_err(|e| Self::query_err(src, e))?;
+            if batch.num_rows() > 0 && !each(batch) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

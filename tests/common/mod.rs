@@ -1,0 +1,111 @@
+//! Shared fixtures for the integration tests: a DuckDB warehouse in a temp folder, a config
+//! file, and the Mixpanel-compatible receiver on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn warehouse(&self) -> PathBuf {
+        self.path("wh.duckdb")
+    }
+
+    /// Runs SQL against the test warehouse (read-write).
+    pub fn sql(&self, sql: &str) {
+        let conn = duckdb::Connection::open(self.warehouse()).expect("open duckdb");
+        conn.execute_batch(sql).expect("sql");
+    }
+
+    pub fn receiver(&self, name: &str, auth: ReceiverAuth) -> Receiver {
+        self.rt
+            .block_on(Receiver::start(
+                ReceiverConfig::new(self.path(name), auth),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            ))
+            .expect("receiver")
+    }
+
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    /// Runs the wharf binary with `args` in the fixture folder.
+    pub fn wharf(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run wharf")
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A config with one events sync `s` reading `table` into a Mixpanel destination at `host`.
+pub fn events_config(state_dir: &str, host: &str, table: &str, mapping: &str) -> String {
+    format!(
+        r#"state_dir = "{state_dir}"
+[warehouses.wh]
+type = "duckdb"
+path = "wh.duckdb"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{host}"
+project_id = "42"
+service_account = {{ username = "sa", secret = "test-secret" }}
+initial_backoff = "50ms"
+max_backoff = "200ms"
+[[syncs]]
+name = "s"
+warehouse = "wh"
+table = "{table}"
+table_type = "events"
+mode = "append"
+destinations = ["mp"]
+[syncs.mapping]
+{mapping}
+"#
+    )
+}
+
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}

@@ -1,0 +1,248 @@
+//! DuckDB → Mixpanel-compatible receiver over HTTP: every column type, NULLs, unicode, a JSON
+//! column, rejected rows; restart and crash-replay behaviour; identical results with 1 and 2
+//! timely workers.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{events_config, read_ndjson, text, Fixture};
+use serde_json::{json, Value};
+use wharf::config::Config;
+use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::sync::{run_sync, SyncOptions};
+
+const TYPES_TABLE: &str = r#"
+CREATE TABLE typed (
+  id BIGINT PRIMARY KEY,
+  name VARCHAR,
+  ts TIMESTAMP,
+  tstz TIMESTAMPTZ,
+  d DATE,
+  user_id VARCHAR,
+  device VARCHAR,
+  props JSON,
+  i INTEGER,
+  big BIGINT,
+  f DOUBLE,
+  b BOOLEAN,
+  s VARCHAR,
+  dec DECIMAL(10,2),
+  lst INTEGER[],
+  st STRUCT(a INTEGER, b VARCHAR),
+  m MAP(VARCHAR, INTEGER),
+  blob BLOB
+);
+INSERT INTO typed VALUES
+ (1, 'Purchase', TIMESTAMP '2024-05-01 12:00:00.250', TIMESTAMPTZ '2024-05-01 10:00:00+00', DATE '2024-05-01',
+  'user-1', 'dev-1', '{"campaign":"spring","s":"from json","nested":{"x":[1,2]},"n":null}',
+  -7, 9007199254740993, 2.5, true, 'Zürich 東京 😀 "quoted"', 12.30, [1, 2, NULL], {'a': 1, 'b': 'x'}, MAP {'k': 1}, '\x01\x02'::BLOB),
+ (2, 'Sign Up', TIMESTAMP '2024-05-02 00:00:00', NULL, NULL,
+  NULL, 'dev-2', NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, 'Bad', NULL, NULL, NULL, 'user-3', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (4, 'Old', TIMESTAMP '1960-01-01 00:00:00', NULL, NULL, 'user-4', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (5, 'Future', now()::TIMESTAMP + INTERVAL 3 HOUR, NULL, NULL, 'user-5', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (6, 'Placeholder', TIMESTAMP '2024-05-03 00:00:00', NULL, NULL, 'null', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (7, 'BadJson', TIMESTAMP '2024-05-03 00:00:00', NULL, NULL, 'user-7', NULL, '[1,2]', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#;
+
+const TYPES_MAPPING: &str = r#"event_name_column = "name"
+time_column = "ts"
+user_id_column = "user_id"
+device_id_column = "device"
+properties_column = "props"
+key_columns = ["id"]"#;
+
+fn by_id(events: &[Value]) -> BTreeMap<i64, Value> {
+    events
+        .iter()
+        .map(|e| (e["properties"]["id"].as_i64().expect("id"), e.clone()))
+        .collect()
+}
+
+#[test]
+fn every_type_nulls_unicode_json_and_rejects_reach_the_receiver() {
+    let fx = Fixture::new();
+    fx.sql(TYPES_TABLE);
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let cfg = fx.write_config(
+        "wharf.toml",
+        &events_config(".state", &receiver.base_url(), "typed", TYPES_MAPPING),
+    );
+    let config = Config::load(&cfg).unwrap();
+    let report = run_sync(&config, "s", &SyncOptions::default(), &fx.rt).unwrap();
+    assert_eq!(report.outcome.rows_read, 7);
+    assert_eq!(report.outcome.delivered, 2);
+    assert_eq!(report.outcome.rejected, 5);
+
+    let events = receiver.events().unwrap();
+    let got = by_id(&events);
+    let mut e1 = got[&1].clone();
+    let id1 = e1["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("$insert_id")
+        .unwrap();
+    let id1 = id1.as_str().unwrap();
+    assert_eq!(id1.len(), 32);
+    assert!(id1.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        e1,
+        json!({
+            "event": "Purchase",
+            "properties": {
+                "time": 1714564800250i64,
+                "distinct_id": "user-1",
+                "$device_id": "dev-1",
+                "$warehouse_type": "duckdb",
+                "$wharf_sync": "s",
+                "id": 1,
+                "tstz": "2024-05-01T10:00:00Z",
+                "d": "2024-05-01",
+                "i": -7,
+                "big": 9007199254740993i64,
+                "f": 2.5,
+                "b": true,
+                "s": "Zürich 東京 😀 \"quoted\"",
+                "dec": 12.30,
+                "lst": [1, 2, null],
+                "st": {"a": 1, "b": "x"},
+                "m": {"k": 1},
+                "blob": "AQI=",
+                "campaign": "spring",
+                "nested": {"x": [1, 2]}
+            }
+        })
+    );
+    let mut e2 = got[&2].clone();
+    e2["properties"].as_object_mut().unwrap().remove("$insert_id");
+    assert_eq!(
+        e2,
+        json!({
+            "event": "Sign Up",
+            "properties": {
+                "time": 1714608000000i64,
+                "distinct_id": "$device:dev-2",
+                "$device_id": "dev-2",
+                "$warehouse_type": "duckdb",
+                "$wharf_sync": "s",
+                "id": 2
+            }
+        })
+    );
+
+    let rejects = read_ndjson(&report.rejects_path);
+    let reasons: BTreeMap<i64, String> = rejects
+        .iter()
+        .map(|r| {
+            (
+                r["key"]["id"].as_i64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 5, "{rejects:?}");
+    assert!(reasons[&3].contains("time column `ts` is NULL"), "{reasons:?}");
+    assert!(reasons[&4].contains("before 1971"), "{reasons:?}");
+    assert!(reasons[&5].contains("future"), "{reasons:?}");
+    assert!(reasons[&6].contains("placeholder"), "{reasons:?}");
+    assert!(reasons[&7].contains("not a JSON object"), "{reasons:?}");
+    assert!(rejects.iter().all(|r| r["sync"] == "s" && r["run_id"] == 1));
+    let stats = receiver.stats();
+    assert_eq!(stats.events_accepted, 2);
+    assert_eq!(stats.events_rejected, 0, "wharf sent nothing the receiver refused");
+}
+
+fn seed_events(fx: &Fixture, from: i64, to: i64, minute: i64) {
+    fx.sql(&format!(
+        "INSERT INTO ev SELECT i, 'E' || (i % 3)::VARCHAR, TIMESTAMP '2024-01-01' + to_seconds(i),
+         TIMESTAMP '2024-06-01' + to_minutes({minute}) + to_microseconds(i), 'u' || (i % 50)::VARCHAR, i * 1.5
+         FROM range({from}, {to}) t(i)"
+    ));
+}
+
+const EV_MAPPING: &str = r#"event_name_column = "name"
+time_column = "ts"
+insert_time_column = "inserted_at"
+user_id_column = "uid"
+key_columns = ["id"]"#;
+
+#[test]
+fn second_run_sends_only_new_rows_and_a_crash_before_commit_replays_harmlessly() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
+    seed_events(&fx, 0, 500, 0);
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    fx.write_config(
+        "wharf.toml",
+        &events_config(".state", &receiver.base_url(), "ev", EV_MAPPING),
+    );
+    let sync = |envs: &[(&str, &str)]| fx.wharf(&["sync", "s", "--summary-json"], envs);
+
+    let out = sync(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 500);
+    assert_eq!(receiver.stats().unique_events, 500);
+
+    // New rows with later insert times: only they are sent.
+    seed_events(&fx, 500, 700, 10);
+    let out = sync(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 200, "{summary}");
+    let s = receiver.stats();
+    assert_eq!((s.events_accepted, s.unique_events), (700, 700));
+
+    // A crash after delivery but before the commit: the rows arrived…
+    seed_events(&fx, 700, 800, 20);
+    let out = sync(&[("WHARF_CRASH_BEFORE_COMMIT", "1")]);
+    assert_eq!(out.status.code(), Some(70), "{}", text(&out));
+    let s = receiver.stats();
+    assert_eq!((s.events_accepted, s.unique_events), (800, 800));
+    // …and the next run resends exactly them, with the same $insert_ids: no new unique event.
+    let out = sync(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 100, "{summary}");
+    let s = receiver.stats();
+    assert_eq!((s.events_accepted, s.unique_events), (900, 800));
+
+    // Nothing new: nothing sent.
+    let out = sync(&[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 0, "{summary}");
+
+    let status = fx.wharf(&["status"], &[]);
+    let st = String::from_utf8_lossy(&status.stdout);
+    assert!(st.contains("SUCCEEDED"), "{st}");
+    assert!(st.contains("FAILED"), "the crashed run is marked: {st}");
+}
+
+#[test]
+fn one_and_two_workers_deliver_identical_events() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
+    seed_events(&fx, 0, 30_000, 0);
+    let mut received = Vec::new();
+    for workers in ["1", "2"] {
+        let receiver = fx.receiver(&format!("recv{workers}"), ReceiverAuth::AnyCredentials);
+        fx.write_config(
+            "wharf.toml",
+            &events_config(&format!(".state{workers}"), &receiver.base_url(), "ev", EV_MAPPING),
+        );
+        let out = fx.wharf(&["sync", "s", "--workers", workers, "--summary-json"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let mut events: Vec<String> = receiver
+            .events()
+            .unwrap()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        events.sort();
+        assert_eq!(events.len(), 30_000);
+        received.push(events);
+    }
+    assert_eq!(received[0], received[1]);
+}
