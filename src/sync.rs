@@ -247,6 +247,19 @@ pub fn run_sync(
         SyncMode::Append => store.watermark(name)?,
         _ => None,
     };
+    if sync.mode == SyncMode::OneTime {
+        let history = store.runs(name, crate::state::MAX_RUNS_PER_SYNC)?;
+        if let Some(done) = history.iter().find(|r| r.status == RunStatus::Succeeded) {
+            return Err(SyncError::Unsupported {
+                sync: name.to_string(),
+                what: format!(
+                    "running a one_time sync again (run {} succeeded at {}; use mode = \"append\" for repeated loads)",
+                    done.run_id,
+                    done.ended_at.as_deref().unwrap_or("?")
+                ),
+            });
+        }
+    }
     let (cursor, cursor_type) = resolved.cursor.clone();
     let total = resolved
         .warehouse

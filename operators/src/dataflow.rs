@@ -175,7 +175,6 @@ pub fn poll_source<'s>(
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<ArrowBatch>> {
     let worker = scope.worker();
-    let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     source(scope, "PollSource", move |cap: Capability<u64>, info| {
         let activator = worker.sync_activator_for(info.address.to_vec());
         let retry = worker.activator_for(info.address.clone());
@@ -185,7 +184,8 @@ pub fn poll_source<'s>(
             start(SourceSender { tx, activator });
             rx
         });
-        let mut seq = index;
+        // Batches are numbered from 0; `map_records` spreads them round robin by number.
+        let mut seq = 0u64;
         move |output| {
             let Some(rx) = rx.as_ref() else {
                 cap = None;
@@ -207,7 +207,7 @@ pub fn poll_source<'s>(
                         control.inflight.fetch_add(rows as i64, Ordering::Relaxed);
                         control.counters.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
                         session.give(ArrowBatch { seq, batch });
-                        seq += peers;
+                        seq += 1;
                     }
                     Ok(SourceMessage::Failed(reason)) => {
                         control.fail(reason);

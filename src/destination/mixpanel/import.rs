@@ -117,7 +117,7 @@ impl MixpanelImport {
             .body("[]")
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(transport_error)?;
         match resp.status() {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(DestinationError::Permanent {
                 message: format!(
@@ -146,7 +146,7 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-fn transport_error(e: &reqwest::Error) -> DestinationError {
+fn transport_error(e: reqwest::Error) -> DestinationError {
     // reqwest's message names the URL (host and project id, never credentials); keep it short.
     let kind = if e.is_timeout() {
         "timed out"
@@ -202,10 +202,10 @@ impl Destination for MixpanelImport {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| transport_error(&e))?;
+                .map_err(transport_error)?;
             let status = resp.status();
             let wait = retry_after(resp.headers().get(RETRY_AFTER));
-            let text = resp.text().await.map_err(|e| transport_error(&e))?;
+            let text = resp.text().await.map_err(transport_error)?;
             match status {
                 s if s.is_success() => {
                     let n = serde_json::from_str::<ImportAnswer>(&text)
