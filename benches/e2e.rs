@@ -37,7 +37,10 @@ fn main() {
     let config = wharf::demo::demo_config("demo.duckdb", &receiver.base_url());
     std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
 
-    println!("{:<34} {:>10} {:>9} {:>12} {:>12}", "run", "rows", "seconds", "rows/s", "peak RSS MB");
+    println!(
+        "{:<34} {:>10} {:>9} {:>12} {:>12}",
+        "run", "rows", "seconds", "rows/s", "peak RSS MB"
+    );
     let run = |label: &str, sync: &str, workers: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
             .args(["sync", sync, "--workers", workers, "--summary-json"])
@@ -45,7 +48,11 @@ fn main() {
             .env("RUST_LOG", "warn")
             .output()
             .expect("run wharf");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
         println!(
             "{:<34} {:>10} {:>9.2} {:>12.0} {:>12.1}",

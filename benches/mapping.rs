@@ -53,7 +53,10 @@ fn batch() -> RecordBatch {
             (0..ROWS).map(|i| format!("dev-{}", i % 20000)),
         )),
         Arc::new(StringArray::from_iter_values((0..ROWS).map(|i| {
-            format!(r#"{{"browser":"Chrome","screen":{{"w":1280,"h":720}},"experiment":"exp-{}"}}"#, i % 5)
+            format!(
+                r#"{{"browser":"Chrome","screen":{{"w":1280,"h":720}},"experiment":"exp-{}"}}"#,
+                i % 5
+            )
         }))),
         Arc::new(StringArray::from_iter_values(
             (0..ROWS).map(|i| ["free", "pro", "enterprise"][i % 3]),

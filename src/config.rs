@@ -154,7 +154,7 @@ pub struct MixpanelConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DestinationConfig {
     /// Mixpanel's ingestion API.
-    Mixpanel(MixpanelConfig),
+    Mixpanel(Box<MixpanelConfig>),
     /// NDJSON of exactly what would be sent; `path = "-"` is stdout.
     File {
         /// The file (appended to), or `-`.
@@ -283,16 +283,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Expands `${VAR}` in every string of `value`; `path` locates errors.
 fn expand_env(value: &mut toml::Value, path: &str, file: &str) -> Result<(), ConfigError> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                *s = expand_str(s).map_err(|var| ConfigError {
-                    file: file.into(),
-                    key: path.into(),
-                    message: format!(
-                        "environment variable `{var}` is not set (referenced as ${{{var}}}); set it or write the value"
-                    ),
-                })?;
-            }
+        toml::Value::String(s) if s.contains("${") => {
+            *s = expand_str(s).map_err(|var| ConfigError {
+                file: file.into(),
+                key: path.into(),
+                message: format!(
+                    "environment variable `{var}` is not set (referenced as ${{{var}}}); set it or write the value"
+                ),
+            })?;
         }
         toml::Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
@@ -373,7 +371,11 @@ impl Config {
             // could be involved (values of other keys never reach this message).
             ConfigError {
                 file: file.into(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: e.into_inner().to_string(),
             }
         })?;
@@ -456,7 +458,10 @@ impl Config {
                 ));
             }
             if s.destinations.is_empty() {
-                return Err(err(key("destinations"), "name at least one destination".into()));
+                return Err(err(
+                    key("destinations"),
+                    "name at least one destination".into(),
+                ));
             }
             for d in &s.destinations {
                 if !self.destinations.contains_key(d) {
@@ -474,7 +479,10 @@ impl Config {
                     return Err(err(key("table"), "missing: set `table` or `query`".into()))
                 }
                 (Some(_), Some(_)) => {
-                    return Err(err(key("query"), "set either `table` or `query`, not both".into()))
+                    return Err(err(
+                        key("query"),
+                        "set either `table` or `query`, not both".into(),
+                    ))
                 }
                 _ => {}
             }
@@ -578,9 +586,12 @@ time_column = "ts"
 
     #[test]
     fn names_unknown_and_mistyped_keys() {
-        let e = Config::parse(&OK.replace("table = \"events\"", "tabel = \"events\""), "w.toml")
-            .unwrap_err();
-        assert_eq!(e.key, "syncs[0]");
+        let e = Config::parse(
+            &OK.replace("table = \"events\"", "tabel = \"events\""),
+            "w.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "syncs[0].tabel");
         assert!(e.message.contains("unknown field `tabel`"), "{e}");
         let e = Config::parse(&OK.replace("mode = \"append\"", "mode = 3"), "w.toml").unwrap_err();
         assert_eq!(e.key, "syncs[0].mode", "{e}");

@@ -32,7 +32,8 @@ pub fn create_demo_warehouse(path: &Path, events: u64) -> Result<(), DemoError> 
     let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
     conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;
     add_demo_events(&conn, 0, events, false).map_err(|e| err(e.to_string()))?;
-    conn.execute_batch(PROFILES).map_err(|e| err(e.to_string()))?;
+    conn.execute_batch(PROFILES)
+        .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 
@@ -45,7 +46,11 @@ pub fn append_demo_events(path: &Path, count: u64) -> Result<u64, DemoError> {
     };
     let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
     let start: i64 = conn
-        .query_row("SELECT coalesce(max(event_id) + 1, 0) FROM events", [], |r| r.get(0))
+        .query_row(
+            "SELECT coalesce(max(event_id) + 1, 0) FROM events",
+            [],
+            |r| r.get(0),
+        )
         .map_err(|e| err(e.to_string()))?;
     add_demo_events(&conn, start as u64, count, true).map_err(|e| err(e.to_string()))?;
     conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))

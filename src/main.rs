@@ -16,10 +16,20 @@ use wharf_operators::events::row_json;
 use wharf_operators::RecordMapper;
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "Keeps warehouse tables loaded into Mixpanel")]
+#[command(
+    name = "wharf",
+    version,
+    about = "Keeps warehouse tables loaded into Mixpanel"
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, global = true, env = "WHARF_CONFIG", default_value = "wharf.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "WHARF_CONFIG",
+        default_value = "wharf.toml"
+    )]
     config: PathBuf,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, global = true, default_value = "info")]
@@ -63,7 +73,7 @@ enum Command {
         #[arg(long)]
         summary_json: bool,
         /// Testing hook: exit after delivery and before the commit, as a crash would.
-        #[arg(long, hide = true, env = "WHARF_CRASH_BEFORE_COMMIT")]
+        #[arg(long, hide = true, env = "WHARF_CRASH_BEFORE_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
         crash_before_commit: bool,
     },
     /// Show the last runs of each sync.
@@ -175,7 +185,11 @@ fn run(cli: Cli) -> Result<()> {
                 None => ReceiverAuth::AnyCredentials,
             };
             rt.block_on(async {
-                let receiver = Receiver::start(ReceiverConfig::new(&data, auth), SocketAddr::new(host, port)).await?;
+                let receiver = Receiver::start(
+                    ReceiverConfig::new(&data, auth),
+                    SocketAddr::new(host, port),
+                )
+                .await?;
                 eprintln!(
                     "Mixpanel-compatible receiver on {} storing into {} (Ctrl-C stops)",
                     receiver.base_url(),
@@ -184,7 +198,10 @@ fn run(cli: Cli) -> Result<()> {
                 tokio::signal::ctrl_c().await?;
                 let stats = receiver.stats();
                 receiver.shutdown().await;
-                eprintln!("stopped: {} events accepted, {} unique", stats.events_accepted, stats.unique_events);
+                eprintln!(
+                    "stopped: {} events accepted, {} unique",
+                    stats.events_accepted, stats.unique_events
+                );
                 Ok(())
             })
         }
@@ -194,7 +211,10 @@ fn run(cli: Cli) -> Result<()> {
 fn init(dir: &Path, events: u64, api_host: &str) -> Result<()> {
     let config_path = dir.join("wharf.toml");
     if config_path.exists() {
-        bail!("{} exists already; remove it or use --dir", config_path.display());
+        bail!(
+            "{} exists already; remove it or use --dir",
+            config_path.display()
+        );
     }
     let started = Instant::now();
     demo::create_demo_warehouse(&dir.join("demo.duckdb"), events)?;
@@ -223,14 +243,19 @@ fn check(config: &Config) -> Result<()> {
     for (name, w) in &config.warehouses {
         let WarehouseConfig::Duckdb { path } = w;
         let wh = wharf::warehouse::duckdb::DuckDbWarehouse::new(name, config.resolve(path));
-        report(format!("warehouse {name}"), wh.check().map(|_| String::new()).map_err(|e| e.to_string()));
+        report(
+            format!("warehouse {name}"),
+            wh.check().map(|_| String::new()).map_err(|e| e.to_string()),
+        );
     }
     for (name, d) in &config.destinations {
         let r = match d {
-            DestinationConfig::Mixpanel(m) => MixpanelImport::new(m, std::time::Duration::from_secs(15))
-                .map_err(|e| e.to_string())
-                .and_then(|c| rt.block_on(c.check()).map_err(|e| e.to_string()))
-                .map(|_| String::new()),
+            DestinationConfig::Mixpanel(m) => {
+                MixpanelImport::new(m, std::time::Duration::from_secs(15))
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| rt.block_on(c.check()).map_err(|e| e.to_string()))
+                    .map(|_| String::new())
+            }
             DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
         };
         report(format!("destination {name}"), r);
@@ -255,15 +280,38 @@ fn check(config: &Config) -> Result<()> {
 fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
     let r = resolve(config, name)?;
     let m = r.mapper.mapping();
-    println!("sync {name}: {} → {}", r.source, r.sync.destinations.join(", "));
+    println!(
+        "sync {name}: {} → {}",
+        r.source,
+        r.sync.destinations.join(", ")
+    );
     println!("  event name : {:?}", m.event_name);
     println!("  time       : {} ({:?})", m.time_column, m.time_unit);
     println!("  cursor     : {} ({})", r.cursor.0, r.cursor.1);
-    println!("  distinct_id: {}", m.user_id_column.as_deref().unwrap_or("(none)"));
-    println!("  $device_id : {}", m.device_id_column.as_deref().unwrap_or("(none)"));
-    println!("  JSON props : {}", m.properties_column.as_deref().unwrap_or("(none)"));
-    println!("  $insert_id : from {}", if m.key_columns.is_empty() { "the whole row".to_string() } else { m.key_columns.join(", ") });
-    println!("  properties : {}", r.mapper.property_columns(&r.schema.arrow).join(", "));
+    println!(
+        "  distinct_id: {}",
+        m.user_id_column.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  $device_id : {}",
+        m.device_id_column.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  JSON props : {}",
+        m.properties_column.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  $insert_id : from {}",
+        if m.key_columns.is_empty() {
+            "the whole row".to_string()
+        } else {
+            m.key_columns.join(", ")
+        }
+    );
+    println!(
+        "  properties : {}",
+        r.mapper.property_columns(&r.schema.arrow).join(", ")
+    );
     if !r.schema.primary_key.is_empty() {
         println!("  primary key: {}", r.schema.primary_key.join(", "));
     }
@@ -305,7 +353,10 @@ fn status(config: &Config, runs: usize) -> Result<()> {
                 r.rows_read,
                 r.delivered,
                 r.rejected,
-                r.watermark_after.or(r.watermark_before).map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+                r.watermark_after
+                    .or(r.watermark_before)
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 r.error.map(|e| format!("  error: {e}")).unwrap_or_default()
             );
         }
@@ -373,12 +424,22 @@ fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
         ReceiverConfig::new(dir.join("receiver"), ReceiverAuth::AnyCredentials),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     ))?;
-    println!("1. Mixpanel-compatible receiver listening on {}", receiver.base_url());
+    println!(
+        "1. Mixpanel-compatible receiver listening on {}",
+        receiver.base_url()
+    );
     let warehouse = dir.join("demo.duckdb");
     demo::create_demo_warehouse(&warehouse, events)?;
     let config_path = dir.join("wharf.toml");
-    std::fs::write(&config_path, demo::demo_config("demo.duckdb", &receiver.base_url()))?;
-    println!("2. demo warehouse {} with {events} events; config {}", warehouse.display(), config_path.display());
+    std::fs::write(
+        &config_path,
+        demo::demo_config("demo.duckdb", &receiver.base_url()),
+    )?;
+    println!(
+        "2. demo warehouse {} with {events} events; config {}",
+        warehouse.display(),
+        config_path.display()
+    );
     let config = Config::load(&config_path)?;
     let options = SyncOptions {
         workers,
@@ -398,8 +459,14 @@ fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
         "5. the receiver holds {} events ({} unique by event, distinct_id, time, $insert_id); the warehouse table has {total} rows",
         stats.events_accepted, stats.unique_events
     );
-    println!("   received events: {}", dir.join("receiver").join("events.ndjson").display());
-    println!("   run history: `wharf --config {} status`", config_path.display());
+    println!(
+        "   received events: {}",
+        dir.join("receiver").join("events.ndjson").display()
+    );
+    println!(
+        "   run history: `wharf --config {} status`",
+        config_path.display()
+    );
     let expected = total - first.outcome.rejected - second.outcome.rejected;
     if stats.unique_events != expected || stats.events_accepted != expected {
         bail!(

@@ -50,10 +50,14 @@ impl RejectsFile {
 
 impl RejectSink for RejectsFile {
     fn record(&self, rejects: &[Reject]) -> Result<(), String> {
-        let mut out = self.out.lock().map_err(|_| "rejects writer poisoned".to_string())?;
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| "rejects writer poisoned".to_string())?;
         if out.is_none() {
             if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             let f = OpenOptions::new()
                 .create(true)
@@ -85,7 +89,8 @@ impl RejectSink for RejectsFile {
             line.extend_from_slice(b",\"reason\":");
             write_json_str(&mut line, &r.reason);
             line.extend_from_slice(b"}\n");
-            w.write_all(&line).map_err(|e| format!("{}: {e}", self.path.display()))?;
+            w.write_all(&line)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
         }
         Ok(())
     }

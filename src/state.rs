@@ -125,7 +125,9 @@ impl StateStore {
         let Some(v) = table.get(sync).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
-        serde_json::from_str(v.value()).map(Some).map_err(|e| self.err(e))
+        serde_json::from_str(v.value())
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     /// Records a new RUNNING run and returns it.
@@ -135,7 +137,17 @@ impl StateStore {
         mode: &str,
         watermark_before: Option<Watermark>,
     ) -> Result<RunRecord, StateError> {
-        let last = self.runs(sync, 1)?.first().map(|r| r.run_id).unwrap_or(0);
+        // The store is held by one process at a time, so a RUNNING run seen here belongs to a
+        // process that stopped mid-run: record that it failed (nothing of it was committed).
+        let recent = self.runs(sync, 10)?;
+        for stale in recent.iter().filter(|r| r.status == RunStatus::Running) {
+            self.end_run_uncommitted(
+                stale.clone(),
+                RunStatus::Failed,
+                Some("interrupted: the process stopped before the run committed; its rows are sent again".into()),
+            )?;
+        }
+        let last = recent.first().map(|r| r.run_id).unwrap_or(0);
         let record = RunRecord {
             run_id: last + 1,
             sync: sync.into(),
@@ -167,10 +179,14 @@ impl StateStore {
             // Keep the history bounded.
             let floor = record.run_id.saturating_sub(MAX_RUNS_PER_SYNC as u64);
             if floor > 0 {
-                runs.retain_in((record.sync.as_str(), 0)..(record.sync.as_str(), floor), |_, _| false)?;
+                runs.retain_in(
+                    (record.sync.as_str(), 0)..(record.sync.as_str(), floor),
+                    |_, _| false,
+                )?;
             }
             if let Some(wm) = &wm {
-                txn.open_table(WATERMARKS)?.insert(record.sync.as_str(), wm.as_str())?;
+                txn.open_table(WATERMARKS)?
+                    .insert(record.sync.as_str(), wm.as_str())?;
             }
             Ok(())
         })
@@ -236,7 +252,9 @@ mod tests {
         let run = store.begin_run("s", "append", None).unwrap();
         assert_eq!(run.run_id, 1);
         store.commit_run(run, Some(Watermark::Integer(7))).unwrap();
-        let run = store.begin_run("s", "append", Some(Watermark::Integer(7))).unwrap();
+        let run = store
+            .begin_run("s", "append", Some(Watermark::Integer(7)))
+            .unwrap();
         store
             .end_run_uncommitted(run, RunStatus::Failed, Some("boom".into()))
             .unwrap();

@@ -116,7 +116,12 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let sync = config.sync(name).cloned().ok_or_else(|| {
         SyncError::UnknownSync(
             name.to_string(),
-            config.syncs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            config
+                .syncs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     })?;
     let unsupported = |what: String| SyncError::Unsupported {
@@ -124,10 +129,14 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         what,
     };
     if sync.table_type != TableType::Events {
-        return Err(unsupported(format!("table type `{:?}`", sync.table_type).to_lowercase()));
+        return Err(unsupported(
+            format!("table type `{:?}`", sync.table_type).to_lowercase(),
+        ));
     }
     if !matches!(sync.mode, SyncMode::Append | SyncMode::OneTime) {
-        return Err(unsupported(format!("mode `{:?}` for events", sync.mode).to_lowercase()));
+        return Err(unsupported(
+            format!("mode `{:?}` for events", sync.mode).to_lowercase(),
+        ));
     }
     let wh_config = &config.warehouses[&sync.warehouse];
     let WarehouseConfig::Duckdb { path } = wh_config;
@@ -164,7 +173,8 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let mapper = EventMapper::new(mapping, &schema.arrow)
         .map_err(|e| SyncError::Mapping(sync.name.clone(), e))?;
     let cursor_name = m.insert_time_column.clone().unwrap_or(time_column);
-    let cursor_type = DuckDbWarehouse::check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
+    let cursor_type =
+        DuckDbWarehouse::check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
     Ok(ResolvedSync {
         warehouse,
         source,
@@ -187,7 +197,14 @@ pub fn build_destination(
     config: &Config,
     sync: &str,
     name: &str,
-) -> Result<(Arc<dyn Destination>, RetryPolicy, wharf_operators::dataflow::BatchLimits), SyncError> {
+) -> Result<
+    (
+        Arc<dyn Destination>,
+        RetryPolicy,
+        wharf_operators::dataflow::BatchLimits,
+    ),
+    SyncError,
+> {
     let derr = |e| SyncError::Destination(sync.to_string(), name.to_string(), e);
     match &config.destinations[name] {
         DestinationConfig::File { path } => {
@@ -215,11 +232,14 @@ pub fn build_destination(
             let policy = RetryPolicy {
                 initial_backoff: d(&m.initial_backoff, defaults.initial_backoff),
                 max_backoff: d(&m.max_backoff, defaults.max_backoff),
-                max_jitter: defaults.max_jitter.min(d(&m.initial_backoff, defaults.max_jitter)),
+                max_jitter: defaults
+                    .max_jitter
+                    .min(d(&m.initial_backoff, defaults.max_jitter)),
                 give_up_after: d(&m.give_up_after, defaults.give_up_after),
                 concurrency: m.concurrency.unwrap_or(defaults.concurrency).max(1),
             };
-            let dest = MixpanelImport::new(m, d(&m.timeout, Duration::from_secs(120))).map_err(derr)?;
+            let dest =
+                MixpanelImport::new(m, d(&m.timeout, Duration::from_secs(120))).map_err(derr)?;
             Ok((Arc::new(dest), policy, IMPORT_LIMITS))
         }
     }
@@ -270,7 +290,12 @@ pub fn run_sync(
         .rejects_path
         .as_ref()
         .map(|p| config.resolve(p))
-        .unwrap_or_else(|| config.state_dir().join("rejects").join(format!("{name}.ndjson")));
+        .unwrap_or_else(|| {
+            config
+                .state_dir()
+                .join("rejects")
+                .join(format!("{name}.ndjson"))
+        });
     let rejects = Arc::new(RejectsFile::new(&rejects_path, name, run.run_id));
     let control = RunControl::new(256 * 1024);
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
@@ -289,6 +314,7 @@ pub fn run_sync(
                     max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
                     sender.send(SourceMessage::Batch(batch)).is_ok()
                 });
+                tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
                 if let Err(e) = result {
                     let _ = sender.send(SourceMessage::Failed(e.to_string()));
                 }
@@ -329,7 +355,10 @@ pub fn run_sync(
     match result {
         Ok(outcome) => {
             if options.crash_before_commit {
-                eprintln!("wharf: simulated crash after delivery, before commit (run {})", run.run_id);
+                eprintln!(
+                    "wharf: simulated crash after delivery, before commit (run {})",
+                    run.run_id
+                );
                 std::process::exit(70);
             }
             let after_wm = watermark.lock().ok().and_then(|w| *w);
@@ -343,7 +372,14 @@ pub fn run_sync(
                 _ => None,
             };
             let run = store.commit_run(run, new_wm)?;
-            tracing::info!(sync = name, run = run.run_id, rows = outcome.rows_read, delivered = outcome.delivered, rejected = outcome.rejected, "run committed");
+            tracing::info!(
+                sync = name,
+                run = run.run_id,
+                rows = outcome.rows_read,
+                delivered = outcome.delivered,
+                rejected = outcome.rejected,
+                "run committed"
+            );
             Ok(SyncReport {
                 run,
                 outcome,

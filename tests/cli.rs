@@ -59,7 +59,11 @@ fn bad_configs_are_named() {
         &fx,
         &good.replace("\"test-secret\"", "\"${WHARF_TEST_UNSET_SECRET}\""),
         &["check"],
-        &["destinations.mp.service_account.secret", "WHARF_TEST_UNSET_SECRET", "not set"],
+        &[
+            "destinations.mp.service_account.secret",
+            "WHARF_TEST_UNSET_SECRET",
+            "not set",
+        ],
     );
     // Missing table.
     assert_fails(
@@ -85,7 +89,11 @@ fn bad_configs_are_named() {
     // No config at all.
     let out = fx.wharf(&["--config", "missing.toml", "check"], &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wharf init"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wharf init"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -126,7 +134,10 @@ fn secrets_never_appear_in_output_or_logs() {
     for (args, out) in &outputs {
         let all = text(out);
         assert!(!all.contains(secret), "{args:?} printed the secret: {all}");
-        assert!(!all.contains(&b64), "{args:?} printed the encoded secret: {all}");
+        assert!(
+            !all.contains(&b64),
+            "{args:?} printed the encoded secret: {all}"
+        );
     }
     let sync = &outputs[2].1;
     assert!(!sync.status.success());
@@ -136,7 +147,10 @@ fn secrets_never_appear_in_output_or_logs() {
         text(sync)
     );
     // A bad config that involves the secret key does not print the value either.
-    let bad = config.replace("secret = \"${WHARF_TEST_SECRET}\"", "secret = \"${WHARF_TEST_SECRET}\", extra = 1");
+    let bad = config.replace(
+        "secret = \"${WHARF_TEST_SECRET}\"",
+        "secret = \"${WHARF_TEST_SECRET}\", extra = 1",
+    );
     fx.write_config("wharf.toml", &bad);
     let out = fx.wharf(&["check"], &[("WHARF_TEST_SECRET", secret)]);
     assert!(!out.status.success());
@@ -148,7 +162,13 @@ fn init_check_preview_and_sync_the_demo() {
     let fx = Fixture::new();
     let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     let out = fx.wharf(
-        &["init", "--events", "3000", "--api-host", &receiver.base_url()],
+        &[
+            "init",
+            "--events",
+            "3000",
+            "--api-host",
+            &receiver.base_url(),
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", text(&out));

@@ -25,17 +25,28 @@ fn official_python_library_imports_into_the_receiver() {
             project_id: "777".into(),
         },
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/official_client_import.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/official_client_import.py"
+    );
     let out = std::process::Command::new(python())
         .args([script, &receiver.base_url(), "sa-user", "sa-secret", "777"])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run .ci/run to install the venv", python()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run .ci/run to install the venv",
+                python()
+            )
+        });
     assert!(out.status.success(), "{}", text(&out));
     let stats = receiver.stats();
     assert_eq!(stats.events_accepted, 13, "{stats:?}");
     assert_eq!(stats.unique_events, 13);
     let events = receiver.events().unwrap();
-    let single: Vec<_> = events.iter().filter(|e| e["event"] == "Official Single").collect();
+    let single: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "Official Single")
+        .collect();
     assert_eq!(single.len(), 3);
     assert_eq!(single[0]["properties"]["unicode"], "Zürich 東京");
     assert_eq!(single[0]["properties"]["mp_lib"], "python");

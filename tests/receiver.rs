@@ -586,6 +586,14 @@ async fn restart_on_same_directory_keeps_stats() {
     assert_eq!(before.events_accepted, 11);
     assert_eq!(before.unique_events, 9);
     r.shutdown().await;
+    // A crash mid-write leaves a truncated last line; it is dropped on restart.
+    let path = dir.path().join("events.ndjson");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(br#"{"event":"half-writ"#).unwrap();
+    drop(file);
 
     let r = start(dir.path(), service_account()).await;
     assert_eq!(r.stats(), before);
@@ -595,6 +603,7 @@ async fn restart_on_same_directory_keeps_stats() {
     assert_eq!(after.requests, before.requests + 1);
     assert_eq!(after.events_accepted, before.events_accepted + 4);
     assert_eq!(after.unique_events, before.unique_events);
+    assert_eq!(r.events().unwrap().len(), 15);
     r.shutdown().await;
 }
 

@@ -116,7 +116,10 @@ fn every_type_nulls_unicode_json_and_rejects_reach_the_receiver() {
         })
     );
     let mut e2 = got[&2].clone();
-    e2["properties"].as_object_mut().unwrap().remove("$insert_id");
+    e2["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("$insert_id");
     assert_eq!(
         e2,
         json!({
@@ -143,7 +146,10 @@ fn every_type_nulls_unicode_json_and_rejects_reach_the_receiver() {
         })
         .collect();
     assert_eq!(reasons.len(), 5, "{rejects:?}");
-    assert!(reasons[&3].contains("time column `ts` is NULL"), "{reasons:?}");
+    assert!(
+        reasons[&3].contains("time column `ts` is NULL"),
+        "{reasons:?}"
+    );
     assert!(reasons[&4].contains("before 1971"), "{reasons:?}");
     assert!(reasons[&5].contains("future"), "{reasons:?}");
     assert!(reasons[&6].contains("placeholder"), "{reasons:?}");
@@ -151,7 +157,10 @@ fn every_type_nulls_unicode_json_and_rejects_reach_the_receiver() {
     assert!(rejects.iter().all(|r| r["sync"] == "s" && r["run_id"] == 1));
     let stats = receiver.stats();
     assert_eq!(stats.events_accepted, 2);
-    assert_eq!(stats.events_rejected, 0, "wharf sent nothing the receiver refused");
+    assert_eq!(
+        stats.events_rejected, 0,
+        "wharf sent nothing the receiver refused"
+    );
 }
 
 fn seed_events(fx: &Fixture, from: i64, to: i64, minute: i64) {
@@ -230,7 +239,12 @@ fn one_and_two_workers_deliver_identical_events() {
         let receiver = fx.receiver(&format!("recv{workers}"), ReceiverAuth::AnyCredentials);
         fx.write_config(
             "wharf.toml",
-            &events_config(&format!(".state{workers}"), &receiver.base_url(), "ev", EV_MAPPING),
+            &events_config(
+                &format!(".state{workers}"),
+                &receiver.base_url(),
+                "ev",
+                EV_MAPPING,
+            ),
         );
         let out = fx.wharf(&["sync", "s", "--workers", workers, "--summary-json"], &[]);
         assert!(out.status.success(), "{}", text(&out));

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::{source, Operator};
 use timely::dataflow::operators::Capability;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::{Scope, Stream};
 use timely::scheduling::SyncActivator;
 
@@ -83,7 +83,7 @@ pub struct RunControl {
     /// Progress counters.
     pub counters: RunCounters,
     inflight: AtomicI64,
-    max_inflight: i64,
+    max_inflight: AtomicI64,
     failure: Mutex<Option<String>>,
 }
 
@@ -93,7 +93,7 @@ impl RunControl {
         Arc::new(RunControl {
             counters: RunCounters::default(),
             inflight: AtomicI64::new(0),
-            max_inflight: max_inflight_rows.max(1) as i64,
+            max_inflight: AtomicI64::new(max_inflight_rows.max(1) as i64),
             failure: Mutex::new(None),
         })
     }
@@ -116,7 +116,14 @@ impl RunControl {
     }
 
     fn has_room(&self) -> bool {
-        self.inflight() < self.max_inflight
+        self.inflight() < self.max_inflight.load(Ordering::Relaxed)
+    }
+
+    /// Raises the in-flight limit to at least `rows`. A run must allow at least
+    /// `workers × records per request` rows in flight: sinks hold partial requests until they
+    /// fill or the epoch ends, and a lower limit would stall the source before either happens.
+    pub fn raise_inflight_limit(&self, rows: usize) {
+        self.max_inflight.fetch_max(rows as i64, Ordering::Relaxed);
     }
 
     /// Marks `rows` as settled (delivered or rejected).
@@ -136,21 +143,25 @@ pub enum SourceMessage {
 /// The sending end handed to a warehouse reader. Blocks when the dataflow is behind (bounded
 /// channel), and wakes the source operator after each send. Dropping it ends the input.
 pub struct SourceSender {
-    tx: SyncSender<SourceMessage>,
+    /// `None` only while dropping.
+    tx: Option<SyncSender<SourceMessage>>,
     activator: SyncActivator,
 }
 
 impl SourceSender {
     /// Sends one message; `Err` means the run was abandoned and the reader should stop.
     pub fn send(&self, msg: SourceMessage) -> Result<(), SourceClosed> {
-        self.tx.send(msg).map_err(|_| SourceClosed)?;
+        let tx = self.tx.as_ref().ok_or(SourceClosed)?;
+        tx.send(msg).map_err(|_| SourceClosed)?;
         self.activator.activate().map_err(|_| SourceClosed)
     }
 }
 
 impl Drop for SourceSender {
     fn drop(&mut self) {
-        // Let the operator see the disconnect and release its capability.
+        // Disconnect first, then wake the operator: woken earlier, it could find the channel
+        // empty but still connected, and never be woken again.
+        drop(self.tx.take());
         let _ = self.activator.activate();
     }
 }
@@ -181,12 +192,20 @@ pub fn poll_source<'s>(
         let mut cap = Some(cap.delayed(&epoch));
         let rx: Option<Receiver<SourceMessage>> = start.map(|start| {
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
-            start(SourceSender { tx, activator });
+            start(SourceSender {
+                tx: Some(tx),
+                activator,
+            });
             rx
         });
         // Batches are numbered from 0; `map_records` spreads them round robin by number.
         let mut seq = 0u64;
         move |output| {
+            tracing::trace!(
+                has_reader = rx.is_some(),
+                has_cap = cap.is_some(),
+                "source scheduled"
+            );
             let Some(rx) = rx.as_ref() else {
                 cap = None;
                 return;
@@ -205,7 +224,10 @@ pub fn poll_source<'s>(
                             continue;
                         }
                         control.inflight.fetch_add(rows as i64, Ordering::Relaxed);
-                        control.counters.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
+                        control
+                            .counters
+                            .rows_read
+                            .fetch_add(rows as u64, Ordering::Relaxed);
                         session.give(ArrowBatch { seq, batch });
                         seq += 1;
                     }
@@ -214,7 +236,10 @@ pub fn poll_source<'s>(
                         return;
                     }
                     Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        tracing::debug!(epoch, batches = seq, "source input complete");
+                        break;
+                    }
                 }
             }
             drop(session);
@@ -316,79 +341,90 @@ pub fn batch_sink<'s>(
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<()>> {
     let worker = stream.scope().worker();
-    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "BatchSink", move |_cap, info| {
-        let (tx, acks) = std::sync::mpsc::channel::<SinkAck>();
-        let handle = AckHandle {
-            tx,
-            activator: Arc::new(worker.sync_activator_for(info.address.to_vec())),
-        };
-        let mut epochs: BTreeMap<u64, EpochState> = BTreeMap::new();
-        let send = move |epoch: u64, records: EncodedRecords, state: &mut EpochState| {
-            state.outstanding += 1;
-            control_send(&requests, epoch, records, &handle);
-        };
-        move |(input, frontier), _output| {
-            input.for_each(|cap, data| {
-                // Messages under no capability make no progress claim; ours always have one.
-                let Some(held) = cap.retain_least(0) else {
-                    return;
-                };
-                let epoch = *held.time();
-                let state = epochs.entry(epoch).or_insert_with(|| EpochState {
-                    cap: held,
-                    buffer: EncodedRecords::default(),
-                    outstanding: 0,
-                });
-                for mapped in data.drain(..) {
-                    if !mapped.rejects.is_empty() {
-                        if let Err(e) = rejects.record(&mapped.rejects) {
-                            control.fail(format!("cannot record rejected rows: {e}"));
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        "BatchSink",
+        move |_cap, info| {
+            let (tx, acks) = std::sync::mpsc::channel::<SinkAck>();
+            let handle = AckHandle {
+                tx,
+                activator: Arc::new(worker.sync_activator_for(info.address.to_vec())),
+            };
+            let mut epochs: BTreeMap<u64, EpochState> = BTreeMap::new();
+            let send = move |epoch: u64, records: EncodedRecords, state: &mut EpochState| {
+                state.outstanding += 1;
+                control_send(&requests, epoch, records, &handle);
+            };
+            move |(input, frontier), _output| {
+                input.for_each(|cap, data| {
+                    // Messages under no capability make no progress claim; ours always have one.
+                    let Some(held) = cap.retain_least(0) else {
+                        return;
+                    };
+                    let epoch = *held.time();
+                    let state = epochs.entry(epoch).or_insert_with(|| EpochState {
+                        cap: held,
+                        buffer: EncodedRecords::default(),
+                        outstanding: 0,
+                    });
+                    for mapped in data.drain(..) {
+                        if !mapped.rejects.is_empty() {
+                            if let Err(e) = rejects.record(&mapped.rejects) {
+                                control.fail(format!("cannot record rejected rows: {e}"));
+                            }
+                            control
+                                .counters
+                                .rows_rejected
+                                .fetch_add(mapped.rejects.len() as u64, Ordering::Relaxed);
+                            control.settle(mapped.rejects.len());
                         }
-                        control
-                            .counters
-                            .rows_rejected
-                            .fetch_add(mapped.rejects.len() as u64, Ordering::Relaxed);
-                        control.settle(mapped.rejects.len());
-                    }
-                    for rec in mapped.records.iter() {
-                        let over_bytes = state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;
-                        if !state.buffer.is_empty()
-                            && (state.buffer.len() >= limits.max_records || over_bytes)
-                        {
+                        for rec in mapped.records.iter() {
+                            let over_bytes =
+                                state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;
+                            if !state.buffer.is_empty()
+                                && (state.buffer.len() >= limits.max_records || over_bytes)
+                            {
+                                let full = std::mem::take(&mut state.buffer);
+                                send(epoch, full, state);
+                            }
+                            state.buffer.push(rec);
+                        }
+                        if state.buffer.len() >= limits.max_records {
                             let full = std::mem::take(&mut state.buffer);
                             send(epoch, full, state);
                         }
-                        state.buffer.push(rec);
                     }
-                    if state.buffer.len() >= limits.max_records {
-                        let full = std::mem::take(&mut state.buffer);
-                        send(epoch, full, state);
+                });
+                while let Ok(ack) = acks.try_recv() {
+                    tracing::debug!(?ack, "sink acknowledgement");
+                    if let Some(e) = &ack.error {
+                        control.fail(e.clone());
+                    }
+                    if let Some(state) = epochs.get_mut(&ack.epoch) {
+                        state.outstanding = state.outstanding.saturating_sub(1);
                     }
                 }
-            });
-            while let Ok(ack) = acks.try_recv() {
-                if let Some(e) = &ack.error {
-                    control.fail(e.clone());
-                }
-                if let Some(state) = epochs.get_mut(&ack.epoch) {
-                    state.outstanding = state.outstanding.saturating_sub(1);
-                }
+                // Epochs the input has finished: flush, then release once all is acknowledged.
+                epochs.retain(|epoch, state| {
+                    if frontier.less_equal(epoch) {
+                        return true;
+                    }
+                    if !state.buffer.is_empty() {
+                        let rest = std::mem::take(&mut state.buffer);
+                        send(*epoch, rest, state);
+                    }
+                    tracing::debug!(
+                        epoch,
+                        outstanding = state.outstanding,
+                        "sink input complete for epoch"
+                    );
+                    // Dropping the state drops its capability: the epoch is done downstream.
+                    let _held = &state.cap;
+                    state.outstanding > 0
+                });
             }
-            // Epochs the input has finished: flush, then release once all is acknowledged.
-            epochs.retain(|epoch, state| {
-                if frontier.less_equal(epoch) {
-                    return true;
-                }
-                if !state.buffer.is_empty() {
-                    let rest = std::mem::take(&mut state.buffer);
-                    send(*epoch, rest, state);
-                }
-                // Dropping the state drops its capability: the epoch is done downstream.
-                let _held = &state.cap;
-                state.outstanding > 0
-            });
-        }
-    })
+        },
+    )
 }
 
 fn control_send(

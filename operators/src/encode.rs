@@ -336,7 +336,10 @@ fn ts_raw(a: &dyn Array, row: usize) -> i64 {
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     let start = out.len();
-    out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+    out.resize(
+        start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+        0,
+    );
     let n = base64::engine::general_purpose::STANDARD
         .encode_slice(bytes, &mut out[start..])
         .unwrap_or(0);

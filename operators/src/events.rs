@@ -144,16 +144,18 @@ pub struct EventMapper {
 }
 
 fn find(schema: &Schema, column: &str, role: &'static str) -> Result<usize, MappingError> {
-    schema.index_of(column).map_err(|_| MappingError::UnknownColumn {
-        column: column.to_string(),
-        role,
-        available: schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    schema
+        .index_of(column)
+        .map_err(|_| MappingError::UnknownColumn {
+            column: column.to_string(),
+            role,
+            available: schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 fn check_type(
@@ -185,7 +187,10 @@ fn is_id(t: &DataType) -> bool {
 }
 
 fn is_time(t: &DataType) -> bool {
-    matches!(t, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) || t.is_integer()
+    matches!(
+        t,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    ) || t.is_integer()
 }
 
 /// 128-bit row hash as 32 lowercase hex characters (a valid `$insert_id`).
@@ -349,9 +354,13 @@ impl EventMapper {
                 to_micros(raw, *unit).div_euclid(1000)
             }
             DataType::Date32 => {
-                (col.as_primitive::<arrow::datatypes::Date32Type>().value(row) as i64) * 86_400_000
+                (col.as_primitive::<arrow::datatypes::Date32Type>()
+                    .value(row) as i64)
+                    * 86_400_000
             }
-            DataType::Date64 => col.as_primitive::<arrow::datatypes::Date64Type>().value(row),
+            DataType::Date64 => col
+                .as_primitive::<arrow::datatypes::Date64Type>()
+                .value(row),
             _ => {
                 let v: i64 = enc.text(row)?.parse().ok()?;
                 match self.mapping.time_unit {
@@ -389,7 +398,9 @@ impl EventMapper {
 
 fn banned(id: &str) -> bool {
     let t = id.trim();
-    BANNED_DISTINCT_IDS.iter().any(|b| b.eq_ignore_ascii_case(t))
+    BANNED_DISTINCT_IDS
+        .iter()
+        .any(|b| b.eq_ignore_ascii_case(t))
 }
 
 impl RecordMapper for EventMapper {

@@ -53,13 +53,44 @@ fn records(m: &EventMapper, b: &RecordBatch) -> (Vec<Value>, Vec<String>) {
 #[test]
 fn every_time_representation_becomes_milliseconds() {
     let cases: Vec<(ArrayRef, EpochUnit, i64)> = vec![
-        (Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_123])), EpochUnit::Auto, 1_700_000_000_123),
-        (Arc::new(TimestampNanosecondArray::from(vec![1_700_000_000_123_456_789]).with_timezone("UTC")), EpochUnit::Auto, 1_700_000_000_123),
-        (Arc::new(Date32Array::from(vec![19_844])), EpochUnit::Auto, 1_714_521_600_000),
-        (Arc::new(Int64Array::from(vec![1_700_000_000])), EpochUnit::Auto, 1_700_000_000_000),
-        (Arc::new(Int64Array::from(vec![1_700_000_000_123])), EpochUnit::Auto, 1_700_000_000_123),
-        (Arc::new(Int32Array::from(vec![1_700_000_000])), EpochUnit::Seconds, 1_700_000_000_000),
-        (Arc::new(Int64Array::from(vec![1_700_000_000_000])), EpochUnit::Milliseconds, 1_700_000_000_000),
+        (
+            Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_123])),
+            EpochUnit::Auto,
+            1_700_000_000_123,
+        ),
+        (
+            Arc::new(
+                TimestampNanosecondArray::from(vec![1_700_000_000_123_456_789])
+                    .with_timezone("UTC"),
+            ),
+            EpochUnit::Auto,
+            1_700_000_000_123,
+        ),
+        (
+            Arc::new(Date32Array::from(vec![19_844])),
+            EpochUnit::Auto,
+            1_714_521_600_000,
+        ),
+        (
+            Arc::new(Int64Array::from(vec![1_700_000_000])),
+            EpochUnit::Auto,
+            1_700_000_000_000,
+        ),
+        (
+            Arc::new(Int64Array::from(vec![1_700_000_000_123])),
+            EpochUnit::Auto,
+            1_700_000_000_123,
+        ),
+        (
+            Arc::new(Int32Array::from(vec![1_700_000_000])),
+            EpochUnit::Seconds,
+            1_700_000_000_000,
+        ),
+        (
+            Arc::new(Int64Array::from(vec![1_700_000_000_000])),
+            EpochUnit::Milliseconds,
+            1_700_000_000_000,
+        ),
     ];
     for (array, unit, expected) in cases {
         let b = batch(vec![("t", array)]);
@@ -68,7 +99,12 @@ fn every_time_representation_becomes_milliseconds() {
         let m = EventMapper::new(mp, &b.schema()).unwrap();
         let (recs, rejects) = records(&m, &b);
         assert!(rejects.is_empty(), "{rejects:?}");
-        assert_eq!(recs[0]["properties"]["time"], json!(expected), "{:?}", b.column(0).data_type());
+        assert_eq!(
+            recs[0]["properties"]["time"],
+            json!(expected),
+            "{:?}",
+            b.column(0).data_type()
+        );
         assert_eq!(recs[0]["event"], "Thing Happened");
     }
 }
@@ -76,7 +112,10 @@ fn every_time_representation_becomes_milliseconds() {
 #[test]
 fn insert_ids_are_deterministic_and_depend_on_sync_and_key() {
     let b = batch(vec![
-        ("t", Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_000]))),
+        (
+            "t",
+            Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_000])),
+        ),
         ("k", Arc::new(StringArray::from(vec!["a", "b"]))),
         ("v", Arc::new(Int64Array::from(vec![1, 1]))),
     ]);
@@ -108,7 +147,12 @@ fn json_column_is_flattened_and_table_columns_win() {
     let b = batch(vec![
         ("t", Arc::new(Int64Array::from(vec![1_700_000_000]))),
         ("color", Arc::new(StringArray::from(vec!["red"]))),
-        ("props", Arc::new(StringArray::from(vec![r#"{"color":"blue","size":3,"time":1,"deep":{"a":[1]}}"#]))),
+        (
+            "props",
+            Arc::new(StringArray::from(vec![
+                r#"{"color":"blue","size":3,"time":1,"deep":{"a":[1]}}"#,
+            ])),
+        ),
         ("uid", Arc::new(Int64Array::from(vec![42]))),
     ]);
     let mut mp = mapping("t");
@@ -120,7 +164,10 @@ fn json_column_is_flattened_and_table_columns_win() {
     let p = &recs[0]["properties"];
     assert_eq!(p["color"], "red");
     assert_eq!(p["size"], 3);
-    assert_eq!(p["time"], 1_700_000_000_000i64, "reserved names are not overwritten");
+    assert_eq!(
+        p["time"], 1_700_000_000_000i64,
+        "reserved names are not overwritten"
+    );
     assert_eq!(p["deep"], json!({"a": [1]}));
     assert_eq!(p["distinct_id"], "42", "integer user ids become strings");
     assert!(p.get("props").is_none() && p.get("uid").is_none());
@@ -129,11 +176,22 @@ fn json_column_is_flattened_and_table_columns_win() {
 #[test]
 fn rows_mixpanel_would_reject_are_rejected_with_reasons() {
     let many: Vec<(String, ArrayRef)> = (0..260)
-        .map(|i| (format!("c{i}"), Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef))
+        .map(|i| {
+            (
+                format!("c{i}"),
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            )
+        })
         .collect();
     let mut cols: Vec<(&str, ArrayRef)> = vec![
-        ("t", Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_000]))),
-        ("uid", Arc::new(StringArray::from(vec!["ok-user", "  UNDEFINED "]))),
+        (
+            "t",
+            Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_000])),
+        ),
+        (
+            "uid",
+            Arc::new(StringArray::from(vec!["ok-user", "  UNDEFINED "])),
+        ),
     ];
     cols.extend(many.iter().map(|(n, a)| (n.as_str(), a.clone())));
     let b = batch(cols);
@@ -142,13 +200,19 @@ fn rows_mixpanel_would_reject_are_rejected_with_reasons() {
     let m = EventMapper::new(mp, &b.schema()).unwrap();
     let (recs, rejects) = records(&m, &b);
     assert!(recs.is_empty());
-    assert!(rejects[0].contains("properties; Mixpanel accepts at most 255"), "{rejects:?}");
+    assert!(
+        rejects[0].contains("properties; Mixpanel accepts at most 255"),
+        "{rejects:?}"
+    );
     assert!(rejects[1].contains("placeholder"), "{rejects:?}");
 }
 
 #[test]
 fn unknown_and_mistyped_columns_are_errors() {
-    let b = batch(vec![("t", Arc::new(StringArray::from(vec!["x"])) as ArrayRef)]);
+    let b = batch(vec![(
+        "t",
+        Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+    )]);
     let err = EventMapper::new(mapping("nope"), &b.schema()).unwrap_err();
     assert!(matches!(err, MappingError::UnknownColumn { .. }));
     assert!(err.to_string().contains("its columns are: t"));

@@ -131,8 +131,12 @@ pub async fn delivery_loop(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (dest, policy, rejects, control) =
-            (dest.clone(), policy.clone(), rejects.clone(), control.clone());
+        let (dest, policy, rejects, control) = (
+            dest.clone(),
+            policy.clone(),
+            rejects.clone(),
+            control.clone(),
+        );
         tasks.spawn(async move {
             let n = req.records.len();
             let bytes = req.records.byte_len() as u64;
@@ -149,7 +153,8 @@ pub async fn delivery_loop(
                     let c = &control.counters;
                     c.records_delivered
                         .fetch_add(outcome.delivered as u64, Ordering::Relaxed);
-                    c.rows_rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+                    c.rows_rejected
+                        .fetch_add(rejected as u64, Ordering::Relaxed);
                     c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
                     control.settle(n);
                     SinkAck {

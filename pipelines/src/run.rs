@@ -87,6 +87,8 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         runtime,
         now_ms,
     } = spec;
+    // Partial requests wait in the sinks; leave room for all of them (see `raise_inflight_limit`).
+    control.raise_inflight_limit(workers.max(1) * limits.max_records * 2);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let delivery = runtime.spawn(delivery_loop(
         rx,

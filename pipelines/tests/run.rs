@@ -53,7 +53,11 @@ impl Destination for Flaky {
                 });
             }
             let mut got = self.got.lock().unwrap();
-            got.extend(records.iter().map(|r| String::from_utf8_lossy(r).into_owned()));
+            got.extend(
+                records
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r).into_owned()),
+            );
             Ok(SendOutcome {
                 delivered: records.len(),
                 rejects: vec![],
@@ -84,7 +88,12 @@ fn batch(from: i64, n: i64) -> RecordBatch {
     RecordBatch::try_new(schema, vec![t, k]).unwrap()
 }
 
-fn spec(dest: Arc<Flaky>, rejects: Arc<Rejects>, workers: usize, rt: &tokio::runtime::Runtime) -> RunSpec {
+fn spec(
+    dest: Arc<Flaky>,
+    rejects: Arc<Rejects>,
+    workers: usize,
+    rt: &tokio::runtime::Runtime,
+) -> RunSpec {
     let b = batch(0, 1);
     let mapper = EventMapper::new(
         EventMapping {
@@ -109,7 +118,10 @@ fn spec(dest: Arc<Flaky>, rejects: Arc<Rejects>, workers: usize, rt: &tokio::run
         reader: Box::new(move |tx: SourceSender| {
             handle.spawn_blocking(move || {
                 for i in 0..10 {
-                    if tx.send(SourceMessage::Batch(batch(i * 1000, 1000))).is_err() {
+                    if tx
+                        .send(SourceMessage::Batch(batch(i * 1000, 1000)))
+                        .is_err()
+                    {
                         return;
                     }
                 }

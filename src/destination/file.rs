@@ -34,7 +34,11 @@ impl FileDestination {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
         Ok(FileDestination {
             path: Some(path.to_path_buf()),
             out: Mutex::new(Out::File(BufWriter::with_capacity(1 << 20, file))),

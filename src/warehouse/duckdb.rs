@@ -27,7 +27,10 @@ pub fn quote_ident(name: &str) -> String {
 
 /// Quotes a possibly qualified table name (`schema.table`).
 pub fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn split_table(name: &str) -> (String, String) {
@@ -68,7 +71,10 @@ impl DuckDbWarehouse {
             });
         }
         let open = || -> duckdb::Result<Connection> {
-            Connection::open_with_flags(&self.path, Config::default().access_mode(AccessMode::ReadOnly)?)
+            Connection::open_with_flags(
+                &self.path,
+                Config::default().access_mode(AccessMode::ReadOnly)?,
+            )
         };
         open().map_err(|e| WarehouseError::Open {
             what: self.what(),
@@ -142,7 +148,10 @@ impl DuckDbWarehouse {
         }
         let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src));
         let mut stmt = conn.prepare(&sql).map_err(|e| Self::query_err(src, e))?;
-        let arrow: SchemaRef = stmt.stream_arrow([]).map_err(|e| Self::query_err(src, e))?.get_schema();
+        let arrow: SchemaRef = stmt
+            .stream_arrow([])
+            .map_err(|e| Self::query_err(src, e))?
+            .get_schema();
         if columns.is_empty() {
             columns = arrow
                 .fields()
@@ -167,16 +176,20 @@ impl DuckDbWarehouse {
         schema: &TableSchema,
         cursor: &str,
     ) -> Result<DataType, WarehouseError> {
-        let field = schema.arrow.field_with_name(cursor).map_err(|_| WarehouseError::MissingColumn {
-            column: cursor.to_string(),
-            source_ref: src.clone(),
-            available: schema
-                .columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let field =
+            schema
+                .arrow
+                .field_with_name(cursor)
+                .map_err(|_| WarehouseError::MissingColumn {
+                    column: cursor.to_string(),
+                    source_ref: src.clone(),
+                    available: schema
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
         if !is_cursor_type(field.data_type()) {
             return Err(WarehouseError::BadCursor {
                 column: cursor.to_string(),
@@ -187,7 +200,11 @@ impl DuckDbWarehouse {
     }
 
     /// `WHERE` clause and its parameter for rows after `after` (none on a first run).
-    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> (String, Option<i64>) {
+    fn after_clause(
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+    ) -> (String, Option<i64>) {
         let col = quote_ident(cursor);
         match after {
             None => (String::new(), None),
@@ -197,7 +214,10 @@ impl DuckDbWarehouse {
                     DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
                     _ => "TIMESTAMP",
                 };
-                (format!("WHERE {col} > CAST(make_timestamp(CAST(? AS BIGINT)) AS {ty})"), Some(us))
+                (
+                    format!("WHERE {col} > CAST(make_timestamp(CAST(? AS BIGINT)) AS {ty})"),
+                    Some(us),
+                )
             }
             Some(Watermark::Date(d)) => (
                 format!("WHERE {col} > DATE '1970-01-01' + CAST(? AS INTEGER)"),
@@ -256,7 +276,11 @@ impl DuckDbWarehouse {
     }
 
     /// The first `limit` rows of `src`.
-    pub fn preview(&self, src: &SourceRef, limit: usize) -> Result<Vec<RecordBatch>, WarehouseError> {
+    pub fn preview(
+        &self,
+        src: &SourceRef,
+        limit: usize,
+    ) -> Result<Vec<RecordBatch>, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src));
         let mut out = Vec::new();
         self.stream(src, &sql, None, |b| {

@@ -97,6 +97,12 @@ pub enum WarehouseError {
 impl WarehouseError {
     /// Whether retrying may help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, WarehouseError::Query { transient: true, .. })
+        matches!(
+            self,
+            WarehouseError::Query {
+                transient: true,
+                ..
+            }
+        )
     }
 }

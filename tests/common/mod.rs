@@ -57,7 +57,9 @@ impl Fixture {
     /// Runs the wharf binary with `args` in the fixture folder.
     pub fn wharf(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -5,7 +5,7 @@
 //! drift into sending data real Mixpanel would reject. Accepted events are
 //! appended to `<data_dir>/events.ndjson`; counters survive a restart on the
 //! same directory. Each endpoint is one handler over a shared
-//! [`ReceiverState`]; new routes and layers (fault injection) go in `router`.
+//! `ReceiverState`; new routes and layers (fault injection) go in `router`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -155,7 +155,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ReceiverError + '_ {
 }
 
 /// State shared by all handlers.
-pub struct ReceiverState {
+struct ReceiverState {
     config: ReceiverConfig,
     store: Mutex<Store>,
 }
