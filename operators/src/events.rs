@@ -15,7 +15,9 @@
 //!   or of the whole encoded row when no key is configured: identical across re-runs, so that
 //!   Mixpanel deduplicates replays.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::value::RawValue;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
@@ -510,14 +512,43 @@ impl RecordMapper for EventMapper {
             if let Some(j) = self.json {
                 let col = batch.column(j);
                 if !col.is_null(row) {
-                    let parsed = match &encs[j] {
-                        ColumnEncoder::Utf8(a) => serde_json::from_str(a.value(row)),
-                        ColumnEncoder::LargeUtf8(a) => serde_json::from_str(a.value(row)),
-                        ColumnEncoder::Utf8View(a) => serde_json::from_str(a.value(row)),
-                        _ => {
-                            json_buf.clear();
-                            write_value(col.as_ref(), row, &mut json_buf);
-                            serde_json::from_slice(&json_buf)
+                    let mut needs_tree = true;
+                    let text = match &encs[j] {
+                        ColumnEncoder::Utf8(a) => Some(a.value(row)),
+                        ColumnEncoder::LargeUtf8(a) => Some(a.value(row)),
+                        ColumnEncoder::Utf8View(a) => Some(a.value(row)),
+                        _ => None,
+                    };
+                    // Fast path: copy the values' JSON text as it is, without building a tree.
+                    // Keys with escapes, values spanning lines (pretty-printed JSON would
+                    // break NDJSON framing) and errors take the general path below.
+                    if let Some(map) = text.and_then(|t| {
+                        serde_json::from_str::<BTreeMap<&str, &RawValue>>(t)
+                            .ok()
+                            .filter(|m| m.values().all(|v| !v.get().contains(['\n', '\r'])))
+                    }) {
+                        for (k, v) in map {
+                            if v.get() == "null" || self.taken.contains(k) {
+                                continue;
+                            }
+                            buf.push(b',');
+                            write_json_str(buf, k);
+                            buf.push(b':');
+                            buf.extend_from_slice(v.get().as_bytes());
+                            count += 1;
+                        }
+                        needs_tree = false;
+                    }
+                    let parsed = if !needs_tree {
+                        Ok(serde_json::Value::Object(Default::default()))
+                    } else {
+                        match text {
+                            Some(t) => serde_json::from_str(t),
+                            None => {
+                                json_buf.clear();
+                                write_value(col.as_ref(), row, &mut json_buf);
+                                serde_json::from_slice(&json_buf)
+                            }
                         }
                     };
                     match parsed {

@@ -224,3 +224,35 @@ fn unknown_and_mistyped_columns_are_errors() {
         "a string time column is refused, not guessed"
     );
 }
+
+#[test]
+fn json_column_edge_cases_keep_records_on_one_line() {
+    let b = batch(vec![
+        (
+            "t",
+            Arc::new(Int64Array::from(vec![1_700_000_000, 1_700_000_000])) as ArrayRef,
+        ),
+        (
+            "props",
+            Arc::new(StringArray::from(vec![
+                "{\n  \"pretty\": {\n    \"a\": 1\n  },\n  \"n\": null\n}",
+                r#"{"esc\"aped": "v\n", "b": [1, 2]}"#,
+            ])),
+        ),
+    ]);
+    let mut mp = mapping("t");
+    mp.properties_column = Some("props".into());
+    let m = EventMapper::new(mp, &b.schema()).unwrap();
+    let out = m.map_batch(&b, NOW);
+    assert_eq!(
+        out.records.data.iter().filter(|&&c| c == b'\n').count(),
+        2,
+        "one line each"
+    );
+    let (recs, rejects) = records(&m, &b);
+    assert!(rejects.is_empty());
+    assert_eq!(recs[0]["properties"]["pretty"], json!({"a": 1}));
+    assert!(recs[0]["properties"].get("n").is_none());
+    assert_eq!(recs[1]["properties"]["esc\"aped"], "v\n");
+    assert_eq!(recs[1]["properties"]["b"], json!([1, 2]));
+}
