@@ -297,7 +297,7 @@ pub fn run_sync(
                 .join(format!("{name}.ndjson"))
         });
     let rejects = Arc::new(RejectsFile::new(&rejects_path, name, run.run_id));
-    let control = RunControl::new(256 * 1024);
+    let control = RunControl::new(64 * 1024);
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
     let reader = {
         let (warehouse, source, watermark) = (
