@@ -74,7 +74,7 @@ impl MixpanelImport {
         let mut url = format!("{host}/import?strict=1");
         if let Some(p) = &config.project_id {
             url.push_str("&project_id=");
-            url.push_str(&url_encode(p));
+            url.push_str(&percent_encode(p));
         }
         let userpass = match (&config.service_account, &config.project_token) {
             (Some(sa), _) => format!("{}:{}", sa.username, sa.secret.expose()),
@@ -135,7 +135,8 @@ impl MixpanelImport {
     }
 }
 
-fn url_encode(s: &str) -> String {
+/// Percent-encodes `s` for a URL query or a form body (RFC 3986 unreserved kept).
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
