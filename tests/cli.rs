@@ -192,3 +192,26 @@ fn init_check_preview_and_sync_the_demo() {
     let out = fx.wharf(&["status"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCEEDED"));
 }
+
+#[test]
+fn quickstart_runs_the_demo_end_to_end() {
+    let fx = Fixture::new();
+    let out = fx.wharf(&["quickstart", "--dir", "qs", "--events", "5000"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the receiver holds 6000 events (6000 unique"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("second run: sync demo_events run 2: read 1000 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: every demo event arrived exactly once."),
+        "{stdout}"
+    );
+    // Running it again starts from a clean demo.
+    let again = fx.wharf(&["quickstart", "--dir", "qs", "--events", "2000"], &[]);
+    assert!(again.status.success(), "{}", text(&again));
+}
