@@ -31,9 +31,15 @@ impl Progress {
             if std::io::stderr().is_terminal() {
                 let bar = ProgressBar::new(total.unwrap_or(0));
                 let style = ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                    "{prefix} [{bar:30}] {human_pos}/{human_len} rows  {rate}  ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                    },
+                )
                 .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(sync);
