@@ -1,0 +1,133 @@
+//! The DuckDB connector on its own: schema discovery, preview, snapshot, and append reads past
+//! a watermark for every cursor type (TIMESTAMP, TIMESTAMPTZ, DATE, integer), quoted names.
+
+mod common;
+
+use common::Fixture;
+use wharf::warehouse::duckdb::DuckDbWarehouse;
+use wharf::warehouse::{SourceRef, WarehouseError};
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::watermark::{column_max, max_watermark, Watermark};
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+#[test]
+fn describes_previews_and_snapshots() {
+    let fx = Fixture::new();
+    fx.sql(
+        r#"CREATE SCHEMA s;
+           CREATE TABLE s."Odd ""Name""" (id INTEGER PRIMARY KEY, "select" VARCHAR NOT NULL, v DOUBLE);
+           INSERT INTO s."Odd ""Name""" SELECT i, 'x' || i, i / 2 FROM range(5000) t(i);"#,
+    );
+    let wh = DuckDbWarehouse::new("wh", fx.warehouse());
+    let src = SourceRef::Table(r#"s.Odd "Name""#.into());
+    let schema = wh.describe(&src).unwrap();
+    let names: Vec<_> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["id", "select", "v"]);
+    assert_eq!(schema.primary_key, ["id"]);
+    assert!(!schema.columns[1].nullable);
+    assert_eq!(rows(&wh.preview(&src, 7).unwrap()), 7);
+    let mut n = 0;
+    let mut batches = 0;
+    wh.read_snapshot(&src, |b| {
+        n += b.num_rows();
+        batches += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, 5000);
+    assert!(batches > 1, "streamed in several batches");
+
+    let q = SourceRef::Query(r#"SELECT id, "select" FROM s."Odd ""Name""" WHERE id < 10;"#.into());
+    assert_eq!(wh.describe(&q).unwrap().columns.len(), 2);
+    assert_eq!(rows(&wh.preview(&q, 100).unwrap()), 10);
+
+    match wh.describe(&SourceRef::Table("nope".into())) {
+        Err(WarehouseError::MissingTable { .. }) => {}
+        other => panic!("expected MissingTable, got {other:?}"),
+    }
+    let missing = DuckDbWarehouse::new("gone", fx.path("missing.duckdb"));
+    assert!(missing
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("does not exist"));
+}
+
+#[test]
+fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
+    let fx = Fixture::new();
+    fx.sql(
+        "CREATE TABLE t (n BIGINT, ts TIMESTAMP, tstz TIMESTAMPTZ, d DATE);
+         INSERT INTO t SELECT i, TIMESTAMP '2024-01-01' + to_microseconds(i * 1500),
+                (TIMESTAMP '2024-01-01' + to_seconds(i))::TIMESTAMPTZ,
+                DATE '2024-01-01' + (i // 10)::INTEGER
+         FROM range(100) t(i);",
+    );
+    let wh = DuckDbWarehouse::new("wh", fx.warehouse());
+    let src = SourceRef::Table("t".into());
+    let schema = wh.describe(&src).unwrap();
+    for (cursor, expect_first, expect_second) in [
+        ("n", 100, 39),
+        ("ts", 100, 39),
+        ("tstz", 100, 39),
+        ("d", 100, 30),
+    ] {
+        let ty = DuckDbWarehouse::check_cursor(&src, &schema, cursor).unwrap();
+        let idx = schema.arrow.index_of(cursor).unwrap();
+        let read = |after: Option<Watermark>| {
+            let mut n = 0;
+            let mut max = None;
+            let mut last = None;
+            wh.read_after(&src, cursor, &ty, after, |b| {
+                let m = column_max(b.column(idx).as_ref());
+                assert!(last <= m, "ordered by the cursor");
+                last = m;
+                max = max_watermark(max, m);
+                n += b.num_rows();
+                true
+            })
+            .unwrap();
+            (n, max)
+        };
+        let (n, all_max) = read(None);
+        assert_eq!(n, expect_first, "{cursor}");
+        assert_eq!(wh.count_after(&src, cursor, &ty, None).unwrap(), 100);
+        // The watermark after 61 rows (or after day 6 for dates).
+        let (_, mid) = {
+            let mut n = 0;
+            let mut max = None;
+            wh.read_after(&src, cursor, &ty, None, |b| {
+                let limit = if cursor == "d" { 70 } else { 61 };
+                let take = b.slice(0, (limit - n).min(b.num_rows()));
+                n += take.num_rows();
+                max = max_watermark(max, column_max(take.column(idx).as_ref()));
+                n < limit
+            })
+            .unwrap();
+            (n, max)
+        };
+        let (n2, max2) = read(mid);
+        assert_eq!(n2, expect_second, "{cursor} after {mid:?}");
+        assert_eq!(max2, all_max, "{cursor}");
+        assert_eq!(
+            wh.count_after(&src, cursor, &ty, mid).unwrap(),
+            expect_second as u64
+        );
+        assert_eq!(read(all_max).0, 0, "{cursor}: nothing after the maximum");
+    }
+    // A text column cannot be a cursor.
+    fx.sql("CREATE TABLE u (s VARCHAR)");
+    let src = SourceRef::Table("u".into());
+    let schema = wh.describe(&src).unwrap();
+    assert!(matches!(
+        DuckDbWarehouse::check_cursor(&src, &schema, "s"),
+        Err(WarehouseError::BadCursor { .. })
+    ));
+    assert!(matches!(
+        DuckDbWarehouse::check_cursor(&src, &schema, "zz"),
+        Err(WarehouseError::MissingColumn { .. })
+    ));
+}
