@@ -113,8 +113,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // The quickstart narrates its own steps; its default log level only shows problems.
+    let level = match (&cli.command, cli.log_level.as_str()) {
+        (Command::Quickstart { .. }, "info") => "warn",
+        (_, level) => level,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
