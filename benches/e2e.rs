@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -73,6 +73,34 @@ fn main() {
     println!(
         "receiver: {} events accepted, {} unique, {} rejected",
         stats.events_accepted, stats.unique_events, stats.events_rejected
+    );
+    rt.block_on(receiver.shutdown());
+
+    // The same with 30% of requests failing (429 + Retry-After 1 s, 503, 502 after storing).
+    let mut faulty = ReceiverConfig::new(dir.path().join("faulty"), ReceiverAuth::AnyCredentials);
+    faulty.faults = Some(Faults {
+        rate: 0.3,
+        seed: 3,
+        retry_after: std::time::Duration::from_secs(1),
+    });
+    let receiver = rt
+        .block_on(Receiver::start(
+            faulty,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ))
+        .expect("receiver");
+    let config = wharf::demo::demo_config("demo.duckdb", &receiver.base_url())
+        .replace("# initial_backoff = \"2s\"", "initial_backoff = \"100ms\"");
+    std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
+    run("duckdb -> receiver, 30% faults", "demo_events", "2");
+    let stats = receiver.stats();
+    println!(
+        "faulty receiver: {} requests, {} events accepted, {} unique (must equal rows)",
+        stats.requests, stats.events_accepted, stats.unique_events
+    );
+    assert_eq!(
+        stats.unique_events, rows,
+        "lost or duplicated events under faults"
     );
     rt.block_on(receiver.shutdown());
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use wharf::config::{Config, DestinationConfig, WarehouseConfig};
 use wharf::demo;
 use wharf::destination::mixpanel::import::MixpanelImport;
-use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
 use wharf_operators::events::row_json;
@@ -108,6 +108,16 @@ enum Command {
         /// Accept only this project token (default: any credentials).
         #[arg(long, env = "WHARF_RECEIVER_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Fail this fraction of /import requests (429 with Retry-After, 503, or 502 after
+        /// storing), to test clients.
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        /// Seed choosing which requests fail.
+        #[arg(long, default_value_t = 1)]
+        fault_seed: u64,
+        /// Retry-After seconds sent with injected 429s.
+        #[arg(long, default_value_t = 1)]
+        retry_after: u64,
     },
 }
 
@@ -183,18 +193,28 @@ fn run(cli: Cli) -> Result<()> {
             host,
             data,
             token,
+            fault_rate,
+            fault_seed,
+            retry_after,
         } => {
             let rt = runtime()?;
             let auth = match token {
                 Some(token) => ReceiverAuth::ProjectToken { token },
                 None => ReceiverAuth::AnyCredentials,
             };
+            if !(0.0..=1.0).contains(&fault_rate) {
+                bail!("--fault-rate must be between 0 and 1");
+            }
+            let mut config = ReceiverConfig::new(&data, auth);
+            if fault_rate > 0.0 {
+                config.faults = Some(Faults {
+                    rate: fault_rate,
+                    seed: fault_seed,
+                    retry_after: std::time::Duration::from_secs(retry_after),
+                });
+            }
             rt.block_on(async {
-                let receiver = Receiver::start(
-                    ReceiverConfig::new(&data, auth),
-                    SocketAddr::new(host, port),
-                )
-                .await?;
+                let receiver = Receiver::start(config, SocketAddr::new(host, port)).await?;
                 eprintln!(
                     "Mixpanel-compatible receiver on {} storing into {} (Ctrl-C stops)",
                     receiver.base_url(),

@@ -28,8 +28,12 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod faults;
 mod request;
 mod rules;
+
+use faults::Fault;
+pub use faults::Faults;
 
 use request::*;
 use rules::*;
@@ -93,6 +97,8 @@ pub struct ReceiverConfig {
     pub max_records_per_request: usize,
     /// Maximum uncompressed body size in bytes (Mixpanel: 10 MiB).
     pub max_body_bytes: usize,
+    /// Failures to inject (none by default).
+    pub faults: Option<Faults>,
 }
 
 impl ReceiverConfig {
@@ -103,6 +109,7 @@ impl ReceiverConfig {
             auth,
             max_records_per_request: 2000,
             max_body_bytes: 10 * 1024 * 1024,
+            faults: None,
         }
     }
 }
@@ -164,6 +171,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ReceiverError + '_ {
 struct ReceiverState {
     config: ReceiverConfig,
     store: Mutex<Store>,
+    /// `/import` requests seen, numbering them for fault injection.
+    imports: std::sync::atomic::AtomicU64,
 }
 
 impl ReceiverState {
@@ -234,6 +243,11 @@ impl Store {
     }
 
     /// Counts one request and appends its accepted events in a single write.
+    /// Counts a request that stored nothing (an injected failure).
+    fn count_request(&mut self) {
+        self.stats.requests += 1;
+    }
+
     fn record(&mut self, batch: Batch) -> io::Result<()> {
         self.stats.requests += 1;
         let total = batch.accepted.len() as u64 + batch.rejected;
@@ -335,6 +349,7 @@ impl Receiver {
         let state = Arc::new(ReceiverState {
             config,
             store: Mutex::new(store),
+            imports: Default::default(),
         });
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(Arc::clone(&state));
@@ -475,6 +490,37 @@ async fn import(
     body: Body,
 ) -> Response {
     let body = read_body(body, state.config.max_body_bytes).await;
+    let n = state
+        .imports
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fault = state.config.faults.as_ref().and_then(|f| f.pick(n));
+    match fault {
+        Some(Fault::TooManyRequests) => {
+            state.store().count_request();
+            let wait = state
+                .config
+                .faults
+                .as_ref()
+                .map(|f| f.retry_after.as_secs())
+                .unwrap_or(1);
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"code": 429, "error": "Project exceeded rate limits. Please retry the request with exponential backoff.", "status": "Too Many Requests"}),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return response;
+        }
+        Some(Fault::Unavailable) => {
+            state.store().count_request();
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable (injected)",
+            );
+        }
+        _ => {}
+    }
     let shared = Arc::clone(&state);
     let handled = tokio::task::spawn_blocking(move || {
         let (mut batch, mut verbose) = (Batch::default(), false);
@@ -488,6 +534,10 @@ async fn import(
             &mut verbose,
         );
         match shared.store().record(batch) {
+            Ok(()) if fault == Some(Fault::StoredButLost) => error_response(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway (injected after storing)",
+            ),
             Ok(()) => reply.render(verbose),
             Err(e) => {
                 tracing::error!(error = %e, "could not append events");
