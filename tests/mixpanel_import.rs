@@ -14,6 +14,7 @@ use wharf_operators::dataflow::RunControl;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::{deliver, RetryPolicy};
 use wharf_pipelines::destination::{Destination, DestinationError};
+use wharf_pipelines::governor::Governor;
 
 fn config(host: &str, secret: &str) -> MixpanelConfig {
     MixpanelConfig {
@@ -104,7 +105,13 @@ fn a_413_is_split_and_every_record_delivered() {
     let control = RunControl::new(10);
     let outcome = fx
         .rt
-        .block_on(deliver(&client, batch, &RetryPolicy::default(), &control))
+        .block_on(deliver(
+            &client,
+            batch,
+            &RetryPolicy::default(),
+            &Governor::new(4),
+            &control,
+        ))
         .unwrap();
     assert_eq!(outcome.delivered, 1500);
     assert!(outcome.rejects.is_empty());

@@ -1,16 +1,17 @@
-//! Delivery of sink requests to a [`Destination`]: bounded concurrency, retries with
-//! exponential backoff and jitter (honouring `Retry-After`), splitting on 413.
+//! Delivery of sink requests to a [`Destination`]: adaptive concurrency and a destination-wide
+//! pause on overload ([`Governor`]), retries with exponential backoff and jitter (honouring
+//! `Retry-After`), splitting on 413.
 //! One implementation for every destination.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use wharf_operators::dataflow::{RejectSink, RunControl, SinkAck, SinkRequest};
 use wharf_operators::record::{EncodedRecords, Reject};
 
 use crate::destination::{Destination, DestinationError, SendOutcome};
+use crate::governor::Governor;
 
 /// How requests are retried and how many are in flight.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,7 +24,8 @@ pub struct RetryPolicy {
     pub max_jitter: Duration,
     /// Give up (failing the run, committing nothing) after retrying this long.
     pub give_up_after: Duration,
-    /// Requests in flight at once.
+    /// Most requests in flight at once (halved on overload, grown back by one per window of
+    /// successes).
     pub concurrency: usize,
 }
 
@@ -57,6 +59,7 @@ pub async fn deliver(
     dest: &dyn Destination,
     records: EncodedRecords,
     policy: &RetryPolicy,
+    governor: &Governor,
     control: &RunControl,
 ) -> Result<SendOutcome, String> {
     let mut pending = vec![records];
@@ -65,9 +68,21 @@ pub async fn deliver(
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
+            governor.wait_until_resumed().await;
             control.counters.requests.fetch_add(1, Ordering::Relaxed);
-            match dest.send(&records).await {
+            let result = dest.send(&records).await;
+            if let Err(e) = &result {
+                if e.is_transient() && started.elapsed() >= policy.give_up_after {
+                    return Err(format!(
+                        "{}: gave up after {:?} of retries: {e}",
+                        dest.describe(),
+                        policy.give_up_after
+                    ));
+                }
+            }
+            match result {
                 Ok(outcome) => {
+                    governor.on_success();
                     total.delivered += outcome.delivered;
                     total.rejects.extend(outcome.rejects);
                     break;
@@ -86,17 +101,23 @@ pub async fn deliver(
                     }
                     break;
                 }
+                Err(DestinationError::Overloaded {
+                    message,
+                    retry_after,
+                }) => {
+                    // Every request to this destination waits, and fewer go at once.
+                    let wait = retry_after
+                        .map(|r| r + policy.max_jitter.mul_f64(fastrand::f64()))
+                        .unwrap_or_else(|| policy.backoff(attempt));
+                    governor.on_overload(wait);
+                    tracing::warn!(destination = %dest.describe(), attempt, ?wait, limit = governor.limit(), "destination overloaded, pausing: {message}");
+                    control.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                }
                 Err(DestinationError::Transient {
                     message,
                     retry_after,
                 }) => {
-                    if started.elapsed() >= policy.give_up_after {
-                        return Err(format!(
-                            "{}: gave up after {:?} of retries: {message}",
-                            dest.describe(),
-                            policy.give_up_after
-                        ));
-                    }
                     let wait = retry_after
                         .map(|r| r + policy.max_jitter.mul_f64(fastrand::f64()))
                         .unwrap_or_else(|| policy.backoff(attempt));
@@ -124,24 +145,23 @@ pub async fn delivery_loop(
     rejects: Arc<dyn RejectSink>,
     control: Arc<RunControl>,
 ) {
-    let permits = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let governor = Governor::new(policy.concurrency);
     let policy = Arc::new(policy);
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(req) = requests.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let (dest, policy, rejects, control) = (
+        let slot = governor.acquire().await;
+        let (dest, policy, rejects, control, governor) = (
             dest.clone(),
             policy.clone(),
             rejects.clone(),
             control.clone(),
+            governor.clone(),
         );
         tasks.spawn(async move {
             let n = req.records.len();
             let bytes = req.records.byte_len() as u64;
-            let result = deliver(dest.as_ref(), req.records, &policy, &control).await;
-            drop(permit);
+            let result = deliver(dest.as_ref(), req.records, &policy, &governor, &control).await;
+            drop(slot);
             let ack = match result {
                 Ok(outcome) => {
                     let rejected = outcome.rejects.len();

@@ -21,11 +21,20 @@ pub struct SendOutcome {
 /// Why a request failed, classified for the retry policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
-    /// Worth retrying (429, 5xx, timeouts, dropped connections), after `retry_after` if the
-    /// destination said so.
+    /// Worth retrying (5xx, dropped connections), after `retry_after` if the destination said
+    /// so.
     #[error("{message}")]
     Transient {
         /// What happened (never containing credentials).
+        message: String,
+        /// The destination's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The destination is overloaded (429, timeouts): the whole destination pauses for
+    /// `retry_after` (or a backoff) and sends fewer requests at once.
+    #[error("{message}")]
+    Overloaded {
+        /// What happened.
         message: String,
         /// The destination's `Retry-After`, if any.
         retry_after: Option<Duration>,
@@ -47,7 +56,10 @@ pub enum DestinationError {
 impl DestinationError {
     /// Whether the request should be retried as it is.
     pub fn is_transient(&self) -> bool {
-        matches!(self, DestinationError::Transient { .. })
+        matches!(
+            self,
+            DestinationError::Transient { .. } | DestinationError::Overloaded { .. }
+        )
     }
 }
 

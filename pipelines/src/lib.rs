@@ -3,4 +3,5 @@
 
 pub mod delivery;
 pub mod destination;
+pub mod governor;
 pub mod run;

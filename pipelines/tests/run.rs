@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
@@ -24,6 +24,24 @@ struct Flaky {
     max_ok: usize,
     permanent: bool,
     got: Mutex<Vec<String>>,
+    /// Answer the first call with a 429 asking to wait this long.
+    overload_first: Option<Duration>,
+    /// (call number, start, end) of each call.
+    timeline: Mutex<Vec<(usize, Instant, Instant)>>,
+}
+
+impl Flaky {
+    fn new(transient: usize, max_ok: usize, permanent: bool) -> Flaky {
+        Flaky {
+            calls: AtomicUsize::new(0),
+            transient,
+            max_ok,
+            permanent,
+            got: Mutex::new(vec![]),
+            overload_first: None,
+            timeline: Mutex::new(vec![]),
+        }
+    }
 }
 
 impl Destination for Flaky {
@@ -35,7 +53,17 @@ impl Destination for Flaky {
         records: &'a EncodedRecords,
     ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
         Box::pin(async move {
+            let start = Instant::now();
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let end = Instant::now();
+            self.timeline.lock().unwrap().push((n, start, end));
+            if let (0, Some(wait)) = (n, self.overload_first) {
+                return Err(DestinationError::Overloaded {
+                    message: "429".into(),
+                    retry_after: Some(wait),
+                });
+            }
             if self.permanent {
                 return Err(DestinationError::Permanent {
                     message: "no".into(),
@@ -159,13 +187,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn retries_and_splits_until_everything_is_acknowledged() {
     let rt = runtime();
     for workers in [1, 2] {
-        let dest = Arc::new(Flaky {
-            calls: AtomicUsize::new(0),
-            transient: 3,
-            max_ok: 700,
-            permanent: false,
-            got: Mutex::new(vec![]),
-        });
+        let dest = Arc::new(Flaky::new(3, 700, false));
         let rejects = Arc::new(Rejects::default());
         let out = run_dataflow(spec(dest.clone(), rejects.clone(), workers, &rt)).unwrap();
         assert_eq!(out.rows_read, 10_000);
@@ -183,13 +205,29 @@ fn retries_and_splits_until_everything_is_acknowledged() {
 #[test]
 fn a_permanent_failure_fails_the_run() {
     let rt = runtime();
-    let dest = Arc::new(Flaky {
-        calls: AtomicUsize::new(0),
-        transient: 0,
-        max_ok: usize::MAX,
-        permanent: true,
-        got: Mutex::new(vec![]),
-    });
+    let dest = Arc::new(Flaky::new(0, usize::MAX, true));
     let err = run_dataflow(spec(dest, Arc::new(Rejects::default()), 2, &rt)).unwrap_err();
     assert!(err.0.contains("flaky: no"), "{err}");
+}
+
+#[test]
+fn a_429_pauses_every_request_to_the_destination() {
+    let rt = runtime();
+    let pause = Duration::from_millis(300);
+    let mut flaky = Flaky::new(0, usize::MAX, false);
+    flaky.overload_first = Some(pause);
+    let dest = Arc::new(flaky);
+    let out = run_dataflow(spec(dest.clone(), Arc::new(Rejects::default()), 2, &rt)).unwrap();
+    assert_eq!(out.delivered, 9_900);
+    let timeline = dest.timeline.lock().unwrap().clone();
+    let first_end = timeline.iter().find(|(n, _, _)| *n == 0).unwrap().2;
+    let later: Vec<_> = timeline.iter().filter(|(_, s, _)| *s > first_end).collect();
+    assert!(!later.is_empty());
+    for (_, start, _) in later {
+        assert!(
+            start.duration_since(first_end) >= pause - Duration::from_millis(5),
+            "a request went out {:?} after the 429, inside the {pause:?} pause",
+            start.duration_since(first_end)
+        );
+    }
 }

@@ -149,9 +149,14 @@ pub fn percent_encode(s: &str) -> String {
 
 fn transport_error(e: reqwest::Error) -> DestinationError {
     // reqwest's message names the URL (host and project id, never credentials); keep it short.
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
+    if e.is_timeout() {
+        // A timeout is a sign of overload: the whole destination slows down.
+        return DestinationError::Overloaded {
+            message: format!("timed out: {}", e.without_url()),
+            retry_after: None,
+        };
+    }
+    let kind = if e.is_connect() {
         "connection failed"
     } else {
         "request failed"
@@ -266,7 +271,7 @@ impl Destination for MixpanelImport {
                     message: format!("HTTP 413 for {} records", records.len()),
                 }),
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-                    Err(DestinationError::Transient {
+                    Err(DestinationError::Overloaded {
                         message: format!("HTTP {}: {}", status.as_u16(), snippet(&text)),
                         retry_after: wait,
                     })
