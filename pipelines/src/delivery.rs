@@ -43,6 +43,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long to wait before retry number `attempt + 1`: the destination's `Retry-After`
+    /// plus jitter, else the exponential backoff.
+    fn wait(&self, retry_after: Option<Duration>, attempt: u32) -> Duration {
+        retry_after
+            .map(|r| r + self.max_jitter.mul_f64(fastrand::f64()))
+            .unwrap_or_else(|| self.backoff(attempt))
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self
             .initial_backoff
@@ -106,9 +114,7 @@ pub async fn deliver(
                     retry_after,
                 }) => {
                     // Every request to this destination waits, and fewer go at once.
-                    let wait = retry_after
-                        .map(|r| r + policy.max_jitter.mul_f64(fastrand::f64()))
-                        .unwrap_or_else(|| policy.backoff(attempt));
+                    let wait = policy.wait(retry_after, attempt);
                     governor.on_overload(wait);
                     tracing::warn!(destination = %dest.describe(), attempt, ?wait, limit = governor.limit(), "destination overloaded, pausing: {message}");
                     control.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -118,9 +124,7 @@ pub async fn deliver(
                     message,
                     retry_after,
                 }) => {
-                    let wait = retry_after
-                        .map(|r| r + policy.max_jitter.mul_f64(fastrand::f64()))
-                        .unwrap_or_else(|| policy.backoff(attempt));
+                    let wait = policy.wait(retry_after, attempt);
                     tracing::warn!(destination = %dest.describe(), attempt, ?wait, "transient failure, retrying: {message}");
                     control.counters.retries.fetch_add(1, Ordering::Relaxed);
                     attempt += 1;
