@@ -324,7 +324,8 @@ impl AckHandle {
 }
 
 struct EpochState {
-    cap: Capability<u64>,
+    /// Held, never read: while it lives, the sink's output frontier cannot pass the epoch.
+    _cap: Capability<u64>,
     buffer: EncodedRecords,
     outstanding: usize,
 }
@@ -353,7 +354,7 @@ pub fn batch_sink<'s>(
             let mut epochs: BTreeMap<u64, EpochState> = BTreeMap::new();
             let send = move |epoch: u64, records: EncodedRecords, state: &mut EpochState| {
                 state.outstanding += 1;
-                control_send(&requests, epoch, records, &handle);
+                send_request(&requests, epoch, records, &handle);
             };
             move |(input, frontier), _output| {
                 input.for_each(|cap, data| {
@@ -363,7 +364,7 @@ pub fn batch_sink<'s>(
                     };
                     let epoch = *held.time();
                     let state = epochs.entry(epoch).or_insert_with(|| EpochState {
-                        cap: held,
+                        _cap: held,
                         buffer: EncodedRecords::default(),
                         outstanding: 0,
                     });
@@ -419,7 +420,6 @@ pub fn batch_sink<'s>(
                         "sink input complete for epoch"
                     );
                     // Dropping the state drops its capability: the epoch is done downstream.
-                    let _held = &state.cap;
                     state.outstanding > 0
                 });
             }
@@ -427,7 +427,7 @@ pub fn batch_sink<'s>(
     )
 }
 
-fn control_send(
+fn send_request(
     requests: &tokio::sync::mpsc::UnboundedSender<SinkRequest>,
     epoch: u64,
     records: EncodedRecords,
