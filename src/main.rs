@@ -108,8 +108,8 @@ enum Command {
         /// Accept only this project token (default: any credentials).
         #[arg(long, env = "WHARF_RECEIVER_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Fail this fraction of /import requests (429 with Retry-After, 503, or 502 after
-        /// storing), to test clients.
+        /// Fail this fraction of /import requests (429 with Retry-After, 503, a 502 after
+        /// storing, or a connection dropped after storing), to test clients.
         #[arg(long, default_value_t = 0.0)]
         fault_rate: f64,
         /// Seed choosing which requests fail.

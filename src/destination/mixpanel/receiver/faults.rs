@@ -1,7 +1,11 @@
 //! Faults the receiver can inject into `/import`, to test how clients cope with what real
-//! Mixpanel does under load: 429 with `Retry-After`, 503, and a 502 after the events were
-//! stored (a lost answer: the client must retry, and deduplication by `$insert_id` keeps the
-//! result exact). Which requests fail is deterministic for a given seed.
+//! Mixpanel does under load: 429 with `Retry-After`, 503, a 502 after the events were stored,
+//! and a connection dropped after storing (both lost answers: the client must retry, and
+//! deduplication by `$insert_id` keeps the result exact). Which requests fail is
+//! deterministic for a given seed.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use std::time::Duration;
 
@@ -25,6 +29,26 @@ pub(super) enum Fault {
     Unavailable,
     /// The events are stored, then the answer is a 502, as when a response is lost.
     StoredButLost,
+    /// The events are stored, then the connection breaks in the middle of the answer.
+    StoredThenDropped,
+}
+
+/// A response body that fails on its first read: hyper then aborts the connection, and the
+/// client sees it dropped in the middle of the answer.
+pub(super) struct BrokenBody;
+
+impl http_body::Body for BrokenBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::other(
+            "connection dropped (injected)",
+        ))))
+    }
 }
 
 impl Faults {
@@ -35,10 +59,11 @@ impl Faults {
         if unit >= self.rate {
             return None;
         }
-        Some(match h % 3 {
+        Some(match h % 4 {
             0 => Fault::TooManyRequests,
             1 => Fault::Unavailable,
-            _ => Fault::StoredButLost,
+            2 => Fault::StoredButLost,
+            _ => Fault::StoredThenDropped,
         })
     }
 }
@@ -60,8 +85,9 @@ mod tests {
             Fault::TooManyRequests,
             Fault::Unavailable,
             Fault::StoredButLost,
+            Fault::StoredThenDropped,
         ] {
-            assert!(picks.iter().filter(|&&k| k == kind).count() > 800);
+            assert!(picks.iter().filter(|&&k| k == kind).count() > 600);
         }
         assert_eq!(f.pick(42), f.pick(42));
     }

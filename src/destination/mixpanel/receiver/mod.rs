@@ -534,6 +534,11 @@ async fn import(
             &mut verbose,
         );
         match shared.store().record(batch) {
+            Ok(()) if fault == Some(Fault::StoredThenDropped) => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::new(faults::BrokenBody))
+                .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "dropped")),
             Ok(()) if fault == Some(Fault::StoredButLost) => error_response(
                 StatusCode::BAD_GATEWAY,
                 "bad gateway (injected after storing)",
