@@ -1,6 +1,7 @@
 //! No loss under faults: 30% of `/import` requests fail (429 with Retry-After, 503, or a 502
-//! or a dropped connection after the events were stored). The run retries until everything is acknowledged, commits
-//! once, and the receiver holds every row exactly once by Mixpanel's deduplication key.
+//! or a dropped connection after the events were stored). The run retries until everything
+//! is acknowledged, commits once, and the receiver holds every row exactly once by Mixpanel's
+//! deduplication key.
 
 mod common;
 
