@@ -144,7 +144,10 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let source = match (&sync.table, &sync.query) {
         (Some(t), _) => SourceRef::Table(t.clone()),
         (None, Some(q)) => SourceRef::Query(q.clone()),
-        (None, None) => unreachable_config(&sync.name)?,
+        // Config validation guarantees one of the two.
+        (None, None) => {
+            return Err(unsupported("a sync without `table` or `query`".into()));
+        }
     };
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
     let schema = warehouse.describe(&source).map_err(werr)?;
@@ -182,13 +185,6 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         mapper: Arc::new(mapper),
         cursor: (cursor_name, cursor_type),
         sync,
-    })
-}
-
-fn unreachable_config<T>(name: &str) -> Result<T, SyncError> {
-    Err(SyncError::Unsupported {
-        sync: name.into(),
-        what: "a sync without `table` or `query`".into(),
     })
 }
 

@@ -34,6 +34,11 @@ fn config(host: &str, secret: &str) -> MixpanelConfig {
     }
 }
 
+/// An `/import` client with service-account credentials `sa:<secret>`.
+fn client(host: &str, secret: &str) -> MixpanelImport {
+    MixpanelImport::new(&config(host, secret), Duration::from_secs(10)).unwrap()
+}
+
 fn event(i: usize, time: i64, pad: usize) -> String {
     format!(
         r#"{{"event":"E","properties":{{"time":{time},"distinct_id":"u{i}","$insert_id":"id-{i}","pad":"{}"}}}}"#,
@@ -61,11 +66,7 @@ fn sa_auth() -> ReceiverAuth {
 fn failed_records_become_rejects_and_the_rest_is_delivered() {
     let fx = Fixture::new();
     let receiver = fx.receiver("recv", sa_auth());
-    let client = MixpanelImport::new(
-        &config(&receiver.base_url(), "right"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let client = client(&receiver.base_url(), "right");
     let batch = records(&[
         event(1, 1_700_000_000_000, 0),
         event(2, 10, 0),
@@ -87,11 +88,7 @@ fn failed_records_become_rejects_and_the_rest_is_delivered() {
 fn a_413_is_split_and_every_record_delivered() {
     let fx = Fixture::new();
     let receiver = fx.receiver("recv", sa_auth());
-    let client = MixpanelImport::new(
-        &config(&receiver.base_url(), "right"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let client = client(&receiver.base_url(), "right");
     // 1,500 records of ~8 KB: 12 MB uncompressed, over the 10 MB limit.
     let events: Vec<String> = (0..1500)
         .map(|i| event(i, 1_700_000_000_000, 8000))
@@ -122,11 +119,7 @@ fn a_413_is_split_and_every_record_delivered() {
 fn bad_credentials_are_permanent_and_project_tokens_work() {
     let fx = Fixture::new();
     let receiver = fx.receiver("recv", sa_auth());
-    let wrong = MixpanelImport::new(
-        &config(&receiver.base_url(), "wrong"),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let wrong = client(&receiver.base_url(), "wrong");
     let batch = records(&[event(1, 1_700_000_000_000, 0)]);
     match fx.rt.block_on(wrong.send(&batch)) {
         Err(e @ DestinationError::Permanent { .. }) => {
