@@ -11,7 +11,7 @@ use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, M
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{Destination, DestinationError};
-use wharf_pipelines::run::{run_dataflow, RunOutcome, RunSpec};
+use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec};
 
 use crate::config::{
     parse_duration, Config, DestinationConfig, SyncConfig, SyncMode, TableType, TimeUnitConfig,
@@ -330,7 +330,9 @@ pub fn run_sync(
         workers: options.workers.max(1),
         epoch: run.run_id,
         reader,
-        mapper: resolved.mapper.clone(),
+        plan: Plan::Append {
+            mapper: resolved.mapper.clone(),
+        },
         destination,
         limits,
         policy,

@@ -75,6 +75,8 @@ pub struct RunCounters {
     pub requests: AtomicU64,
     /// Requests retried after a transient failure.
     pub retries: AtomicU64,
+    /// Changes the destination cannot apply (recorded in the change log).
+    pub changes_unapplied: AtomicU64,
 }
 
 /// Shared state of one run: counters, flow control and the first failure.
@@ -115,7 +117,8 @@ impl RunControl {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    fn has_room(&self) -> bool {
+    /// Whether more rows may enter the pipeline now.
+    pub fn has_room(&self) -> bool {
         self.inflight() < self.max_inflight.load(Ordering::Relaxed)
     }
 
@@ -124,6 +127,12 @@ impl RunControl {
     /// fill or the epoch ends, and a lower limit would stall the source before either happens.
     pub fn raise_inflight_limit(&self, rows: usize) {
         self.max_inflight.fetch_max(rows as i64, Ordering::Relaxed);
+    }
+
+    /// Counts `rows` as in flight (they were taken back into the pipeline, e.g. changed rows
+    /// picked out of a stash after the rows read had been settled).
+    pub fn admit(&self, rows: usize) {
+        self.inflight.fetch_add(rows as i64, Ordering::Relaxed);
     }
 
     /// Marks `rows` as settled (delivered or rejected).
@@ -274,6 +283,12 @@ pub fn map_records<'s>(
 pub trait RejectSink: Send + Sync {
     /// Records `rejects`; an error fails the run (a reject must never be lost).
     fn record(&self, rejects: &[Reject]) -> Result<(), String>;
+
+    /// Records changes the destination cannot apply (the run's change log). By default they
+    /// go with the rejects.
+    fn record_unapplied(&self, changes: &[Reject]) -> Result<(), String> {
+        self.record(changes)
+    }
 }
 
 /// Limits of one request to the destination.
@@ -377,8 +392,17 @@ pub fn batch_sink<'s>(
                                 .counters
                                 .rows_rejected
                                 .fetch_add(mapped.rejects.len() as u64, Ordering::Relaxed);
-                            control.settle(mapped.rejects.len());
                         }
+                        if !mapped.unapplied.is_empty() {
+                            if let Err(e) = rejects.record_unapplied(&mapped.unapplied) {
+                                control.fail(format!("cannot record unapplied changes: {e}"));
+                            }
+                            control
+                                .counters
+                                .changes_unapplied
+                                .fetch_add(mapped.unapplied.len() as u64, Ordering::Relaxed);
+                        }
+                        control.settle(mapped.settled_without_request());
                         for rec in mapped.records.iter() {
                             let over_bytes =
                                 state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;

@@ -1,10 +1,13 @@
 //! wharf's dataflow vocabulary: Arrow → record encoding, event mapping, and the timely
 //! operators every sync is wired from. Nothing here knows any one warehouse or destination.
 
+pub mod changes;
 pub mod dataflow;
+pub mod diff;
 pub mod encode;
 pub mod events;
 pub mod record;
+pub mod snapshot;
 pub mod watermark;
 
 pub use arrow;

@@ -103,11 +103,24 @@ pub struct MappedBatch {
     pub records: EncodedRecords,
     /// Rows that would be rejected by the destination, with reasons.
     pub rejects: Vec<Reject>,
+    /// Changes the destination cannot apply (e.g. deleting a Mixpanel event), with reasons;
+    /// recorded in the run's change log.
+    #[serde(default)]
+    pub unapplied: Vec<Reject>,
+    /// Rows accounted for without any record (e.g. deletes for a lookup table, which is
+    /// replaced whole).
+    #[serde(default)]
+    pub dropped: usize,
 }
 
 impl MappedBatch {
-    /// Source rows this batch accounts for (sent + rejected).
+    /// Source rows this batch accounts for (sent + rejected), when each row makes one record.
     pub fn rows(&self) -> usize {
         self.records.len() + self.rejects.len()
+    }
+
+    /// Rows settled without a request: rejected, unapplied or dropped.
+    pub fn settled_without_request(&self) -> usize {
+        self.rejects.len() + self.unapplied.len() + self.dropped
     }
 }

@@ -1,5 +1,7 @@
 //! One run of a sync as a timely dataflow:
-//! `poll_source → map_records → batch_sink`, with delivery on tokio.
+//! `poll_source → map_records → batch_sink` (append), or
+//! `poll_source → snapshot_diff → map_changes → batch_sink` (full and mirror), with delivery on
+//! tokio.
 //!
 //! The run is complete when the sink's output frontier passes the run's epoch, which happens
 //! only after the destination acknowledged every record (or it was rejected with a reason).
@@ -15,6 +17,8 @@ use wharf_operators::dataflow::{
 };
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::Probe;
+use wharf_operators::changes::ChangeMapper;
+use wharf_operators::diff::{map_changes, snapshot_diff, DiffCounts, DiffSpec};
 use wharf_operators::RecordMapper;
 
 use crate::delivery::{delivery_loop, RetryPolicy};
@@ -28,8 +32,8 @@ pub struct RunSpec {
     pub epoch: u64,
     /// Starts the warehouse reader (on worker 0).
     pub reader: StartReader,
-    /// Rows → records.
-    pub mapper: Arc<dyn RecordMapper>,
+    /// What the dataflow does with the rows.
+    pub plan: Plan,
     /// Where records go.
     pub destination: Arc<dyn Destination>,
     /// Request size limits of the destination.
@@ -44,6 +48,25 @@ pub struct RunSpec {
     pub runtime: tokio::runtime::Handle,
     /// Wall clock for the mapping's "too far in the future" check.
     pub now_ms: i64,
+}
+
+/// The shape of a run's dataflow.
+#[derive(Clone)]
+pub enum Plan {
+    /// Every row read is mapped and sent (append and one-time syncs).
+    Append {
+        /// Rows → records.
+        mapper: Arc<dyn RecordMapper>,
+    },
+    /// The rows are a snapshot, diffed against the last committed one; changes are sent.
+    Diff {
+        /// The diff's setup.
+        spec: Arc<DiffSpec>,
+        /// Its counts and new state files.
+        counts: Arc<DiffCounts>,
+        /// Changes → records.
+        mapper: Arc<dyn ChangeMapper>,
+    },
 }
 
 /// What a finished run did.
@@ -78,7 +101,7 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         workers,
         epoch,
         reader,
-        mapper,
+        plan,
         destination,
         limits,
         policy,
@@ -110,10 +133,20 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         } else {
             None
         };
-        let (tx, mapper, rejects, ctl) = (tx.clone(), mapper.clone(), rejects.clone(), ctl.clone());
+        let (tx, plan, rejects, ctl) = (tx.clone(), plan.clone(), rejects.clone(), ctl.clone());
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, epoch, start, ctl.clone());
-            let records = map_records(rows, mapper, now_ms);
+            let records = match plan {
+                Plan::Append { mapper } => map_records(rows, mapper, now_ms),
+                Plan::Diff {
+                    spec,
+                    counts,
+                    mapper,
+                } => {
+                    let changes = snapshot_diff(rows, epoch, spec, counts, ctl.clone());
+                    map_changes(changes, mapper, now_ms)
+                }
+            };
             let (probe, _) = batch_sink(records, limits, tx, rejects, ctl.clone()).probe();
             probe
         });

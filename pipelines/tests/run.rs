@@ -14,7 +14,7 @@ use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
-use wharf_pipelines::run::{run_dataflow, RunSpec};
+use wharf_pipelines::run::{run_dataflow, Plan, RunSpec};
 
 /// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
 /// fails for good when `permanent` is set.
@@ -155,7 +155,9 @@ fn spec(
                 }
             });
         }),
-        mapper: Arc::new(mapper),
+        plan: Plan::Append {
+            mapper: Arc::new(mapper),
+        },
         destination: dest,
         limits: BatchLimits {
             max_records: 2000,

@@ -1,0 +1,798 @@
+//! Snapshot diffs on differential dataflow: the operator behind full and mirror syncs.
+//!
+//! Each run reads the whole table (a snapshot). Every keyed row becomes `(key hash,
+//! fingerprint)` with weight +1; the last committed snapshot's state, loaded from its files,
+//! enters with weight −1. After differential's `consolidate` (which exchanges by record),
+//! what is left is exactly `S(now) − S(before)`: a `+1` without a `−1` for its key is an
+//! insert, both is an update (old → new fingerprint), a `−1` alone is a delete. The
+//! classification exchanges by key, so any number of workers agree.
+//!
+//! Only the compact pairs live in differential. The rows themselves stay in the run's Arrow
+//! batches, stashed per worker (in memory up to a budget, then spilled to an Arrow IPC file),
+//! and the changed rows are picked out of them once the classification is complete. Deleted
+//! keys' texts come from the previous snapshot's files. The run's new state (key hash,
+//! fingerprint, key text per row) is written to part files as rows are read; the caller makes
+//! it the committed state only when the run commits.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use differential_dataflow::collection::AsCollection;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::{source, Operator};
+use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
+use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::Stream;
+
+use crate::dataflow::{ArrowBatch, RunControl};
+use crate::changes::ChangeMapper;
+use crate::record::{MappedBatch, Reject};
+use crate::snapshot::{identity_changed, RowHasher, SnapshotReader, SnapshotWriter};
+
+/// What happened to a key between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChangeOp {
+    /// A new key.
+    Insert,
+    /// A key whose values changed.
+    Update,
+    /// A key that is gone.
+    Delete,
+}
+
+impl ChangeOp {
+    /// `insert`, `update` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Insert => "insert",
+            ChangeOp::Update => "update",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// One changed row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowChange {
+    /// Insert or update.
+    pub op: ChangeOp,
+    /// For events: the update changed the event's identity (name, distinct id or time).
+    pub identity_changed: bool,
+}
+
+/// What the diff hands to the mapping step.
+#[derive(Clone, Debug)]
+pub enum ChangeSet {
+    /// Inserted or updated rows (`batch`), with per row its change and key text; plus rows
+    /// that could not be keyed.
+    Rows {
+        /// The changed rows.
+        batch: RecordBatch,
+        /// Per row of `batch`.
+        changes: Vec<RowChange>,
+        /// Per row of `batch`: the key's JSON text.
+        keys: Vec<String>,
+        /// Rows rejected before diffing (a NULL key column).
+        rejects: Vec<Reject>,
+    },
+    /// Deleted keys, as JSON texts.
+    Deletes(Vec<String>),
+}
+
+impl ChangeSet {
+    /// Rows in this set (changed rows + rejects, or deletes).
+    pub fn len(&self) -> usize {
+        match self {
+            ChangeSet::Rows {
+                changes, rejects, ..
+            } => changes.len() + rejects.len(),
+            ChangeSet::Deletes(k) => k.len(),
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which rows a run emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// Inserted and updated rows (and deletes).
+    Changes,
+    /// Every row (unchanged ones as updates), and deletes.
+    All,
+    /// Every row, but only if anything changed (lookup tables are replaced whole).
+    AllIfChanged,
+}
+
+/// How one run's snapshot diff is set up.
+#[derive(Debug, Clone)]
+pub struct DiffSpec {
+    /// Keys and fingerprints of rows.
+    pub hasher: Arc<RowHasher>,
+    /// The last committed snapshot's part files (empty on the first run).
+    pub previous: Vec<PathBuf>,
+    /// Directory for this run's new part files (`part-<worker>.snap`).
+    pub next_dir: PathBuf,
+    /// Directory for spilled batches.
+    pub spill_dir: PathBuf,
+    /// Bytes of Arrow batches a worker keeps in memory before spilling.
+    pub memory_budget: usize,
+    /// Which rows to emit.
+    pub emit: Emit,
+}
+
+/// Counts of one diff (shared by the workers).
+#[derive(Debug, Default)]
+pub struct DiffCounts {
+    /// Inserted keys.
+    pub inserts: std::sync::atomic::AtomicU64,
+    /// Updated keys.
+    pub updates: std::sync::atomic::AtomicU64,
+    /// Deleted keys.
+    pub deletes: std::sync::atomic::AtomicU64,
+    /// Rows of the new snapshot (with a key).
+    pub rows: std::sync::atomic::AtomicU64,
+    /// The new state's part files, once written.
+    pub parts: Mutex<Vec<PathBuf>>,
+}
+
+/// A worker's stashed batches.
+enum Stash {
+    Memory {
+        batches: Vec<RecordBatch>,
+        bytes: usize,
+    },
+    Spilled {
+        writer: Option<StreamWriter<BufWriter<File>>>,
+        path: PathBuf,
+        schema: SchemaRef,
+    },
+}
+
+impl Stash {
+    fn push(&mut self, batch: RecordBatch, budget: usize, dir: &Path, worker: usize) -> Result<(), String> {
+        match self {
+            Stash::Memory { batches, bytes } => {
+                *bytes += batch.get_array_memory_size();
+                batches.push(batch);
+                if *bytes > budget {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    let path = dir.join(format!("stash-{}-{worker}.arrow", std::process::id()));
+                    let schema = batches[0].schema();
+                    let file = File::create(&path)
+                        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                    let mut w = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+                        .map_err(|e| format!("cannot spill batches: {e}"))?;
+                    for b in batches.drain(..) {
+                        w.write(&b).map_err(|e| format!("cannot spill batches: {e}"))?;
+                    }
+                    *self = Stash::Spilled {
+                        writer: Some(w),
+                        path,
+                        schema,
+                    };
+                }
+                Ok(())
+            }
+            Stash::Spilled { writer, schema, .. } => {
+                let w = writer.as_mut().ok_or("batch stashed after the stash was read")?;
+                let batch = if batch.schema() == *schema {
+                    batch
+                } else {
+                    batch
+                        .with_schema(schema.clone())
+                        .map_err(|e| format!("batches of one snapshot differ in schema: {e}"))?
+                };
+                w.write(&batch).map_err(|e| format!("cannot spill batches: {e}"))
+            }
+        }
+    }
+
+    /// Turns the stash into an iterator over its batches.
+    fn drain(&mut self) -> Result<StashIter, String> {
+        match std::mem::replace(
+            self,
+            Stash::Memory {
+                batches: Vec::new(),
+                bytes: 0,
+            },
+        ) {
+            Stash::Memory { batches, .. } => Ok(StashIter::Memory(batches.into_iter())),
+            Stash::Spilled { writer, path, .. } => {
+                if let Some(mut w) = writer {
+                    w.finish().map_err(|e| format!("cannot spill batches: {e}"))?;
+                }
+                let file = File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                // The file is unlinked now and vanishes when the reader is dropped.
+                let _ = std::fs::remove_file(&path);
+                let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+                    .map_err(|e| format!("cannot read spilled batches: {e}"))?;
+                Ok(StashIter::Spilled(reader))
+            }
+        }
+    }
+}
+
+enum StashIter {
+    Memory(std::vec::IntoIter<RecordBatch>),
+    Spilled(StreamReader<BufReader<File>>),
+}
+
+impl StashIter {
+    fn next_batch(&mut self) -> Option<Result<RecordBatch, String>> {
+        match self {
+            StashIter::Memory(it) => it.next().map(Ok),
+            StashIter::Spilled(r) => r
+                .next()
+                .map(|b| b.map_err(|e| format!("cannot read spilled batches: {e}"))),
+        }
+    }
+}
+
+/// What the classification sends to the workers holding the rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Verdict {
+    Changed(u128, RowChange),
+    /// The key appears more than once in the snapshot.
+    Duplicate(u128),
+    /// A deleted key's text (not broadcast).
+    Deleted(String),
+}
+
+const PREV_CHUNK: usize = 64 * 1024;
+
+/// The snapshot diff for run `epoch`: rows in, changes out. Counts go to `counts`.
+pub fn snapshot_diff<'s>(
+    rows: Stream<'s, u64, Vec<ArrowBatch>>,
+    epoch: u64,
+    spec: Arc<DiffSpec>,
+    counts: Arc<DiffCounts>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<ChangeSet>> {
+    let scope = rows.scope();
+    let (index, peers) = (scope.index(), scope.peers());
+    let stash = Rc::new(RefCell::new(Stash::Memory {
+        batches: Vec::new(),
+        bytes: 0,
+    }));
+
+    // 1. Hash every row, stash the batch, write the new state's part; emit (key, fp) +1.
+    let cur = {
+        let (spec, counts, control, stash) = (spec.clone(), counts.clone(), control.clone(), stash.clone());
+        let part_path = spec.next_dir.join(format!("part-{index}.snap"));
+        let mut writer = match SnapshotWriter::create(&part_path) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                control.fail(format!("cannot write snapshot state {}: {e}", part_path.display()));
+                None
+            }
+        };
+        rows.unary_frontier::<CapacityContainerBuilder<Vec<((u128, u128), u64, isize)>>, _, _, _>(
+            Exchange::new(|b: &ArrowBatch| b.seq),
+            "HashRows",
+            move |_cap, _info| {
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for b in data.drain(..) {
+                            let hashed = spec.hasher.hash_batch(&b.batch);
+                            let rows = b.batch.num_rows();
+                            let mut keyed = 0u64;
+                            for (i, id) in hashed.ids.iter().enumerate() {
+                                let Some(id) = id else { continue };
+                                keyed += 1;
+                                session.give(((id.key, id.fp), epoch, 1));
+                                if let Some(w) = writer.as_mut() {
+                                    if let Err(e) = w.push(*id, hashed.key(i)) {
+                                        control.fail(format!("cannot write snapshot state: {e}"));
+                                        writer = None;
+                                    }
+                                }
+                            }
+                            counts.rows.fetch_add(keyed, Ordering::Relaxed);
+                            if let Err(e) = stash.borrow_mut().push(b.batch, spec.memory_budget, &spec.spill_dir, index) {
+                                control.fail(e);
+                            }
+                            // Stashed rows no longer hold the source back; what is emitted later
+                            // is admitted again.
+                            control.settle(rows);
+                        }
+                    });
+                    if !frontier.less_equal(&epoch) {
+                        if let Some(w) = writer.take() {
+                            match w.finish() {
+                                Ok(p) => {
+                                    if let Ok(mut parts) = counts.parts.lock() {
+                                        parts.push(p);
+                                    }
+                                }
+                                Err(e) => control.fail(format!("cannot write snapshot state: {e}")),
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    };
+
+    // 2. The previous snapshot, −1 per row, read in chunks; part files spread over workers.
+    let prev = {
+        let (spec, control) = (spec.clone(), control.clone());
+        let worker = scope.worker().clone();
+        source(scope, "PreviousSnapshot", move |cap: Capability<u64>, info| {
+            let activator = worker.activator_for(info.address.clone());
+            let mut cap = Some(cap.delayed(&epoch));
+            let mut files: Vec<PathBuf> = spec
+                .previous
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == index)
+                .map(|(_, p)| p.clone())
+                .collect();
+            files.reverse();
+            let mut reader: Option<SnapshotReader> = None;
+            let mut key = Vec::new();
+            move |output| {
+                let Some(c) = cap.as_ref() else { return };
+                let mut session = output.session(c);
+                let mut n = 0;
+                while n < PREV_CHUNK {
+                    if reader.is_none() {
+                        let Some(path) = files.pop() else {
+                            drop(session);
+                            cap = None;
+                            return;
+                        };
+                        match SnapshotReader::open(&path) {
+                            Ok(r) => reader = Some(r),
+                            Err(e) => {
+                                control.fail(format!("cannot read the last snapshot's state: {e}"));
+                                drop(session);
+                                cap = None;
+                                return;
+                            }
+                        }
+                    }
+                    let Some(r) = reader.as_mut() else { continue };
+                    match r.next_row(&mut key) {
+                        Ok(Some(id)) => {
+                            session.give(((id.key, id.fp), epoch, -1isize));
+                            n += 1;
+                        }
+                        Ok(None) => reader = None,
+                        Err(e) => {
+                            control.fail(format!("cannot read the last snapshot's state: {e}"));
+                            drop(session);
+                            cap = None;
+                            return;
+                        }
+                    }
+                }
+                activator.activate();
+            }
+        })
+    };
+
+    // 3. S(now) − S(before), then per key: insert, update, delete, or a duplicate key.
+    let cur_keys = cur.clone().map(|((k, _), _, _)| k);
+    let diffs = cur.as_collection().concat(prev.as_collection()).consolidate();
+    let verdicts = {
+        let (spec, counts, control) = (spec.clone(), counts.clone(), control.clone());
+        diffs
+            .inner
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<Verdict>>, _, _, _, _>(
+                cur_keys,
+                Exchange::new(|u: &((u128, u128), u64, isize)| u.0 .0 as u64),
+                Exchange::new(|k: &u128| *k as u64),
+                "ClassifyChanges",
+                move |cap, _info| {
+                    // key → (old fingerprint, new fingerprint)
+                    let mut pending: HashMap<u128, (Option<u128>, Option<u128>)> = HashMap::new();
+                    let mut keys: Vec<u128> = Vec::new();
+                    let mut held = Some(cap.delayed(&epoch));
+                    move |(diffs, f1), (keys_in, f2), output| {
+                        diffs.for_each(|_cap, data| {
+                            for ((k, fp), _t, r) in data.drain(..) {
+                                let e = pending.entry(k).or_insert((None, None));
+                                if r < 0 {
+                                    e.0 = Some(fp);
+                                } else {
+                                    e.1 = Some(fp);
+                                }
+                            }
+                        });
+                        keys_in.for_each(|_cap, data| keys.append(data));
+                        if f1.less_equal(&epoch) || f2.less_equal(&epoch) {
+                            return;
+                        }
+                        let Some(cap) = held.take() else { return };
+                        let mut session = output.session(&cap);
+                        keys.sort_unstable();
+                        let mut dups = 0;
+                        for w in keys.windows(2) {
+                            if w[0] == w[1] && dups < 10 {
+                                session.give(Verdict::Duplicate(w[0]));
+                                dups += 1;
+                            }
+                        }
+                        keys = Vec::new();
+                        if dups > 0 {
+                            pending.clear();
+                            return;
+                        }
+                        let (mut ins, mut upd) = (0u64, 0u64);
+                        let mut deleted: HashSet<u128> = HashSet::new();
+                        for (k, (old, new)) in pending.drain() {
+                            let change = match (old, new) {
+                                (None, Some(_)) => {
+                                    ins += 1;
+                                    RowChange {
+                                        op: ChangeOp::Insert,
+                                        identity_changed: false,
+                                    }
+                                }
+                                (Some(o), Some(n)) => {
+                                    upd += 1;
+                                    RowChange {
+                                        op: ChangeOp::Update,
+                                        identity_changed: identity_changed(o, n),
+                                    }
+                                }
+                                (Some(_), None) => {
+                                    deleted.insert(k);
+                                    continue;
+                                }
+                                (None, None) => continue,
+                            };
+                            session.give(Verdict::Changed(k, change));
+                        }
+                        counts.inserts.fetch_add(ins, Ordering::Relaxed);
+                        counts.updates.fetch_add(upd, Ordering::Relaxed);
+                        counts
+                            .deletes
+                            .fetch_add(deleted.len() as u64, Ordering::Relaxed);
+                        if !deleted.is_empty() {
+                            // Deleted keys' texts come from the previous snapshot's files.
+                            match deleted_keys(&spec.previous, &deleted) {
+                                Ok(texts) => {
+                                    for t in texts {
+                                        session.give(Verdict::Deleted(t));
+                                    }
+                                }
+                                Err(e) => control.fail(e),
+                            }
+                        }
+                    }
+                },
+            )
+    };
+
+    // 4. Deletes leave from the worker that classified them.
+    let deletes = {
+        let control = control.clone();
+        verdicts.clone().unary::<CapacityContainerBuilder<Vec<ChangeSet>>, _, _, _>(
+            Pipeline,
+            "EmitDeletes",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut keys: Vec<String> = Vec::new();
+                        let mut session = output.session(&cap);
+                        for v in data.drain(..) {
+                            if let Verdict::Deleted(k) = v {
+                                keys.push(k);
+                                if keys.len() >= DELETE_CHUNK {
+                                    control.admit(keys.len());
+                                    session.give(ChangeSet::Deletes(std::mem::take(&mut keys)));
+                                }
+                            }
+                        }
+                        if !keys.is_empty() {
+                            control.admit(keys.len());
+                            session.give(ChangeSet::Deletes(keys));
+                        }
+                    });
+                }
+            },
+        )
+    };
+
+    // 5. Every worker learns every changed key and picks its changed rows out of its stash.
+    let changed = verdicts
+        .filter(|v| !matches!(v, Verdict::Deleted(_)))
+        .broadcast();
+    let rows = {
+        let worker = scope.worker().clone();
+        changed.unary_frontier::<CapacityContainerBuilder<Vec<ChangeSet>>, _, _, _>(
+            Pipeline,
+            "EmitChangedRows",
+            move |cap, info| {
+                let activator = worker.activator_for(info.address.clone());
+                let mut held = Some(cap.delayed(&epoch));
+                let mut changed: HashMap<u128, RowChange> = HashMap::new();
+                let mut dups: HashSet<u128> = HashSet::new();
+                let mut iter: Option<StashIter> = None;
+                move |(input, frontier), output| {
+                    input.for_each(|_cap, data| {
+                        for v in data.drain(..) {
+                            match v {
+                                Verdict::Changed(k, c) => {
+                                    changed.insert(k, c);
+                                }
+                                Verdict::Duplicate(k) => {
+                                    dups.insert(k);
+                                }
+                                Verdict::Deleted(_) => {}
+                            }
+                        }
+                    });
+                    if frontier.less_equal(&epoch) {
+                        return;
+                    }
+                    let Some(cap) = held.as_ref() else { return };
+                    if iter.is_none() {
+                        if !dups.is_empty() {
+                            let examples = duplicate_examples(&stash, &spec.hasher, &dups);
+                            if !examples.is_empty() {
+                                control.fail(format!(
+                                    "the snapshot has duplicate primary key values, e.g. {}; fix primary_key (it must be unique) or set dedupe_by",
+                                    examples.join(", ")
+                                ));
+                            }
+                            held = None;
+                            return;
+                        }
+                        let nothing_changed =
+                            changed.is_empty() && counts.deletes.load(Ordering::Relaxed) == 0;
+                        if spec.emit == Emit::Changes && changed.is_empty()
+                            || spec.emit == Emit::AllIfChanged && nothing_changed
+                        {
+                            held = None;
+                            return;
+                        }
+                        match stash.borrow_mut().drain() {
+                            Ok(it) => iter = Some(it),
+                            Err(e) => {
+                                control.fail(e);
+                                held = None;
+                                return;
+                            }
+                        }
+                    }
+                    let Some(it) = iter.as_mut() else { return };
+                    let mut session = output.session(cap);
+                    loop {
+                        if !control.has_room() {
+                            activator.activate_after(Duration::from_millis(2));
+                            return;
+                        }
+                        match it.next_batch() {
+                            None => break,
+                            Some(Err(e)) => {
+                                control.fail(e);
+                                break;
+                            }
+                            Some(Ok(batch)) => {
+                                if let Some(set) = pick_rows(&batch, &spec, &changed) {
+                                    control.admit(set.len());
+                                    session.give(set);
+                                }
+                            }
+                        }
+                    }
+                    drop(session);
+                    iter = None;
+                    changed = HashMap::new();
+                    held = None;
+                }
+            },
+        )
+    };
+    rows.concat(deletes)
+}
+
+const DELETE_CHUNK: usize = 2000;
+
+/// Maps change sets into records on the worker that holds them.
+pub fn map_changes<'s>(
+    stream: Stream<'s, u64, Vec<ChangeSet>>,
+    mapper: Arc<dyn ChangeMapper>,
+    now_ms: i64,
+) -> Stream<'s, u64, Vec<MappedBatch>> {
+    stream.unary(Pipeline, "MapChanges", move |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for c in data.drain(..) {
+                    session.give(mapper.map_changes(&c, now_ms));
+                }
+            });
+        }
+    })
+}
+
+/// The rows of `batch` to emit, with their changes; rows without a key become rejects.
+fn pick_rows(
+    batch: &RecordBatch,
+    spec: &DiffSpec,
+    changed: &HashMap<u128, RowChange>,
+) -> Option<ChangeSet> {
+    let hashes = spec.hasher.key_hashes(batch);
+    let mut rejects = Vec::new();
+    let mut changes = Vec::new();
+    let mask: BooleanArray = hashes
+        .iter()
+        .enumerate()
+        .map(|(row, h)| {
+            let Some(h) = h else {
+                rejects.push(Reject {
+                    key: crate::events::row_json(batch, row),
+                    insert_id: None,
+                    reason: format!(
+                        "a primary key column ({}) is NULL",
+                        spec.hasher.key_names().join(", ")
+                    ),
+                });
+                return Some(false);
+            };
+            let change = match (changed.get(h), spec.emit) {
+                (Some(c), _) => *c,
+                (None, Emit::Changes) => return Some(false),
+                (None, _) => RowChange {
+                    op: ChangeOp::Update,
+                    identity_changed: false,
+                },
+            };
+            changes.push(change);
+            Some(true)
+        })
+        .collect();
+    if changes.is_empty() && rejects.is_empty() {
+        return None;
+    }
+    let picked = match filter_record_batch(batch, &mask) {
+        Ok(b) => b,
+        Err(e) => {
+            // Cannot happen for a mask of the batch's length; reject rather than lose rows.
+            rejects.extend((0..changes.len()).map(|_| Reject {
+                key: "null".into(),
+                insert_id: None,
+                reason: format!("cannot select changed rows: {e}"),
+            }));
+            return Some(ChangeSet::Rows {
+                batch: batch.slice(0, 0),
+                changes: Vec::new(),
+                keys: Vec::new(),
+                rejects,
+            });
+        }
+    };
+    let keys = spec.hasher.key_texts(&picked);
+    Some(ChangeSet::Rows {
+        batch: picked,
+        changes,
+        keys,
+        rejects,
+    })
+}
+
+/// Key texts of stashed rows whose key hash is in `dups` (for the error message).
+fn duplicate_examples(
+    stash: &Rc<RefCell<Stash>>,
+    hasher: &RowHasher,
+    dups: &HashSet<u128>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(mut it) = stash.borrow_mut().drain() else {
+        return out;
+    };
+    while let Some(Ok(batch)) = it.next_batch() {
+        let hashes = hasher.key_hashes(&batch);
+        let texts = hasher.key_texts(&batch);
+        for (h, t) in hashes.iter().zip(texts) {
+            if h.is_some_and(|h| dups.contains(&h)) && !out.contains(&t) {
+                out.push(t);
+                if out.len() >= 5 {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Looks up the key texts of `deleted` in the previous snapshot's part files.
+fn deleted_keys(previous: &[PathBuf], deleted: &HashSet<u128>) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(deleted.len());
+    let mut key = Vec::new();
+    for path in previous {
+        let mut r = SnapshotReader::open(path).map_err(|e| format!("cannot read the last snapshot's state: {e}"))?;
+        while let Some(id) = r.next_row(&mut key).map_err(|e| format!("cannot read the last snapshot's state: {e}"))? {
+            if deleted.contains(&id.key) {
+                out.push(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one snapshot diff on its own (no destination): `batches` are the snapshot, `spec`
+/// says where the previous state is and where the new one goes. Returns every change set, in
+/// no particular order, and the counts. For tests, benchmarks and dry runs.
+pub fn diff_batches(
+    workers: usize,
+    batches: Vec<RecordBatch>,
+    spec: DiffSpec,
+) -> Result<(Vec<ChangeSet>, Arc<DiffCounts>), String> {
+    use crate::dataflow::{poll_source, SourceMessage, SourceSender};
+    use timely::dataflow::operators::{Inspect, Probe};
+    let control = RunControl::new(usize::MAX / 4);
+    let counts = Arc::new(DiffCounts::default());
+    let spec = Arc::new(spec);
+    let out: Arc<Mutex<Vec<ChangeSet>>> = Arc::default();
+    let batches = Arc::new(Mutex::new(Some(batches)));
+    let config = if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let (ctl, cnt, sink) = (control.clone(), counts.clone(), out.clone());
+    let guards = timely::execute(config, move |worker| {
+        let start: Option<crate::dataflow::StartReader> = if worker.index() == 0 {
+            batches.lock().ok().and_then(|mut b| b.take()).map(|b| {
+                Box::new(move |sender: SourceSender| {
+                    std::thread::spawn(move || {
+                        for batch in b {
+                            if sender.send(SourceMessage::Batch(batch)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }) as crate::dataflow::StartReader
+            })
+        } else {
+            None
+        };
+        let (ctl, cnt, sink, spec) = (ctl.clone(), cnt.clone(), sink.clone(), spec.clone());
+        let probe = worker.dataflow::<u64, _, _>(|scope| {
+            let rows = poll_source(scope, 1, start, ctl.clone());
+            let (probe, _) = snapshot_diff(rows, 1, spec, cnt, ctl.clone())
+                .inspect(move |c: &ChangeSet| {
+                    if let Ok(mut s) = sink.lock() {
+                        s.push(c.clone());
+                    }
+                })
+                .probe();
+            probe
+        });
+        while probe.less_equal(&1) && ctl.failure().is_none() {
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+    })?;
+    for r in guards.join() {
+        r.map_err(|e| format!("worker failed: {e}"))?;
+    }
+    if let Some(f) = control.failure() {
+        return Err(f);
+    }
+    let sets = std::mem::take(&mut *out.lock().map_err(|e| e.to_string())?);
+    Ok((sets, counts))
+}

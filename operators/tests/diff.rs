@@ -1,0 +1,259 @@
+//! The snapshot diff against a brute-force oracle: random tables and random sequences of
+//! inserts, updates, deletes, key changes and added nullable columns, with 1, 2 and 4 workers;
+//! each run's state is the previous run's new state, as after a commit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
+use wharf_operators::diff::{diff_batches, ChangeOp, ChangeSet, DiffSpec, Emit};
+use wharf_operators::snapshot::RowHasher;
+
+/// A row's values: `a`, `b` and (once added) `c`.
+type Row = (Option<i64>, Option<String>, Option<i64>);
+
+#[derive(Clone, Debug)]
+enum Step {
+    Insert(i64, Row),
+    Update(usize, Row),
+    Delete(usize),
+    /// Moves the row at this position to a new key.
+    ChangeKey(usize, i64),
+    AddColumn,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        proptest::option::of(0i64..4),
+        proptest::option::of("[ab]{0,2}"),
+        proptest::option::of(0i64..3),
+    )
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0i64..60, row()).prop_map(|(k, r)| Step::Insert(k, r)),
+        (0usize..100, row()).prop_map(|(i, r)| Step::Update(i, r)),
+        (0usize..100).prop_map(Step::Delete),
+        (0usize..100, 0i64..60).prop_map(|(i, k)| Step::ChangeKey(i, k)),
+        Just(Step::AddColumn),
+    ]
+}
+
+/// One snapshot as the table the connector would read (column `c` only once added).
+fn batches(table: &BTreeMap<i64, Row>, with_c: bool, chunk: usize) -> Vec<RecordBatch> {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("a", DataType::Int64, true),
+        Field::new("b", DataType::Utf8, true),
+    ];
+    if with_c {
+        fields.push(Field::new("c", DataType::Int64, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let rows: Vec<(&i64, &Row)> = table.iter().collect();
+    rows.chunks(chunk.max(1))
+        .map(|part| {
+            let mut cols: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from_iter_values(part.iter().map(|r| *r.0))),
+                Arc::new(Int64Array::from_iter(part.iter().map(|r| r.1 .0))),
+                Arc::new(StringArray::from_iter(part.iter().map(|r| r.1 .1.clone()))),
+            ];
+            if with_c {
+                cols.push(Arc::new(Int64Array::from_iter(part.iter().map(|r| r.1 .2))));
+            }
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        })
+        .collect()
+}
+
+/// What the oracle expects between two snapshots: (key text, op), sorted.
+fn oracle(before: &BTreeMap<i64, Row>, after: &BTreeMap<i64, Row>) -> BTreeSet<(String, ChangeOp)> {
+    let mut out = BTreeSet::new();
+    for (k, r) in after {
+        match before.get(k) {
+            None => {
+                out.insert((k.to_string(), ChangeOp::Insert));
+            }
+            Some(old) if old != r => {
+                out.insert((k.to_string(), ChangeOp::Update));
+            }
+            _ => {}
+        }
+    }
+    for k in before.keys() {
+        if !after.contains_key(k) {
+            out.insert((k.to_string(), ChangeOp::Delete));
+        }
+    }
+    out
+}
+
+fn emitted(sets: &[ChangeSet]) -> BTreeSet<(String, ChangeOp)> {
+    let mut out = BTreeSet::new();
+    for s in sets {
+        match s {
+            ChangeSet::Rows {
+                changes,
+                keys,
+                rejects,
+                ..
+            } => {
+                assert!(rejects.is_empty());
+                for (k, c) in keys.iter().zip(changes) {
+                    assert!(out.insert((k.clone(), c.op)), "key {k} emitted twice");
+                }
+            }
+            ChangeSet::Deletes(keys) => {
+                for k in keys {
+                    assert!(out.insert((k.clone(), ChangeOp::Delete)), "key {k} deleted twice");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run(steps: &[Vec<Step>], workers: usize, chunk: usize) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table: BTreeMap<i64, Row> = BTreeMap::new();
+    let mut with_c = false;
+    let mut previous: Vec<PathBuf> = Vec::new();
+    for (run, batch_steps) in steps.iter().enumerate() {
+        let before = table.clone();
+        for s in batch_steps {
+            let keys: Vec<i64> = table.keys().copied().collect();
+            match s.clone() {
+                Step::Insert(k, mut r) => {
+                    if !with_c {
+                        r.2 = None;
+                    }
+                    table.entry(k).or_insert(r);
+                }
+                Step::Update(i, mut r) if !keys.is_empty() => {
+                    if !with_c {
+                        r.2 = None;
+                    }
+                    table.insert(keys[i % keys.len()], r);
+                }
+                Step::Delete(i) if !keys.is_empty() => {
+                    table.remove(&keys[i % keys.len()]);
+                }
+                Step::ChangeKey(i, k) if !keys.is_empty() && !table.contains_key(&k) => {
+                    let r = table.remove(&keys[i % keys.len()]).unwrap();
+                    table.insert(k, r);
+                }
+                Step::AddColumn => with_c = true,
+                _ => {}
+            }
+        }
+        let input = batches(&table, with_c, chunk);
+        let schema = input
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| batches(&[(0, (None, None, None))].into(), with_c, 1)[0].schema());
+        let hasher = RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap();
+        let next_dir = dir.path().join(format!("run-{run}"));
+        let spec = DiffSpec {
+            hasher: Arc::new(hasher),
+            previous: previous.clone(),
+            next_dir,
+            spill_dir: dir.path().join("spill"),
+            // A tiny budget so the spill path is exercised too.
+            memory_budget: if run % 2 == 0 { 1 } else { 1 << 30 },
+            emit: Emit::Changes,
+        };
+        let (sets, counts) = diff_batches(workers, input, spec).map_err(TestCaseError::fail)?;
+        let want = oracle(&before, &table);
+        let got = emitted(&sets);
+        prop_assert_eq!(&got, &want, "run {} with {} workers", run, workers);
+        let parts = counts.parts.lock().unwrap().clone();
+        prop_assert_eq!(parts.len(), workers);
+        previous = parts;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn diff_matches_oracle(
+        steps in proptest::collection::vec(proptest::collection::vec(step(), 0..25), 1..6),
+        chunk in 1usize..9,
+    ) {
+        for workers in [1, 2, 4] {
+            run(&steps, workers, chunk)?;
+        }
+    }
+}
+
+/// Duplicate keys in one snapshot fail the run and name examples.
+#[test]
+fn duplicate_keys_are_an_error_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("a", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 7, 7])),
+            Arc::new(Int64Array::from(vec![1, 2, 3, 3])),
+        ],
+    )
+    .unwrap();
+    for workers in [1, 2] {
+        let spec = DiffSpec {
+            hasher: Arc::new(RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap()),
+            previous: Vec::new(),
+            next_dir: dir.path().join(format!("w{workers}")),
+            spill_dir: dir.path().join("spill"),
+            memory_budget: 1 << 20,
+            emit: Emit::Changes,
+        };
+        let err = diff_batches(workers, vec![batch.clone()], spec).unwrap_err();
+        assert!(err.contains("duplicate primary key values, e.g. 7"), "{err}");
+    }
+}
+
+/// Fingerprints ignore JSON key order and NULL columns, and see every real change.
+#[test]
+fn fingerprint_rules() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("props", DataType::Utf8, true),
+        Field::new("extra", DataType::Int64, true),
+    ]));
+    let narrow = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("props", DataType::Utf8, true),
+    ]));
+    let key = ["id".to_string()];
+    let json = ["props".to_string()];
+    let wide = RowHasher::new(&schema, &key, &[], &json).unwrap();
+    let small = RowHasher::new(&narrow, &key, &[], &json).unwrap();
+    let fp = |h: &RowHasher, s: &Arc<Schema>, props: &str, extra: Option<i64>| {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(StringArray::from(vec![props])),
+        ];
+        if s.fields().len() == 3 {
+            cols.push(Arc::new(Int64Array::from(vec![extra])));
+        }
+        h.hash_batch(&RecordBatch::try_new(s.clone(), cols).unwrap()).ids[0].unwrap()
+    };
+    let a = fp(&small, &narrow, r#"{"x":1,"y":[1,2]}"#, None);
+    // Key order and whitespace in a JSON column do not matter.
+    assert_eq!(a, fp(&small, &narrow, r#"{ "y": [1, 2], "x": 1 }"#, None));
+    // An added nullable column changes nothing while it is NULL…
+    assert_eq!(a, fp(&wide, &schema, r#"{"x":1,"y":[1,2]}"#, None));
+    // …and does once it has a value.
+    assert_ne!(a.fp, fp(&wide, &schema, r#"{"x":1,"y":[1,2]}"#, Some(0)).fp);
+    assert_ne!(a.fp, fp(&small, &narrow, r#"{"x":2,"y":[1,2]}"#, None).fp);
+    assert_eq!(a.key, fp(&small, &narrow, "{}", None).key);
+}
