@@ -230,6 +230,12 @@ pub struct MappingConfig {
     /// Columns not sent.
     #[serde(default)]
     pub exclude_columns: Vec<String>,
+    /// Group profiles: the group key (`$group_key`, e.g. `company_id`).
+    pub group_key: Option<String>,
+    /// Group profiles: the column holding the group id (`$group_id`).
+    pub group_id_column: Option<String>,
+    /// Lookup tables: the Mixpanel lookup table id to replace.
+    pub lookup_table_id: Option<String>,
 }
 
 /// One sync.
@@ -258,6 +264,37 @@ pub struct SyncConfig {
     pub mapping: MappingConfig,
     /// Where rejected rows go (default `<state_dir>/rejects/<name>.ndjson`).
     pub rejects_path: Option<PathBuf>,
+    /// Columns identifying a row (composite allowed); required for `full` and `mirror`.
+    /// Defaults: `mapping.user_id_column` for users, `mapping.group_id_column` for groups.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Full/mirror: send every row each run instead of only the changed ones.
+    #[serde(default)]
+    pub resend_all: bool,
+}
+
+impl SyncConfig {
+    /// The primary key: configured, or the table type's id column.
+    pub fn key_columns(&self) -> Vec<String> {
+        if !self.primary_key.is_empty() {
+            return self.primary_key.clone();
+        }
+        let m = &self.mapping;
+        match self.table_type {
+            TableType::Users => m.user_id_column.iter().cloned().collect(),
+            TableType::Groups => m.group_id_column.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether runs diff snapshots (full, mirror; one-time for non-event tables).
+    pub fn diffs_snapshots(&self) -> bool {
+        match self.mode {
+            SyncMode::Full | SyncMode::Mirror => true,
+            SyncMode::OneTime => self.table_type != TableType::Events,
+            SyncMode::Append => false,
+        }
+    }
 }
 
 fn default_schedule() -> String {
@@ -399,13 +436,7 @@ impl Config {
                             "set `service_account = { username, secret }` with `project_id`, or `project_token`".into(),
                         ))
                     }
-                    (Some(_), Some(_)) => {
-                        return Err(err(
-                            key,
-                            "set either `service_account` or `project_token`, not both".into(),
-                        ))
-                    }
-                    (Some(_), None) if m.project_id.is_none() => {
+                    (Some(_), _) if m.project_id.is_none() => {
                         return Err(err(
                             format!("{key}.project_id"),
                             "missing: a service account needs the project id".into(),
@@ -520,6 +551,84 @@ impl Config {
                         key("mode"),
                         "`full` is not for events (Mixpanel cannot upsert events); use `append` or `mirror`".into(),
                     ));
+                }
+            }
+            let m = &s.mapping;
+            match s.table_type {
+                TableType::Users if m.user_id_column.is_none() => {
+                    return Err(err(
+                        key("mapping.user_id_column"),
+                        "missing: user profiles need the column holding the distinct id".into(),
+                    ))
+                }
+                TableType::Groups if m.group_key.is_none() => {
+                    return Err(err(
+                        key("mapping.group_key"),
+                        "missing: group profiles need the group key (e.g. `company_id`)".into(),
+                    ))
+                }
+                TableType::Groups if m.group_id_column.is_none() => {
+                    return Err(err(
+                        key("mapping.group_id_column"),
+                        "missing: group profiles need the column holding the group id".into(),
+                    ))
+                }
+                TableType::Lookup if s.primary_key.len() != 1 => {
+                    return Err(err(
+                        key("primary_key"),
+                        "lookup tables need exactly one key column, e.g. `primary_key = [\"id\"]`"
+                            .into(),
+                    ))
+                }
+                TableType::Users | TableType::Groups | TableType::Lookup
+                    if s.mode == SyncMode::Append =>
+                {
+                    return Err(err(
+                        key("mode"),
+                        "`append` is for events; profiles and lookup tables use `full`, `mirror` or `one_time`"
+                            .into(),
+                    ))
+                }
+                _ => {}
+            }
+            if matches!(s.mode, SyncMode::Full | SyncMode::Mirror) && s.key_columns().is_empty() {
+                return Err(err(
+                    key("primary_key"),
+                    "missing: full and mirror syncs need the columns identifying a row, e.g. `primary_key = [\"id\"]`".into(),
+                ));
+            }
+            if matches!(s.table_type, TableType::Users | TableType::Groups)
+                && s.key_columns().len() != 1
+            {
+                return Err(err(
+                    key("primary_key"),
+                    "profiles are keyed by their id column alone".into(),
+                ));
+            }
+            for d in &s.destinations {
+                let Some(DestinationConfig::Mixpanel(mp)) = self.destinations.get(d) else {
+                    continue;
+                };
+                match s.table_type {
+                    TableType::Users | TableType::Groups if mp.project_token.is_none() => {
+                        return Err(err(
+                            format!("destinations.{d}.project_token"),
+                            format!("missing: sync `{}` sends profiles, and /engage and /groups identify the project by its token; set `project_token`", s.name),
+                        ))
+                    }
+                    TableType::Lookup if mp.service_account.is_none() => {
+                        return Err(err(
+                            format!("destinations.{d}.service_account"),
+                            format!("missing: sync `{}` replaces a lookup table, which needs a service account and `project_id`", s.name),
+                        ))
+                    }
+                    TableType::Lookup if m.lookup_table_id.is_none() => {
+                        return Err(err(
+                            key("mapping.lookup_table_id"),
+                            "missing: the id of the Mixpanel lookup table to replace".into(),
+                        ))
+                    }
+                    _ => {}
                 }
             }
         }

@@ -12,7 +12,10 @@ use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
+use wharf_operators::changes::ChangeMapper;
+use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::events::row_json;
+use wharf_operators::record::MappedBatch;
 use wharf_operators::RecordMapper;
 
 #[derive(Parser)]
@@ -286,13 +289,19 @@ fn check(config: &Config) -> Result<()> {
         report(format!("destination {name}"), r);
     }
     for s in &config.syncs {
-        let r = resolve(config, &s.name).map(|r| {
-            format!(
+        let r = resolve(config, &s.name).map(|r| match (&r.cursor, &r.events) {
+            (Some(cursor), Some(events)) => format!(
                 " ({} columns, cursor `{}`, {} property columns)",
                 r.schema.columns.len(),
-                r.cursor.0,
-                r.mapper.property_columns(&r.schema.arrow).len()
-            )
+                cursor.0,
+                events.property_columns(&r.schema.arrow).len()
+            ),
+            _ => format!(
+                " ({} columns, {} by primary key {})",
+                r.schema.columns.len(),
+                format!("{:?}", r.sync.mode).to_lowercase(),
+                r.sync.key_columns().join(", ")
+            ),
         });
         report(format!("sync {}", s.name), r.map_err(|e| e.to_string()));
     }
@@ -304,52 +313,83 @@ fn check(config: &Config) -> Result<()> {
 
 fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
     let r = resolve(config, name)?;
-    let m = r.mapper.mapping();
     println!(
         "sync {name}: {} → {}",
         r.source,
         r.sync.destinations.join(", ")
     );
-    println!("  event name : {:?}", m.event_name);
-    println!("  time       : {} ({:?})", m.time_column, m.time_unit);
-    println!("  cursor     : {} ({})", r.cursor.0, r.cursor.1);
     println!(
-        "  distinct_id: {}",
-        m.user_id_column.as_deref().unwrap_or("(none)")
+        "  table type : {} ({} sync)",
+        format!("{:?}", r.sync.table_type).to_lowercase(),
+        format!("{:?}", r.sync.mode).to_lowercase()
     );
-    println!(
-        "  $device_id : {}",
-        m.device_id_column.as_deref().unwrap_or("(none)")
-    );
+    if let Some(ev) = &r.events {
+        let m = ev.mapping();
+        println!("  event name : {:?}", m.event_name);
+        println!("  time       : {} ({:?})", m.time_column, m.time_unit);
+        println!(
+            "  distinct_id: {}",
+            m.user_id_column.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "  $device_id : {}",
+            m.device_id_column.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "  $insert_id : from {}",
+            if m.key_columns.is_empty() {
+                "the whole row".to_string()
+            } else {
+                m.key_columns.join(", ")
+            }
+        );
+        println!(
+            "  properties : {}",
+            ev.property_columns(&r.schema.arrow).join(", ")
+        );
+    }
     println!(
         "  JSON props : {}",
-        m.properties_column.as_deref().unwrap_or("(none)")
+        r.sync.mapping.properties_column.as_deref().unwrap_or("(none)")
     );
-    println!(
-        "  $insert_id : from {}",
-        if m.key_columns.is_empty() {
-            "the whole row".to_string()
-        } else {
-            m.key_columns.join(", ")
-        }
-    );
-    println!(
-        "  properties : {}",
-        r.mapper.property_columns(&r.schema.arrow).join(", ")
-    );
-    if !r.schema.primary_key.is_empty() {
-        println!("  primary key: {}", r.schema.primary_key.join(", "));
+    if let Some(c) = &r.cursor {
+        println!("  cursor     : {} ({})", c.0, c.1);
     }
-    let batches = r.warehouse.preview(&r.source, limit)?;
+    if !r.schema.primary_key.is_empty() {
+        println!("  table's primary key: {}", r.schema.primary_key.join(", "));
+    }
     let now = chrono::Utc::now().timestamp_millis();
-    println!("records as they would be sent:");
-    for b in &batches {
-        let mapped = r.mapper.map_batch(b, now);
-        for rec in mapped.records.iter() {
-            println!("{}", String::from_utf8_lossy(rec));
+    let batches = r.warehouse.preview(&r.source, limit)?;
+    if r.hasher.is_some() {
+        println!("  sync key   : {}", r.sync.key_columns().join(", "));
+        let rt = runtime()?;
+        let p = wharf::sync::preview_changes(config, &r, 1, &rt)?;
+        println!(
+            "next run would send: {} inserts, {} updates, {} deletes ({} rows in the table; nothing sent, nothing committed)",
+            p.inserts, p.updates, p.deletes, p.rows
+        );
+        let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], false)?;
+        println!("records as they would be sent for new rows:");
+        for b in &batches {
+            let hasher = r.hasher.as_ref().map(|h| h.key_texts(b)).unwrap_or_default();
+            let set = ChangeSet::Rows {
+                batch: b.clone(),
+                changes: vec![
+                    RowChange {
+                        op: ChangeOp::Insert,
+                        identity_changed: false
+                    };
+                    b.num_rows()
+                ],
+                keys: hasher,
+                rejects: Vec::new(),
+            };
+            print_mapped(&mapper.map_changes(&set, now));
         }
-        for rej in &mapped.rejects {
-            println!("REJECTED key={} reason: {}", rej.key, rej.reason);
+    } else if let Some(ev) = &r.events {
+        println!("records as they would be sent:");
+        for b in &batches {
+            print_mapped(&ev.map_batch(b, now));
         }
     }
     if batches.is_empty() {
@@ -358,6 +398,15 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
         println!("first source row: {}", row_json(b, 0));
     }
     Ok(())
+}
+
+fn print_mapped(mapped: &MappedBatch) {
+    for rec in mapped.records.iter() {
+        println!("{}", String::from_utf8_lossy(rec));
+    }
+    for rej in &mapped.rejects {
+        println!("REJECTED key={} reason: {}", rej.key, rej.reason);
+    }
 }
 
 fn status(config: &Config, runs: usize) -> Result<()> {
@@ -370,7 +419,7 @@ fn status(config: &Config, runs: usize) -> Result<()> {
         }
         for r in history {
             println!(
-                "  run {:>4} {:<9} {} → {}  read {} sent {} rejected {}  watermark {}{}",
+                "  run {:>4} {:<9} {} → {}  read {} sent {} rejected {}{}  watermark {}{}",
                 r.run_id,
                 format!("{:?}", r.status).to_uppercase(),
                 r.started_at,
@@ -378,6 +427,14 @@ fn status(config: &Config, runs: usize) -> Result<()> {
                 r.rows_read,
                 r.delivered,
                 r.rejected,
+                if r.inserted + r.updated + r.deleted + r.unapplied > 0 {
+                    format!(
+                        "  +{} ~{} -{} unapplied {}",
+                        r.inserted, r.updated, r.deleted, r.unapplied
+                    )
+                } else {
+                    String::new()
+                },
                 r.watermark_after
                     .or(r.watermark_before)
                     .map(|w| w.to_string())
@@ -412,6 +469,10 @@ fn summary_json_line(r: &SyncReport) -> String {
         "rows_per_second": r.outcome.rows_read as f64 / secs.max(1e-9),
         "peak_rss_bytes": peak_rss_bytes(),
         "watermark": r.run.watermark_after.map(|w| w.to_string()),
+        "inserted": r.run.inserted,
+        "updated": r.run.updated,
+        "deleted": r.run.deleted,
+        "unapplied": r.run.unapplied,
         "rejects_path": r.rejects_path,
     })
     .to_string()
@@ -430,6 +491,18 @@ fn print_report(r: &SyncReport) {
         r.outcome.rows_read as f64 / secs.max(1e-9),
         r.run.watermark_after.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
     );
+    if r.run.inserted + r.run.updated + r.run.deleted > 0 || r.run.mode != "append" {
+        println!(
+            "  changes: {} inserted, {} updated, {} deleted",
+            r.run.inserted, r.run.updated, r.run.deleted
+        );
+    }
+    if r.run.unapplied > 0 {
+        println!(
+            "  {} changes the destination cannot apply are in the change log (state folder, changes/{}.ndjson)",
+            r.run.unapplied, r.run.sync
+        );
+    }
     if r.outcome.rejected > 0 {
         println!("  rejected rows and reasons: {}", r.rejects_path.display());
     }

@@ -95,3 +95,30 @@ impl RejectSink for RejectsFile {
         Ok(())
     }
 }
+
+/// A run's two logs: rejected rows, and changes the destination cannot apply (the change log,
+/// e.g. deleted events, which Mixpanel cannot delete).
+pub struct RunLogs {
+    /// Rejected rows.
+    pub rejects: RejectsFile,
+    /// Unapplied changes.
+    pub changes: RejectsFile,
+}
+
+impl RunLogs {
+    /// Makes both durable.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.rejects.flush()?;
+        self.changes.flush()
+    }
+}
+
+impl RejectSink for RunLogs {
+    fn record(&self, rejects: &[Reject]) -> Result<(), String> {
+        self.rejects.record(rejects)
+    }
+
+    fn record_unapplied(&self, changes: &[Reject]) -> Result<(), String> {
+        self.changes.record(changes)
+    }
+}

@@ -13,6 +13,8 @@ use wharf_operators::watermark::Watermark;
 
 const WATERMARKS: TableDefinition<&str, &str> = TableDefinition::new("watermarks");
 const RUNS: TableDefinition<(&str, u64), &str> = TableDefinition::new("runs");
+/// sync → JSON [`SnapshotState`]: the last committed snapshot of a full/mirror sync.
+const SNAPSHOTS: TableDefinition<&str, &str> = TableDefinition::new("snapshots");
 /// Run records kept per sync.
 pub const MAX_RUNS_PER_SYNC: usize = 100;
 
@@ -69,6 +71,30 @@ pub struct RunRecord {
     pub watermark_before: Option<Watermark>,
     /// Watermark after the run (committed when SUCCEEDED).
     pub watermark_after: Option<Watermark>,
+    /// Full/mirror: keys inserted.
+    #[serde(default)]
+    pub inserted: u64,
+    /// Full/mirror: keys updated.
+    #[serde(default)]
+    pub updated: u64,
+    /// Full/mirror: keys deleted.
+    #[serde(default)]
+    pub deleted: u64,
+    /// Changes the destination cannot apply (see the change log).
+    #[serde(default)]
+    pub unapplied: u64,
+}
+
+/// The committed snapshot of a full/mirror sync: the run that wrote it and its part files
+/// (relative to the state directory), each holding `(key hash, fingerprint, key)` per row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// The run that wrote it.
+    pub run_id: u64,
+    /// Rows in it.
+    pub rows: u64,
+    /// Part files, relative to the state directory.
+    pub parts: Vec<PathBuf>,
 }
 
 /// The embedded state store.
@@ -97,6 +123,7 @@ impl StateStore {
         store.write(|txn| {
             txn.open_table(WATERMARKS)?;
             txn.open_table(RUNS)?;
+            txn.open_table(SNAPSHOTS)?;
             Ok(())
         })?;
         Ok(store)
@@ -159,6 +186,10 @@ impl StateStore {
             delivered: 0,
             rejected: 0,
             bytes_sent: 0,
+            inserted: 0,
+            updated: 0,
+            deleted: 0,
+            unapplied: 0,
             error: None,
             watermark_before,
             watermark_after: None,
@@ -168,7 +199,21 @@ impl StateStore {
     }
 
     fn put_run(&self, record: &RunRecord, watermark: Option<Watermark>) -> Result<(), StateError> {
+        self.put_run_with(record, watermark, None)
+    }
+
+    /// Writes the run record, and the watermark and snapshot if given, in one transaction.
+    fn put_run_with(
+        &self,
+        record: &RunRecord,
+        watermark: Option<Watermark>,
+        snapshot: Option<&SnapshotState>,
+    ) -> Result<(), StateError> {
         let json = serde_json::to_string(record).map_err(|e| self.err(e))?;
+        let snap = snapshot
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| self.err(e))?;
         let wm = watermark
             .map(|w| serde_json::to_string(&w))
             .transpose()
@@ -188,6 +233,10 @@ impl StateStore {
                 txn.open_table(WATERMARKS)?
                     .insert(record.sync.as_str(), wm.as_str())?;
             }
+            if let Some(snap) = &snap {
+                txn.open_table(SNAPSHOTS)?
+                    .insert(record.sync.as_str(), snap.as_str())?;
+            }
             Ok(())
         })
     }
@@ -198,12 +247,25 @@ impl StateStore {
         &self,
         mut record: RunRecord,
         watermark_after: Option<Watermark>,
+        snapshot: Option<&SnapshotState>,
     ) -> Result<RunRecord, StateError> {
         record.status = RunStatus::Succeeded;
         record.ended_at = Some(now_iso());
         record.watermark_after = watermark_after.or(record.watermark_before);
-        self.put_run(&record, record.watermark_after)?;
+        self.put_run_with(&record, record.watermark_after, snapshot)?;
         Ok(record)
+    }
+
+    /// The committed snapshot of `sync`, if any.
+    pub fn snapshot(&self, sync: &str) -> Result<Option<SnapshotState>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+        let Some(v) = table.get(sync).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(v.value())
+            .map(Some)
+            .map_err(|e| self.err(e))
     }
 
     /// Marks a run FAILED (or CANCELLED); its watermark is not committed.
@@ -251,7 +313,9 @@ mod tests {
         assert_eq!(store.watermark("s").unwrap(), None);
         let run = store.begin_run("s", "append", None).unwrap();
         assert_eq!(run.run_id, 1);
-        store.commit_run(run, Some(Watermark::Integer(7))).unwrap();
+        store
+            .commit_run(run, Some(Watermark::Integer(7)), None)
+            .unwrap();
         let run = store
             .begin_run("s", "append", Some(Watermark::Integer(7)))
             .unwrap();

@@ -6,7 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_operators::arrow::datatypes::DataType;
-use wharf_operators::dataflow::{RunControl, SourceMessage, SourceSender};
+use wharf_operators::changes::{
+    ChangeMapper, EventChanges, LookupRows, ProfileChanges, ProfileMapping, ProfileTarget,
+};
+use wharf_operators::dataflow::{BatchLimits, RunControl, SourceMessage, SourceSender};
+use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
+use wharf_operators::snapshot::RowHasher;
 use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MappingError};
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_pipelines::delivery::RetryPolicy;
@@ -20,8 +25,8 @@ use crate::config::{
 use crate::destination::file::FileDestination;
 use crate::destination::mixpanel::import::{MixpanelImport, IMPORT_LIMITS};
 use crate::progress::Progress;
-use crate::rejects::RejectsFile;
-use crate::state::{RunRecord, RunStatus, StateError, StateStore};
+use crate::rejects::{RejectsFile, RunLogs};
+use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
 use crate::warehouse::duckdb::DuckDbWarehouse;
 use crate::warehouse::{SourceRef, TableSchema, WarehouseError};
 
@@ -101,14 +106,18 @@ pub struct ResolvedSync {
     pub sync: SyncConfig,
     /// Its warehouse.
     pub warehouse: DuckDbWarehouse,
+    /// The warehouse's kind (e.g. `duckdb`).
+    pub warehouse_type: String,
     /// What it reads.
     pub source: SourceRef,
     /// The discovered schema.
     pub schema: TableSchema,
-    /// The event mapper.
-    pub mapper: Arc<EventMapper>,
-    /// The append cursor column and its type.
-    pub cursor: (String, DataType),
+    /// The event mapper (events tables).
+    pub events: Option<Arc<EventMapper>>,
+    /// The append cursor column and its type (append and one-time events).
+    pub cursor: Option<(String, DataType)>,
+    /// Keys and fingerprints (full, mirror, one-time profiles and lookup tables).
+    pub hasher: Option<Arc<RowHasher>>,
 }
 
 /// Finds a sync, connects to its warehouse, discovers the schema and compiles the mapping.
@@ -128,16 +137,6 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         sync: sync.name.clone(),
         what,
     };
-    if sync.table_type != TableType::Events {
-        return Err(unsupported(
-            format!("table type `{:?}`", sync.table_type).to_lowercase(),
-        ));
-    }
-    if !matches!(sync.mode, SyncMode::Append | SyncMode::OneTime) {
-        return Err(unsupported(
-            format!("mode `{:?}` for events", sync.mode).to_lowercase(),
-        ));
-    }
     let wh_config = &config.warehouses[&sync.warehouse];
     let WarehouseConfig::Duckdb { path } = wh_config;
     let warehouse = DuckDbWarehouse::new(&sync.warehouse, config.resolve(path));
@@ -150,58 +149,161 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         }
     };
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
+    let merr = |e| SyncError::Mapping(sync.name.clone(), e);
     let schema = warehouse.describe(&source).map_err(werr)?;
     let m = &sync.mapping;
+    let key_columns = sync.key_columns();
+    let mut events = None;
+    let mut cursor = None;
+    let mut hasher = None;
     let time_column = m.time_column.clone().unwrap_or_default();
-    let mapping = EventMapping {
-        sync_id: sync.name.clone(),
-        warehouse_type: wh_config.kind().to_string(),
-        event_name: match (&m.event_name, &m.event_name_column) {
-            (_, Some(c)) => EventName::Column(c.clone()),
-            (Some(n), None) => EventName::Static(n.clone()),
-            (None, None) => EventName::Static(String::new()),
-        },
-        time_column: time_column.clone(),
-        time_unit: match m.time_unit {
-            TimeUnitConfig::Auto => EpochUnit::Auto,
-            TimeUnitConfig::Seconds => EpochUnit::Seconds,
-            TimeUnitConfig::Milliseconds => EpochUnit::Milliseconds,
-        },
-        user_id_column: m.user_id_column.clone(),
-        device_id_column: m.device_id_column.clone(),
-        properties_column: m.properties_column.clone(),
-        key_columns: m.key_columns.clone(),
-        exclude_columns: m.exclude_columns.clone(),
-    };
-    let mapper = EventMapper::new(mapping, &schema.arrow)
-        .map_err(|e| SyncError::Mapping(sync.name.clone(), e))?;
-    let cursor_name = m.insert_time_column.clone().unwrap_or(time_column);
-    let cursor_type =
-        DuckDbWarehouse::check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
+    if sync.table_type == TableType::Events {
+        let mapping = EventMapping {
+            sync_id: sync.name.clone(),
+            warehouse_type: wh_config.kind().to_string(),
+            event_name: match (&m.event_name, &m.event_name_column) {
+                (_, Some(c)) => EventName::Column(c.clone()),
+                (Some(n), None) => EventName::Static(n.clone()),
+                (None, None) => EventName::Static(String::new()),
+            },
+            time_column: time_column.clone(),
+            time_unit: match m.time_unit {
+                TimeUnitConfig::Auto => EpochUnit::Auto,
+                TimeUnitConfig::Seconds => EpochUnit::Seconds,
+                TimeUnitConfig::Milliseconds => EpochUnit::Milliseconds,
+            },
+            user_id_column: m.user_id_column.clone(),
+            device_id_column: m.device_id_column.clone(),
+            properties_column: m.properties_column.clone(),
+            // In mirror mode the primary key makes the `$insert_id`, so an updated row
+            // replaces its earlier import.
+            key_columns: if sync.diffs_snapshots() && m.key_columns.is_empty() {
+                key_columns.clone()
+            } else {
+                m.key_columns.clone()
+            },
+            exclude_columns: m.exclude_columns.clone(),
+        };
+        events = Some(Arc::new(
+            EventMapper::new(mapping, &schema.arrow).map_err(merr)?,
+        ));
+    }
+    if sync.diffs_snapshots() {
+        if key_columns.is_empty() {
+            return Err(unsupported("full or mirror without `primary_key`".into()));
+        }
+        // For events, the identity (name column, distinct id, time) splits the fingerprint
+        // so an update that changes it is told apart.
+        let identity: Vec<String> = if sync.table_type == TableType::Events {
+            [
+                m.event_name_column.clone(),
+                m.user_id_column.clone(),
+                m.device_id_column.clone(),
+                m.time_column.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|c| !key_columns.contains(c))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        let json: Vec<String> = m.properties_column.iter().cloned().collect();
+        hasher = Some(Arc::new(
+            RowHasher::new(&schema.arrow, &key_columns, &identity, &json).map_err(merr)?,
+        ));
+    } else {
+        let cursor_name = m.insert_time_column.clone().unwrap_or(time_column);
+        let cursor_type =
+            DuckDbWarehouse::check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
+        cursor = Some((cursor_name, cursor_type));
+    }
     Ok(ResolvedSync {
         warehouse,
+        warehouse_type: wh_config.kind().to_string(),
         source,
         schema,
-        mapper: Arc::new(mapper),
-        cursor: (cursor_name, cursor_type),
+        events,
+        cursor,
+        hasher,
         sync,
     })
 }
 
-/// Builds the destination `name` of `config`.
+/// The change mapper of a snapshot sync for a destination (`envelope`: the destination takes
+/// change envelopes, e.g. a file).
+pub fn change_mapper(
+    config: &Config,
+    resolved: &ResolvedSync,
+    destination: &str,
+    envelope: bool,
+) -> Result<Arc<dyn ChangeMapper>, SyncError> {
+    let sync = &resolved.sync;
+    let merr = |e| SyncError::Mapping(sync.name.clone(), e);
+    let m = &sync.mapping;
+    let token = match &config.destinations[destination] {
+        DestinationConfig::Mixpanel(mp) => mp
+            .project_token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+            .unwrap_or_default(),
+        DestinationConfig::File { .. } => String::new(),
+    };
+    Ok(match sync.table_type {
+        TableType::Events => {
+            let mapper = resolved
+                .events
+                .as_ref()
+                .ok_or_else(|| SyncError::Unsupported {
+                    sync: sync.name.clone(),
+                    what: "events without a mapping".into(),
+                })?;
+            Arc::new(EventChanges::new(mapper.clone(), envelope))
+        }
+        TableType::Users | TableType::Groups => {
+            let target = if sync.table_type == TableType::Users {
+                ProfileTarget::User
+            } else {
+                ProfileTarget::Group {
+                    group_key: m.group_key.clone().unwrap_or_default(),
+                }
+            };
+            let mapping = ProfileMapping {
+                target,
+                token,
+                id_column: sync.key_columns().first().cloned().unwrap_or_default(),
+                properties_column: m.properties_column.clone(),
+                exclude_columns: m.exclude_columns.clone(),
+            };
+            Arc::new(ProfileChanges::new(&mapping, &resolved.schema.arrow, envelope).map_err(merr)?)
+        }
+        TableType::Lookup => {
+            let key = sync.key_columns().first().cloned().unwrap_or_default();
+            Arc::new(LookupRows::new(&resolved.schema.arrow, &key, &m.exclude_columns).map_err(merr)?)
+        }
+    })
+}
+
+/// A destination ready for a run.
+pub struct BuiltDestination {
+    /// The destination.
+    pub destination: Arc<dyn Destination>,
+    /// Its retry and concurrency policy.
+    pub policy: RetryPolicy,
+    /// Its request limits.
+    pub limits: BatchLimits,
+    /// It takes change envelopes (`{"op","key","record"}`) rather than bare payloads.
+    pub envelope: bool,
+}
+
+/// Builds the destination `name` for `resolved`'s table type.
 pub fn build_destination(
     config: &Config,
-    sync: &str,
+    resolved: &ResolvedSync,
     name: &str,
-) -> Result<
-    (
-        Arc<dyn Destination>,
-        RetryPolicy,
-        wharf_operators::dataflow::BatchLimits,
-    ),
-    SyncError,
-> {
-    let derr = |e| SyncError::Destination(sync.to_string(), name.to_string(), e);
+) -> Result<BuiltDestination, SyncError> {
+    let sync = &resolved.sync;
+    let derr = |e| SyncError::Destination(sync.name.clone(), name.to_string(), e);
     match &config.destinations[name] {
         DestinationConfig::File { path } => {
             let p = if path == "-" {
@@ -214,11 +316,17 @@ pub fn build_destination(
                 concurrency: 1,
                 ..RetryPolicy::default()
             };
-            let limits = wharf_operators::dataflow::BatchLimits {
+            let limits = BatchLimits {
                 max_records: 8192,
                 max_bytes: 8 << 20,
             };
-            Ok((Arc::new(dest), policy, limits))
+            Ok(BuiltDestination {
+                destination: Arc::new(dest),
+                policy,
+                limits,
+                // Snapshot syncs write changes with their ops; append syncs what would be sent.
+                envelope: resolved.hasher.is_some(),
+            })
         }
         DestinationConfig::Mixpanel(m) => {
             let d = |v: &Option<String>, default: Duration| {
@@ -234,15 +342,32 @@ pub fn build_destination(
                 give_up_after: d(&m.give_up_after, defaults.give_up_after),
                 concurrency: m.concurrency.unwrap_or(defaults.concurrency).max(1),
             };
-            let dest =
-                MixpanelImport::new(m, d(&m.timeout, Duration::from_secs(120))).map_err(derr)?;
-            Ok((Arc::new(dest), policy, IMPORT_LIMITS))
+            let timeout = d(&m.timeout, Duration::from_secs(120));
+            let (destination, limits): (Arc<dyn Destination>, BatchLimits) = match sync.table_type {
+                TableType::Events => (
+                    Arc::new(MixpanelImport::new(m, timeout).map_err(derr)?),
+                    IMPORT_LIMITS,
+                ),
+                other => {
+                    return Err(SyncError::Unsupported {
+                        sync: sync.name.clone(),
+                        what: format!("{other:?} tables to Mixpanel").to_lowercase(),
+                    })
+                }
+            };
+            Ok(BuiltDestination {
+                destination,
+                policy,
+                limits,
+                envelope: false,
+            })
         }
     }
 }
 
-/// Runs `name` once: reads rows past the committed watermark, delivers them, and commits the
-/// new watermark only after every record was acknowledged.
+/// Runs `name` once and commits only after every record was acknowledged: append syncs read
+/// rows past the committed watermark; full and mirror syncs diff a snapshot against the
+/// committed one and send the changes.
 pub fn run_sync(
     config: &Config,
     name: &str,
@@ -257,7 +382,8 @@ pub fn run_sync(
             what: "sending one sync to several destinations".into(),
         });
     }
-    let (destination, policy, limits) = build_destination(config, name, &sync.destinations[0])?;
+    let dest_name = &sync.destinations[0];
+    let built = build_destination(config, &resolved, dest_name)?;
     let store = StateStore::open(&config.state_dir())?;
     let after = match sync.mode {
         SyncMode::Append => store.watermark(name)?,
@@ -276,40 +402,100 @@ pub fn run_sync(
             });
         }
     }
-    let (cursor, cursor_type) = resolved.cursor.clone();
-    let total = resolved
-        .warehouse
-        .count_after(&resolved.source, &cursor, &cursor_type, after)
-        .ok();
+    let state_dir = config.state_dir();
+    let committed = store.snapshot(name)?;
+    let total = match &resolved.cursor {
+        Some((cursor, cursor_type)) => resolved
+            .warehouse
+            .count_after(&resolved.source, cursor, cursor_type, after)
+            .ok(),
+        None => resolved.warehouse.count(&resolved.source).ok(),
+    };
     let run = store.begin_run(name, &format!("{:?}", sync.mode).to_lowercase(), after)?;
     let rejects_path = sync
         .rejects_path
         .as_ref()
         .map(|p| config.resolve(p))
-        .unwrap_or_else(|| {
-            config
-                .state_dir()
-                .join("rejects")
-                .join(format!("{name}.ndjson"))
-        });
-    let rejects = Arc::new(RejectsFile::new(&rejects_path, name, run.run_id));
+        .unwrap_or_else(|| state_dir.join("rejects").join(format!("{name}.ndjson")));
+    let logs = Arc::new(RunLogs {
+        rejects: RejectsFile::new(&rejects_path, name, run.run_id),
+        changes: RejectsFile::new(
+            &state_dir.join("changes").join(format!("{name}.ndjson")),
+            name,
+            run.run_id,
+        ),
+    });
     let control = RunControl::new(64 * 1024);
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
+    let snapshots_dir = state_dir.join("snapshots").join(name);
+    let next_dir = snapshots_dir.join(format!("run-{}", run.run_id));
+    let (plan, diff_counts) = match &resolved.hasher {
+        None => (
+            Plan::Append {
+                mapper: resolved.events.clone().ok_or_else(|| SyncError::Unsupported {
+                    sync: name.to_string(),
+                    what: "append without an events mapping".into(),
+                })?,
+            },
+            None,
+        ),
+        Some(hasher) => {
+            // Leftovers of runs that never committed.
+            remove_snapshots_except(&snapshots_dir, committed.as_ref().map(|c| c.run_id));
+            let counts = Arc::new(DiffCounts::default());
+            let spec = DiffSpec {
+                hasher: hasher.clone(),
+                previous: committed
+                    .iter()
+                    .flat_map(|c| c.parts.iter().map(|p| state_dir.join(p)))
+                    .collect(),
+                next_dir: next_dir.clone(),
+                spill_dir: state_dir.join("tmp"),
+                memory_budget: 64 << 20,
+                emit: match (sync.table_type, sync.resend_all) {
+                    (TableType::Lookup, _) => Emit::AllIfChanged,
+                    (_, true) => Emit::All,
+                    (_, false) => Emit::Changes,
+                },
+                send_deletes: sync.mode == SyncMode::Mirror,
+            };
+            let mapper = change_mapper(config, &resolved, dest_name, built.envelope)?;
+            (
+                Plan::Diff {
+                    spec: Arc::new(spec),
+                    counts: counts.clone(),
+                    mapper,
+                },
+                Some(counts),
+            )
+        }
+    };
     let reader = {
         let (warehouse, source, watermark) = (
             resolved.warehouse.clone(),
             resolved.source.clone(),
             watermark.clone(),
         );
-        let cursor_idx = resolved.schema.arrow.index_of(&cursor).unwrap_or(0);
+        let cursor = resolved.cursor.clone();
+        let cursor_idx = cursor
+            .as_ref()
+            .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
+            .unwrap_or(0);
         let handle = runtime.handle().clone();
         Box::new(move |sender: SourceSender| {
             handle.spawn_blocking(move || {
                 let mut max = None;
-                let result = warehouse.read_after(&source, &cursor, &cursor_type, after, |batch| {
-                    max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
-                    sender.send(SourceMessage::Batch(batch)).is_ok()
-                });
+                let result = match &cursor {
+                    Some((cursor, cursor_type)) => {
+                        warehouse.read_after(&source, cursor, cursor_type, after, |batch| {
+                            max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
+                            sender.send(SourceMessage::Batch(batch)).is_ok()
+                        })
+                    }
+                    None => warehouse.read_snapshot(&source, |batch| {
+                        sender.send(SourceMessage::Batch(batch)).is_ok()
+                    }),
+                };
                 tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
                 if let Err(e) = result {
                     let _ = sender.send(SourceMessage::Failed(e.to_string()));
@@ -325,18 +511,16 @@ pub fn run_sync(
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
-    tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destination = %destination.describe(), "run started");
+    tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destination = %built.destination.describe(), "run started");
     let result = run_dataflow(RunSpec {
         workers: options.workers.max(1),
         epoch: run.run_id,
         reader,
-        plan: Plan::Append {
-            mapper: resolved.mapper.clone(),
-        },
-        destination,
-        limits,
-        policy,
-        rejects: rejects.clone(),
+        plan,
+        destination: built.destination,
+        limits: built.limits,
+        policy: built.policy,
+        rejects: logs.clone(),
         control: control.clone(),
         runtime: runtime.handle().clone(),
         now_ms: chrono::Utc::now().timestamp_millis(),
@@ -345,8 +529,7 @@ pub fn run_sync(
         p.finish();
     }
     let result = result.and_then(|outcome| {
-        rejects
-            .flush()
+        logs.flush()
             .map(|_| outcome)
             .map_err(|e| wharf_pipelines::run::RunError(format!("cannot write rejects: {e}")))
     });
@@ -365,17 +548,45 @@ pub fn run_sync(
             run.delivered = outcome.delivered;
             run.rejected = outcome.rejected;
             run.bytes_sent = outcome.bytes_sent;
+            run.unapplied = control
+                .counters
+                .changes_unapplied
+                .load(std::sync::atomic::Ordering::Relaxed);
             let new_wm = match sync.mode {
                 SyncMode::Append => max_watermark(after, after_wm),
                 _ => None,
             };
-            let run = store.commit_run(run, new_wm)?;
+            let snapshot = match &diff_counts {
+                Some(c) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    run.inserted = c.inserts.load(Relaxed);
+                    run.updated = c.updates.load(Relaxed);
+                    run.deleted = c.deletes.load(Relaxed);
+                    let parts = c.parts.lock().map(|p| p.clone()).unwrap_or_default();
+                    Some(SnapshotState {
+                        run_id: run.run_id,
+                        rows: c.rows.load(Relaxed),
+                        parts: parts
+                            .iter()
+                            .map(|p| p.strip_prefix(&state_dir).unwrap_or(p).to_path_buf())
+                            .collect(),
+                    })
+                }
+                None => None,
+            };
+            let run = store.commit_run(run, new_wm, snapshot.as_ref())?;
+            if snapshot.is_some() {
+                remove_snapshots_except(&snapshots_dir, Some(run.run_id));
+            }
             tracing::info!(
                 sync = name,
                 run = run.run_id,
                 rows = outcome.rows_read,
                 delivered = outcome.delivered,
                 rejected = outcome.rejected,
+                inserted = run.inserted,
+                updated = run.updated,
+                deleted = run.deleted,
                 "run committed"
             );
             Ok(SyncReport {
@@ -390,6 +601,9 @@ pub fn run_sync(
             failed.rows_read = c.rows_read.load(std::sync::atomic::Ordering::Relaxed);
             let run_id = failed.run_id;
             store.end_run_uncommitted(failed, RunStatus::Failed, Some(e.0.clone()))?;
+            if diff_counts.is_some() {
+                let _ = std::fs::remove_dir_all(&next_dir);
+            }
             Err(SyncError::RunFailed {
                 sync: name.to_string(),
                 run_id,
@@ -397,4 +611,94 @@ pub fn run_sync(
             })
         }
     }
+}
+
+/// Removes the snapshot folders of `dir` other than `run-<keep>` (uncommitted leftovers and
+/// superseded snapshots). Best effort: a leftover only costs disk space.
+fn remove_snapshots_except(dir: &std::path::Path, keep: Option<u64>) {
+    let keep = keep.map(|k| format!("run-{k}"));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("run-") && Some(&name) != keep.as_ref() {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove an old snapshot");
+            }
+        }
+    }
+}
+
+/// What the next run of a full/mirror sync would send, found by a dry run of the diff against
+/// the committed snapshot (nothing is sent or committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangePreview {
+    /// Rows in the table (with a key).
+    pub rows: u64,
+    /// Keys that would be inserted.
+    pub inserts: u64,
+    /// Keys that would be updated.
+    pub updates: u64,
+    /// Keys that would be deleted.
+    pub deletes: u64,
+}
+
+/// Dry-runs the diff of a snapshot sync.
+pub fn preview_changes(
+    config: &Config,
+    resolved: &ResolvedSync,
+    workers: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ChangePreview, SyncError> {
+    let name = &resolved.sync.name;
+    let Some(hasher) = &resolved.hasher else {
+        return Err(SyncError::Unsupported {
+            sync: name.clone(),
+            what: "a change preview for an append sync".into(),
+        });
+    };
+    let store = StateStore::open(&config.state_dir())?;
+    let committed = store.snapshot(name)?;
+    drop(store);
+    let state_dir = config.state_dir();
+    let scratch = state_dir.join("tmp").join(format!("preview-{}", std::process::id()));
+    let spec = DiffSpec {
+        hasher: hasher.clone(),
+        previous: committed
+            .iter()
+            .flat_map(|c| c.parts.iter().map(|p| state_dir.join(p)))
+            .collect(),
+        next_dir: scratch.clone(),
+        spill_dir: scratch.clone(),
+        memory_budget: 64 << 20,
+        emit: Emit::Changes,
+        send_deletes: false,
+    };
+    let (warehouse, source) = (resolved.warehouse.clone(), resolved.source.clone());
+    let handle = runtime.handle().clone();
+    let reader: wharf_operators::dataflow::StartReader = Box::new(move |sender: SourceSender| {
+        handle.spawn_blocking(move || {
+            let result = warehouse.read_snapshot(&source, |batch| {
+                sender.send(SourceMessage::Batch(batch)).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = sender.send(SourceMessage::Failed(e.to_string()));
+            }
+        });
+    });
+    let result = wharf_operators::diff::diff_run(workers.max(1), reader, spec, false);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (_, counts) = result.map_err(|reason| SyncError::RunFailed {
+        sync: name.clone(),
+        run_id: 0,
+        reason: format!("dry run: {reason}"),
+    })?;
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(ChangePreview {
+        rows: counts.rows.load(Relaxed),
+        inserts: counts.inserts.load(Relaxed),
+        updates: counts.updates.load(Relaxed),
+        deletes: counts.deletes.load(Relaxed),
+    })
 }

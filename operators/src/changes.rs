@@ -16,6 +16,7 @@
 //! unapplied: deletes carry no record.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::Schema;
@@ -47,14 +48,14 @@ fn write_envelope(out: &mut Vec<u8>, op: ChangeOp, key: &str, record: Option<&[u
 
 /// Events in mirror mode.
 pub struct EventChanges {
-    mapper: EventMapper,
+    mapper: Arc<EventMapper>,
     envelope: bool,
 }
 
 impl EventChanges {
     /// Wraps an event mapper (whose key columns should be the primary key, so an updated row
     /// keeps its `$insert_id`).
-    pub fn new(mapper: EventMapper, envelope: bool) -> Self {
+    pub fn new(mapper: Arc<EventMapper>, envelope: bool) -> Self {
         EventChanges { mapper, envelope }
     }
 }

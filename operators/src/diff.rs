@@ -136,6 +136,8 @@ pub struct DiffSpec {
     pub memory_budget: usize,
     /// Which rows to emit.
     pub emit: Emit,
+    /// Emit deleted keys (mirror); otherwise they are only counted (full).
+    pub send_deletes: bool,
 }
 
 /// Counts of one diff (shared by the workers).
@@ -404,20 +406,16 @@ pub fn snapshot_diff<'s>(
                 Exchange::new(|k: &u128| *k as u64),
                 "ClassifyChanges",
                 move |cap, _info| {
-                    // key → (old fingerprint, new fingerprint)
-                    let mut pending: HashMap<u128, (Option<u128>, Option<u128>)> = HashMap::new();
+                    // (key, fingerprint, +1 new / −1 old) of every consolidated difference.
+                    let mut pending: Vec<(u128, u128, i8)> = Vec::new();
                     let mut keys: Vec<u128> = Vec::new();
                     let mut held = Some(cap.delayed(&epoch));
+                    // With no previous snapshot every row is an insert; the rows are emitted
+                    // without a per-key verdict (see EmitChangedRows).
+                    let first = spec.previous.is_empty();
                     move |(diffs, f1), (keys_in, f2), output| {
                         diffs.for_each(|_cap, data| {
-                            for ((k, fp), _t, r) in data.drain(..) {
-                                let e = pending.entry(k).or_insert((None, None));
-                                if r < 0 {
-                                    e.0 = Some(fp);
-                                } else {
-                                    e.1 = Some(fp);
-                                }
-                            }
+                            pending.extend(data.drain(..).map(|((k, fp), _t, r)| (k, fp, r.signum() as i8)));
                         });
                         keys_in.for_each(|_cap, data| keys.append(data));
                         if f1.less_equal(&epoch) || f2.less_equal(&epoch) {
@@ -433,14 +431,29 @@ pub fn snapshot_diff<'s>(
                                 dups += 1;
                             }
                         }
+                        if first {
+                            counts.inserts.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                        }
                         keys = Vec::new();
-                        if dups > 0 {
-                            pending.clear();
+                        if dups > 0 || first {
+                            pending = Vec::new();
                             return;
                         }
+                        pending.sort_unstable();
                         let (mut ins, mut upd) = (0u64, 0u64);
                         let mut deleted: HashSet<u128> = HashSet::new();
-                        for (k, (old, new)) in pending.drain() {
+                        let mut i = 0;
+                        while i < pending.len() {
+                            let k = pending[i].0;
+                            let (mut old, mut new) = (None, None);
+                            while i < pending.len() && pending[i].0 == k {
+                                if pending[i].2 < 0 {
+                                    old = Some(pending[i].1);
+                                } else {
+                                    new = Some(pending[i].1);
+                                }
+                                i += 1;
+                            }
                             let change = match (old, new) {
                                 (None, Some(_)) => {
                                     ins += 1;
@@ -464,12 +477,13 @@ pub fn snapshot_diff<'s>(
                             };
                             session.give(Verdict::Changed(k, change));
                         }
+                        pending = Vec::new();
                         counts.inserts.fetch_add(ins, Ordering::Relaxed);
                         counts.updates.fetch_add(upd, Ordering::Relaxed);
                         counts
                             .deletes
                             .fetch_add(deleted.len() as u64, Ordering::Relaxed);
-                        if !deleted.is_empty() {
+                        if !deleted.is_empty() && spec.send_deletes {
                             // Deleted keys' texts come from the previous snapshot's files.
                             match deleted_keys(&spec.previous, &deleted) {
                                 Ok(texts) => {
@@ -548,21 +562,23 @@ pub fn snapshot_diff<'s>(
                         return;
                     }
                     let Some(cap) = held.as_ref() else { return };
+                    let first = spec.previous.is_empty();
                     if iter.is_none() {
                         if !dups.is_empty() {
                             let examples = duplicate_examples(&stash, &spec.hasher, &dups);
                             if !examples.is_empty() {
                                 control.fail(format!(
-                                    "the snapshot has duplicate primary key values, e.g. {}; fix primary_key (it must be unique) or set dedupe_by",
+                                    "the snapshot has duplicate primary key values, e.g. {}; fix `primary_key` (it must be unique) or deduplicate the rows in a `query`",
                                     examples.join(", ")
                                 ));
                             }
                             held = None;
                             return;
                         }
-                        let nothing_changed =
-                            changed.is_empty() && counts.deletes.load(Ordering::Relaxed) == 0;
-                        if spec.emit == Emit::Changes && changed.is_empty()
+                        let nothing_changed = !first
+                            && changed.is_empty()
+                            && counts.deletes.load(Ordering::Relaxed) == 0;
+                        if spec.emit == Emit::Changes && changed.is_empty() && !first
                             || spec.emit == Emit::AllIfChanged && nothing_changed
                         {
                             held = None;
@@ -591,7 +607,7 @@ pub fn snapshot_diff<'s>(
                                 break;
                             }
                             Some(Ok(batch)) => {
-                                if let Some(set) = pick_rows(&batch, &spec, &changed) {
+                                if let Some(set) = pick_rows(&batch, &spec, &changed, first) {
                                     control.admit(set.len());
                                     session.give(set);
                                 }
@@ -634,6 +650,7 @@ fn pick_rows(
     batch: &RecordBatch,
     spec: &DiffSpec,
     changed: &HashMap<u128, RowChange>,
+    first: bool,
 ) -> Option<ChangeSet> {
     let hashes = spec.hasher.key_hashes(batch);
     let mut rejects = Vec::new();
@@ -654,6 +671,10 @@ fn pick_rows(
                 return Some(false);
             };
             let change = match (changed.get(h), spec.emit) {
+                _ if first => RowChange {
+                    op: ChangeOp::Insert,
+                    identity_changed: false,
+                },
                 (Some(c), _) => *c,
                 (None, Emit::Changes) => return Some(false),
                 (None, _) => RowChange {
@@ -736,19 +757,42 @@ fn deleted_keys(previous: &[PathBuf], deleted: &HashSet<u128>) -> Result<Vec<Str
 
 /// Runs one snapshot diff on its own (no destination): `batches` are the snapshot, `spec`
 /// says where the previous state is and where the new one goes. Returns every change set, in
-/// no particular order, and the counts. For tests, benchmarks and dry runs.
+/// no particular order, and the counts. For tests and benchmarks.
 pub fn diff_batches(
     workers: usize,
     batches: Vec<RecordBatch>,
     spec: DiffSpec,
 ) -> Result<(Vec<ChangeSet>, Arc<DiffCounts>), String> {
-    use crate::dataflow::{poll_source, SourceMessage, SourceSender};
+    let reader: crate::dataflow::StartReader = Box::new(move |sender| {
+        std::thread::spawn(move || {
+            for batch in batches {
+                if sender
+                    .send(crate::dataflow::SourceMessage::Batch(batch))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    });
+    diff_run(workers, reader, spec, true)
+}
+
+/// Runs one snapshot diff on its own, reading with `reader`; change sets are returned when
+/// `collect` is set (else only counted: a dry run).
+pub fn diff_run(
+    workers: usize,
+    reader: crate::dataflow::StartReader,
+    spec: DiffSpec,
+    collect: bool,
+) -> Result<(Vec<ChangeSet>, Arc<DiffCounts>), String> {
+    use crate::dataflow::poll_source;
     use timely::dataflow::operators::{Inspect, Probe};
     let control = RunControl::new(usize::MAX / 4);
     let counts = Arc::new(DiffCounts::default());
     let spec = Arc::new(spec);
     let out: Arc<Mutex<Vec<ChangeSet>>> = Arc::default();
-    let batches = Arc::new(Mutex::new(Some(batches)));
+    let reader = Arc::new(Mutex::new(Some(reader)));
     let config = if workers <= 1 {
         timely::Config::thread()
     } else {
@@ -756,18 +800,8 @@ pub fn diff_batches(
     };
     let (ctl, cnt, sink) = (control.clone(), counts.clone(), out.clone());
     let guards = timely::execute(config, move |worker| {
-        let start: Option<crate::dataflow::StartReader> = if worker.index() == 0 {
-            batches.lock().ok().and_then(|mut b| b.take()).map(|b| {
-                Box::new(move |sender: SourceSender| {
-                    std::thread::spawn(move || {
-                        for batch in b {
-                            if sender.send(SourceMessage::Batch(batch)).is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }) as crate::dataflow::StartReader
-            })
+        let start = if worker.index() == 0 {
+            reader.lock().ok().and_then(|mut r| r.take())
         } else {
             None
         };
@@ -776,8 +810,10 @@ pub fn diff_batches(
             let rows = poll_source(scope, 1, start, ctl.clone());
             let (probe, _) = snapshot_diff(rows, 1, spec, cnt, ctl.clone())
                 .inspect(move |c: &ChangeSet| {
-                    if let Ok(mut s) = sink.lock() {
-                        s.push(c.clone());
+                    if collect {
+                        if let Ok(mut s) = sink.lock() {
+                            s.push(c.clone());
+                        }
                     }
                 })
                 .probe();

@@ -165,6 +165,7 @@ fn run(steps: &[Vec<Step>], workers: usize, chunk: usize) -> Result<(), TestCase
             // A tiny budget so the spill path is exercised too.
             memory_budget: if run % 2 == 0 { 1 } else { 1 << 30 },
             emit: Emit::Changes,
+            send_deletes: true,
         };
         let (sets, counts) = diff_batches(workers, input, spec).map_err(TestCaseError::fail)?;
         let want = oracle(&before, &table);
@@ -215,6 +216,7 @@ fn duplicate_keys_are_an_error_naming_them() {
             spill_dir: dir.path().join("spill"),
             memory_budget: 1 << 20,
             emit: Emit::Changes,
+            send_deletes: true,
         };
         let err = diff_batches(workers, vec![batch.clone()], spec).unwrap_err();
         assert!(err.contains("duplicate primary key values, e.g. 7"), "{err}");

@@ -246,6 +246,16 @@ impl DuckDbWarehouse {
         Ok(n.max(0) as u64)
     }
 
+    /// The number of rows of `src`.
+    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
+        let conn = self.connect()?;
+        let sql = format!("SELECT count(*) FROM {}", Self::from_clause(src));
+        let n: i64 = conn
+            .query_row(&sql, [], |r| r.get(0))
+            .map_err(|e| Self::query_err(src, e))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Streams the rows whose `cursor` is past `after`, in cursor order, to `each` (which
     /// returns false to stop early).
     pub fn read_after(
