@@ -32,7 +32,13 @@ fn batch(start: usize, end: usize, version: u32) -> RecordBatch {
     let names: Vec<String> = ids.iter().map(|i| format!("user name {i}")).collect();
     let scores: Vec<i64> = ids
         .iter()
-        .map(|i| if version == 1 && i % 100 == 0 { -i } else { i % 1000 })
+        .map(|i| {
+            if version == 1 && i % 100 == 0 {
+                -i
+            } else {
+                i % 1000
+            }
+        })
         .collect();
     let amounts: Vec<f64> = ids.iter().map(|i| *i as f64 * 0.25).collect();
     let cities: Vec<Option<&str>> = ids
@@ -87,10 +93,14 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let rows: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let workers: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
     let dir = tempfile::tempdir().expect("temp dir");
-    let hasher = Arc::new(RowHasher::new(&schema(), &["id".to_string()], &[], &[]).expect("hasher"));
+    let hasher =
+        Arc::new(RowHasher::new(&schema(), &["id".to_string()], &[], &[]).expect("hasher"));
     let mut previous = Vec::new();
     for (run, version) in [(1, 0u32), (2, 1u32)] {
         let spec = DiffSpec {

@@ -129,15 +129,21 @@ pub struct MixpanelConfig {
     pub project_id: Option<String>,
     /// Service-account authentication.
     pub service_account: Option<ServiceAccount>,
-    /// Project-token authentication (instead of a service account).
+    /// The project token: authenticates `/import` when no service account is set, and is the
+    /// `$token` of every profile update (required for user and group profiles).
     pub project_token: Option<Secret>,
     /// Data residency: `us` (default), `eu` or `in`.
     #[serde(default)]
     pub region: Region,
     /// Overrides the host, e.g. `http://127.0.0.1:8080` for the local receiver.
     pub api_host: Option<String>,
-    /// Requests in flight at once (default 4).
+    /// Requests in flight at once (default 10; shrinks on 429s and timeouts, grows back).
     pub concurrency: Option<usize>,
+    /// Cap on records sent per second (default: none).
+    pub max_records_per_second: Option<f64>,
+    /// Cap on uncompressed megabytes (10^6 bytes) sent per minute (default 1500, below
+    /// Mixpanel's 2 GB/min per project).
+    pub max_mb_per_minute: Option<f64>,
     /// Per-request timeout, e.g. `60s` (default 120 s).
     pub timeout: Option<String>,
     /// First retry backoff, e.g. `2s` (default 2 s, doubling up to `max_backoff`).
@@ -236,6 +242,10 @@ pub struct MappingConfig {
     pub group_id_column: Option<String>,
     /// Lookup tables: the Mixpanel lookup table id to replace.
     pub lookup_table_id: Option<String>,
+    /// User profiles from an SCD type 2 history table: the column holding each row's start
+    /// time. Each run sends, per user, only the row with the latest start time (the profile's
+    /// current state).
+    pub history_start_column: Option<String>,
 }
 
 /// One sync.
@@ -571,6 +581,14 @@ impl Config {
                     return Err(err(
                         key("mapping.group_id_column"),
                         "missing: group profiles need the column holding the group id".into(),
+                    ))
+                }
+                TableType::Events | TableType::Groups | TableType::Lookup
+                    if m.history_start_column.is_some() =>
+                {
+                    return Err(err(
+                        key("mapping.history_start_column"),
+                        "only user profiles (table_type = \"users\") have a history variant".into(),
                     ))
                 }
                 TableType::Lookup if s.primary_key.len() != 1 => {

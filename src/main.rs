@@ -12,7 +12,6 @@ use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
-use wharf_operators::changes::ChangeMapper;
 use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::events::row_json;
 use wharf_operators::record::MappedBatch;
@@ -350,7 +349,11 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
     }
     println!(
         "  JSON props : {}",
-        r.sync.mapping.properties_column.as_deref().unwrap_or("(none)")
+        r.sync
+            .mapping
+            .properties_column
+            .as_deref()
+            .unwrap_or("(none)")
     );
     if let Some(c) = &r.cursor {
         println!("  cursor     : {} ({})", c.0, c.1);
@@ -371,7 +374,11 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
         let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], false)?;
         println!("records as they would be sent for new rows:");
         for b in &batches {
-            let hasher = r.hasher.as_ref().map(|h| h.key_texts(b)).unwrap_or_default();
+            let hasher = r
+                .hasher
+                .as_ref()
+                .map(|h| h.key_texts(b))
+                .unwrap_or_default();
             let set = ChangeSet::Rows {
                 batch: b.clone(),
                 changes: vec![

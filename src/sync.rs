@@ -11,11 +11,12 @@ use wharf_operators::changes::{
 };
 use wharf_operators::dataflow::{BatchLimits, RunControl, SourceMessage, SourceSender};
 use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
-use wharf_operators::snapshot::RowHasher;
 use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MappingError};
+use wharf_operators::snapshot::RowHasher;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{Destination, DestinationError};
+use wharf_pipelines::governor::RateCap;
 use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec};
 
 use crate::config::{
@@ -150,9 +151,29 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     };
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
     let merr = |e| SyncError::Mapping(sync.name.clone(), e);
-    let schema = warehouse.describe(&source).map_err(werr)?;
     let m = &sync.mapping;
     let key_columns = sync.key_columns();
+    let mut schema = warehouse.describe(&source).map_err(werr)?;
+    let source = match (&m.history_start_column, key_columns.first()) {
+        (Some(start), Some(user)) if sync.table_type == TableType::Users => {
+            if schema.arrow.index_of(start).is_err() {
+                return Err(merr(MappingError::UnknownColumn {
+                    column: start.clone(),
+                    role: "history_start_column",
+                    available: schema
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }));
+            }
+            let latest = DuckDbWarehouse::latest_per_key(&source, user, start);
+            schema = warehouse.describe(&latest).map_err(werr)?;
+            latest
+        }
+        _ => source,
+    };
     let mut events = None;
     let mut cursor = None;
     let mut hasher = None;
@@ -279,7 +300,9 @@ pub fn change_mapper(
         }
         TableType::Lookup => {
             let key = sync.key_columns().first().cloned().unwrap_or_default();
-            Arc::new(LookupRows::new(&resolved.schema.arrow, &key, &m.exclude_columns).map_err(merr)?)
+            Arc::new(
+                LookupRows::new(&resolved.schema.arrow, &key, &m.exclude_columns).map_err(merr)?,
+            )
         }
     })
 }
@@ -341,6 +364,11 @@ pub fn build_destination(
                     .min(d(&m.initial_backoff, defaults.max_jitter)),
                 give_up_after: d(&m.give_up_after, defaults.give_up_after),
                 concurrency: m.concurrency.unwrap_or(defaults.concurrency).max(1),
+                rate: RateCap {
+                    records_per_second: m.max_records_per_second.filter(|r| *r > 0.0),
+                    bytes_per_minute: Some(m.max_mb_per_minute.unwrap_or(1500.0) * 1e6)
+                        .filter(|b| *b > 0.0),
+                },
             };
             let timeout = d(&m.timeout, Duration::from_secs(120));
             let (destination, limits): (Arc<dyn Destination>, BatchLimits) = match sync.table_type {
@@ -432,10 +460,13 @@ pub fn run_sync(
     let (plan, diff_counts) = match &resolved.hasher {
         None => (
             Plan::Append {
-                mapper: resolved.events.clone().ok_or_else(|| SyncError::Unsupported {
-                    sync: name.to_string(),
-                    what: "append without an events mapping".into(),
-                })?,
+                mapper: resolved
+                    .events
+                    .clone()
+                    .ok_or_else(|| SyncError::Unsupported {
+                        sync: name.to_string(),
+                        what: "append without an events mapping".into(),
+                    })?,
             },
             None,
         ),
@@ -662,7 +693,9 @@ pub fn preview_changes(
     let committed = store.snapshot(name)?;
     drop(store);
     let state_dir = config.state_dir();
-    let scratch = state_dir.join("tmp").join(format!("preview-{}", std::process::id()));
+    let scratch = state_dir
+        .join("tmp")
+        .join(format!("preview-{}", std::process::id()));
     let spec = DiffSpec {
         hasher: hasher.clone(),
         previous: committed

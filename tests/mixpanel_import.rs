@@ -27,6 +27,8 @@ fn config(host: &str, secret: &str) -> MixpanelConfig {
         region: Region::Us,
         api_host: Some(host.into()),
         concurrency: None,
+        max_records_per_second: None,
+        max_mb_per_minute: None,
         timeout: None,
         initial_backoff: None,
         max_backoff: None,

@@ -38,7 +38,11 @@ fn write_envelope(out: &mut Vec<u8>, op: ChangeOp, key: &str, record: Option<&[u
     out.extend_from_slice(b"{\"op\":\"");
     out.extend_from_slice(op.as_str().as_bytes());
     out.extend_from_slice(b"\",\"key\":");
-    out.extend_from_slice(if key.is_empty() { b"null" } else { key.as_bytes() });
+    out.extend_from_slice(if key.is_empty() {
+        b"null"
+    } else {
+        key.as_bytes()
+    });
     if let Some(r) = record {
         out.extend_from_slice(b",\"record\":");
         out.extend_from_slice(r);
@@ -161,7 +165,11 @@ pub struct ProfileChanges {
 
 impl ProfileChanges {
     /// Compiles `mapping` for `schema`.
-    pub fn new(mapping: &ProfileMapping, schema: &Schema, envelope: bool) -> Result<Self, MappingError> {
+    pub fn new(
+        mapping: &ProfileMapping,
+        schema: &Schema,
+        envelope: bool,
+    ) -> Result<Self, MappingError> {
         let find = |c: &str, role: &'static str| {
             schema.index_of(c).map_err(|_| MappingError::UnknownColumn {
                 column: c.to_string(),
@@ -186,7 +194,9 @@ impl ProfileChanges {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(i, f)| *i != id && Some(*i) != json && !mapping.exclude_columns.contains(f.name()))
+            .filter(|(i, f)| {
+                *i != id && Some(*i) != json && !mapping.exclude_columns.contains(f.name())
+            })
             .map(|(i, f)| {
                 let mut enc = Vec::new();
                 write_json_str(&mut enc, f.name());
@@ -339,7 +349,10 @@ impl ChangeMapper for ProfileChanges {
                             continue;
                         }
                     };
-                    let id = encs[self.id].text(row).map(|t| t.into_owned()).unwrap_or_default();
+                    let id = encs[self.id]
+                        .text(row)
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default();
                     line.clear();
                     if self.envelope {
                         write_envelope(&mut line, *op, &keys[row], Some(&set));
@@ -387,22 +400,27 @@ pub struct LookupRows {
 impl LookupRows {
     /// Compiles the column order for `schema` with `key` first.
     pub fn new(schema: &Schema, key: &str, exclude: &[String]) -> Result<Self, MappingError> {
-        let k = schema.index_of(key).map_err(|_| MappingError::UnknownColumn {
-            column: key.to_string(),
-            role: "primary_key",
-            available: schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let k = schema
+            .index_of(key)
+            .map_err(|_| MappingError::UnknownColumn {
+                column: key.to_string(),
+                role: "primary_key",
+                available: schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let mut columns = vec![k];
         columns.extend(
             (0..schema.fields().len())
                 .filter(|i| *i != k && !exclude.contains(schema.field(*i).name())),
         );
-        let header = columns.iter().map(|i| schema.field(*i).name().clone()).collect();
+        let header = columns
+            .iter()
+            .map(|i| schema.field(*i).name().clone())
+            .collect();
         Ok(LookupRows { columns, header })
     }
 
@@ -431,10 +449,7 @@ pub fn write_csv_field(out: &mut Vec<u8>, value: &str) {
 impl ChangeMapper for LookupRows {
     fn map_changes(&self, changes: &ChangeSet, _now_ms: i64) -> MappedBatch {
         let mut out = MappedBatch::default();
-        let ChangeSet::Rows {
-            batch, rejects, ..
-        } = changes
-        else {
+        let ChangeSet::Rows { batch, rejects, .. } = changes else {
             // A lookup table is replaced whole: deleted keys are simply not in it.
             out.dropped = changes.len();
             return out;

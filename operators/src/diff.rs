@@ -38,8 +38,8 @@ use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::Stream;
 
-use crate::dataflow::{ArrowBatch, RunControl};
 use crate::changes::ChangeMapper;
+use crate::dataflow::{ArrowBatch, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{identity_changed, RowHasher, SnapshotReader, SnapshotWriter};
 
@@ -162,14 +162,20 @@ enum Stash {
         bytes: usize,
     },
     Spilled {
-        writer: Option<StreamWriter<BufWriter<File>>>,
+        writer: Option<Box<StreamWriter<BufWriter<File>>>>,
         path: PathBuf,
         schema: SchemaRef,
     },
 }
 
 impl Stash {
-    fn push(&mut self, batch: RecordBatch, budget: usize, dir: &Path, worker: usize) -> Result<(), String> {
+    fn push(
+        &mut self,
+        batch: RecordBatch,
+        budget: usize,
+        dir: &Path,
+        worker: usize,
+    ) -> Result<(), String> {
         match self {
             Stash::Memory { batches, bytes } => {
                 *bytes += batch.get_array_memory_size();
@@ -181,13 +187,15 @@ impl Stash {
                     let schema = batches[0].schema();
                     let file = File::create(&path)
                         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                    let mut w = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
-                        .map_err(|e| format!("cannot spill batches: {e}"))?;
+                    let mut w =
+                        StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+                            .map_err(|e| format!("cannot spill batches: {e}"))?;
                     for b in batches.drain(..) {
-                        w.write(&b).map_err(|e| format!("cannot spill batches: {e}"))?;
+                        w.write(&b)
+                            .map_err(|e| format!("cannot spill batches: {e}"))?;
                     }
                     *self = Stash::Spilled {
-                        writer: Some(w),
+                        writer: Some(Box::new(w)),
                         path,
                         schema,
                     };
@@ -195,7 +203,9 @@ impl Stash {
                 Ok(())
             }
             Stash::Spilled { writer, schema, .. } => {
-                let w = writer.as_mut().ok_or("batch stashed after the stash was read")?;
+                let w = writer
+                    .as_mut()
+                    .ok_or("batch stashed after the stash was read")?;
                 let batch = if batch.schema() == *schema {
                     batch
                 } else {
@@ -203,7 +213,8 @@ impl Stash {
                         .with_schema(schema.clone())
                         .map_err(|e| format!("batches of one snapshot differ in schema: {e}"))?
                 };
-                w.write(&batch).map_err(|e| format!("cannot spill batches: {e}"))
+                w.write(&batch)
+                    .map_err(|e| format!("cannot spill batches: {e}"))
             }
         }
     }
@@ -220,9 +231,11 @@ impl Stash {
             Stash::Memory { batches, .. } => Ok(StashIter::Memory(batches.into_iter())),
             Stash::Spilled { writer, path, .. } => {
                 if let Some(mut w) = writer {
-                    w.finish().map_err(|e| format!("cannot spill batches: {e}"))?;
+                    w.finish()
+                        .map_err(|e| format!("cannot spill batches: {e}"))?;
                 }
-                let file = File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let file = File::open(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 // The file is unlinked now and vanishes when the reader is dropped.
                 let _ = std::fs::remove_file(&path);
                 let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
@@ -278,12 +291,16 @@ pub fn snapshot_diff<'s>(
 
     // 1. Hash every row, stash the batch, write the new state's part; emit (key, fp) +1.
     let cur = {
-        let (spec, counts, control, stash) = (spec.clone(), counts.clone(), control.clone(), stash.clone());
+        let (spec, counts, control, stash) =
+            (spec.clone(), counts.clone(), control.clone(), stash.clone());
         let part_path = spec.next_dir.join(format!("part-{index}.snap"));
         let mut writer = match SnapshotWriter::create(&part_path) {
             Ok(w) => Some(w),
             Err(e) => {
-                control.fail(format!("cannot write snapshot state {}: {e}", part_path.display()));
+                control.fail(format!(
+                    "cannot write snapshot state {}: {e}",
+                    part_path.display()
+                ));
                 None
             }
         };
@@ -310,7 +327,12 @@ pub fn snapshot_diff<'s>(
                                 }
                             }
                             counts.rows.fetch_add(keyed, Ordering::Relaxed);
-                            if let Err(e) = stash.borrow_mut().push(b.batch, spec.memory_budget, &spec.spill_dir, index) {
+                            if let Err(e) = stash.borrow_mut().push(
+                                b.batch,
+                                spec.memory_budget,
+                                &spec.spill_dir,
+                                index,
+                            ) {
                                 control.fail(e);
                             }
                             // Stashed rows no longer hold the source back; what is emitted later
@@ -339,32 +361,52 @@ pub fn snapshot_diff<'s>(
     let prev = {
         let (spec, control) = (spec.clone(), control.clone());
         let worker = scope.worker().clone();
-        source(scope, "PreviousSnapshot", move |cap: Capability<u64>, info| {
-            let activator = worker.activator_for(info.address.clone());
-            let mut cap = Some(cap.delayed(&epoch));
-            let mut files: Vec<PathBuf> = spec
-                .previous
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| i % peers == index)
-                .map(|(_, p)| p.clone())
-                .collect();
-            files.reverse();
-            let mut reader: Option<SnapshotReader> = None;
-            let mut key = Vec::new();
-            move |output| {
-                let Some(c) = cap.as_ref() else { return };
-                let mut session = output.session(c);
-                let mut n = 0;
-                while n < PREV_CHUNK {
-                    if reader.is_none() {
-                        let Some(path) = files.pop() else {
-                            drop(session);
-                            cap = None;
-                            return;
-                        };
-                        match SnapshotReader::open(&path) {
-                            Ok(r) => reader = Some(r),
+        source(
+            scope,
+            "PreviousSnapshot",
+            move |cap: Capability<u64>, info| {
+                let activator = worker.activator_for(info.address.clone());
+                let mut cap = Some(cap.delayed(&epoch));
+                let mut files: Vec<PathBuf> = spec
+                    .previous
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % peers == index)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                files.reverse();
+                let mut reader: Option<SnapshotReader> = None;
+                let mut key = Vec::new();
+                move |output| {
+                    let Some(c) = cap.as_ref() else { return };
+                    let mut session = output.session(c);
+                    let mut n = 0;
+                    while n < PREV_CHUNK {
+                        if reader.is_none() {
+                            let Some(path) = files.pop() else {
+                                drop(session);
+                                cap = None;
+                                return;
+                            };
+                            match SnapshotReader::open(&path) {
+                                Ok(r) => reader = Some(r),
+                                Err(e) => {
+                                    control.fail(format!(
+                                        "cannot read the last snapshot's state: {e}"
+                                    ));
+                                    drop(session);
+                                    cap = None;
+                                    return;
+                                }
+                            }
+                        }
+                        let Some(r) = reader.as_mut() else { continue };
+                        match r.next_row(&mut key) {
+                            Ok(Some(id)) => {
+                                session.give(((id.key, id.fp), epoch, -1isize));
+                                n += 1;
+                            }
+                            Ok(None) => reader = None,
                             Err(e) => {
                                 control.fail(format!("cannot read the last snapshot's state: {e}"));
                                 drop(session);
@@ -373,29 +415,18 @@ pub fn snapshot_diff<'s>(
                             }
                         }
                     }
-                    let Some(r) = reader.as_mut() else { continue };
-                    match r.next_row(&mut key) {
-                        Ok(Some(id)) => {
-                            session.give(((id.key, id.fp), epoch, -1isize));
-                            n += 1;
-                        }
-                        Ok(None) => reader = None,
-                        Err(e) => {
-                            control.fail(format!("cannot read the last snapshot's state: {e}"));
-                            drop(session);
-                            cap = None;
-                            return;
-                        }
-                    }
+                    activator.activate();
                 }
-                activator.activate();
-            }
-        })
+            },
+        )
     };
 
     // 3. S(now) − S(before), then per key: insert, update, delete, or a duplicate key.
     let cur_keys = cur.clone().map(|((k, _), _, _)| k);
-    let diffs = cur.as_collection().concat(prev.as_collection()).consolidate();
+    let diffs = cur
+        .as_collection()
+        .concat(prev.as_collection())
+        .consolidate();
     let verdicts = {
         let (spec, counts, control) = (spec.clone(), counts.clone(), control.clone());
         diffs
@@ -415,7 +446,10 @@ pub fn snapshot_diff<'s>(
                     let first = spec.previous.is_empty();
                     move |(diffs, f1), (keys_in, f2), output| {
                         diffs.for_each(|_cap, data| {
-                            pending.extend(data.drain(..).map(|((k, fp), _t, r)| (k, fp, r.signum() as i8)));
+                            pending.extend(
+                                data.drain(..)
+                                    .map(|((k, fp), _t, r)| (k, fp, r.signum() as i8)),
+                            );
                         });
                         keys_in.for_each(|_cap, data| keys.append(data));
                         if f1.less_equal(&epoch) || f2.less_equal(&epoch) {
@@ -432,7 +466,9 @@ pub fn snapshot_diff<'s>(
                             }
                         }
                         if first {
-                            counts.inserts.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                            counts
+                                .inserts
+                                .fetch_add(keys.len() as u64, Ordering::Relaxed);
                         }
                         keys = Vec::new();
                         if dups > 0 || first {
@@ -502,31 +538,33 @@ pub fn snapshot_diff<'s>(
     // 4. Deletes leave from the worker that classified them.
     let deletes = {
         let control = control.clone();
-        verdicts.clone().unary::<CapacityContainerBuilder<Vec<ChangeSet>>, _, _, _>(
-            Pipeline,
-            "EmitDeletes",
-            move |_cap, _info| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut keys: Vec<String> = Vec::new();
-                        let mut session = output.session(&cap);
-                        for v in data.drain(..) {
-                            if let Verdict::Deleted(k) = v {
-                                keys.push(k);
-                                if keys.len() >= DELETE_CHUNK {
-                                    control.admit(keys.len());
-                                    session.give(ChangeSet::Deletes(std::mem::take(&mut keys)));
+        verdicts
+            .clone()
+            .unary::<CapacityContainerBuilder<Vec<ChangeSet>>, _, _, _>(
+                Pipeline,
+                "EmitDeletes",
+                move |_cap, _info| {
+                    move |input, output| {
+                        input.for_each(|cap, data| {
+                            let mut keys: Vec<String> = Vec::new();
+                            let mut session = output.session(&cap);
+                            for v in data.drain(..) {
+                                if let Verdict::Deleted(k) = v {
+                                    keys.push(k);
+                                    if keys.len() >= DELETE_CHUNK {
+                                        control.admit(keys.len());
+                                        session.give(ChangeSet::Deletes(std::mem::take(&mut keys)));
+                                    }
                                 }
                             }
-                        }
-                        if !keys.is_empty() {
-                            control.admit(keys.len());
-                            session.give(ChangeSet::Deletes(keys));
-                        }
-                    });
-                }
-            },
-        )
+                            if !keys.is_empty() {
+                                control.admit(keys.len());
+                                session.give(ChangeSet::Deletes(keys));
+                            }
+                        });
+                    }
+                },
+            )
     };
 
     // 5. Every worker learns every changed key and picks its changed rows out of its stash.
@@ -745,8 +783,12 @@ fn deleted_keys(previous: &[PathBuf], deleted: &HashSet<u128>) -> Result<Vec<Str
     let mut out = Vec::with_capacity(deleted.len());
     let mut key = Vec::new();
     for path in previous {
-        let mut r = SnapshotReader::open(path).map_err(|e| format!("cannot read the last snapshot's state: {e}"))?;
-        while let Some(id) = r.next_row(&mut key).map_err(|e| format!("cannot read the last snapshot's state: {e}"))? {
+        let mut r = SnapshotReader::open(path)
+            .map_err(|e| format!("cannot read the last snapshot's state: {e}"))?;
+        while let Some(id) = r
+            .next_row(&mut key)
+            .map_err(|e| format!("cannot read the last snapshot's state: {e}"))?
+        {
             if deleted.contains(&id.key) {
                 out.push(String::from_utf8_lossy(&key).into_owned());
             }

@@ -245,8 +245,7 @@ impl RowHasher {
         (0..batch.num_rows())
             .map(|row| {
                 buf.clear();
-                self.write_key(&encs, row, &mut buf)
-                    .then(|| xxh3_128(&buf))
+                self.write_key(&encs, row, &mut buf).then(|| xxh3_128(&buf))
             })
             .collect()
     }
@@ -388,7 +387,9 @@ impl SnapshotReader {
             Err(e) => return Err(e),
         }
         let k = u128::from_le_bytes(buf);
-        self.input.read_exact(&mut buf).map_err(|e| self.corrupt(e))?;
+        self.input
+            .read_exact(&mut buf)
+            .map_err(|e| self.corrupt(e))?;
         let fp = u128::from_le_bytes(buf);
         let mut len = 0usize;
         let mut shift = 0;
@@ -413,7 +414,10 @@ impl SnapshotReader {
     fn corrupt(&self, e: io::Error) -> io::Error {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("snapshot file {} is truncated or corrupt: {e}", self.path.display()),
+            format!(
+                "snapshot file {} is truncated or corrupt: {e}",
+                self.path.display()
+            ),
         )
     }
 }

@@ -109,7 +109,10 @@ fn emitted(sets: &[ChangeSet]) -> BTreeSet<(String, ChangeOp)> {
             }
             ChangeSet::Deletes(keys) => {
                 for k in keys {
-                    assert!(out.insert((k.clone(), ChangeOp::Delete)), "key {k} deleted twice");
+                    assert!(
+                        out.insert((k.clone(), ChangeOp::Delete)),
+                        "key {k} deleted twice"
+                    );
                 }
             }
         }
@@ -219,7 +222,10 @@ fn duplicate_keys_are_an_error_naming_them() {
             send_deletes: true,
         };
         let err = diff_batches(workers, vec![batch.clone()], spec).unwrap_err();
-        assert!(err.contains("duplicate primary key values, e.g. 7"), "{err}");
+        assert!(
+            err.contains("duplicate primary key values, e.g. 7"),
+            "{err}"
+        );
     }
 }
 
@@ -247,7 +253,9 @@ fn fingerprint_rules() {
         if s.fields().len() == 3 {
             cols.push(Arc::new(Int64Array::from(vec![extra])));
         }
-        h.hash_batch(&RecordBatch::try_new(s.clone(), cols).unwrap()).ids[0].unwrap()
+        h.hash_batch(&RecordBatch::try_new(s.clone(), cols).unwrap())
+            .ids[0]
+            .unwrap()
     };
     let a = fp(&small, &narrow, r#"{"x":1,"y":[1,2]}"#, None);
     // Key order and whitespace in a JSON column do not matter.

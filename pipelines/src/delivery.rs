@@ -11,7 +11,7 @@ use wharf_operators::dataflow::{RejectSink, RunControl, SinkAck, SinkRequest};
 use wharf_operators::record::{EncodedRecords, Reject};
 
 use crate::destination::{Destination, DestinationError, SendOutcome};
-use crate::governor::Governor;
+use crate::governor::{Governor, RateCap};
 
 /// How requests are retried and how many are in flight.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +27,8 @@ pub struct RetryPolicy {
     /// Most requests in flight at once (halved on overload, grown back by one per window of
     /// successes).
     pub concurrency: usize,
+    /// Optional cap on records/s and bytes/min.
+    pub rate: RateCap,
 }
 
 impl Default for RetryPolicy {
@@ -37,7 +39,8 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(60),
             max_jitter: Duration::from_secs(5),
             give_up_after: Duration::from_secs(30 * 60),
-            concurrency: 4,
+            concurrency: 10,
+            rate: RateCap::default(),
         }
     }
 }
@@ -77,6 +80,7 @@ pub async fn deliver(
         let mut attempt = 0u32;
         loop {
             governor.wait_until_resumed().await;
+            governor.take_rate(records.len(), records.byte_len()).await;
             control.counters.requests.fetch_add(1, Ordering::Relaxed);
             let result = dest.send(&records).await;
             if let Err(e) = &result {
@@ -149,7 +153,7 @@ pub async fn delivery_loop(
     rejects: Arc<dyn RejectSink>,
     control: Arc<RunControl>,
 ) {
-    let governor = Governor::new(policy.concurrency);
+    let governor = Governor::with_rate(policy.concurrency, policy.rate);
     let policy = Arc::new(policy);
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(req) = requests.recv().await {

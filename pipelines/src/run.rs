@@ -12,13 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wharf_operators::changes::ChangeMapper;
 use wharf_operators::dataflow::{
     batch_sink, map_records, poll_source, BatchLimits, RejectSink, RunControl, StartReader,
 };
+use wharf_operators::diff::{map_changes, snapshot_diff, DiffCounts, DiffSpec};
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::Probe;
-use wharf_operators::changes::ChangeMapper;
-use wharf_operators::diff::{map_changes, snapshot_diff, DiffCounts, DiffSpec};
 use wharf_operators::RecordMapper;
 
 use crate::delivery::{delivery_loop, RetryPolicy};

@@ -169,6 +169,7 @@ fn spec(
             max_jitter: Duration::ZERO,
             give_up_after: Duration::from_secs(30),
             concurrency: 3,
+            rate: Default::default(),
         },
         rejects,
         control: RunControl::new(3000),

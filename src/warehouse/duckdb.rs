@@ -246,6 +246,17 @@ impl DuckDbWarehouse {
         Ok(n.max(0) as u64)
     }
 
+    /// `src` reduced to the latest row per `key` by `order` (profile history tables: each
+    /// user's current state is the row with the latest start time).
+    pub fn latest_per_key(src: &SourceRef, key: &str, order: &str) -> SourceRef {
+        SourceRef::Query(format!(
+            "SELECT * FROM {} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
+            Self::from_clause(src),
+            quote_ident(key),
+            quote_ident(order)
+        ))
+    }
+
     /// The number of rows of `src`.
     pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
         let conn = self.connect()?;
@@ -256,8 +267,8 @@ impl DuckDbWarehouse {
         Ok(n.max(0) as u64)
     }
 
-    /// Streams the rows whose `cursor` is past `after`, in cursor order, to `each` (which
-    /// returns false to stop early).
+    /// Streams the rows whose `cursor` is past `after` (in no particular order) to `each`
+    /// (which returns false to stop early).
     pub fn read_after(
         &self,
         src: &SourceRef,
@@ -267,11 +278,9 @@ impl DuckDbWarehouse {
         each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
         let (clause, param) = Self::after_clause(cursor, cursor_type, after);
-        let sql = format!(
-            "SELECT * FROM {} {clause} ORDER BY {}",
-            Self::from_clause(src),
-            quote_ident(cursor)
-        );
+        // No ORDER BY: a run commits all of its rows or none, so the order is irrelevant,
+        // and sorting would make DuckDB materialize every selected row (peak memory).
+        let sql = format!("SELECT * FROM {} {clause}", Self::from_clause(src));
         self.stream(src, &sql, param, each)
     }
 
