@@ -1,11 +1,17 @@
 //! A Mixpanel-compatible HTTP receiver for tests and local dry runs.
 //!
-//! It enforces Mixpanel's documented rules for `POST /import` (auth, body
-//! encodings, request limits and strict per-event validation) so wharf cannot
-//! drift into sending data real Mixpanel would reject. Accepted events are
-//! appended to `<data_dir>/events.ndjson`; counters survive a restart on the
-//! same directory. Each endpoint is one handler over a shared
-//! `ReceiverState`; new routes and layers (fault injection) go in `router`.
+//! It enforces Mixpanel's documented rules so wharf cannot drift into sending data real
+//! Mixpanel would reject:
+//! - `POST /import` (`import`, `rules`): auth, body encodings, request limits and strict
+//!   per-event validation; accepted events are appended to `<data_dir>/events.ndjson`.
+//! - `POST /engage` and `POST /groups` (`profiles`, `profile_state`): profile updates,
+//!   applied to user and group profiles; accepted updates are logged and replayed at start.
+//! - `PUT /lookup-tables/{id}` (`lookup`): whole-table CSV replacement, one file per table.
+//!
+//! Everything survives a restart on the same directory. Each endpoint is one handler over
+//! the shared `ReceiverState`, run through `answer` so that injected faults (`faults`)
+//! apply to every endpoint alike. Tests read the state back through `GET /wharf/…` routes or
+//! the accessors of [`Receiver`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -14,6 +20,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +28,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -29,17 +36,24 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod faults;
+mod import;
+mod lookup;
+mod profile_state;
+mod profiles;
 mod request;
 mod rules;
+mod store;
 
 use faults::Fault;
-pub use faults::Faults;
-
+pub use faults::{Faults, SlowResponses};
+use import::Reply;
+pub use lookup::LookupTable;
+use profile_state::ProfileKind;
+pub use profile_state::{GroupProfiles, Properties, UserProfiles};
 use request::*;
 use rules::*;
+use store::{Batch, Store};
 
-const EVENTS_FILE: &str = "events.ndjson";
-const STATS_FILE: &str = "stats.json";
 /// An event's serialized JSON must be strictly smaller than this.
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
 const MAX_PROPERTIES: usize = 255;
@@ -51,7 +65,8 @@ const BANNED_DISTINCT_IDS: &str =
     "anon anonymous nil none null undefined unknown 0 -1 [] {} 00000000-0000-0000-0000-000000000000 <nil>";
 const STRICT_FAILURE: &str = "some data points in the request failed validation";
 
-/// How the receiver authenticates `POST /import` (HTTP Basic auth).
+/// How the receiver authenticates `POST /import` and `PUT /lookup-tables/{id}` (HTTP Basic
+/// auth). Profile updates carry the project token in their body instead.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ReceiverAuth {
     /// Any non-empty basic-auth username is accepted (local dry runs).
@@ -87,35 +102,70 @@ impl fmt::Debug for ReceiverAuth {
 }
 
 /// Configuration of a [`Receiver`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReceiverConfig {
-    /// Directory holding `events.ndjson` and `stats.json` (created if missing).
+    /// Directory holding the event and profile logs, lookup tables and `stats.json`
+    /// (created if missing).
     pub data_dir: PathBuf,
-    /// Accepted credentials.
+    /// Accepted credentials (`/import`, lookup tables).
     pub auth: ReceiverAuth,
-    /// Maximum events per request (Mixpanel: 2000).
+    /// The project token profile updates (`$token`) must carry. `None`: the token of
+    /// [`ReceiverAuth::ProjectToken`], else any non-empty token.
+    pub project_token: Option<String>,
+    /// Maximum events per `/import` request (Mixpanel: 2000).
     pub max_records_per_request: usize,
-    /// Maximum uncompressed body size in bytes (Mixpanel: 10 MiB).
+    /// Maximum updates per `/engage` or `/groups` request (Mixpanel: 2000).
+    pub max_updates_per_request: usize,
+    /// Maximum uncompressed body size of `/import`, `/engage` and `/groups` requests in bytes
+    /// (Mixpanel: 10 MiB for `/import`).
     pub max_body_bytes: usize,
+    /// Maximum uncompressed lookup table CSV in bytes (Mixpanel: 100 MB).
+    pub max_lookup_table_bytes: usize,
     /// Failures to inject (none by default).
     pub faults: Option<Faults>,
+    /// Answers to delay (none by default).
+    pub slow_responses: Option<SlowResponses>,
+}
+
+impl fmt::Debug for ReceiverConfig {
+    /// Never prints the project token (nor, through [`ReceiverAuth`], any secret).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceiverConfig")
+            .field("data_dir", &self.data_dir)
+            .field("auth", &self.auth)
+            .field("project_token", &self.project_token.as_ref().map(|_| "***"))
+            .field("max_records_per_request", &self.max_records_per_request)
+            .field("max_updates_per_request", &self.max_updates_per_request)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_lookup_table_bytes", &self.max_lookup_table_bytes)
+            .field("faults", &self.faults)
+            .field("slow_responses", &self.slow_responses)
+            .finish()
+    }
 }
 
 impl ReceiverConfig {
-    /// A configuration with Mixpanel's limits (2000 events, 10 MiB per request).
+    /// A configuration with Mixpanel's limits (2000 events or updates and 10 MiB per request,
+    /// 100 MiB per lookup table).
     pub fn new(data_dir: impl Into<PathBuf>, auth: ReceiverAuth) -> Self {
         Self {
             data_dir: data_dir.into(),
             auth,
+            project_token: None,
             max_records_per_request: 2000,
+            max_updates_per_request: 2000,
             max_body_bytes: 10 * 1024 * 1024,
+            max_lookup_table_bytes: 100 * 1024 * 1024,
             faults: None,
+            slow_responses: None,
         }
     }
 }
 
-/// Counters of a receiver; also served as JSON at `GET /wharf/stats`.
+/// Counters of `/import`; also served as JSON at `GET /wharf/stats` (at the top level, next
+/// to the other endpoints' [`EndpointStats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ReceiverStats {
     /// `POST /import` requests handled (including rejected ones).
     pub requests: u64,
@@ -127,6 +177,45 @@ pub struct ReceiverStats {
     pub events_rejected: u64,
     /// Distinct accepted events by Mixpanel's (event, distinct_id, time, $insert_id) key.
     pub unique_events: u64,
+}
+
+/// Counters of `/engage` or `/groups`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ProfileStats {
+    /// Requests handled (including refused and failed ones).
+    pub requests: u64,
+    /// Updates found in request bodies (`updates_accepted + updates_rejected`).
+    pub updates_received: u64,
+    /// Updates applied (replays included).
+    pub updates_accepted: u64,
+    /// Updates that failed validation or belonged to a refused request.
+    pub updates_rejected: u64,
+}
+
+/// Counters of `PUT /lookup-tables/{id}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LookupTableStats {
+    /// Requests handled (including refused and failed ones).
+    pub requests: u64,
+    /// Tables replaced.
+    pub tables_replaced: u64,
+    /// Replacements refused (credentials, CSV, size) or not stored.
+    pub tables_rejected: u64,
+}
+
+/// Counters of the endpoints other than `/import`, served at `GET /wharf/stats` under
+/// `engage`, `groups` and `lookup_tables`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EndpointStats {
+    /// `POST /engage`.
+    pub engage: ProfileStats,
+    /// `POST /groups`.
+    pub groups: ProfileStats,
+    /// `PUT /lookup-tables/{id}`.
+    pub lookup_tables: LookupTableStats,
 }
 
 /// Errors starting or reading a [`Receiver`].
@@ -148,10 +237,10 @@ pub enum ReceiverError {
         /// The underlying error.
         source: io::Error,
     },
-    /// A stored events file holds a line that is not valid JSON.
-    #[error("corrupt events file {} at line {line}: {message}", path.display())]
+    /// A stored file (event or profile log, lookup table) holds a line that is not valid JSON.
+    #[error("corrupt receiver file {} at line {line}: {message}", path.display())]
     Corrupt {
-        /// The events file.
+        /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
@@ -167,160 +256,26 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ReceiverError + '_ {
     }
 }
 
+/// The endpoints, for counting and fault injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Import,
+    Engage,
+    Groups,
+    LookupTables,
+}
+
 /// State shared by all handlers.
 struct ReceiverState {
     config: ReceiverConfig,
     store: Mutex<Store>,
-    /// `/import` requests seen, numbering them for fault injection.
-    imports: std::sync::atomic::AtomicU64,
+    /// Requests seen on any endpoint, numbering them for fault injection.
+    requests_seen: AtomicU64,
 }
 
 impl ReceiverState {
     fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The on-disk event log plus counters and the dedup set (128-bit key hashes).
-struct Store {
-    events_path: PathBuf,
-    stats_path: PathBuf,
-    file: File,
-    unique: HashSet<u128>,
-    stats: ReceiverStats,
-    empty_distinct_ids: u64,
-}
-
-/// The effect of one request on the store.
-#[derive(Default)]
-struct Batch {
-    accepted: Vec<(Vec<u8>, u128)>,
-    rejected: u64,
-    empty_distinct_ids: u64,
-}
-
-impl Store {
-    fn open(dir: &Path) -> Result<Self, ReceiverError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let events_path = dir.join(EVENTS_FILE);
-        let stats_path = dir.join(STATS_FILE);
-        let (mut unique, mut accepted, mut empty_distinct_ids) = (HashSet::new(), 0, 0);
-        scan_events(&events_path, |event| {
-            accepted += 1;
-            if let Some((key, distinct_id)) = stored_key(&event) {
-                unique.insert(key);
-                empty_distinct_ids += u64::from(distinct_id.trim().is_empty());
-            }
-        })?;
-        let saved: ReceiverStats = match fs::read(&stats_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %stats_path.display(), error = %e, "ignoring unreadable stats file");
-                ReceiverStats::default()
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => ReceiverStats::default(),
-            Err(e) => return Err(io_error(&stats_path)(e)),
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&events_path)
-            .map_err(io_error(&events_path))?;
-        let stats = ReceiverStats {
-            requests: saved.requests,
-            events_received: accepted + saved.events_rejected,
-            events_accepted: accepted,
-            events_rejected: saved.events_rejected,
-            unique_events: unique.len() as u64,
-        };
-        Ok(Self {
-            events_path,
-            stats_path,
-            file,
-            unique,
-            stats,
-            empty_distinct_ids,
-        })
-    }
-
-    /// Counts one request and appends its accepted events in a single write.
-    /// Counts a request that stored nothing (an injected failure).
-    fn count_request(&mut self) {
-        self.stats.requests += 1;
-    }
-
-    fn record(&mut self, batch: Batch) -> io::Result<()> {
-        self.stats.requests += 1;
-        let total = batch.accepted.len() as u64 + batch.rejected;
-        self.stats.events_received += total;
-        let mut buf = Vec::new();
-        for (line, _) in &batch.accepted {
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-        }
-        let written = if buf.is_empty() {
-            Ok(())
-        } else {
-            self.file.write_all(&buf)
-        };
-        if written.is_ok() {
-            self.stats.events_accepted += batch.accepted.len() as u64;
-            self.stats.events_rejected += batch.rejected;
-            self.unique
-                .extend(batch.accepted.iter().map(|(_, key)| *key));
-            self.stats.unique_events = self.unique.len() as u64;
-            self.empty_distinct_ids += batch.empty_distinct_ids;
-        } else {
-            self.stats.events_rejected += total;
-        }
-        if let Err(e) = self.persist_stats() {
-            tracing::warn!(path = %self.stats_path.display(), error = %e, "could not save stats");
-        }
-        written
-    }
-
-    fn persist_stats(&self) -> io::Result<()> {
-        let tmp = self.stats_path.with_extension("json.tmp");
-        fs::write(
-            &tmp,
-            serde_json::to_vec(&self.stats).map_err(io::Error::other)?,
-        )?;
-        fs::rename(&tmp, &self.stats_path)
-    }
-}
-
-/// Calls `each` for every stored event (blank lines skipped; a missing file is empty).
-/// A truncated last line (a crash mid-write) is cut off the file.
-fn scan_events(path: &Path, mut each: impl FnMut(Value)) -> Result<(), ReceiverError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error(path)(e)),
-    };
-    let mut reader = BufReader::new(file);
-    let (mut line, mut offset, mut line_no) = (Vec::new(), 0u64, 0usize);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(io_error(path))?;
-        if n == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        if line.last() != Some(&b'\n') {
-            tracing::warn!(path = %path.display(), line = line_no, "dropping truncated last line");
-            let file = OpenOptions::new().write(true).open(path);
-            return file.and_then(|f| f.set_len(offset)).map_err(io_error(path));
-        }
-        offset += n as u64;
-        if !line.trim_ascii().is_empty() {
-            let corrupt = |e: serde_json::Error| ReceiverError::Corrupt {
-                path: path.to_path_buf(),
-                line: line_no,
-                message: e.to_string(),
-            };
-            each(serde_json::from_slice(&line).map_err(corrupt)?);
-        }
     }
 }
 
@@ -345,11 +300,11 @@ impl Receiver {
         let addr = listener
             .local_addr()
             .map_err(|source| ReceiverError::Bind { addr: bind, source })?;
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), stats = ?store.stats, "mixpanel receiver listening");
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), stats = ?store.stats, endpoints = ?store.endpoints, "mixpanel receiver listening");
         let state = Arc::new(ReceiverState {
             config,
             store: Mutex::new(store),
-            imports: Default::default(),
+            requests_seen: AtomicU64::new(0),
         });
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(Arc::clone(&state));
@@ -379,9 +334,14 @@ impl Receiver {
         format!("http://{}", self.addr)
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the `/import` counters.
     pub fn stats(&self) -> ReceiverStats {
         self.state.store().stats
+    }
+
+    /// A snapshot of the other endpoints' counters.
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.state.store().endpoints
     }
 
     /// Accepted events whose `distinct_id` was an empty (or blank) string.
@@ -393,8 +353,23 @@ impl Receiver {
     pub fn events(&self) -> Result<Vec<Value>, ReceiverError> {
         let store = self.state.store();
         let mut events = Vec::new();
-        scan_events(&store.events_path, |event| events.push(event))?;
+        store::scan_ndjson(&store.events_path, |event| events.push(event))?;
         Ok(events)
+    }
+
+    /// The user profiles (deleted ones absent).
+    pub fn profiles(&self) -> UserProfiles {
+        self.state.store().profiles.users.clone()
+    }
+
+    /// The group profiles by group key and group id (deleted ones absent).
+    pub fn groups(&self) -> GroupProfiles {
+        self.state.store().profiles.groups.clone()
+    }
+
+    /// The lookup table `id`, if it was ever replaced.
+    pub fn lookup_table(&self, id: &str) -> Result<Option<LookupTable>, ReceiverError> {
+        lookup::read_table(&self.state.config.data_dir, id)
     }
 
     /// Stops accepting connections and waits (up to 5 s) for in-flight requests.
@@ -422,11 +397,17 @@ impl Drop for Receiver {
     }
 }
 
-/// All routes; add new endpoints (and layers such as fault injection) here.
+/// All routes; add new endpoints here, and run their handling through `answer`.
 fn router(state: Arc<ReceiverState>) -> Router {
     Router::new()
-        .route("/import", post(import))
+        .route("/import", post(import::import))
+        .route("/engage", post(profiles::profile_updates))
+        .route("/groups", post(profiles::profile_updates))
+        .route("/lookup-tables/{id}", put(lookup::replace))
         .route("/wharf/stats", get(stats_handler))
+        .route("/wharf/profiles", get(profiles_handler))
+        .route("/wharf/groups", get(groups_handler))
+        .route("/wharf/lookup-tables/{id}", get(lookup::show))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
@@ -435,9 +416,104 @@ fn router(state: Arc<ReceiverState>) -> Router {
         .with_state(state)
 }
 
+/// What a handler did with a request: its answer, and whether it got as far as storing
+/// (only a stored request's answer can be lost by an injected fault).
+struct Handled {
+    response: Response,
+    stored: bool,
+}
+
+impl Handled {
+    /// The request was handled and its effect (possibly none) stored.
+    fn stored(response: Response) -> Self {
+        Handled {
+            response,
+            stored: true,
+        }
+    }
+
+    /// Storing failed; `response` says so.
+    fn failed(response: Response) -> Self {
+        Handled {
+            response,
+            stored: false,
+        }
+    }
+}
+
+/// Answers one request to `endpoint`: an injected 429 or 503 replaces the handling;
+/// otherwise `handle` runs on the blocking pool with the request's number, then an injected
+/// lost answer (502, dropped connection) replaces a stored one, and a slow response is
+/// delayed.
+async fn answer(
+    state: Arc<ReceiverState>,
+    endpoint: Endpoint,
+    handle: impl FnOnce(&ReceiverState, u64) -> Handled + Send + 'static,
+) -> Response {
+    let n = state.requests_seen.fetch_add(1, Ordering::Relaxed);
+    let injected = state.config.faults.as_ref();
+    let fault = injected.and_then(|f| f.pick(n));
+    let response = match fault {
+        Some(Fault::TooManyRequests) => {
+            state.store().count_request(endpoint);
+            let wait = injected.map_or(1, |f| f.retry_after.as_secs());
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"code": 429, "error": "Project exceeded rate limits. Please retry the request with exponential backoff.", "status": "Too Many Requests"}),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+        Some(Fault::Unavailable) => {
+            state.store().count_request(endpoint);
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service unavailable (injected)",
+            )
+        }
+        _ => {
+            let shared = Arc::clone(&state);
+            let handled = tokio::task::spawn_blocking(move || handle(&shared, n)).await;
+            match handled {
+                Ok(h) if h.stored && fault == Some(Fault::StoredThenDropped) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::new(faults::BrokenBody))
+                    .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "dropped")),
+                Ok(h) if h.stored && fault == Some(Fault::StoredButLost) => error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway (injected after storing)",
+                ),
+                Ok(h) => h.response,
+                Err(e) => {
+                    tracing::error!(error = %e, ?endpoint, "handler failed");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            }
+        }
+    };
+    let slow = state.config.slow_responses.as_ref();
+    if let Some(delay) = slow.and_then(|s| s.delay_for(n)) {
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
 async fn stats_handler(State(state): State<Arc<ReceiverState>>) -> Response {
-    let stats = state.store().stats;
+    let stats = state.store().saved_stats();
     json_response(StatusCode::OK, &json!(stats))
+}
+
+async fn profiles_handler(State(state): State<Arc<ReceiverState>>) -> Response {
+    let profiles = json!(state.store().profiles.users);
+    json_response(StatusCode::OK, &profiles)
+}
+
+async fn groups_handler(State(state): State<Arc<ReceiverState>>) -> Response {
+    let groups = json!(state.store().profiles.groups);
+    json_response(StatusCode::OK, &groups)
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
@@ -479,221 +555,5 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
         Err(Reply::too_large())
     } else {
         Ok(buf)
-    }
-}
-
-/// `POST /import`.
-async fn import(
-    State(state): State<Arc<ReceiverState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = read_body(body, state.config.max_body_bytes).await;
-    let n = state
-        .imports
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let fault = state.config.faults.as_ref().and_then(|f| f.pick(n));
-    match fault {
-        Some(Fault::TooManyRequests) => {
-            state.store().count_request();
-            let wait = state
-                .config
-                .faults
-                .as_ref()
-                .map(|f| f.retry_after.as_secs())
-                .unwrap_or(1);
-            let mut response = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"code": 429, "error": "Project exceeded rate limits. Please retry the request with exponential backoff.", "status": "Too Many Requests"}),
-            );
-            if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return response;
-        }
-        Some(Fault::Unavailable) => {
-            state.store().count_request();
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service unavailable (injected)",
-            );
-        }
-        _ => {}
-    }
-    let shared = Arc::clone(&state);
-    let handled = tokio::task::spawn_blocking(move || {
-        let (mut batch, mut verbose) = (Batch::default(), false);
-        let query = query.as_deref().unwrap_or("");
-        let reply = evaluate_import(
-            &shared.config,
-            query,
-            &headers,
-            body,
-            &mut batch,
-            &mut verbose,
-        );
-        match shared.store().record(batch) {
-            Ok(()) if fault == Some(Fault::StoredThenDropped) => Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::new(faults::BrokenBody))
-                .unwrap_or_else(|_| error_response(StatusCode::BAD_GATEWAY, "dropped")),
-            Ok(()) if fault == Some(Fault::StoredButLost) => error_response(
-                StatusCode::BAD_GATEWAY,
-                "bad gateway (injected after storing)",
-            ),
-            Ok(()) => reply.render(verbose),
-            Err(e) => {
-                tracing::error!(error = %e, "could not append events");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "could not store events")
-            }
-        }
-    });
-    handled.await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "import handler failed");
-        error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    })
-}
-
-/// The answer to an import request.
-enum Reply {
-    Error(StatusCode, String),
-    Imported {
-        imported: usize,
-        failed: Vec<Value>,
-        strict: bool,
-    },
-}
-
-impl Reply {
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::Error(StatusCode::BAD_REQUEST, message.into())
-    }
-
-    fn too_large() -> Self {
-        Self::Error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large".into(),
-        )
-    }
-
-    /// Mixpanel's JSON shape, or `{"status":0|1,"error":…}` for form requests with `verbose=1`.
-    fn render(self, verbose: bool) -> Response {
-        let (status, error) = match &self {
-            Reply::Error(status, message) => (*status, Some(message.as_str())),
-            Reply::Imported {
-                failed,
-                strict: true,
-                ..
-            } if !failed.is_empty() => (StatusCode::BAD_REQUEST, Some(STRICT_FAILURE)),
-            Reply::Imported { .. } => (StatusCode::OK, None),
-        };
-        if verbose {
-            return json_response(
-                status,
-                &json!({"status": u8::from(error.is_none()), "error": error}),
-            );
-        }
-        match self {
-            Reply::Error(status, message) => error_response(status, &message),
-            Reply::Imported {
-                imported, failed, ..
-            } if status == StatusCode::BAD_REQUEST => {
-                let body = json!({"code": 400, "error": STRICT_FAILURE, "failed_records": failed,
-                    "num_records_imported": imported, "status": "Bad Request"});
-                json_response(status, &body)
-            }
-            Reply::Imported { imported, .. } => {
-                let body = json!({"code": 200, "num_records_imported": imported, "status": "OK"});
-                json_response(status, &body)
-            }
-        }
-    }
-}
-
-/// Checks auth, decodes and validates the body, filling `batch` with its effect.
-/// `verbose` is set once the request asked for the verbose answer shape.
-fn evaluate_import(
-    config: &ReceiverConfig,
-    query: &str,
-    headers: &HeaderMap,
-    body: Result<Vec<u8>, Reply>,
-    batch: &mut Batch,
-    verbose: &mut bool,
-) -> Reply {
-    let Ok(params) = parse_pairs(query) else {
-        return Reply::bad_request("invalid query string");
-    };
-    if !authorized(&config.auth, headers, param(&params, "project_id")) {
-        tracing::debug!("rejected /import request: invalid credentials");
-        return Reply::Error(StatusCode::UNAUTHORIZED, "Invalid credentials".into());
-    }
-    let body = match body.and_then(|body| decode_content(headers, body, config.max_body_bytes)) {
-        Ok(body) => body,
-        Err(reply) => return reply,
-    };
-    *verbose = param(&params, "verbose") == Some("1");
-    let mut strict = param(&params, "strict") == Some("1");
-    let records = match content_type(headers).as_str() {
-        "application/json" => json_records(&body),
-        "application/x-ndjson" => ndjson_records(&body),
-        "application/x-www-form-urlencoded" => std::str::from_utf8(&body)
-            .map_err(|_| "form body is not UTF-8".to_string())
-            .and_then(parse_pairs)
-            .and_then(|form| {
-                *verbose |= param(&form, "verbose") == Some("1");
-                strict |= param(&form, "strict") == Some("1");
-                form_records(param(&form, "data"))
-            }),
-        other => Err(format!("unsupported Content-Type {other:?}")),
-    };
-    let records = match records {
-        Ok(records) => records,
-        Err(message) => return Reply::bad_request(message),
-    };
-    let max = config.max_records_per_request;
-    if records.len() > max {
-        batch.rejected = records.len() as u64;
-        let message = format!(
-            "too many events in one request: {} (max {max})",
-            records.len()
-        );
-        return Reply::bad_request(message);
-    }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64);
-    let mut failed = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        let line = serde_json::to_vec(record).unwrap_or_default();
-        let checked = validate(record, line.len(), now_ms)
-            .and_then(|()| stored_key(record).ok_or_else(|| fail("event", "no dedup key".into())));
-        match checked {
-            Ok((key, distinct_id)) => {
-                if distinct_id.trim().is_empty() {
-                    tracing::debug!(index, "accepted event with an empty distinct_id");
-                    batch.empty_distinct_ids += 1;
-                }
-                batch.accepted.push((line, key));
-            }
-            Err(failure) => {
-                batch.rejected += 1;
-                let insert_id = record
-                    .pointer("/properties/$insert_id")
-                    .and_then(Value::as_str);
-                failed.push(
-                    json!({"index": index, "$insert_id": insert_id.unwrap_or(""),
-                    "field": failure.field, "message": failure.message}),
-                );
-            }
-        }
-    }
-    let (accepted, rejected) = (batch.accepted.len(), failed.len());
-    tracing::debug!(accepted, rejected, strict, "import");
-    Reply::Imported {
-        imported: accepted,
-        failed,
-        strict,
     }
 }

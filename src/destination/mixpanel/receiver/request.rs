@@ -1,5 +1,5 @@
-//! Reading an `/import` request: content decoding, body shapes (JSON, NDJSON, form),
-//! HTTP Basic auth and query/form parameters.
+//! Reading a request: content decoding, body shapes (JSON, NDJSON, form), HTTP Basic auth
+//! and query/form parameters.
 
 use super::*;
 
@@ -45,7 +45,7 @@ pub(super) fn json_records(body: &[u8]) -> Result<Vec<Value>, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(records)) => Ok(records),
         Ok(record @ Value::Object(_)) => Ok(vec![record]),
-        Ok(_) => Err("body must be a JSON array of events or one event object".into()),
+        Ok(_) => Err("body must be a JSON array of records or one record object".into()),
         Err(e) => Err(format!("body is not valid JSON: {e}")),
     }
 }

@@ -1,0 +1,179 @@
+//! `POST /import`: auth, body encodings (JSON, NDJSON, form, gzip), request limits and
+//! strict per-event validation (`rules`), appending accepted events to the event log.
+
+use super::*;
+
+/// `POST /import`.
+pub(super) async fn import(
+    State(state): State<Arc<ReceiverState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = read_body(body, state.config.max_body_bytes).await;
+    answer(state, Endpoint::Import, move |state, _| {
+        let (mut batch, mut verbose) = (Batch::default(), false);
+        let query = query.as_deref().unwrap_or("");
+        let reply = evaluate_import(
+            &state.config,
+            query,
+            &headers,
+            body,
+            &mut batch,
+            &mut verbose,
+        );
+        match state.store().record(batch) {
+            Ok(()) => Handled::stored(reply.render(verbose)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not append events");
+                Handled::failed(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not store events",
+                ))
+            }
+        }
+    })
+    .await
+}
+
+/// The answer to an import request.
+pub(super) enum Reply {
+    Error(StatusCode, String),
+    Imported {
+        imported: usize,
+        failed: Vec<Value>,
+        strict: bool,
+    },
+}
+
+impl Reply {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::Error(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    pub(super) fn too_large() -> Self {
+        Self::Error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large".into(),
+        )
+    }
+
+    /// Mixpanel's JSON shape, or `{"status":0|1,"error":…}` for form requests with `verbose=1`.
+    pub(super) fn render(self, verbose: bool) -> Response {
+        let (status, error) = match &self {
+            Reply::Error(status, message) => (*status, Some(message.as_str())),
+            Reply::Imported {
+                failed,
+                strict: true,
+                ..
+            } if !failed.is_empty() => (StatusCode::BAD_REQUEST, Some(STRICT_FAILURE)),
+            Reply::Imported { .. } => (StatusCode::OK, None),
+        };
+        if verbose {
+            return json_response(
+                status,
+                &json!({"status": u8::from(error.is_none()), "error": error}),
+            );
+        }
+        match self {
+            Reply::Error(status, message) => error_response(status, &message),
+            Reply::Imported {
+                imported, failed, ..
+            } if status == StatusCode::BAD_REQUEST => {
+                let body = json!({"code": 400, "error": STRICT_FAILURE, "failed_records": failed,
+                    "num_records_imported": imported, "status": "Bad Request"});
+                json_response(status, &body)
+            }
+            Reply::Imported { imported, .. } => {
+                let body = json!({"code": 200, "num_records_imported": imported, "status": "OK"});
+                json_response(status, &body)
+            }
+        }
+    }
+}
+
+/// Checks auth, decodes and validates the body, filling `batch` with its effect.
+/// `verbose` is set once the request asked for the verbose answer shape.
+fn evaluate_import(
+    config: &ReceiverConfig,
+    query: &str,
+    headers: &HeaderMap,
+    body: Result<Vec<u8>, Reply>,
+    batch: &mut Batch,
+    verbose: &mut bool,
+) -> Reply {
+    let Ok(params) = parse_pairs(query) else {
+        return Reply::bad_request("invalid query string");
+    };
+    if !authorized(&config.auth, headers, param(&params, "project_id")) {
+        tracing::debug!("rejected /import request: invalid credentials");
+        return Reply::Error(StatusCode::UNAUTHORIZED, "Invalid credentials".into());
+    }
+    let body = match body.and_then(|body| decode_content(headers, body, config.max_body_bytes)) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    *verbose = param(&params, "verbose") == Some("1");
+    let mut strict = param(&params, "strict") == Some("1");
+    let records = match content_type(headers).as_str() {
+        "application/json" => json_records(&body),
+        "application/x-ndjson" => ndjson_records(&body),
+        "application/x-www-form-urlencoded" => std::str::from_utf8(&body)
+            .map_err(|_| "form body is not UTF-8".to_string())
+            .and_then(parse_pairs)
+            .and_then(|form| {
+                *verbose |= param(&form, "verbose") == Some("1");
+                strict |= param(&form, "strict") == Some("1");
+                form_records(param(&form, "data"))
+            }),
+        other => Err(format!("unsupported Content-Type {other:?}")),
+    };
+    let records = match records {
+        Ok(records) => records,
+        Err(message) => return Reply::bad_request(message),
+    };
+    let max = config.max_records_per_request;
+    if records.len() > max {
+        batch.rejected = records.len() as u64;
+        let message = format!(
+            "too many events in one request: {} (max {max})",
+            records.len()
+        );
+        return Reply::bad_request(message);
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64);
+    let mut failed = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let line = serde_json::to_vec(record).unwrap_or_default();
+        let checked = validate(record, line.len(), now_ms)
+            .and_then(|()| stored_key(record).ok_or_else(|| fail("event", "no dedup key".into())));
+        match checked {
+            Ok((key, distinct_id)) => {
+                if distinct_id.trim().is_empty() {
+                    tracing::debug!(index, "accepted event with an empty distinct_id");
+                    batch.empty_distinct_ids += 1;
+                }
+                batch.accepted.push((line, key));
+            }
+            Err(failure) => {
+                batch.rejected += 1;
+                let insert_id = record
+                    .pointer("/properties/$insert_id")
+                    .and_then(Value::as_str);
+                failed.push(
+                    json!({"index": index, "$insert_id": insert_id.unwrap_or(""),
+                    "field": failure.field, "message": failure.message}),
+                );
+            }
+        }
+    }
+    let (accepted, rejected) = (batch.accepted.len(), failed.len());
+    tracing::debug!(accepted, rejected, strict, "import");
+    Reply::Imported {
+        imported: accepted,
+        failed,
+        strict,
+    }
+}

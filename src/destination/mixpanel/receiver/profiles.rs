@@ -1,0 +1,536 @@
+//! `POST /engage` (user profiles) and `POST /groups` (group profiles), after Mixpanel's
+//! ingestion reference (`openapi/ingestion.openapi.yaml`, `reference/user-profile-limits`,
+//! `reference/limits-1`).
+//!
+//! A body is a JSON array of updates (`application/json`), or a form with `data=<json>`
+//! (plain or base64) as the official client libraries send. Each update carries `$token`,
+//! `$distinct_id` (or `$group_key` + `$group_id`) and exactly one operation; at most 2000
+//! updates per request and 1 MB per update. Mixpanel answers 200 even when updates fail, so
+//! the body tells (the documented shapes, and what this receiver chose where the docs say
+//! nothing):
+//! - plain: `1` when some update was applied, `0` when none was (documented).
+//! - `verbose=1`: `{"status":1,"error":null}`, or `{"status":0,"error":"<reason>"}` when
+//!   nothing was applied (documented).
+//! - `strict=1`: the docs promise "a JSON object with per-record error messages" without
+//!   giving its shape; this receiver answers like `/import`'s strict mode:
+//!   `{"status":0,"error":"some data points in the request failed validation",
+//!   "failed_records":[{"index":0,"$distinct_id":"…","field":"$set","message":"…"}],
+//!   "num_records_imported":N}` (with `$group_key`/`$group_id` for groups), and the valid
+//!   updates are applied, as `/import` does.
+//!
+//! Without `strict`, invalid updates are dropped silently while the valid ones apply.
+
+use super::profile_state::{Op, ProfileKind, Target, Update};
+use super::store::Store;
+use super::*;
+
+/// "each individual update in the request [is limited] to a maximum of 1 MB".
+const MAX_UPDATE_BYTES: usize = 1024 * 1024;
+/// List and object property values: at most 256 KB on a profile.
+const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// Object property values: nesting depth at most 3.
+const MAX_OBJECT_DEPTH: usize = 3;
+
+const USER_OPS: [&str; 8] = [
+    "$set",
+    "$set_once",
+    "$add",
+    "$union",
+    "$append",
+    "$remove",
+    "$unset",
+    "$delete",
+];
+/// The group operations with a documented endpoint of their own (the batch page's prose
+/// also names `$add`, which no group endpoint documents).
+const GROUP_OPS: [&str; 6] = [
+    "$set",
+    "$set_once",
+    "$union",
+    "$remove",
+    "$unset",
+    "$delete",
+];
+/// Fields an update may carry besides its identity and its operation.
+const META_FIELDS: [&str; 6] = [
+    "$ignore_time",
+    "$ignore_alias",
+    "$ip",
+    "$time",
+    "$latitude",
+    "$longitude",
+];
+
+macro_rules! refuse {
+    ($field:expr, $($message:tt)+) => {
+        return Err(fail($field, format!($($message)+)))
+    };
+}
+
+/// How an update's `$token` is checked.
+pub(super) enum TokenCheck {
+    /// Any non-empty token.
+    Any,
+    /// Exactly this project token.
+    Equals(String),
+}
+
+impl TokenCheck {
+    fn for_config(config: &ReceiverConfig) -> Self {
+        let configured = match (&config.project_token, &config.auth) {
+            (Some(token), _) | (None, ReceiverAuth::ProjectToken { token }) => Some(token),
+            (None, _) => None,
+        };
+        configured.map_or(TokenCheck::Any, |t| TokenCheck::Equals(t.clone()))
+    }
+}
+
+/// `POST /engage` and `POST /groups` (told apart by the path).
+pub(super) async fn profile_updates(
+    State(state): State<Arc<ReceiverState>>,
+    uri: axum::http::Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (kind, endpoint) = match uri.path() {
+        "/groups" => (ProfileKind::Groups, Endpoint::Groups),
+        _ => (ProfileKind::Users, Endpoint::Engage),
+    };
+    let body = read_body(body, state.config.max_body_bytes).await;
+    answer(state, endpoint, move |state, _| {
+        let query = query.as_deref().unwrap_or("");
+        evaluate(state, kind, query, &headers, body)
+    })
+    .await
+}
+
+/// Answer flags, from the query string or the form body.
+#[derive(Default, Clone, Copy)]
+struct Flags {
+    verbose: bool,
+    strict: bool,
+}
+
+/// What a request did.
+enum ProfileReply {
+    /// Nothing was applied, for this request-wide reason.
+    Refused(String),
+    /// Updates were validated; the valid ones applied.
+    Applied {
+        accepted: usize,
+        failed: Vec<Value>,
+        first_error: Option<String>,
+    },
+}
+
+impl ProfileReply {
+    fn render(self, flags: Flags) -> Response {
+        let status_answer = |error: Option<&str>| {
+            json_response(
+                StatusCode::OK,
+                &json!({"status": u8::from(error.is_none()), "error": error}),
+            )
+        };
+        match self {
+            ProfileReply::Refused(message) if flags.verbose || flags.strict => {
+                status_answer(Some(message.as_str()))
+            }
+            ProfileReply::Applied {
+                accepted, failed, ..
+            } if flags.strict && !failed.is_empty() => json_response(
+                StatusCode::OK,
+                &json!({"status": 0, "error": STRICT_FAILURE, "failed_records": failed,
+                    "num_records_imported": accepted}),
+            ),
+            ProfileReply::Applied {
+                accepted: 0,
+                first_error,
+                ..
+            } if flags.verbose || flags.strict => status_answer(Some(
+                first_error
+                    .as_deref()
+                    .unwrap_or("no valid update in the request"),
+            )),
+            _ if flags.verbose || flags.strict => status_answer(None),
+            ProfileReply::Applied { accepted, .. } if accepted > 0 => plain("1"),
+            _ => plain("0"),
+        }
+    }
+}
+
+fn plain(body: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Reads, validates and applies one request, answering it.
+fn evaluate(
+    state: &ReceiverState,
+    kind: ProfileKind,
+    query: &str,
+    headers: &HeaderMap,
+    body: Result<Vec<u8>, Reply>,
+) -> Handled {
+    let mut flags = Flags::default();
+    let updates = match body {
+        Err(reply) => {
+            count(&mut state.store(), kind, 0, 0);
+            return Handled::stored(reply.render(false));
+        }
+        Ok(body) => read_updates(&state.config, query, headers, body, &mut flags),
+    };
+    let updates = match updates {
+        Ok(updates) => updates,
+        Err((message, refused)) => {
+            tracing::debug!(?kind, %message, "refused profile request");
+            count(&mut state.store(), kind, 0, refused);
+            return Handled::stored(ProfileReply::Refused(message).render(flags));
+        }
+    };
+    let token = TokenCheck::for_config(&state.config);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut store = state.store();
+    let (mut lines, mut failed, mut first_error) = (Vec::new(), Vec::new(), None);
+    let mut accepted = 0usize;
+    for (index, record) in updates.iter().enumerate() {
+        let line = serde_json::to_string(record).unwrap_or_default();
+        let applied = if line.len() > MAX_UPDATE_BYTES {
+            Err(fail(
+                "update",
+                format!("update is {} bytes; the maximum is 1 MB", line.len()),
+            ))
+        } else {
+            parse_update(kind, record, &token)
+                .and_then(|update| store.profiles.apply(&update, now_ms))
+        };
+        match applied {
+            Ok(()) => {
+                accepted += 1;
+                lines.extend_from_slice(
+                    format!("{{\"applied_at_ms\":{now_ms},\"update\":{line}}}\n").as_bytes(),
+                );
+            }
+            Err(failure) => {
+                first_error.get_or_insert_with(|| failure.message.clone());
+                failed.push(failed_record(kind, index, record, failure));
+            }
+        }
+    }
+    let logged = store.profiles.log(kind, &lines, accepted as u64);
+    let (ok, rejected) = match &logged {
+        Ok(()) => (accepted as u64, failed.len() as u64),
+        Err(_) => (0, updates.len() as u64),
+    };
+    count(&mut store, kind, ok, rejected);
+    drop(store);
+    tracing::debug!(?kind, accepted, rejected = failed.len(), "profile updates");
+    match logged {
+        Ok(()) => {
+            let reply = ProfileReply::Applied {
+                accepted,
+                failed,
+                first_error,
+            };
+            Handled::stored(reply.render(flags))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not append profile updates");
+            Handled::failed(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not store profile updates",
+            ))
+        }
+    }
+}
+
+/// Counts one request and its updates, and saves the counters.
+fn count(store: &mut Store, kind: ProfileKind, accepted: u64, rejected: u64) {
+    let stats = match kind {
+        ProfileKind::Users => &mut store.endpoints.engage,
+        ProfileKind::Groups => &mut store.endpoints.groups,
+    };
+    stats.requests += 1;
+    stats.updates_received += accepted + rejected;
+    stats.updates_accepted += accepted;
+    stats.updates_rejected += rejected;
+    store.save_stats();
+}
+
+/// The flags and the updates of a request body, or why the whole request is refused (with
+/// how many updates that refuses).
+fn read_updates(
+    config: &ReceiverConfig,
+    query: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    flags: &mut Flags,
+) -> Result<Vec<Value>, (String, u64)> {
+    let refuse = |message: String| (message, 0u64);
+    let params = parse_pairs(query).map_err(|_| refuse("invalid query string".into()))?;
+    let mut set_flags = |pairs: &[(String, String)]| {
+        flags.verbose |= param(pairs, "verbose") == Some("1");
+        flags.strict |= param(pairs, "strict") == Some("1");
+    };
+    set_flags(&params);
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+        if !matches!(encoding.as_str(), "" | "identity") {
+            return Err(refuse(format!(
+                "unsupported Content-Encoding {encoding:?}: profile updates must not be compressed"
+            )));
+        }
+    }
+    let updates = match content_type(headers).as_str() {
+        "application/json" => json_records(&body),
+        "application/x-www-form-urlencoded" => std::str::from_utf8(&body)
+            .map_err(|_| "form body is not UTF-8".to_string())
+            .and_then(parse_pairs)
+            .and_then(|form| {
+                set_flags(&form);
+                form_records(param(&form, "data"))
+            }),
+        other => Err(format!("unsupported Content-Type {other:?}")),
+    }
+    .map_err(refuse)?;
+    let max = config.max_updates_per_request;
+    if updates.is_empty() {
+        return Err(refuse("no updates in the request".into()));
+    }
+    if updates.len() > max {
+        let message = format!(
+            "too many updates in one request: {} (max {max})",
+            updates.len()
+        );
+        return Err((message, updates.len() as u64));
+    }
+    Ok(updates)
+}
+
+/// A `failed_records` entry: the update's index and identity, the field and the reason.
+fn failed_record(kind: ProfileKind, index: usize, record: &Value, failure: Failure) -> Value {
+    let id = |field: &str| record.get(field).cloned().unwrap_or(Value::Null);
+    let mut entry = json!({"index": index, "field": failure.field, "message": failure.message});
+    let ids: &[&str] = match kind {
+        ProfileKind::Users => &["$distinct_id"],
+        ProfileKind::Groups => &["$group_key", "$group_id"],
+    };
+    for field in ids {
+        entry[*field] = id(field);
+    }
+    entry
+}
+
+/// Validates one update for `kind` (used again when replaying the logs).
+pub(super) fn parse_update(
+    kind: ProfileKind,
+    record: &Value,
+    token: &TokenCheck,
+) -> Result<Update, Failure> {
+    let Some(update) = record.as_object() else {
+        refuse!("update", "each update must be a JSON object")
+    };
+    let sent_token = match update.get("$token") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t,
+        _ => refuse!("$token", "$token, missing or empty"),
+    };
+    if let TokenCheck::Equals(expected) = token {
+        if !constant_time_eq(sent_token, expected) {
+            refuse!("$token", "$token is not this project's token");
+        }
+    }
+    let target = match kind {
+        ProfileKind::Users => Target::User(profile_id(update, "$distinct_id")?),
+        ProfileKind::Groups => {
+            let key = match update.get("$group_key") {
+                Some(Value::String(k)) if !k.trim().is_empty() => k.clone(),
+                _ => refuse!("$group_key", "$group_key, missing or empty"),
+            };
+            Target::Group {
+                key,
+                id: profile_id(update, "$group_id")?,
+            }
+        }
+    };
+    let (ops, identity): (&[&'static str], &[&str]) = match kind {
+        ProfileKind::Users => (&USER_OPS[..], &["$token", "$distinct_id"][..]),
+        ProfileKind::Groups => (&GROUP_OPS[..], &["$token", "$group_key", "$group_id"][..]),
+    };
+    let mut operation: Option<(&'static str, &Value)> = None;
+    for (name, value) in update {
+        if identity.contains(&name.as_str()) || META_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(&op) = ops.iter().find(|&&op| op == name.as_str()) else {
+            if USER_OPS.contains(&name.as_str()) {
+                refuse!("update", "{name} is not a group profile operation");
+            }
+            refuse!("update", "unknown field {name:?}");
+        };
+        if let Some((first, _)) = operation {
+            refuse!(
+                "update",
+                "more than one operation ({first} and {op}); send one operation per update"
+            );
+        }
+        operation = Some((op, value));
+    }
+    let Some((name, value)) = operation else {
+        refuse!("update", "no operation: expected one of {}", ops.join(", "))
+    };
+    let op = parse_op(name, value)?;
+    let flag = |field: &'static str| match update.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(fail(field, format!("{field} must be true or false"))),
+    };
+    let ignore_time = flag("$ignore_time")?;
+    flag("$ignore_alias")?;
+    if let Some(ip) = update.get("$ip") {
+        if !(ip.is_string() || ip.is_number()) {
+            refuse!("$ip", "$ip must be an IP address string (or 0)");
+        }
+    }
+    for field in ["$latitude", "$longitude"] {
+        if update.get(field).is_some_and(|v| !v.is_number()) {
+            refuse!("update", "{field} must be a number");
+        }
+    }
+    let time_ms = match update.get("$time") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_f64().map(|t| time_ms(t).round() as i64),
+        Some(_) => refuse!("$time", "$time must be a number (seconds or milliseconds)"),
+    };
+    Ok(Update {
+        target,
+        op,
+        ignore_time,
+        time_ms,
+    })
+}
+
+/// `$distinct_id` or `$group_id`: a non-empty string or a number.
+fn profile_id(update: &Map<String, Value>, field: &'static str) -> Result<String, Failure> {
+    match update.get(field).and_then(id_string) {
+        Some(id) if !id.trim().is_empty() => Ok(id),
+        _ => refuse!(field, "{field}, missing or empty"),
+    }
+}
+
+fn parse_op(name: &'static str, value: &Value) -> Result<Op, Failure> {
+    if name == "$delete" {
+        // The value is ignored ("null" in the docs, "" from the official libraries).
+        return Ok(Op::Delete);
+    }
+    if name == "$unset" {
+        let names = value.as_array().and_then(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        });
+        return match names {
+            Some(names) => Ok(Op::Unset(names)),
+            None => refuse!(name, "$unset must be a list of property names"),
+        };
+    }
+    let Value::Object(props) = value else {
+        refuse!(name, "{name} must be a JSON object of properties")
+    };
+    for (property, value) in props {
+        if property.is_empty() {
+            refuse!(name, "property names must not be empty");
+        }
+        match (name, value) {
+            ("$add", Value::Number(_)) | ("$union", Value::Array(_)) => {}
+            ("$add", _) => refuse!(name, "$add needs numbers; {property:?} is not one"),
+            ("$union", _) => refuse!(name, "$union needs lists; {property:?} is not one"),
+            _ => {}
+        }
+        if matches!(value, Value::Array(_) | Value::Object(_)) {
+            let bytes = serde_json::to_vec(value).map_or(0, |v| v.len());
+            if bytes > MAX_VALUE_BYTES {
+                refuse!(
+                    name,
+                    "{property:?} is {bytes} bytes; list and object values are limited to 256 KB"
+                );
+            }
+            if depth(value) > MAX_OBJECT_DEPTH {
+                refuse!(
+                    name,
+                    "{property:?} nests objects deeper than {MAX_OBJECT_DEPTH} levels"
+                );
+            }
+        }
+    }
+    let props = props.clone();
+    Ok(match name {
+        "$set" => Op::Set(props),
+        "$set_once" => Op::SetOnce(props),
+        "$add" => Op::Add(props),
+        "$union" => Op::Union(props),
+        "$append" => Op::Append(props),
+        _ => Op::Remove(props),
+    })
+}
+
+/// Nesting depth of objects in `value` (a flat object is 1).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(update: Value) -> Result<Update, String> {
+        parse_update(ProfileKind::Users, &update, &TokenCheck::Any).map_err(|f| f.message)
+    }
+
+    #[test]
+    fn exactly_one_known_operation() {
+        let ok = user(json!({"$token": "t", "$distinct_id": "u", "$set": {"a": 1}})).unwrap();
+        assert_eq!(ok.target, Target::User("u".into()));
+        let two = user(json!({"$token": "t", "$distinct_id": "u", "$set": {}, "$unset": []}));
+        assert!(two.unwrap_err().contains("more than one operation"));
+        let none = user(json!({"$token": "t", "$distinct_id": "u"}));
+        assert!(none.unwrap_err().contains("no operation"));
+        let unknown = user(json!({"$token": "t", "$distinct_id": "u", "$sett": {}}));
+        assert!(unknown.unwrap_err().contains("unknown field"));
+        let group_add = parse_update(
+            ProfileKind::Groups,
+            &json!({"$token": "t", "$group_key": "c", "$group_id": 1, "$add": {"n": 1}}),
+            &TokenCheck::Any,
+        );
+        assert!(group_add.is_err());
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let add = user(json!({"$token": "t", "$distinct_id": "u", "$add": {"n": "x"}}));
+        assert!(add.unwrap_err().contains("numbers"));
+        let deep = json!({"a": {"b": {"c": {"d": 1}}}});
+        let nested = user(json!({"$token": "t", "$distinct_id": "u", "$set": {"p": deep}}));
+        assert!(nested.unwrap_err().contains("deeper"));
+        let unset = user(json!({"$token": "t", "$distinct_id": "u", "$unset": "a"}));
+        assert!(unset.is_err());
+        let token = parse_update(
+            ProfileKind::Users,
+            &json!({"$token": "other", "$distinct_id": "u", "$delete": null}),
+            &TokenCheck::Equals("mine".into()),
+        );
+        assert!(token.is_err());
+        let id = user(json!({"$token": "t", "$distinct_id": " ", "$delete": ""}));
+        assert!(id.unwrap_err().contains("$distinct_id"));
+    }
+}

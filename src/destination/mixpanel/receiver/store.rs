@@ -1,0 +1,196 @@
+//! What the receiver keeps under its data directory: the `/import` event log, the profile
+//! update logs (see `profile_state`), and the counters of every endpoint (`stats.json`).
+//! Counts that the logs can give (accepted events and updates) are recounted from them at
+//! start, so a crash between a log append and the stats write loses nothing.
+
+use super::profile_state::ProfileState;
+use super::*;
+
+const EVENTS_FILE: &str = "events.ndjson";
+const STATS_FILE: &str = "stats.json";
+
+/// The event log plus counters, the dedup set (128-bit key hashes) and the profiles.
+pub(super) struct Store {
+    pub(super) events_path: PathBuf,
+    stats_path: PathBuf,
+    file: File,
+    unique: HashSet<u128>,
+    pub(super) stats: ReceiverStats,
+    pub(super) endpoints: EndpointStats,
+    pub(super) empty_distinct_ids: u64,
+    pub(super) profiles: ProfileState,
+}
+
+/// The effect of one `/import` request on the store.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) accepted: Vec<(Vec<u8>, u128)>,
+    pub(super) rejected: u64,
+    pub(super) empty_distinct_ids: u64,
+}
+
+/// `stats.json`: `/import`'s counters at the top level (as before other endpoints existed),
+/// the other endpoints' under their names.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedStats {
+    #[serde(flatten)]
+    pub(super) import: ReceiverStats,
+    #[serde(flatten)]
+    pub(super) endpoints: EndpointStats,
+}
+
+impl Store {
+    pub(super) fn open(dir: &Path) -> Result<Self, ReceiverError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let events_path = dir.join(EVENTS_FILE);
+        let stats_path = dir.join(STATS_FILE);
+        let (mut unique, mut accepted, mut empty_distinct_ids) = (HashSet::new(), 0, 0);
+        scan_ndjson(&events_path, |event| {
+            accepted += 1;
+            if let Some((key, distinct_id)) = stored_key(&event) {
+                unique.insert(key);
+                empty_distinct_ids += u64::from(distinct_id.trim().is_empty());
+            }
+        })?;
+        let saved: SavedStats = match fs::read(&stats_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %stats_path.display(), error = %e, "ignoring unreadable stats file");
+                SavedStats::default()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => SavedStats::default(),
+            Err(e) => return Err(io_error(&stats_path)(e)),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&events_path)
+            .map_err(io_error(&events_path))?;
+        let stats = ReceiverStats {
+            requests: saved.import.requests,
+            events_received: accepted + saved.import.events_rejected,
+            events_accepted: accepted,
+            events_rejected: saved.import.events_rejected,
+            unique_events: unique.len() as u64,
+        };
+        let profiles = ProfileState::open(dir)?;
+        let mut endpoints = saved.endpoints;
+        for (counts, logged) in [
+            (
+                &mut endpoints.engage,
+                profiles.logged_updates(ProfileKind::Users),
+            ),
+            (
+                &mut endpoints.groups,
+                profiles.logged_updates(ProfileKind::Groups),
+            ),
+        ] {
+            counts.updates_accepted = logged;
+            counts.updates_received = logged + counts.updates_rejected;
+        }
+        Ok(Self {
+            events_path,
+            stats_path,
+            file,
+            unique,
+            stats,
+            endpoints,
+            empty_distinct_ids,
+            profiles,
+        })
+    }
+
+    /// Counts a request to `endpoint` that stored nothing (an injected failure).
+    pub(super) fn count_request(&mut self, endpoint: Endpoint) {
+        match endpoint {
+            Endpoint::Import => self.stats.requests += 1,
+            Endpoint::Engage => self.endpoints.engage.requests += 1,
+            Endpoint::Groups => self.endpoints.groups.requests += 1,
+            Endpoint::LookupTables => self.endpoints.lookup_tables.requests += 1,
+        }
+    }
+
+    /// Counts one `/import` request and appends its accepted events in a single write.
+    pub(super) fn record(&mut self, batch: Batch) -> io::Result<()> {
+        self.stats.requests += 1;
+        let total = batch.accepted.len() as u64 + batch.rejected;
+        self.stats.events_received += total;
+        let mut buf = Vec::new();
+        for (line, _) in &batch.accepted {
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
+        let written = if buf.is_empty() {
+            Ok(())
+        } else {
+            self.file.write_all(&buf)
+        };
+        if written.is_ok() {
+            self.stats.events_accepted += batch.accepted.len() as u64;
+            self.stats.events_rejected += batch.rejected;
+            self.unique
+                .extend(batch.accepted.iter().map(|(_, key)| *key));
+            self.stats.unique_events = self.unique.len() as u64;
+            self.empty_distinct_ids += batch.empty_distinct_ids;
+        } else {
+            self.stats.events_rejected += total;
+        }
+        self.save_stats();
+        written
+    }
+
+    /// The counters as served at `/wharf/stats` and saved in `stats.json`.
+    pub(super) fn saved_stats(&self) -> SavedStats {
+        SavedStats {
+            import: self.stats,
+            endpoints: self.endpoints,
+        }
+    }
+
+    /// Writes `stats.json` (atomically); a failure is only logged.
+    pub(super) fn save_stats(&self) {
+        let tmp = self.stats_path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&self.saved_stats())
+            .map_err(io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &self.stats_path));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.stats_path.display(), error = %e, "could not save stats");
+        }
+    }
+}
+
+/// Calls `each` for every JSON line of an append-only log (blank lines skipped; a missing
+/// file is empty). A truncated last line (a crash mid-write) is cut off the file.
+pub(super) fn scan_ndjson(path: &Path, mut each: impl FnMut(Value)) -> Result<(), ReceiverError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let mut reader = BufReader::new(file);
+    let (mut line, mut offset, mut line_no) = (Vec::new(), 0u64, 0usize);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        if line.last() != Some(&b'\n') {
+            tracing::warn!(path = %path.display(), line = line_no, "dropping truncated last line");
+            let file = OpenOptions::new().write(true).open(path);
+            return file.and_then(|f| f.set_len(offset)).map_err(io_error(path));
+        }
+        offset += n as u64;
+        if !line.trim_ascii().is_empty() {
+            let corrupt = |e: serde_json::Error| ReceiverError::Corrupt {
+                path: path.to_path_buf(),
+                line: line_no,
+                message: e.to_string(),
+            };
+            each(serde_json::from_slice(&line).map_err(corrupt)?);
+        }
+    }
+}
