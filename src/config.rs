@@ -122,7 +122,7 @@ pub struct ServiceAccount {
 }
 
 /// A Mixpanel project.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixpanelConfig {
     /// The project id (required with a service account).
@@ -139,6 +139,8 @@ pub struct MixpanelConfig {
     pub api_host: Option<String>,
     /// Requests in flight at once (default 10; shrinks on 429s and timeouts, grows back).
     pub concurrency: Option<usize>,
+    /// Group-profile updates per `/groups` request (default 200, at most 2000).
+    pub groups_batch_size: Option<usize>,
     /// Cap on records sent per second (default: none).
     pub max_records_per_second: Option<f64>,
     /// Cap on uncompressed megabytes (10^6 bytes) sent per minute (default 1500, below

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use wharf::config::{Config, DestinationConfig, WarehouseConfig};
 use wharf::demo;
 use wharf::destination::mixpanel::import::MixpanelImport;
-use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::destination::mixpanel::receiver::{
+    Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
+};
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
 use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
@@ -110,10 +112,16 @@ enum Command {
         /// Accept only this project token (default: any credentials).
         #[arg(long, env = "WHARF_RECEIVER_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Fail this fraction of /import requests (429 with Retry-After, 503, a 502 after
-        /// storing, or a connection dropped after storing), to test clients.
+        /// Fail this fraction of requests, on every endpoint (429 with Retry-After, 503, a 502
+        /// after storing, or a connection dropped after storing), to test clients.
         #[arg(long, default_value_t = 0.0)]
         fault_rate: f64,
+        /// Answer this fraction of requests late (after storing), 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        slow_fraction: f64,
+        /// How late slow answers are, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        slow_delay_ms: u64,
         /// Seed choosing which requests fail.
         #[arg(long, default_value_t = 1)]
         fault_seed: u64,
@@ -196,6 +204,8 @@ fn run(cli: Cli) -> Result<()> {
             data,
             token,
             fault_rate,
+            slow_fraction,
+            slow_delay_ms,
             fault_seed,
             retry_after,
         } => {
@@ -208,11 +218,21 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--fault-rate must be between 0 and 1");
             }
             let mut config = ReceiverConfig::new(&data, auth);
+            if !(0.0..=1.0).contains(&slow_fraction) {
+                bail!("--slow-fraction must be between 0 and 1");
+            }
             if fault_rate > 0.0 {
                 config.faults = Some(Faults {
                     rate: fault_rate,
                     seed: fault_seed,
                     retry_after: std::time::Duration::from_secs(retry_after),
+                });
+            }
+            if slow_fraction > 0.0 {
+                config.slow_responses = Some(SlowResponses {
+                    fraction: slow_fraction,
+                    delay: std::time::Duration::from_millis(slow_delay_ms),
+                    seed: fault_seed,
                 });
             }
             rt.block_on(async {

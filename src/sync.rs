@@ -24,7 +24,11 @@ use crate::config::{
     WarehouseConfig,
 };
 use crate::destination::file::FileDestination;
+use crate::destination::mixpanel::engage::{
+    MixpanelProfiles, ProfileEndpoint, ENGAGE_LIMITS, GROUPS_LIMITS,
+};
 use crate::destination::mixpanel::import::{MixpanelImport, IMPORT_LIMITS};
+use crate::destination::mixpanel::lookup::MixpanelLookupTable;
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
@@ -376,11 +380,43 @@ pub fn build_destination(
                     Arc::new(MixpanelImport::new(m, timeout).map_err(derr)?),
                     IMPORT_LIMITS,
                 ),
-                other => {
-                    return Err(SyncError::Unsupported {
-                        sync: sync.name.clone(),
-                        what: format!("{other:?} tables to Mixpanel").to_lowercase(),
-                    })
+                TableType::Users => (
+                    Arc::new(
+                        MixpanelProfiles::new(m, ProfileEndpoint::Users, timeout).map_err(derr)?,
+                    ),
+                    ENGAGE_LIMITS,
+                ),
+                TableType::Groups => (
+                    Arc::new(
+                        MixpanelProfiles::new(m, ProfileEndpoint::Groups, timeout).map_err(derr)?,
+                    ),
+                    BatchLimits {
+                        max_records: m
+                            .groups_batch_size
+                            .unwrap_or(GROUPS_LIMITS.max_records)
+                            .clamp(1, 2000),
+                        ..GROUPS_LIMITS
+                    },
+                ),
+                TableType::Lookup => {
+                    let key = sync.key_columns().first().cloned().unwrap_or_default();
+                    let rows = LookupRows::new(
+                        &resolved.schema.arrow,
+                        &key,
+                        &sync.mapping.exclude_columns,
+                    )
+                    .map_err(|e| SyncError::Mapping(sync.name.clone(), e))?;
+                    let id = sync.mapping.lookup_table_id.clone().unwrap_or_default();
+                    (
+                        Arc::new(
+                            MixpanelLookupTable::new(m, &id, rows.header(), timeout)
+                                .map_err(derr)?,
+                        ),
+                        BatchLimits {
+                            max_records: 8192,
+                            max_bytes: 8 << 20,
+                        },
+                    )
                 }
             };
             Ok(BuiltDestination {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::Fixture;
-use wharf::config::{MixpanelConfig, Region, Secret, ServiceAccount};
+use wharf::config::{MixpanelConfig, Secret, ServiceAccount};
 use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::ReceiverAuth;
 use wharf_operators::dataflow::RunControl;
@@ -24,15 +24,8 @@ fn config(host: &str, secret: &str) -> MixpanelConfig {
             secret: Secret::new(secret),
         }),
         project_token: None,
-        region: Region::Us,
         api_host: Some(host.into()),
-        concurrency: None,
-        max_records_per_second: None,
-        max_mb_per_minute: None,
-        timeout: None,
-        initial_backoff: None,
-        max_backoff: None,
-        give_up_after: None,
+        ..MixpanelConfig::default()
     }
 }
 

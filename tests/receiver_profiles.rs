@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use wharf::config::{MixpanelConfig, Region, Secret, ServiceAccount};
+use wharf::config::{MixpanelConfig, Secret, ServiceAccount};
 use wharf::destination::mixpanel::engage::{MixpanelProfiles, ProfileEndpoint};
 use wharf::destination::mixpanel::lookup::{
     csv_field, FlushRetry, MixpanelLookupTable, LOOKUP_TABLE_MAX_BYTES,
@@ -60,13 +60,8 @@ fn mixpanel(host: &str) -> MixpanelConfig {
             secret: Secret::new("sa-secret"),
         }),
         project_token: Some(Secret::new(TOKEN)),
-        region: Region::Us,
         api_host: Some(host.into()),
-        concurrency: None,
-        timeout: None,
-        initial_backoff: None,
-        max_backoff: None,
-        give_up_after: None,
+        ..MixpanelConfig::default()
     }
 }
 
@@ -111,6 +106,7 @@ fn fast_policy() -> RetryPolicy {
         max_jitter: Duration::from_millis(10),
         give_up_after: Duration::from_secs(40),
         concurrency: 4,
+        ..RetryPolicy::default()
     }
 }
 

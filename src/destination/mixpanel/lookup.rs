@@ -26,25 +26,8 @@ use crate::config::MixpanelConfig;
 /// Mixpanel's limit on a lookup table: 100 MB of uncompressed CSV.
 pub const LOOKUP_TABLE_MAX_BYTES: usize = 100 * 1024 * 1024;
 
-/// Appends `value` to `out` as one RFC 4180 field: quoted (with `"` doubled) when it holds a
-/// comma, a quote, CR or LF, else as is.
-pub fn csv_field(out: &mut Vec<u8>, value: &str) {
-    if value
-        .bytes()
-        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-    {
-        out.push(b'"');
-        for part in value.split_inclusive('"') {
-            out.extend_from_slice(part.as_bytes());
-            if part.ends_with('"') {
-                out.push(b'"');
-            }
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(value.as_bytes());
-    }
-}
+/// One RFC 4180 field (shared with the lookup-table mapper in `wharf-operators`).
+pub use wharf_operators::changes::write_csv_field as csv_field;
 
 /// How often and how patiently `flush` retries a 429/5xx/timeout before failing the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
