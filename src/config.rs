@@ -143,8 +143,8 @@ pub struct MixpanelConfig {
     pub groups_batch_size: Option<usize>,
     /// Cap on records sent per second (default: none).
     pub max_records_per_second: Option<f64>,
-    /// Cap on uncompressed megabytes (10^6 bytes) sent per minute (default 1500, below
-    /// Mixpanel's 2 GB/min per project).
+    /// Cap on uncompressed megabytes (10^6 bytes) sent per minute; 0 disables it. Default:
+    /// 1500 (below Mixpanel's 2 GB/min per project) for Mixpanel's hosts, none with `api_host`.
     pub max_mb_per_minute: Option<f64>,
     /// Per-request timeout, e.g. `60s` (default 120 s).
     pub timeout: Option<String>,

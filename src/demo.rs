@@ -187,7 +187,7 @@ type = "mixpanel"
 api_host = "{api_host}"
 project_id = "1"
 service_account = {{ username = "demo", secret = "demo-secret" }}
-# concurrency = 4          # most requests in flight (adaptive)
+# concurrency = 10         # most requests in flight (adaptive)
 # initial_backoff = "2s"   # retry backoff doubles from here ...
 # max_backoff = "60s"      # ... up to here, plus jitter; Retry-After is honoured
 # give_up_after = "30m"    # then the run fails and commits nothing

@@ -370,7 +370,12 @@ pub fn build_destination(
                 concurrency: m.concurrency.unwrap_or(defaults.concurrency).max(1),
                 rate: RateCap {
                     records_per_second: m.max_records_per_second.filter(|r| *r > 0.0),
-                    bytes_per_minute: Some(m.max_mb_per_minute.unwrap_or(1500.0) * 1e6)
+                    // Mixpanel's own hosts get a default below their 2 GB/min limit; a custom
+                    // api_host (the local receiver, a proxy) is capped only when configured.
+                    bytes_per_minute: m
+                        .max_mb_per_minute
+                        .or(m.api_host.is_none().then_some(1500.0))
+                        .map(|mb| mb * 1e6)
                         .filter(|b| *b > 0.0),
                 },
             };

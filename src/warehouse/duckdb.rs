@@ -20,6 +20,9 @@ pub struct DuckDbWarehouse {
     path: PathBuf,
 }
 
+/// Rows per batch handed to the dataflow (at least; DuckDB's vectors are 2,048 rows).
+const COALESCE_ROWS: usize = 8192;
+
 /// Quotes an identifier (`a"b` → `"a""b"`).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -86,6 +89,14 @@ impl DuckDbWarehouse {
         match src {
             SourceRef::Table(t) => quote_table(t),
             SourceRef::Query(q) => format!("({}) AS wharf_source", q.trim().trim_end_matches(';')),
+        }
+    }
+
+    fn query_err_text(src: &SourceRef, message: String) -> WarehouseError {
+        WarehouseError::Query {
+            source_ref: src.clone(),
+            transient: false,
+            message,
         }
     }
 
@@ -323,12 +334,41 @@ impl DuckDbWarehouse {
             None => stmt.stream_arrow([]),
         }
         .map_err(|e| Self::query_err(src, e))?;
+        // DuckDB streams vectors of 2,048 rows; coalescing them into batches of at least
+        // COALESCE_ROWS keeps the per-batch costs of the dataflow (exchange, encoder set-up)
+        // small.
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        let flush = |pending: &mut Vec<RecordBatch>, each: &mut dyn FnMut(RecordBatch) -> bool| {
+            let batch = match pending.len() {
+                0 => return Ok(true),
+                1 => pending.pop(),
+                _ => {
+                    let schema = pending[0].schema();
+                    let merged =
+                        wharf_operators::arrow::compute::concat_batches(&schema, pending.iter())
+                            .map_err(|e| Self::query_err_text(src, e.to_string()))?;
+                    pending.clear();
+                    Some(merged)
+                }
+            };
+            Ok(batch.is_none_or(|b| each(b)))
+        };
         for batch in stream {
             let batch = batch.map_err(|e| Self::query_err(src, e))?;
-            if batch.num_rows() > 0 && !each(batch) {
-                break;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            rows += batch.num_rows();
+            pending.push(batch);
+            if rows >= COALESCE_ROWS {
+                rows = 0;
+                if !flush(&mut pending, &mut each)? {
+                    return Ok(());
+                }
             }
         }
+        flush(&mut pending, &mut each)?;
         Ok(())
     }
 }
