@@ -11,7 +11,9 @@ use wharf_operators::changes::{
 };
 use wharf_operators::dataflow::{BatchLimits, RunControl, SourceMessage, SourceSender};
 use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
-use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MappingError};
+use wharf_operators::events::{
+    find_column, EpochUnit, EventMapper, EventMapping, EventName, MappingError,
+};
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_pipelines::delivery::RetryPolicy;
@@ -160,18 +162,7 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let mut schema = warehouse.describe(&source).map_err(werr)?;
     let source = match (&m.history_start_column, key_columns.first()) {
         (Some(start), Some(user)) if sync.table_type == TableType::Users => {
-            if schema.arrow.index_of(start).is_err() {
-                return Err(merr(MappingError::UnknownColumn {
-                    column: start.clone(),
-                    role: "history_start_column",
-                    available: schema
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }));
-            }
+            find_column(&schema.arrow, start, "history_start_column").map_err(merr)?;
             let latest = DuckDbWarehouse::latest_per_key(&source, user, start);
             schema = warehouse.describe(&latest).map_err(werr)?;
             latest
@@ -517,10 +508,7 @@ pub fn run_sync(
             let counts = Arc::new(DiffCounts::default());
             let spec = DiffSpec {
                 hasher: hasher.clone(),
-                previous: committed
-                    .iter()
-                    .flat_map(|c| c.parts.iter().map(|p| state_dir.join(p)))
-                    .collect(),
+                previous: committed_parts(committed.as_ref(), &state_dir),
                 next_dir: next_dir.clone(),
                 spill_dir: state_dir.join("tmp"),
                 memory_budget: 64 << 20,
@@ -685,6 +673,14 @@ pub fn run_sync(
     }
 }
 
+/// The committed snapshot's part files as paths.
+fn committed_parts(committed: Option<&SnapshotState>, state_dir: &std::path::Path) -> Vec<PathBuf> {
+    committed
+        .iter()
+        .flat_map(|c| c.parts.iter().map(|p| state_dir.join(p)))
+        .collect()
+}
+
 /// Removes the snapshot folders of `dir` other than `run-<keep>` (uncommitted leftovers and
 /// superseded snapshots). Best effort: a leftover only costs disk space.
 fn remove_snapshots_except(dir: &std::path::Path, keep: Option<u64>) {
@@ -739,10 +735,7 @@ pub fn preview_changes(
         .join(format!("preview-{}", std::process::id()));
     let spec = DiffSpec {
         hasher: hasher.clone(),
-        previous: committed
-            .iter()
-            .flat_map(|c| c.parts.iter().map(|p| state_dir.join(p)))
-            .collect(),
+        previous: committed_parts(committed.as_ref(), &state_dir),
         next_dir: scratch.clone(),
         spill_dir: scratch.clone(),
         memory_budget: 64 << 20,

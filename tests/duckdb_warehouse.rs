@@ -19,7 +19,7 @@ fn describes_previews_and_snapshots() {
     fx.sql(
         r#"CREATE SCHEMA s;
            CREATE TABLE s."Odd ""Name""" (id INTEGER PRIMARY KEY, "select" VARCHAR NOT NULL, v DOUBLE);
-           INSERT INTO s."Odd ""Name""" SELECT i, 'x' || i, i / 2 FROM range(5000) t(i);"#,
+           INSERT INTO s."Odd ""Name""" SELECT i, 'x' || i, i / 2 FROM range(20000) t(i);"#,
     );
     let wh = DuckDbWarehouse::new("wh", fx.warehouse());
     let src = SourceRef::Table(r#"s.Odd "Name""#.into());
@@ -37,8 +37,11 @@ fn describes_previews_and_snapshots() {
         true
     })
     .unwrap();
-    assert_eq!(n, 5000);
-    assert!(batches > 1, "streamed in several batches");
+    assert_eq!(n, 20000);
+    assert!(
+        batches > 1,
+        "streamed in several batches (of at least 8,192 rows)"
+    );
 
     let q = SourceRef::Query(r#"SELECT id, "select" FROM s."Odd ""Name""" WHERE id < 10;"#.into());
     assert_eq!(wh.describe(&q).unwrap().columns.len(), 2);

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::diff::{ChangeOp, ChangeSet, RowChange};
 use crate::encode::{write_json_str, write_value, ColumnEncoder};
-use crate::events::{EventMapper, MappingError};
+use crate::events::{find_column, EventMapper, MappingError};
 use crate::record::{MappedBatch, Reject};
 use crate::RecordMapper;
 
@@ -170,18 +170,7 @@ impl ProfileChanges {
         schema: &Schema,
         envelope: bool,
     ) -> Result<Self, MappingError> {
-        let find = |c: &str, role: &'static str| {
-            schema.index_of(c).map_err(|_| MappingError::UnknownColumn {
-                column: c.to_string(),
-                role,
-                available: schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        };
+        let find = |c: &str, role: &'static str| find_column(schema, c, role);
         let id = find(&mapping.id_column, "user_id_column / group id")?;
         let json = match &mapping.properties_column {
             Some(c) => Some(find(c, "properties_column")?),
@@ -400,18 +389,7 @@ pub struct LookupRows {
 impl LookupRows {
     /// Compiles the column order for `schema` with `key` first.
     pub fn new(schema: &Schema, key: &str, exclude: &[String]) -> Result<Self, MappingError> {
-        let k = schema
-            .index_of(key)
-            .map_err(|_| MappingError::UnknownColumn {
-                column: key.to_string(),
-                role: "primary_key",
-                available: schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let k = find_column(schema, key, "primary_key")?;
         let mut columns = vec![k];
         columns.extend(
             (0..schema.fields().len())

@@ -145,7 +145,13 @@ pub struct EventMapper {
     seed: u64,
 }
 
-fn find(schema: &Schema, column: &str, role: &'static str) -> Result<usize, MappingError> {
+/// The index of `column` in `schema`, or an error naming the setting (`role`) and the
+/// table's columns.
+pub fn find_column(
+    schema: &Schema,
+    column: &str,
+    role: &'static str,
+) -> Result<usize, MappingError> {
     schema
         .index_of(column)
         .map_err(|_| MappingError::UnknownColumn {
@@ -210,7 +216,7 @@ pub fn insert_id_hex(seed: u64, bytes: &[u8]) -> [u8; 32] {
 impl EventMapper {
     /// Resolves the mapping against `schema`; unknown columns and unusable types are errors.
     pub fn new(mapping: EventMapping, schema: &Schema) -> Result<Self, MappingError> {
-        let time = find(schema, &mapping.time_column, "time_column")?;
+        let time = find_column(schema, &mapping.time_column, "time_column")?;
         check_type(
             schema,
             time,
@@ -220,7 +226,7 @@ impl EventMapper {
         )?;
         let name = match &mapping.event_name {
             EventName::Column(c) => {
-                let i = find(schema, c, "event_name_column")?;
+                let i = find_column(schema, c, "event_name_column")?;
                 check_type(schema, i, "event_name_column", "a string", is_text)?;
                 Some(i)
             }
@@ -229,7 +235,7 @@ impl EventMapper {
         let opt = |c: &Option<String>, role: &'static str| -> Result<Option<usize>, MappingError> {
             match c {
                 Some(c) => {
-                    let i = find(schema, c, role)?;
+                    let i = find_column(schema, c, role)?;
                     check_type(schema, i, role, "a string or an integer", is_id)?;
                     Ok(Some(i))
                 }
@@ -240,7 +246,7 @@ impl EventMapper {
         let device = opt(&mapping.device_id_column, "device_id_column")?;
         let json = match &mapping.properties_column {
             Some(c) => {
-                let i = find(schema, c, "properties_column")?;
+                let i = find_column(schema, c, "properties_column")?;
                 check_type(
                     schema,
                     i,
@@ -255,10 +261,10 @@ impl EventMapper {
         let keys = mapping
             .key_columns
             .iter()
-            .map(|c| find(schema, c, "key_columns"))
+            .map(|c| find_column(schema, c, "key_columns"))
             .collect::<Result<Vec<_>, _>>()?;
         for c in &mapping.exclude_columns {
-            find(schema, c, "exclude_columns")?;
+            find_column(schema, c, "exclude_columns")?;
         }
         let special: HashSet<usize> = [Some(time), name, user, device, json]
             .into_iter()

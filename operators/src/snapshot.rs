@@ -30,7 +30,7 @@ use arrow::datatypes::Schema;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::encode::{write_json_str, ColumnEncoder};
-use crate::events::MappingError;
+use crate::events::{find_column, MappingError};
 
 /// The identity of one snapshot row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,21 +72,6 @@ impl HashedBatch {
     }
 }
 
-fn find(schema: &Schema, column: &str, role: &'static str) -> Result<usize, MappingError> {
-    schema
-        .index_of(column)
-        .map_err(|_| MappingError::UnknownColumn {
-            column: column.to_string(),
-            role,
-            available: schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
 impl RowHasher {
     /// A hasher for `schema` keyed by `key_columns` (at least one). `identity_columns` (events
     /// only) split the fingerprint as described in the module docs; `json_columns` are
@@ -99,14 +84,14 @@ impl RowHasher {
     ) -> Result<Self, MappingError> {
         let keys = key_columns
             .iter()
-            .map(|c| find(schema, c, "primary_key"))
+            .map(|c| find_column(schema, c, "primary_key"))
             .collect::<Result<Vec<_>, _>>()?;
         let identity = identity_columns
             .iter()
-            .map(|c| find(schema, c, "event identity"))
+            .map(|c| find_column(schema, c, "event identity"))
             .collect::<Result<Vec<_>, _>>()?;
         for c in json_columns {
-            find(schema, c, "properties_column")?;
+            find_column(schema, c, "properties_column")?;
         }
         let mut values: Vec<(String, usize, bool)> = schema
             .fields()

@@ -352,7 +352,7 @@ impl DuckDbWarehouse {
                     Some(merged)
                 }
             };
-            Ok(batch.is_none_or(|b| each(b)))
+            Ok(batch.is_none_or(&mut *each))
         };
         for batch in stream {
             let batch = batch.map_err(|e| Self::query_err(src, e))?;
