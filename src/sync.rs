@@ -503,14 +503,16 @@ pub fn run_sync(
             None,
         ),
         Some(hasher) => {
-            // Leftovers of runs that never committed.
+            // Leftovers of runs that never committed (snapshot folders, spilled batches).
             remove_snapshots_except(&snapshots_dir, committed.as_ref().map(|c| c.run_id));
+            let spill_dir = state_dir.join("tmp").join(name);
+            let _ = std::fs::remove_dir_all(&spill_dir);
             let counts = Arc::new(DiffCounts::default());
             let spec = DiffSpec {
                 hasher: hasher.clone(),
                 previous: committed_parts(committed.as_ref(), &state_dir),
                 next_dir: next_dir.clone(),
-                spill_dir: state_dir.join("tmp"),
+                spill_dir,
                 memory_budget: 64 << 20,
                 emit: match (sync.table_type, sync.resend_all) {
                     (TableType::Lookup, _) => Emit::AllIfChanged,
