@@ -394,7 +394,7 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
         let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], false)?;
         println!("records as they would be sent for new rows:");
         for b in &batches {
-            let hasher = r
+            let keys = r
                 .hasher
                 .as_ref()
                 .map(|h| h.key_texts(b))
@@ -408,7 +408,7 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
                     };
                     b.num_rows()
                 ],
-                keys: hasher,
+                keys,
                 rejects: Vec::new(),
             };
             print_mapped(&mapper.map_changes(&set, now));

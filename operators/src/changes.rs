@@ -223,6 +223,15 @@ impl ProfileChanges {
         write_json_str(out, id);
     }
 
+    /// [`Self::start`] of an update that must not move the profile's "last seen" time
+    /// (`$ignore_time`, users only).
+    fn start_update(&self, out: &mut Vec<u8>, id: &str) {
+        self.start(out, id);
+        if self.is_user {
+            out.extend_from_slice(b",\"$ignore_time\":true");
+        }
+    }
+
     /// The `$set` object of a row into `out`; returns the NULL property names.
     fn write_set(
         &self,
@@ -348,20 +357,14 @@ impl ChangeMapper for ProfileChanges {
                         out.records.push(&line);
                         continue;
                     }
-                    self.start(&mut line, &id);
-                    if self.is_user {
-                        line.extend_from_slice(b",\"$ignore_time\":true");
-                    }
+                    self.start_update(&mut line, &id);
                     line.extend_from_slice(b",\"$set\":");
                     line.extend_from_slice(&set);
                     line.push(b'}');
                     out.records.push(&line);
                     if *op == ChangeOp::Update && !nulls.is_empty() {
                         line.clear();
-                        self.start(&mut line, &id);
-                        if self.is_user {
-                            line.extend_from_slice(b",\"$ignore_time\":true");
-                        }
+                        self.start_update(&mut line, &id);
                         line.extend_from_slice(b",\"$unset\":[");
                         for (n, name) in nulls.iter().enumerate() {
                             if n > 0 {

@@ -666,17 +666,23 @@ pub fn snapshot_diff<'s>(
 const DELETE_CHUNK: usize = 2000;
 
 /// Maps change sets into records on the worker that holds them.
+/// A changed row may become several records (a profile's `$set` and `$unset`); the extra
+/// ones are admitted here, so in-flight accounting stays per record downstream.
 pub fn map_changes<'s>(
     stream: Stream<'s, u64, Vec<ChangeSet>>,
     mapper: Arc<dyn ChangeMapper>,
     now_ms: i64,
+    control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
     stream.unary(Pipeline, "MapChanges", move |_cap, _info| {
         move |input, output| {
             input.for_each(|cap, data| {
                 let mut session = output.session(&cap);
                 for c in data.drain(..) {
-                    session.give(mapper.map_changes(&c, now_ms));
+                    let mapped = mapper.map_changes(&c, now_ms);
+                    let settles = mapped.records.len() + mapped.settled_without_request();
+                    control.admit(settles.saturating_sub(c.len()));
+                    session.give(mapped);
                 }
             });
         }

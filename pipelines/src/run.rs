@@ -144,7 +144,7 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
                     mapper,
                 } => {
                     let changes = snapshot_diff(rows, epoch, spec, counts, ctl.clone());
-                    map_changes(changes, mapper, now_ms)
+                    map_changes(changes, mapper, now_ms, ctl.clone())
                 }
             };
             let (probe, _) = batch_sink(records, limits, tx, rejects, ctl.clone()).probe();
