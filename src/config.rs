@@ -87,6 +87,10 @@ pub enum WarehouseConfig {
         /// The database file.
         path: PathBuf,
     },
+    /// A PostgreSQL server.
+    Postgres(PostgresConfig),
+    /// An Amazon Redshift cluster (PostgreSQL's wire protocol).
+    Redshift(PostgresConfig),
 }
 
 impl WarehouseConfig {
@@ -94,8 +98,62 @@ impl WarehouseConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             WarehouseConfig::Duckdb { .. } => "duckdb",
+            WarehouseConfig::Postgres(_) => "postgres",
+            WarehouseConfig::Redshift(_) => "redshift",
         }
     }
+}
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslModeConfig {
+    /// No TLS.
+    Disable,
+    /// TLS if the server offers it; the certificate is not checked.
+    #[default]
+    Prefer,
+    /// TLS; the certificate is not checked (as in libpq).
+    Require,
+    /// TLS; the certificate chain and the host name are checked.
+    VerifyFull,
+}
+
+/// A PostgreSQL or Redshift connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port (default 5432; 5439 for Redshift).
+    pub port: Option<u16>,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password; use `${ENV_VAR}` to keep it out of the file.
+    pub password: Option<Secret>,
+    /// `disable`, `prefer` (default), `require` or `verify-full`.
+    #[serde(default)]
+    pub sslmode: SslModeConfig,
+    /// PEM root certificates for `verify-full` (default: the system's).
+    pub sslrootcert: Option<PathBuf>,
+    /// Connection timeout (default `10s`).
+    pub connect_timeout: Option<String>,
+}
+
+/// How a mirror sync learns of changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeCapture {
+    /// The warehouse's own change stream where it has one (PostgreSQL with
+    /// `wal_level = logical`), else snapshot diffs (stated in the logs).
+    #[default]
+    Auto,
+    /// The warehouse's change stream, or an error saying why it cannot be used.
+    Logical,
+    /// Always diff snapshots.
+    Snapshot,
 }
 
 /// Mixpanel data residency.
@@ -283,6 +341,12 @@ pub struct SyncConfig {
     /// Full/mirror: send every row each run instead of only the changed ones.
     #[serde(default)]
     pub resend_all: bool,
+    /// Mirror: `auto` (default), `logical` or `snapshot` — see [`ChangeCapture`].
+    #[serde(default)]
+    pub change_capture: ChangeCapture,
+    /// Full/mirror: when a key occurs in several rows, keep the one with the greatest value of
+    /// this column (e.g. `updated_at`) instead of failing the run.
+    pub dedupe_by: Option<String>,
 }
 
 impl SyncConfig {
@@ -438,6 +502,24 @@ impl Config {
             key,
             message,
         };
+        for (name, w) in &self.warehouses {
+            if let WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) = w {
+                if let Some(t) = &p.connect_timeout {
+                    if parse_duration(t).is_none() {
+                        return Err(err(
+                            format!("warehouses.{name}.connect_timeout"),
+                            format!("`{t}` is not a duration; write e.g. `10s`"),
+                        ));
+                    }
+                }
+                if p.sslrootcert.is_some() && p.sslmode != SslModeConfig::VerifyFull {
+                    return Err(err(
+                        format!("warehouses.{name}.sslrootcert"),
+                        "only used with `sslmode = \"verify-full\"`; set that or remove it".into(),
+                    ));
+                }
+            }
+        }
         for (name, d) in &self.destinations {
             if let DestinationConfig::Mixpanel(m) = d {
                 let key = format!("destinations.{name}");
@@ -610,6 +692,31 @@ impl Config {
                     ))
                 }
                 _ => {}
+            }
+            if s.dedupe_by.is_some() && !s.diffs_snapshots() {
+                return Err(err(
+                    key("dedupe_by"),
+                    "only full and mirror syncs (and one_time profiles) are keyed; remove it"
+                        .into(),
+                ));
+            }
+            if s.change_capture != ChangeCapture::Auto && s.mode != SyncMode::Mirror {
+                return Err(err(
+                    key("change_capture"),
+                    "only mirror syncs capture changes; remove it or use `mode = \"mirror\"`"
+                        .into(),
+                ));
+            }
+            if s.change_capture == ChangeCapture::Logical
+                && !matches!(
+                    self.warehouses.get(&s.warehouse),
+                    Some(WarehouseConfig::Postgres(_))
+                )
+            {
+                return Err(err(
+                    key("change_capture"),
+                    "`logical` needs a PostgreSQL warehouse; use `auto` or `snapshot`".into(),
+                ));
             }
             if matches!(s.mode, SyncMode::Full | SyncMode::Mirror) && s.key_columns().is_empty() {
                 return Err(err(

@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use wharf::config::{Config, DestinationConfig, WarehouseConfig};
+use wharf::config::{Config, DestinationConfig};
 use wharf::demo;
 use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::{
     Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
 };
 use wharf::state::StateStore;
-use wharf::sync::{resolve, run_sync, SyncOptions, SyncReport};
+use wharf::sync::{resolve, run_continuous, run_sync, SyncOptions, SyncReport};
+use wharf::warehouse::Warehouse;
 use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::events::row_json;
 use wharf_operators::record::MappedBatch;
@@ -79,6 +80,14 @@ enum Command {
         /// Testing hook: exit after delivery and before the commit, as a crash would.
         #[arg(long, hide = true, env = "WHARF_CRASH_BEFORE_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
         crash_before_commit: bool,
+        /// Keep running: poll again every `--interval` and send changes as they come (mirror
+        /// syncs with change capture send each change within about one interval). Ctrl-C
+        /// stops after the current run.
+        #[arg(long)]
+        continuous: bool,
+        /// Pause between runs in continuous mode.
+        #[arg(long, default_value = "200ms", value_parser = parse_interval)]
+        interval: std::time::Duration,
     },
     /// Show the last runs of each sync.
     Status {
@@ -158,6 +167,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
+    wharf::config::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (e.g. 200ms, 5s)"))
+}
+
 fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -176,14 +190,35 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             summary_json,
             crash_before_commit,
+            continuous,
+            interval,
         } => {
             let config = load(&cli.config)?;
             let rt = runtime()?;
             let options = SyncOptions {
                 workers,
-                progress: !summary_json,
+                progress: !summary_json && !continuous,
                 crash_before_commit,
+                skip_idle: continuous,
             };
+            if continuous {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = stop.clone();
+                rt.spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    eprintln!("wharf: stopping after the current run");
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                let runs = run_continuous(&config, &sync, &options, &rt, interval, &stop, |r| {
+                    if summary_json {
+                        println!("{}", summary_json_line(r));
+                    } else {
+                        print_report(r);
+                    }
+                })?;
+                eprintln!("wharf: {runs} run(s) committed");
+                return Ok(());
+            }
             let report = run_sync(&config, &sync, &options, &rt)?;
             if summary_json {
                 println!("{}", summary_json_line(&report));
@@ -287,12 +322,31 @@ fn check(config: &Config) -> Result<()> {
             println!("FAIL  {what}: {e}");
         }
     };
-    for (name, w) in &config.warehouses {
-        let WarehouseConfig::Duckdb { path } = w;
-        let wh = wharf::warehouse::duckdb::DuckDbWarehouse::new(name, config.resolve(path));
+    for name in config.warehouses.keys() {
+        let Some(wh) = Warehouse::from_config(config, name) else {
+            continue;
+        };
+        let detail = match &wh {
+            // Mirror syncs on PostgreSQL read its change stream when wal_level allows it.
+            Warehouse::Postgres(pg)
+                if pg.settings().flavor == wharf::warehouse::postgres::Flavor::Postgres =>
+            {
+                match pg.wal_level() {
+                    Ok(level) if level == "logical" => {
+                        " (wal_level = logical: mirror syncs use change capture)".to_string()
+                    }
+                    Ok(level) => format!(
+                        " (wal_level = {level}: mirror syncs diff snapshots; for change capture \
+                         run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL)"
+                    ),
+                    Err(_) => String::new(),
+                }
+            }
+            _ => String::new(),
+        };
         report(
             format!("warehouse {name}"),
-            wh.check().map(|_| String::new()).map_err(|e| e.to_string()),
+            wh.check().map(|_| detail).map_err(|e| e.to_string()),
         );
     }
     for (name, d) in &config.destinations {
@@ -569,7 +623,7 @@ fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
     let options = SyncOptions {
         workers,
         progress: true,
-        crash_before_commit: false,
+        ..SyncOptions::default()
     };
     let first = run_sync(&config, "demo_events", &options, &rt)?;
     print!("3. first run:  ");

@@ -22,8 +22,8 @@ use wharf_pipelines::governor::RateCap;
 use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec};
 
 use crate::config::{
-    parse_duration, Config, DestinationConfig, SyncConfig, SyncMode, TableType, TimeUnitConfig,
-    WarehouseConfig,
+    parse_duration, ChangeCapture, Config, DestinationConfig, SyncConfig, SyncMode, TableType,
+    TimeUnitConfig,
 };
 use crate::destination::file::FileDestination;
 use crate::destination::mixpanel::engage::{
@@ -34,8 +34,9 @@ use crate::destination::mixpanel::lookup::MixpanelLookupTable;
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
-use crate::warehouse::duckdb::DuckDbWarehouse;
-use crate::warehouse::{SourceRef, TableSchema, WarehouseError};
+use crate::warehouse::postgres::logical::Capture;
+use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::{check_cursor, SourceRef, TableSchema, Warehouse, WarehouseError};
 
 /// Why a sync could not run or did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,8 @@ pub struct SyncOptions {
     pub progress: bool,
     /// Testing hook: exit the process after delivery, before the commit (a simulated crash).
     pub crash_before_commit: bool,
+    /// Continuous mode: a change-capture poll that finds nothing records no run.
+    pub skip_idle: bool,
 }
 
 impl Default for SyncOptions {
@@ -92,6 +95,7 @@ impl Default for SyncOptions {
             workers: 1,
             progress: false,
             crash_before_commit: false,
+            skip_idle: false,
         }
     }
 }
@@ -112,7 +116,7 @@ pub struct ResolvedSync {
     /// The sync's config.
     pub sync: SyncConfig,
     /// Its warehouse.
-    pub warehouse: DuckDbWarehouse,
+    pub warehouse: Warehouse,
     /// The warehouse's kind (e.g. `duckdb`).
     pub warehouse_type: String,
     /// What it reads.
@@ -145,8 +149,8 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         what,
     };
     let wh_config = &config.warehouses[&sync.warehouse];
-    let WarehouseConfig::Duckdb { path } = wh_config;
-    let warehouse = DuckDbWarehouse::new(&sync.warehouse, config.resolve(path));
+    let warehouse = Warehouse::from_config(config, &sync.warehouse)
+        .ok_or_else(|| unsupported(format!("a warehouse named `{}`", sync.warehouse)))?;
     let source = match (&sync.table, &sync.query) {
         (Some(t), _) => SourceRef::Table(t.clone()),
         (None, Some(q)) => SourceRef::Query(q.clone()),
@@ -160,10 +164,19 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let m = &sync.mapping;
     let key_columns = sync.key_columns();
     let mut schema = warehouse.describe(&source).map_err(werr)?;
-    let source = match (&m.history_start_column, key_columns.first()) {
-        (Some(start), Some(user)) if sync.table_type == TableType::Users => {
-            find_column(&schema.arrow, start, "history_start_column").map_err(merr)?;
-            let latest = DuckDbWarehouse::latest_per_key(&source, user, start);
+    // Profile history tables and `dedupe_by`: per key, the row with the greatest value of the
+    // column (the warehouse picks it).
+    let latest_by = match (&m.history_start_column, &sync.dedupe_by) {
+        (Some(start), _) if sync.table_type == TableType::Users => {
+            Some((start, "history_start_column"))
+        }
+        (_, Some(column)) => Some((column, "dedupe_by")),
+        _ => None,
+    };
+    let source = match latest_by {
+        Some((column, what)) if !key_columns.is_empty() => {
+            find_column(&schema.arrow, column, what).map_err(merr)?;
+            let latest = warehouse.latest_per_key(&source, &schema, &key_columns, column);
             schema = warehouse.describe(&latest).map_err(werr)?;
             latest
         }
@@ -230,8 +243,7 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         ));
     } else {
         let cursor_name = m.insert_time_column.clone().unwrap_or(time_column);
-        let cursor_type =
-            DuckDbWarehouse::check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
+        let cursor_type = check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
         cursor = Some((cursor_name, cursor_type));
     }
     Ok(ResolvedSync {
@@ -425,15 +437,136 @@ pub fn build_destination(
     }
 }
 
+/// Changes read from a change stream per run, at most (rounded up to whole transactions).
+pub const MAX_CHANGES_PER_POLL: usize = 100_000;
+
+/// How a run learns what to send.
+enum CaptureMode {
+    /// Append, full, or mirror by snapshot diff.
+    Snapshot,
+    /// Mirror through logical decoding: the first run (`initial` = the slot's position) diffs
+    /// a snapshot, later runs read the slot.
+    Logical {
+        pg: PostgresWarehouse,
+        capture: Capture,
+        initial: Option<u64>,
+    },
+}
+
+/// Decides whether a mirror sync reads the warehouse's change stream, creating its slot and
+/// publication when it does.
+fn capture_mode(resolved: &ResolvedSync, store: &StateStore) -> Result<CaptureMode, SyncError> {
+    let sync = &resolved.sync;
+    if sync.mode != SyncMode::Mirror || sync.change_capture == ChangeCapture::Snapshot {
+        return Ok(CaptureMode::Snapshot);
+    }
+    let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
+    let unavailable = match (&resolved.warehouse, &resolved.source) {
+        (Warehouse::Postgres(pg), SourceRef::Table(table)) => {
+            let capture = Capture::for_sync(&sync.name, table);
+            match pg
+                .capture_unavailable(&capture, &sync.key_columns())
+                .map_err(werr)?
+            {
+                None => {
+                    let start = pg.start_capture(&capture).map_err(werr)?;
+                    let committed = store.watermark(&sync.name)?;
+                    let initial = (start.created || committed.is_none()).then_some(start.lsn);
+                    return Ok(CaptureMode::Logical {
+                        pg: pg.clone(),
+                        capture,
+                        initial,
+                    });
+                }
+                Some(reason) => reason,
+            }
+        }
+        (Warehouse::Postgres(_), SourceRef::Query(_)) => {
+            "a query (or a history table's latest rows) has no change stream; name a table".into()
+        }
+        _ => format!(
+            "{} has no change stream wharf reads",
+            resolved.warehouse_type
+        ),
+    };
+    if sync.change_capture == ChangeCapture::Logical {
+        return Err(SyncError::Unsupported {
+            sync: sync.name.clone(),
+            what: format!("change capture here: {unavailable}"),
+        });
+    }
+    tracing::warn!(sync = %sync.name, reason = %unavailable, "mirror falls back to snapshot diffs");
+    Ok(CaptureMode::Snapshot)
+}
+
 /// Runs `name` once and commits only after every record was acknowledged: append syncs read
 /// rows past the committed watermark; full and mirror syncs diff a snapshot against the
-/// committed one and send the changes.
+/// committed one and send the changes; mirror syncs with change capture send what the
+/// warehouse's change stream holds.
 pub fn run_sync(
     config: &Config,
     name: &str,
     options: &SyncOptions,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<SyncReport, SyncError> {
+    let options = SyncOptions {
+        skip_idle: false,
+        ..options.clone()
+    };
+    run_sync_polled(config, name, &options, runtime)?.ok_or_else(|| SyncError::RunFailed {
+        sync: name.to_string(),
+        run_id: 0,
+        reason: "no run was made".into(),
+    })
+}
+
+/// Runs `name` back to back every `interval` until `stop` is set, sending each change as soon
+/// as a poll finds it; idle polls record no run. A failed run is logged and retried after a
+/// backoff (up to 30 s). Returns the number of runs committed.
+pub fn run_continuous(
+    config: &Config,
+    name: &str,
+    options: &SyncOptions,
+    runtime: &tokio::runtime::Runtime,
+    interval: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    mut on_run: impl FnMut(&SyncReport),
+) -> Result<u64, SyncError> {
+    let options = SyncOptions {
+        skip_idle: true,
+        ..options.clone()
+    };
+    let mut runs = 0;
+    let mut backoff = interval;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match run_sync_polled(config, name, &options, runtime) {
+            Ok(report) => {
+                backoff = interval;
+                if let Some(r) = report {
+                    runs += 1;
+                    on_run(&r);
+                }
+                std::thread::sleep(interval);
+            }
+            Err(e @ (SyncError::UnknownSync(..) | SyncError::Unsupported { .. })) => return Err(e),
+            Err(e) => {
+                tracing::error!(sync = name, error = %e, retry_in = ?backoff, "run failed");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// [`run_sync`], except that with `options.skip_idle` a change-capture poll that finds nothing
+/// returns `None` without recording a run.
+pub fn run_sync_polled(
+    config: &Config,
+    name: &str,
+    options: &SyncOptions,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<SyncReport>, SyncError> {
     let resolved = resolve(config, name)?;
     let sync = &resolved.sync;
     if sync.destinations.len() != 1 {
@@ -464,13 +597,34 @@ pub fn run_sync(
     }
     let state_dir = config.state_dir();
     let committed = store.snapshot(name)?;
-    let total = match &resolved.cursor {
-        Some((cursor, cursor_type)) => resolved
+    let capture = capture_mode(&resolved, &store)?;
+    // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
+    let poll = match &capture {
+        CaptureMode::Logical {
+            pg,
+            capture,
+            initial: None,
+        } => {
+            let poll = pg
+                .poll_capture(capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
+                .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
+            if poll.changes_read == 0 && options.skip_idle {
+                return Ok(None);
+            }
+            Some(poll)
+        }
+        _ => None,
+    };
+    let total = match (&resolved.cursor, &poll) {
+        (_, Some(p)) => Some(p.batches.iter().map(|b| b.num_rows() as u64).sum()),
+        (Some((cursor, cursor_type)), None) => resolved
             .warehouse
             .count_after(&resolved.source, cursor, cursor_type, after)
             .ok(),
-        None => resolved.warehouse.count(&resolved.source).ok(),
+        (None, None) => resolved.warehouse.count(&resolved.source).ok(),
     };
+    let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
+    let mut stream_batches = poll.map(|p| p.batches);
     let run = store.begin_run(name, &format!("{:?}", sync.mode).to_lowercase(), after)?;
     let rejects_path = sync
         .rejects_path
@@ -502,6 +656,18 @@ pub fn run_sync(
             },
             None,
         ),
+        Some(hasher) if stream_batches.is_some() => {
+            let counts = Arc::new(DiffCounts::default());
+            let mapper = change_mapper(config, &resolved, dest_name, built.envelope)?;
+            (
+                Plan::Changes {
+                    hasher: hasher.clone(),
+                    counts: counts.clone(),
+                    mapper,
+                },
+                Some(counts),
+            )
+        }
         Some(hasher) => {
             // Leftovers of runs that never committed (snapshot folders, spilled batches).
             remove_snapshots_except(&snapshots_dir, committed.as_ref().map(|c| c.run_id));
@@ -532,20 +698,32 @@ pub fn run_sync(
             )
         }
     };
-    let reader = {
-        let (warehouse, source, watermark) = (
-            resolved.warehouse.clone(),
-            resolved.source.clone(),
-            watermark.clone(),
-        );
-        let cursor = resolved.cursor.clone();
-        let cursor_idx = cursor
-            .as_ref()
-            .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
-            .unwrap_or(0);
-        let handle = runtime.handle().clone();
-        Box::new(move |sender: SourceSender| {
-            handle.spawn_blocking(move || {
+    let reader: wharf_operators::dataflow::StartReader =
+        if let Some(batches) = stream_batches.take() {
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
+                    for batch in batches {
+                        if sender.send(SourceMessage::Batch(batch)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            })
+        } else {
+            let (warehouse, source, watermark) = (
+                resolved.warehouse.clone(),
+                resolved.source.clone(),
+                watermark.clone(),
+            );
+            let cursor = resolved.cursor.clone();
+            let cursor_idx = cursor
+                .as_ref()
+                .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
+                .unwrap_or(0);
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
                 let mut max = None;
                 let result = match &cursor {
                     Some((cursor, cursor_type)) => {
@@ -568,8 +746,8 @@ pub fn run_sync(
                 // Dropping the sender ends the run's input.
                 drop(sender);
             });
-        })
-    };
+            })
+        };
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
@@ -614,11 +792,42 @@ pub fn run_sync(
                 .counters
                 .changes_unapplied
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let new_wm = match sync.mode {
-                SyncMode::Append => max_watermark(after, after_wm),
+            let new_wm = match (&capture, sync.mode) {
+                (_, SyncMode::Append) => max_watermark(after, after_wm),
+                // The change stream's position: the slot's, once it has moved.
+                (CaptureMode::Logical { initial: None, .. }, _) => end_lsn.map(lsn_watermark),
+                (
+                    CaptureMode::Logical {
+                        initial: Some(lsn), ..
+                    },
+                    _,
+                ) => Some(lsn_watermark(*lsn)),
                 _ => None,
             };
+            if let (CaptureMode::Logical { pg, capture, .. }, Some(lsn)) = (&capture, end_lsn) {
+                // Delivered: the slot may release these changes. A crash before this line
+                // replays them on the next run, which is harmless.
+                if let Err(e) = pg.confirm_capture(capture, lsn) {
+                    let run_id = run.run_id;
+                    let reason = format!("delivered, but the slot could not be advanced: {e}");
+                    store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
+                    return Err(SyncError::RunFailed {
+                        sync: name.to_string(),
+                        run_id,
+                        reason,
+                    });
+                }
+            }
+            let streamed = matches!(capture, CaptureMode::Logical { initial: None, .. });
             let snapshot = match &diff_counts {
+                Some(c) if streamed => {
+                    // A change-stream run leaves the committed snapshot state as it was.
+                    use std::sync::atomic::Ordering::Relaxed;
+                    run.inserted = c.inserts.load(Relaxed);
+                    run.updated = c.updates.load(Relaxed);
+                    run.deleted = c.deletes.load(Relaxed);
+                    None
+                }
                 Some(c) => {
                     use std::sync::atomic::Ordering::Relaxed;
                     run.inserted = c.inserts.load(Relaxed);
@@ -651,11 +860,11 @@ pub fn run_sync(
                 deleted = run.deleted,
                 "run committed"
             );
-            Ok(SyncReport {
+            Ok(Some(SyncReport {
                 run,
                 outcome,
                 rejects_path,
-            })
+            }))
         }
         Err(e) => {
             let c = &control.counters;
@@ -673,6 +882,10 @@ pub fn run_sync(
             })
         }
     }
+}
+
+fn lsn_watermark(lsn: u64) -> Watermark {
+    Watermark::Integer(i64::try_from(lsn).unwrap_or(i64::MAX))
 }
 
 /// The committed snapshot's part files as paths.
@@ -730,7 +943,11 @@ pub fn preview_changes(
     };
     let store = StateStore::open(&config.state_dir())?;
     let committed = store.snapshot(name)?;
+    let position = store.watermark(name)?;
     drop(store);
+    if let Some(p) = preview_captured(resolved, position)? {
+        return Ok(p);
+    }
     let state_dir = config.state_dir();
     let scratch = state_dir
         .join("tmp")
@@ -770,4 +987,49 @@ pub fn preview_changes(
         updates: counts.updates.load(Relaxed),
         deletes: counts.deletes.load(Relaxed),
     })
+}
+
+/// The preview of a mirror sync that reads a change stream: what its slot holds now (peeked,
+/// not consumed). `None` when the sync does not (yet) read one.
+fn preview_captured(
+    resolved: &ResolvedSync,
+    position: Option<Watermark>,
+) -> Result<Option<ChangePreview>, SyncError> {
+    let sync = &resolved.sync;
+    let (Warehouse::Postgres(pg), SourceRef::Table(table), SyncMode::Mirror, Some(_)) =
+        (&resolved.warehouse, &resolved.source, sync.mode, position)
+    else {
+        return Ok(None);
+    };
+    if sync.change_capture == ChangeCapture::Snapshot {
+        return Ok(None);
+    }
+    let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
+    let capture = Capture::for_sync(&sync.name, table);
+    if !pg.capture_exists(&capture).map_err(werr)? {
+        return Ok(None);
+    }
+    let poll = pg
+        .poll_capture(&capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
+        .map_err(werr)?;
+    let mut preview = ChangePreview {
+        rows: resolved.warehouse.count(&resolved.source).map_err(werr)?,
+        inserts: 0,
+        updates: 0,
+        deletes: 0,
+    };
+    for b in &poll.batches {
+        use wharf_operators::arrow::array::AsArray;
+        let Some(ops) = b.columns().last().and_then(|c| c.as_string_opt::<i32>()) else {
+            continue;
+        };
+        for op in ops.iter().flatten() {
+            match op {
+                "insert" => preview.inserts += 1,
+                "update" => preview.updates += 1,
+                _ => preview.deletes += 1,
+            }
+        }
+    }
+    Ok(Some(preview))
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::Fixture;
 use wharf::warehouse::duckdb::DuckDbWarehouse;
-use wharf::warehouse::{SourceRef, WarehouseError};
+use wharf::warehouse::{check_cursor, SourceRef, WarehouseError};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 
@@ -78,7 +78,7 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
         ("tstz", 100, 39),
         ("d", 100, 30),
     ] {
-        let ty = DuckDbWarehouse::check_cursor(&src, &schema, cursor).unwrap();
+        let ty = check_cursor(&src, &schema, cursor).unwrap();
         let idx = schema.arrow.index_of(cursor).unwrap();
         let read = |after: Option<Watermark>| {
             let mut n = 0;
@@ -126,11 +126,11 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
     let src = SourceRef::Table("u".into());
     let schema = wh.describe(&src).unwrap();
     assert!(matches!(
-        DuckDbWarehouse::check_cursor(&src, &schema, "s"),
+        check_cursor(&src, &schema, "s"),
         Err(WarehouseError::BadCursor { .. })
     ));
     assert!(matches!(
-        DuckDbWarehouse::check_cursor(&src, &schema, "zz"),
+        check_cursor(&src, &schema, "zz"),
         Err(WarehouseError::MissingColumn { .. })
     ));
 }

@@ -221,4 +221,20 @@ fn duplicate_keys_and_preview() {
         "{}",
         text(&out)
     );
+
+    // `dedupe_by` keeps, per key, the row with the greatest value of the column.
+    let deduped = config("full", "users", USERS).replace(
+        "destinations = [\"out\"]",
+        "destinations = [\"out\"]\ndedupe_by = \"score\"",
+    );
+    f.write_config("wharf.toml", &deduped);
+    // The original u9 (score 2) beats the duplicate (score 1): nothing changed.
+    assert!(sync(&f, &mut seen).is_empty());
+    f.sql("UPDATE people SET score = 100 WHERE name = 'dup';");
+    let sent = sync(&f, &mut seen);
+    assert_eq!(
+        ops(&sent),
+        [("u9".to_string(), "update".to_string())].into()
+    );
+    assert_eq!(sent[0]["record"]["name"], "dup");
 }

@@ -689,6 +689,115 @@ pub fn map_changes<'s>(
     })
 }
 
+/// Name of the last column of a change-stream batch: each row's change (`insert`, `update`
+/// or `delete`). Sources with a change stream of their own (e.g. logical decoding) send such
+/// batches; a delete row needs only its key columns.
+pub const OP_COLUMN: &str = "wharf_op";
+
+/// Turns change-stream batches (see [`OP_COLUMN`]) into change sets, counting the changes in
+/// `counts`. The source has compacted them so a key changes at most once per run; rows with a
+/// NULL key become rejects. A batch whose last column is not a valid op column fails the run.
+pub fn stream_changes<'s>(
+    stream: Stream<'s, u64, Vec<ArrowBatch>>,
+    hasher: Arc<RowHasher>,
+    counts: Arc<DiffCounts>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<ChangeSet>> {
+    stream.unary(Pipeline, "StreamChanges", move |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for b in data.drain(..) {
+                    match split_changes(&b.batch, &hasher, &counts) {
+                        Ok(sets) => {
+                            for set in sets {
+                                session.give(set);
+                            }
+                        }
+                        Err(reason) => control.fail(reason),
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// One change-stream batch as change sets (every row lands in exactly one set).
+pub fn split_changes(
+    batch: &RecordBatch,
+    hasher: &RowHasher,
+    counts: &DiffCounts,
+) -> Result<Vec<ChangeSet>, String> {
+    use arrow::array::{Array, AsArray};
+    let n = batch.num_columns();
+    let ops = match batch.schema().fields().last() {
+        Some(f) if f.name() == OP_COLUMN => batch.column(n - 1).as_string_opt::<i32>(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("a change batch lacks its `{OP_COLUMN}` column"))?;
+    let rows = batch
+        .project(&(0..n - 1).collect::<Vec<_>>())
+        .map_err(|e| e.to_string())?;
+    let keys = hasher.key_texts(&rows);
+    let mut mask = Vec::with_capacity(rows.num_rows());
+    let (mut changes, mut row_keys, mut rejects, mut deletes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (row, key) in keys.into_iter().enumerate() {
+        let op = match ops.is_valid(row).then(|| ops.value(row)) {
+            Some("insert") => ChangeOp::Insert,
+            Some("update") => ChangeOp::Update,
+            Some("delete") => ChangeOp::Delete,
+            other => return Err(format!("unknown change `{other:?}` in a change batch")),
+        };
+        mask.push(false);
+        if key.is_empty() {
+            rejects.push(Reject {
+                key: crate::events::row_json(&rows, row),
+                insert_id: None,
+                reason: format!(
+                    "a primary key column ({}) is NULL",
+                    hasher.key_names().join(", ")
+                ),
+            });
+            continue;
+        }
+        let counter = match op {
+            ChangeOp::Insert => &counts.inserts,
+            ChangeOp::Update => &counts.updates,
+            ChangeOp::Delete => &counts.deletes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if op == ChangeOp::Delete {
+            deletes.push(key);
+            continue;
+        }
+        mask[row] = true;
+        changes.push(RowChange {
+            op,
+            identity_changed: false,
+        });
+        row_keys.push(key);
+    }
+    counts
+        .rows
+        .fetch_add(changes.len() as u64, Ordering::Relaxed);
+    let mut out = Vec::new();
+    if !changes.is_empty() || !rejects.is_empty() {
+        let picked =
+            filter_record_batch(&rows, &BooleanArray::from(mask)).map_err(|e| e.to_string())?;
+        out.push(ChangeSet::Rows {
+            batch: picked,
+            changes,
+            keys: row_keys,
+            rejects,
+        });
+    }
+    if !deletes.is_empty() {
+        out.push(ChangeSet::Deletes(deletes));
+    }
+    Ok(out)
+}
+
 /// The rows of `batch` to emit, with their changes; rows without a key become rejects.
 fn pick_rows(
     batch: &RecordBatch,
@@ -879,4 +988,61 @@ pub fn diff_run(
     }
     let sets = std::mem::take(&mut *out.lock().map_err(|e| e.to_string())?);
     Ok((sets, counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn change_batches_split_into_rows_deletes_and_rejects() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(3), None])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some("c"),
+                Some("x"),
+            ])),
+            Arc::new(StringArray::from(vec![
+                "insert", "delete", "update", "insert",
+            ])),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let data = Schema::new(schema.fields()[..2].to_vec());
+        let hasher = RowHasher::new(&data, &["id".to_string()], &[], &[]).unwrap();
+        let counts = DiffCounts::default();
+        let sets = split_changes(&batch, &hasher, &counts).unwrap();
+        assert_eq!(sets.len(), 2);
+        let ChangeSet::Rows {
+            batch,
+            changes,
+            keys,
+            rejects,
+        } = &sets[0]
+        else {
+            panic!("rows first")
+        };
+        assert_eq!(batch.num_columns(), 2, "the op column is dropped");
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(
+            changes.iter().map(|c| c.op).collect::<Vec<_>>(),
+            vec![ChangeOp::Insert, ChangeOp::Update]
+        );
+        assert_eq!(keys, &vec!["1".to_string(), "3".to_string()]);
+        assert_eq!(rejects.len(), 1, "a NULL key is rejected");
+        assert!(matches!(&sets[1], ChangeSet::Deletes(k) if k == &vec!["2".to_string()]));
+        assert_eq!(counts.inserts.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.updates.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.deletes.load(Ordering::Relaxed), 1);
+        let no_op = batch.project(&[0, 1]).unwrap();
+        assert!(split_changes(&no_op, &hasher, &counts).is_err());
+    }
 }

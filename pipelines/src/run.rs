@@ -1,7 +1,8 @@
 //! One run of a sync as a timely dataflow:
 //! `poll_source → map_records → batch_sink` (append), or
-//! `poll_source → snapshot_diff → map_changes → batch_sink` (full and mirror), with delivery on
-//! tokio.
+//! `poll_source → snapshot_diff → map_changes → batch_sink` (full and mirror), or
+//! `poll_source → stream_changes → map_changes → batch_sink` (a source's own change stream),
+//! with delivery on tokio.
 //!
 //! The run is complete when the sink's output frontier passes the run's epoch, which happens
 //! only after the destination acknowledged every record (or it was rejected with a reason).
@@ -16,7 +17,8 @@ use wharf_operators::changes::ChangeMapper;
 use wharf_operators::dataflow::{
     batch_sink, map_records, poll_source, BatchLimits, RejectSink, RunControl, StartReader,
 };
-use wharf_operators::diff::{map_changes, snapshot_diff, DiffCounts, DiffSpec};
+use wharf_operators::diff::{map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec};
+use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::Probe;
 use wharf_operators::RecordMapper;
@@ -63,6 +65,16 @@ pub enum Plan {
         /// The diff's setup.
         spec: Arc<DiffSpec>,
         /// Its counts and new state files.
+        counts: Arc<DiffCounts>,
+        /// Changes → records.
+        mapper: Arc<dyn ChangeMapper>,
+    },
+    /// The rows are the source's own changes (batches with
+    /// [`wharf_operators::diff::OP_COLUMN`] last); each is sent as it is.
+    Changes {
+        /// Key texts of the rows.
+        hasher: Arc<RowHasher>,
+        /// Counts of the changes.
         counts: Arc<DiffCounts>,
         /// Changes → records.
         mapper: Arc<dyn ChangeMapper>,
@@ -144,6 +156,14 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
                     mapper,
                 } => {
                     let changes = snapshot_diff(rows, epoch, spec, counts, ctl.clone());
+                    map_changes(changes, mapper, now_ms, ctl.clone())
+                }
+                Plan::Changes {
+                    hasher,
+                    counts,
+                    mapper,
+                } => {
+                    let changes = stream_changes(rows, hasher, counts, ctl.clone());
                     map_changes(changes, mapper, now_ms, ctl.clone())
                 }
             };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use duckdb::{AccessMode, Config, Connection};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
-use wharf_operators::watermark::{is_cursor_type, Watermark};
+use wharf_operators::watermark::Watermark;
 
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 
@@ -181,35 +181,6 @@ impl DuckDbWarehouse {
         })
     }
 
-    /// Checks that `cursor` exists in `schema` and can be an append cursor.
-    pub fn check_cursor(
-        src: &SourceRef,
-        schema: &TableSchema,
-        cursor: &str,
-    ) -> Result<DataType, WarehouseError> {
-        let field =
-            schema
-                .arrow
-                .field_with_name(cursor)
-                .map_err(|_| WarehouseError::MissingColumn {
-                    column: cursor.to_string(),
-                    source_ref: src.clone(),
-                    available: schema
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
-        if !is_cursor_type(field.data_type()) {
-            return Err(WarehouseError::BadCursor {
-                column: cursor.to_string(),
-                found: field.data_type().to_string(),
-            });
-        }
-        Ok(field.data_type().clone())
-    }
-
     /// `WHERE` clause and its parameter for rows after `after` (none on a first run).
     fn after_clause(
         cursor: &str,
@@ -258,12 +229,13 @@ impl DuckDbWarehouse {
     }
 
     /// `src` reduced to the latest row per `key` by `order` (profile history tables: each
-    /// user's current state is the row with the latest start time).
-    pub fn latest_per_key(src: &SourceRef, key: &str, order: &str) -> SourceRef {
+    /// user's current state is the row with the latest start time; `dedupe_by`).
+    pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
+        let key: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
         SourceRef::Query(format!(
             "SELECT * FROM {} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
             Self::from_clause(src),
-            quote_ident(key),
+            key.join(", "),
             quote_ident(order)
         ))
     }

@@ -2,8 +2,11 @@
 //! warehouse produced them.
 
 pub mod duckdb;
+pub mod postgres;
 
-use wharf_operators::arrow::datatypes::SchemaRef;
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
+use wharf_operators::watermark::{is_cursor_type, Watermark};
 
 /// What a sync reads: a table or a SQL query written by the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,14 @@ pub enum WarehouseError {
         /// Why.
         message: String,
     },
+    /// The database cannot be reached now (connection refused, timed out, broken).
+    #[error("cannot reach {what}: {message}")]
+    Unavailable {
+        /// Which database.
+        what: String,
+        /// Why.
+        message: String,
+    },
     /// A query failed.
     #[error("query on {source_ref} failed: {message}")]
     Query {
@@ -102,7 +113,180 @@ impl WarehouseError {
             WarehouseError::Query {
                 transient: true,
                 ..
-            }
+            } | WarehouseError::Unavailable { .. }
         )
     }
+}
+
+/// A configured warehouse, whichever kind: the one type the rest of wharf reads through.
+#[derive(Debug, Clone)]
+pub enum Warehouse {
+    /// DuckDB (embedded).
+    DuckDb(duckdb::DuckDbWarehouse),
+    /// PostgreSQL or Redshift.
+    Postgres(postgres::PostgresWarehouse),
+}
+
+impl Warehouse {
+    /// The warehouse `name` of `config`.
+    pub fn from_config(config: &crate::config::Config, name: &str) -> Option<Warehouse> {
+        use crate::config::{SslModeConfig, WarehouseConfig};
+        Some(match config.warehouses.get(name)? {
+            WarehouseConfig::Duckdb { path } => {
+                Warehouse::DuckDb(duckdb::DuckDbWarehouse::new(name, config.resolve(path)))
+            }
+            WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) => {
+                let redshift = matches!(config.warehouses[name], WarehouseConfig::Redshift(_));
+                let settings = postgres::PgSettings {
+                    host: p.host.clone(),
+                    port: p.port.unwrap_or(if redshift { 5439 } else { 5432 }),
+                    database: p.database.clone(),
+                    user: p.user.clone(),
+                    password: p.password.as_ref().map(|s| s.expose().to_string()),
+                    sslmode: match p.sslmode {
+                        SslModeConfig::Disable => postgres::SslMode::Disable,
+                        SslModeConfig::Prefer => postgres::SslMode::Prefer,
+                        SslModeConfig::Require => postgres::SslMode::Require,
+                        SslModeConfig::VerifyFull => postgres::SslMode::VerifyFull,
+                    },
+                    sslrootcert: p.sslrootcert.as_ref().map(|c| config.resolve(c)),
+                    connect_timeout: p
+                        .connect_timeout
+                        .as_deref()
+                        .and_then(crate::config::parse_duration)
+                        .unwrap_or(std::time::Duration::from_secs(10)),
+                    flavor: if redshift {
+                        postgres::Flavor::Redshift
+                    } else {
+                        postgres::Flavor::Postgres
+                    },
+                };
+                Warehouse::Postgres(postgres::PostgresWarehouse::new(name, settings))
+            }
+        })
+    }
+
+    /// Connects once (the health check).
+    pub fn check(&self) -> Result<(), WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.check(),
+            Warehouse::Postgres(w) => w.check(),
+        }
+    }
+
+    /// Columns, types, declared primary key and Arrow schema of `src`.
+    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.describe(src),
+            Warehouse::Postgres(w) => w.describe(src),
+        }
+    }
+
+    /// `src` reduced to the latest row per `key` by `order` (profile history tables,
+    /// `dedupe_by`); ties are broken arbitrarily.
+    pub fn latest_per_key(
+        &self,
+        src: &SourceRef,
+        schema: &TableSchema,
+        key: &[String],
+        order: &str,
+    ) -> SourceRef {
+        match self {
+            Warehouse::DuckDb(_) => duckdb::DuckDbWarehouse::latest_per_key(src, key, order),
+            Warehouse::Postgres(_) => {
+                let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+                postgres::PostgresWarehouse::latest_per_key(src, &columns, key, order)
+            }
+        }
+    }
+
+    /// The number of rows of `src`.
+    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.count(src),
+            Warehouse::Postgres(w) => w.count(src),
+        }
+    }
+
+    /// Number of rows an append run would read.
+    pub fn count_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+    ) -> Result<u64, WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
+            Warehouse::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
+        }
+    }
+
+    /// Streams the rows whose `cursor` is past `after` to `each` (false stops).
+    pub fn read_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Warehouse::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
+        }
+    }
+
+    /// Streams the whole of `src` to `each` (false stops).
+    pub fn read_snapshot(
+        &self,
+        src: &SourceRef,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.read_snapshot(src, each),
+            Warehouse::Postgres(w) => w.read_snapshot(src, each),
+        }
+    }
+
+    /// The first `limit` rows of `src`.
+    pub fn preview(
+        &self,
+        src: &SourceRef,
+        limit: usize,
+    ) -> Result<Vec<RecordBatch>, WarehouseError> {
+        match self {
+            Warehouse::DuckDb(w) => w.preview(src, limit),
+            Warehouse::Postgres(w) => w.preview(src, limit),
+        }
+    }
+}
+
+/// Checks that `cursor` exists in `schema` and can be an append cursor; returns its type.
+pub fn check_cursor(
+    src: &SourceRef,
+    schema: &TableSchema,
+    cursor: &str,
+) -> Result<DataType, WarehouseError> {
+    let field =
+        schema
+            .arrow
+            .field_with_name(cursor)
+            .map_err(|_| WarehouseError::MissingColumn {
+                column: cursor.to_string(),
+                source_ref: src.clone(),
+                available: schema
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+    if !is_cursor_type(field.data_type()) {
+        return Err(WarehouseError::BadCursor {
+            column: cursor.to_string(),
+            found: field.data_type().to_string(),
+        });
+    }
+    Ok(field.data_type().clone())
 }

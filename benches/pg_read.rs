@@ -1,0 +1,73 @@
+//! PostgreSQL snapshot read throughput: a table of `WHARF_BENCH_ROWS` rows (default 1,000,000)
+//! and 10 columns (int8 key, text ×3, int4, float8, numeric(12,2), bool, timestamptz, jsonb)
+//! read through wharf's connector (one REPEATABLE READ transaction, a portal fetched 8,192 rows
+//! at a time, binary format decoded into Arrow). Needs the local PostgreSQL server.
+//!
+//! `cargo bench --bench pg_read`
+
+use std::time::{Duration, Instant};
+
+use wharf::warehouse::postgres::{Flavor, PgSettings, PostgresWarehouse, SslMode};
+use wharf::warehouse::SourceRef;
+
+fn main() {
+    let rows: u64 = std::env::var("WHARF_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let pg = PostgresWarehouse::new(
+        "pg",
+        PgSettings {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "test".into(),
+            user: "postgres".into(),
+            password: None,
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
+            connect_timeout: Duration::from_secs(10),
+            flavor: Flavor::Postgres,
+        },
+    );
+    let schema = format!("wb_read_{}", std::process::id());
+    let exec = |sql: String| {
+        pg.block(async {
+            let c = pg.connect().await?;
+            c.batch_execute(&sql)
+                .await
+                .map_err(|e| pg.err(&SourceRef::Query(sql.clone()), e))
+        })
+        .expect("sql");
+    };
+    let started = Instant::now();
+    exec(format!(
+        "CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.t AS SELECT g::int8 AS id, 'user ' || (g % 50000) AS user_id,
+           'event ' || (g % 20) AS name, md5(g::text) AS note, (g % 1000)::int4 AS score,
+           g / 7.0::float8 AS ratio, (g % 100000) / 100.0::numeric(12,2) AS amount,
+           g % 2 = 0 AS flag, timestamptz '2024-01-01' + g * interval '1 second' AS at,
+           jsonb_build_object('k', g % 10, 's', 'v' || (g % 3)) AS props
+         FROM generate_series(1, {rows}) g;
+         ANALYZE {schema}.t;"
+    ));
+    println!(
+        "created {rows} rows × 10 columns in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let src = SourceRef::Table(format!("{schema}.t"));
+    for run in 1..=3 {
+        let started = Instant::now();
+        let mut n = 0u64;
+        pg.read_snapshot(&src, |b| {
+            n += b.num_rows() as u64;
+            true
+        })
+        .expect("read");
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "run {run}: read {n} rows in {secs:.2}s = {:.0} rows/s",
+            n as f64 / secs
+        );
+    }
+    exec(format!("DROP SCHEMA {schema} CASCADE"));
+}
