@@ -5,9 +5,9 @@
 //!
 //! `cargo bench --bench pg_read`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use wharf::warehouse::postgres::{Flavor, PgSettings, PostgresWarehouse, SslMode};
+use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
 use wharf::warehouse::SourceRef;
 
 fn main() {
@@ -18,15 +18,8 @@ fn main() {
     let pg = PostgresWarehouse::new(
         "pg",
         PgSettings {
-            host: "127.0.0.1".into(),
-            port: 5432,
-            database: "test".into(),
-            user: "postgres".into(),
-            password: None,
             sslmode: SslMode::Disable,
-            sslrootcert: None,
-            connect_timeout: Duration::from_secs(10),
-            flavor: Flavor::Postgres,
+            ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
         },
     );
     let schema = format!("wb_read_{}", std::process::id());

@@ -14,10 +14,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{read_ndjson, text, Fixture};
+use common::{ops, read_ndjson, text, Fixture};
 use serde_json::Value;
 use wharf::warehouse::postgres::logical::Capture;
-use wharf::warehouse::postgres::{Flavor, PgSettings, PostgresWarehouse, SslMode};
+use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
 use wharf::warehouse::SourceRef;
 
 /// A schema of its own on the test server, dropped (with the sync's slot) on drop.
@@ -27,15 +27,8 @@ struct Pg {
 
 fn settings(sslmode: SslMode) -> PgSettings {
     PgSettings {
-        host: "127.0.0.1".into(),
-        port: 5432,
-        database: "test".into(),
-        user: "postgres".into(),
-        password: None,
         sslmode,
-        sslrootcert: None,
-        connect_timeout: std::time::Duration::from_secs(10),
-        flavor: Flavor::Postgres,
+        ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
     }
 }
 
@@ -131,21 +124,6 @@ fn sync(f: &Fixture, pg: &Pg, seen: &mut usize) -> Vec<Value> {
     let new = all[*seen..].to_vec();
     *seen = all.len();
     new
-}
-
-fn ops(envelopes: &[Value]) -> BTreeMap<String, String> {
-    envelopes
-        .iter()
-        .map(|e| {
-            (
-                e["key"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| e["key"].to_string()),
-                e["op"].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect()
 }
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

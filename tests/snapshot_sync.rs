@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{read_ndjson, text, Fixture};
+use common::{ops, read_ndjson, text, Fixture};
 use serde_json::Value;
 
 fn config(mode: &str, table_type: &str, mapping: &str) -> String {
@@ -51,21 +51,6 @@ fn sync(f: &Fixture, seen: &mut usize) -> Vec<Value> {
     let new = all[*seen..].to_vec();
     *seen = all.len();
     new
-}
-
-fn ops(envelopes: &[Value]) -> BTreeMap<String, String> {
-    envelopes
-        .iter()
-        .map(|e| {
-            (
-                e["key"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| e["key"].to_string()),
-                e["op"].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
 use wharf_operators::watermark::Watermark;
 
-use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{quote_ident, quote_table, ColumnInfo, SourceRef, TableSchema, WarehouseError};
 
 /// A DuckDB database file.
 #[derive(Debug, Clone)]
@@ -22,19 +22,6 @@ pub struct DuckDbWarehouse {
 
 /// Rows per batch handed to the dataflow (at least; DuckDB's vectors are 2,048 rows).
 const COALESCE_ROWS: usize = 8192;
-
-/// Quotes an identifier (`a"b` → `"a""b"`).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a possibly qualified table name (`schema.table`).
-pub fn quote_table(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
 
 fn split_table(name: &str) -> (String, String) {
     match name.rsplit_once('.') {

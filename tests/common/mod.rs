@@ -111,3 +111,19 @@ pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
+
+/// Key → op of change envelopes (`{"op","key","record"}`); non-string keys as their JSON.
+pub fn ops(envelopes: &[serde_json::Value]) -> std::collections::BTreeMap<String, String> {
+    envelopes
+        .iter()
+        .map(|e| {
+            (
+                e["key"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e["key"].to_string()),
+                e["op"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}

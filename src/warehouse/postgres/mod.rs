@@ -33,6 +33,7 @@ use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use wharf_operators::watermark::Watermark;
 
 use self::types::{ColumnBuilder, PgKind};
+pub use super::{quote_ident, quote_table};
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 
 /// Rows per fetch from the server-side cursor, and per Arrow batch.
@@ -83,6 +84,24 @@ pub struct PgSettings {
     pub flavor: Flavor,
 }
 
+impl PgSettings {
+    /// Settings for `user` on `host:port/database`: no password, `sslmode = prefer`, a 10 s
+    /// connection timeout, PostgreSQL.
+    pub fn new(host: &str, port: u16, database: &str, user: &str) -> Self {
+        PgSettings {
+            host: host.into(),
+            port,
+            database: database.into(),
+            user: user.into(),
+            password: None,
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            connect_timeout: Duration::from_secs(10),
+            flavor: Flavor::Postgres,
+        }
+    }
+}
+
 impl std::fmt::Debug for PgSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgSettings")
@@ -102,19 +121,6 @@ impl std::fmt::Debug for PgSettings {
 pub struct PostgresWarehouse {
     name: String,
     settings: Arc<PgSettings>,
-}
-
-/// Quotes an identifier (`a"b` → `"a""b"`).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a possibly qualified table name (`schema.table`).
-pub fn quote_table(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// A column's raw bytes, whatever its type (decoded by [`ColumnBuilder`]).
