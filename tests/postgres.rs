@@ -275,6 +275,12 @@ fn mirror_reads_logical_decoding_and_confirms_after_delivery() {
         "wharf.toml",
         &pg.config("postgres", "users", "mirror", &extra),
     );
+    let check = f.wharf(&["check", "-c", "wharf.toml"], &[]);
+    assert!(
+        text(&check).contains("wal_level = logical: mirror syncs use change capture"),
+        "{}",
+        text(&check)
+    );
     let mut seen = 0;
     // The initial snapshot, then nothing.
     assert_eq!(sync(&f, &pg, &mut seen).len(), 1000);
