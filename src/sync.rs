@@ -624,7 +624,7 @@ pub fn run_sync_polled(
         (None, None) => resolved.warehouse.count(&resolved.source).ok(),
     };
     let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
-    let mut stream_batches = poll.map(|p| p.batches);
+    let stream_batches = poll.map(|p| p.batches);
     let run = store.begin_run(name, &format!("{:?}", sync.mode).to_lowercase(), after)?;
     let rejects_path = sync
         .rejects_path
@@ -698,32 +698,31 @@ pub fn run_sync_polled(
             )
         }
     };
-    let reader: wharf_operators::dataflow::StartReader =
-        if let Some(batches) = stream_batches.take() {
-            let handle = runtime.handle().clone();
-            Box::new(move |sender: SourceSender| {
-                handle.spawn_blocking(move || {
-                    for batch in batches {
-                        if sender.send(SourceMessage::Batch(batch)).is_err() {
-                            break;
-                        }
+    let reader: wharf_operators::dataflow::StartReader = if let Some(batches) = stream_batches {
+        let handle = runtime.handle().clone();
+        Box::new(move |sender: SourceSender| {
+            handle.spawn_blocking(move || {
+                for batch in batches {
+                    if sender.send(SourceMessage::Batch(batch)).is_err() {
+                        break;
                     }
-                });
-            })
-        } else {
-            let (warehouse, source, watermark) = (
-                resolved.warehouse.clone(),
-                resolved.source.clone(),
-                watermark.clone(),
-            );
-            let cursor = resolved.cursor.clone();
-            let cursor_idx = cursor
-                .as_ref()
-                .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
-                .unwrap_or(0);
-            let handle = runtime.handle().clone();
-            Box::new(move |sender: SourceSender| {
-                handle.spawn_blocking(move || {
+                }
+            });
+        })
+    } else {
+        let (warehouse, source, watermark) = (
+            resolved.warehouse.clone(),
+            resolved.source.clone(),
+            watermark.clone(),
+        );
+        let cursor = resolved.cursor.clone();
+        let cursor_idx = cursor
+            .as_ref()
+            .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
+            .unwrap_or(0);
+        let handle = runtime.handle().clone();
+        Box::new(move |sender: SourceSender| {
+            handle.spawn_blocking(move || {
                 let mut max = None;
                 let result = match &cursor {
                     Some((cursor, cursor_type)) => {
@@ -746,8 +745,8 @@ pub fn run_sync_polled(
                 // Dropping the sender ends the run's input.
                 drop(sender);
             });
-            })
-        };
+        })
+    };
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));

@@ -32,7 +32,7 @@
 //!   `REPLICA IDENTITY FULL`; such a row is sent as an insert without those columns
 //!   (profile properties keep their values; an event would be re-imported without them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use wharf_operators::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -326,14 +326,14 @@ struct Change {
 struct Decoder {
     names: Vec<String>,
     key_idx: Vec<usize>,
-    /// Relation id → whether it is the captured table (column names checked).
-    relations: HashMap<u32, bool>,
+    /// Relations described so far (the captured table; column names checked).
+    relations: HashSet<u32>,
     /// Key text → index in `changes`.
     by_key: HashMap<Vec<Option<String>>, usize>,
     changes: Vec<Change>,
     read: usize,
     end_lsn: Option<u64>,
-    /// Changes of the current transaction (committed ones are final).
+    /// Inside a transaction (a Begin without its Commit yet).
     pending_end: bool,
 }
 
@@ -418,7 +418,7 @@ impl Decoder {
         Ok(Decoder {
             names: layout.names.clone(),
             key_idx,
-            relations: HashMap::new(),
+            relations: HashSet::new(),
             by_key: HashMap::new(),
             changes: Vec::new(),
             read: 0,
@@ -459,7 +459,7 @@ impl Decoder {
                         self.names.join(", ")
                     ));
                 }
-                self.relations.insert(id, true);
+                self.relations.insert(id);
             }
             b'I' => {
                 let id = r.u32()?;
@@ -526,11 +526,12 @@ impl Decoder {
     }
 
     fn known(&self, id: u32) -> Result<(), String> {
-        match self.relations.get(&id) {
-            Some(true) => Ok(()),
-            _ => Err(format!(
+        if self.relations.contains(&id) {
+            Ok(())
+        } else {
+            Err(format!(
                 "a change of relation {id} arrived before its description"
-            )),
+            ))
         }
     }
 
