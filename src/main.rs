@@ -80,6 +80,10 @@ enum Command {
         /// Testing hook: exit after delivery and before the commit, as a crash would.
         #[arg(long, hide = true, env = "WHARF_CRASH_BEFORE_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
         crash_before_commit: bool,
+        /// Testing hook: exit after the transactional destinations (Kafka with
+        /// `exactly_once`) committed and before the state store commits, as a crash would.
+        #[arg(long, hide = true, env = "WHARF_CRASH_AFTER_DESTINATION_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
+        crash_after_destination_commit: bool,
         /// Keep running: poll again every `--interval` and send changes as they come (mirror
         /// syncs with change capture send each change within about one interval). Ctrl-C
         /// stops after the current run.
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             summary_json,
             crash_before_commit,
+            crash_after_destination_commit,
             continuous,
             interval,
         } => {
@@ -199,6 +204,7 @@ fn run(cli: Cli) -> Result<()> {
                 workers,
                 progress: !summary_json && !continuous,
                 crash_before_commit,
+                crash_after_destination_commit,
                 skip_idle: continuous,
             };
             if continuous {
@@ -358,6 +364,9 @@ fn check(config: &Config) -> Result<()> {
                     .map(|_| String::new())
             }
             DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
+            DestinationConfig::Kafka(k) => {
+                wharf::destination::kafka::check_brokers(&k.brokers).map_err(|e| e.to_string())
+            }
         };
         report(format!("destination {name}"), r);
     }
@@ -445,7 +454,7 @@ fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
             "next run would send: {} inserts, {} updates, {} deletes ({} rows in the table; nothing sent, nothing committed)",
             p.inserts, p.updates, p.deletes, p.rows
         );
-        let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], false)?;
+        let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], None)?;
         println!("records as they would be sent for new rows:");
         for b in &batches {
             let keys = r

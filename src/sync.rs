@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use wharf_operators::arrow::datatypes::DataType;
 use wharf_operators::changes::{
-    ChangeMapper, EventChanges, LookupRows, ProfileChanges, ProfileMapping, ProfileTarget,
+    ChangeMapper, Envelope, EnvelopeRecords, EventChanges, LookupRows, ProfileChanges,
+    ProfileMapping, ProfileTarget,
 };
 use wharf_operators::dataflow::{BatchLimits, RunControl, SourceMessage, SourceSender};
 use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
@@ -16,16 +17,18 @@ use wharf_operators::events::{
 };
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
+use wharf_operators::RecordMapper;
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{Destination, DestinationError};
 use wharf_pipelines::governor::RateCap;
-use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec};
+use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec, SinkMapper, SinkSpec};
 
 use crate::config::{
-    parse_duration, ChangeCapture, Config, DestinationConfig, SyncConfig, SyncMode, TableType,
-    TimeUnitConfig,
+    parse_duration, ChangeCapture, Config, DestinationConfig, KafkaPayload, SyncConfig, SyncMode,
+    TableType, TimeUnitConfig,
 };
 use crate::destination::file::FileDestination;
+use crate::destination::kafka::{ExactlyOnce, KafkaDestination, KafkaSettings};
 use crate::destination::mixpanel::engage::{
     MixpanelProfiles, ProfileEndpoint, ENGAGE_LIMITS, GROUPS_LIMITS,
 };
@@ -83,8 +86,11 @@ pub struct SyncOptions {
     pub workers: usize,
     /// Show a progress bar (terminal) or log lines.
     pub progress: bool,
-    /// Testing hook: exit the process after delivery, before the commit (a simulated crash).
+    /// Testing hook: exit the process after delivery, before any commit (a simulated crash).
     pub crash_before_commit: bool,
+    /// Testing hook: exit the process after the transactional destinations committed, before
+    /// the state store commits (a simulated crash).
+    pub crash_after_destination_commit: bool,
     /// Continuous mode: a change-capture poll that finds nothing records no run.
     pub skip_idle: bool,
 }
@@ -95,6 +101,7 @@ impl Default for SyncOptions {
             workers: 1,
             progress: false,
             crash_before_commit: false,
+            crash_after_destination_commit: false,
             skip_idle: false,
         }
     }
@@ -259,24 +266,24 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
 }
 
 /// The change mapper of a snapshot sync for a destination (`envelope`: the destination takes
-/// change envelopes, e.g. a file).
+/// change envelopes, e.g. a file or Kafka).
 pub fn change_mapper(
     config: &Config,
     resolved: &ResolvedSync,
     destination: &str,
-    envelope: bool,
+    envelope: Option<Envelope>,
 ) -> Result<Arc<dyn ChangeMapper>, SyncError> {
     let sync = &resolved.sync;
     let merr = |e| SyncError::Mapping(sync.name.clone(), e);
     let m = &sync.mapping;
     let token = match &config.destinations[destination] {
-        DestinationConfig::Mixpanel(mp) => mp
-            .project_token
-            .as_ref()
-            .map(|t| t.expose().to_string())
-            .unwrap_or_default(),
-        DestinationConfig::File { .. } => String::new(),
-    };
+        DestinationConfig::Mixpanel(mp) => mp.project_token.as_ref(),
+        DestinationConfig::Kafka(k) => k.project_token.as_ref(),
+        DestinationConfig::File { .. } => None,
+    }
+    .map(|t| t.expose().to_string())
+    .unwrap_or_default();
+    let key = sync.key_columns().first().cloned().unwrap_or_default();
     Ok(match sync.table_type {
         TableType::Events => {
             let mapper = resolved
@@ -299,42 +306,124 @@ pub fn change_mapper(
             let mapping = ProfileMapping {
                 target,
                 token,
-                id_column: sync.key_columns().first().cloned().unwrap_or_default(),
+                id_column: key,
                 properties_column: m.properties_column.clone(),
                 exclude_columns: m.exclude_columns.clone(),
             };
             Arc::new(ProfileChanges::new(&mapping, &resolved.schema.arrow, envelope).map_err(merr)?)
         }
-        TableType::Lookup => {
-            let key = sync.key_columns().first().cloned().unwrap_or_default();
-            Arc::new(
-                LookupRows::new(&resolved.schema.arrow, &key, &m.exclude_columns).map_err(merr)?,
-            )
+        // A change-capable destination gets each row's change; Mixpanel gets the whole table.
+        TableType::Lookup if envelope.is_some() => {
+            let mapping = ProfileMapping {
+                target: ProfileTarget::User,
+                token,
+                id_column: key,
+                properties_column: None,
+                exclude_columns: m.exclude_columns.clone(),
+            };
+            Arc::new(ProfileChanges::new(&mapping, &resolved.schema.arrow, envelope).map_err(merr)?)
         }
+        TableType::Lookup => Arc::new(
+            LookupRows::new(&resolved.schema.arrow, &key, &m.exclude_columns).map_err(merr)?,
+        ),
     })
 }
 
 /// A destination ready for a run.
 pub struct BuiltDestination {
+    /// Its name in the config.
+    pub name: String,
     /// The destination.
     pub destination: Arc<dyn Destination>,
     /// Its retry and concurrency policy.
     pub policy: RetryPolicy,
     /// Its request limits.
     pub limits: BatchLimits,
-    /// It takes change envelopes (`{"op","key","record"}`) rather than bare payloads.
+    /// It takes change envelopes rather than bare payloads.
     pub envelope: bool,
 }
 
-/// Builds the destination `name` for `resolved`'s table type.
+/// The value of `{sync}`, `{table}` and `{table_type}` in a template.
+fn fill_template(template: &str, sync: &SyncConfig) -> String {
+    template
+        .replace("{sync}", &sync.name)
+        .replace("{table}", sync.table.as_deref().unwrap_or("query"))
+        .replace("{table_type}", table_type_name(sync.table_type))
+}
+
+/// `events`, `users`, `groups` or `lookup`.
+pub fn table_type_name(t: TableType) -> &'static str {
+    match t {
+        TableType::Events => "events",
+        TableType::Users => "users",
+        TableType::Groups => "groups",
+        TableType::Lookup => "lookup",
+    }
+}
+
+/// Builds the destination `name` for `resolved`'s table type (connecting where the
+/// destination needs it, on `runtime`).
 pub fn build_destination(
     config: &Config,
     resolved: &ResolvedSync,
     name: &str,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<BuiltDestination, SyncError> {
     let sync = &resolved.sync;
     let derr = |e| SyncError::Destination(sync.name.clone(), name.to_string(), e);
+    let d = |v: &Option<String>, default: Duration| {
+        v.as_deref().and_then(parse_duration).unwrap_or(default)
+    };
+    let defaults = RetryPolicy::default();
     match &config.destinations[name] {
+        DestinationConfig::Kafka(k) => {
+            let settings = KafkaSettings {
+                brokers: k.brokers.clone(),
+                topic: fill_template(&k.topic, sync),
+                sync: sync.name.clone(),
+                compression: k.compression.as_str(),
+                partitions: k.partitions.unwrap_or(3),
+                replication_factor: k.replication_factor.unwrap_or(1),
+                exactly_once: k.exactly_once.then(|| ExactlyOnce {
+                    transactional_id: fill_template(
+                        k.transactional_id.as_deref().unwrap_or("wharf-{sync}"),
+                        sync,
+                    ),
+                    progress_topic: fill_template(
+                        k.progress_topic
+                            .as_deref()
+                            .unwrap_or("wharf.progress.{sync}"),
+                        sync,
+                    ),
+                }),
+                delivery_timeout: d(&k.delivery_timeout, Duration::from_secs(30)),
+                linger: d(&k.linger, Duration::from_millis(5)),
+                headers: k.headers,
+                properties: k
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect(),
+            };
+            let dest = KafkaDestination::open(settings, runtime).map_err(derr)?;
+            Ok(BuiltDestination {
+                name: name.to_string(),
+                destination: Arc::new(dest),
+                policy: RetryPolicy {
+                    initial_backoff: Duration::from_millis(500),
+                    max_backoff: Duration::from_secs(30),
+                    max_jitter: Duration::from_millis(500),
+                    give_up_after: d(&k.give_up_after, defaults.give_up_after),
+                    concurrency: k.concurrency.unwrap_or(4).max(1),
+                    rate: RateCap::default(),
+                },
+                limits: BatchLimits {
+                    max_records: 50_000,
+                    max_bytes: 32 << 20,
+                },
+                envelope: k.payload == KafkaPayload::Envelope,
+            })
+        }
         DestinationConfig::File { path } => {
             let p = if path == "-" {
                 PathBuf::from("-")
@@ -351,6 +440,7 @@ pub fn build_destination(
                 max_bytes: 8 << 20,
             };
             Ok(BuiltDestination {
+                name: name.to_string(),
                 destination: Arc::new(dest),
                 policy,
                 limits,
@@ -359,10 +449,6 @@ pub fn build_destination(
             })
         }
         DestinationConfig::Mixpanel(m) => {
-            let d = |v: &Option<String>, default: Duration| {
-                v.as_deref().and_then(parse_duration).unwrap_or(default)
-            };
-            let defaults = RetryPolicy::default();
             let policy = RetryPolicy {
                 initial_backoff: d(&m.initial_backoff, defaults.initial_backoff),
                 max_backoff: d(&m.max_backoff, defaults.max_backoff),
@@ -428,6 +514,7 @@ pub fn build_destination(
                 }
             };
             Ok(BuiltDestination {
+                name: name.to_string(),
                 destination,
                 policy,
                 limits,
@@ -538,8 +625,14 @@ pub fn run_continuous(
     };
     let mut runs = 0;
     let mut backoff = interval;
+    // Destinations (Kafka producers, HTTP clients) live across runs; a failed run drops them.
+    let mut session = Session::default();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        match run_sync_polled(config, name, &options, runtime) {
+        let result = run_in_session(config, name, &options, runtime, &mut session);
+        if result.is_err() {
+            session = Session::default();
+        }
+        match result {
             Ok(report) => {
                 backoff = interval;
                 if let Some(r) = report {
@@ -567,17 +660,39 @@ pub fn run_sync_polled(
     options: &SyncOptions,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<SyncReport>, SyncError> {
+    run_in_session(config, name, options, runtime, &mut Session::default())
+}
+
+/// What consecutive runs of one sync in one process share: its connected destinations.
+#[derive(Default)]
+struct Session {
+    destinations: Option<Vec<BuiltDestination>>,
+}
+
+fn run_in_session(
+    config: &Config,
+    name: &str,
+    options: &SyncOptions,
+    runtime: &tokio::runtime::Runtime,
+    session: &mut Session,
+) -> Result<Option<SyncReport>, SyncError> {
     let resolved = resolve(config, name)?;
     let sync = &resolved.sync;
-    if sync.destinations.len() != 1 {
-        return Err(SyncError::Unsupported {
-            sync: sync.name.clone(),
-            what: "sending one sync to several destinations".into(),
-        });
-    }
-    let dest_name = &sync.destinations[0];
-    let built = build_destination(config, &resolved, dest_name)?;
     let store = StateStore::open(&config.state_dir())?;
+    if session.destinations.is_none() {
+        let mut built = sync
+            .destinations
+            .iter()
+            .map(|d| build_destination(config, &resolved, d, runtime.handle()))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Transactional destinations commit last, once every other one has everything.
+        built.sort_by_key(|b| b.destination.is_transactional());
+        for b in built.iter().filter(|b| b.destination.is_transactional()) {
+            recover_from_destination(&resolved, &store, b, runtime)?;
+        }
+        session.destinations = Some(built);
+    }
+    let built = session.destinations.as_deref().unwrap_or_default();
     let after = match sync.mode {
         SyncMode::Append => store.watermark(name)?,
         _ => None,
@@ -643,27 +758,46 @@ pub fn run_sync_polled(
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
     let snapshots_dir = state_dir.join("snapshots").join(name);
     let next_dir = snapshots_dir.join(format!("run-{}", run.run_id));
-    let (plan, diff_counts) = match &resolved.hasher {
-        None => (
-            Plan::Append {
-                mapper: resolved
+    let envelope = Envelope::new(
+        name,
+        sync.table.as_deref().unwrap_or("query"),
+        table_type_name(sync.table_type),
+        run.run_id,
+    );
+    let mut sinks = Vec::with_capacity(built.len());
+    for b in built {
+        let env = b.envelope.then(|| envelope.clone());
+        let mapper = match &resolved.hasher {
+            None => {
+                let events = resolved
                     .events
                     .clone()
                     .ok_or_else(|| SyncError::Unsupported {
                         sync: name.to_string(),
                         what: "append without an events mapping".into(),
-                    })?,
-            },
-            None,
-        ),
+                    })?;
+                SinkMapper::Records(match env {
+                    Some(env) => Arc::new(EnvelopeRecords::new(events, env)),
+                    None => events as Arc<dyn RecordMapper>,
+                })
+            }
+            Some(_) => SinkMapper::Changes(change_mapper(config, &resolved, &b.name, env)?),
+        };
+        sinks.push(SinkSpec {
+            destination: b.destination.clone(),
+            limits: b.limits,
+            policy: b.policy.clone(),
+            mapper,
+        });
+    }
+    let (plan, diff_counts) = match &resolved.hasher {
+        None => (Plan::Append, None),
         Some(hasher) if stream_batches.is_some() => {
             let counts = Arc::new(DiffCounts::default());
-            let mapper = change_mapper(config, &resolved, dest_name, built.envelope)?;
             (
                 Plan::Changes {
                     hasher: hasher.clone(),
                     counts: counts.clone(),
-                    mapper,
                 },
                 Some(counts),
             )
@@ -687,12 +821,10 @@ pub fn run_sync_polled(
                 },
                 send_deletes: sync.mode == SyncMode::Mirror,
             };
-            let mapper = change_mapper(config, &resolved, dest_name, built.envelope)?;
             (
                 Plan::Diff {
                     spec: Arc::new(spec),
                     counts: counts.clone(),
-                    mapper,
                 },
                 Some(counts),
             )
@@ -750,15 +882,14 @@ pub fn run_sync_polled(
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
-    tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destination = %built.destination.describe(), "run started");
+    let described: Vec<String> = built.iter().map(|b| b.destination.describe()).collect();
+    tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destinations = ?described, "run started");
     let result = run_dataflow(RunSpec {
         workers: options.workers.max(1),
         epoch: run.run_id,
         reader,
         plan,
-        destination: built.destination,
-        limits: built.limits,
-        policy: built.policy,
+        sinks,
         rejects: logs.clone(),
         control: control.clone(),
         runtime: runtime.handle().clone(),
@@ -803,20 +934,6 @@ pub fn run_sync_polled(
                 ) => Some(lsn_watermark(*lsn)),
                 _ => None,
             };
-            if let (CaptureMode::Logical { pg, capture, .. }, Some(lsn)) = (&capture, end_lsn) {
-                // Delivered: the slot may release these changes. A crash before this line
-                // replays them on the next run, which is harmless.
-                if let Err(e) = pg.confirm_capture(capture, lsn) {
-                    let run_id = run.run_id;
-                    let reason = format!("delivered, but the slot could not be advanced: {e}");
-                    store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
-                    return Err(SyncError::RunFailed {
-                        sync: name.to_string(),
-                        run_id,
-                        reason,
-                    });
-                }
-            }
             let streamed = matches!(capture, CaptureMode::Logical { initial: None, .. });
             let snapshot = match &diff_counts {
                 Some(c) if streamed => {
@@ -844,6 +961,50 @@ pub fn run_sync_polled(
                 }
                 None => None,
             };
+            // Transactional destinations commit the run's records with its position.
+            let position = RunPosition {
+                run: run.clone(),
+                watermark: new_wm,
+                snapshot: snapshot.clone(),
+                lsn: end_lsn,
+            };
+            for b in built.iter().filter(|b| b.destination.is_transactional()) {
+                let json = serde_json::to_vec(&position).unwrap_or_default();
+                if let Err(e) = runtime.block_on(b.destination.commit(&json)) {
+                    for b in built {
+                        runtime.block_on(b.destination.abort());
+                    }
+                    let run_id = run.run_id;
+                    let reason = format!("{}: {e}", b.destination.describe());
+                    store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
+                    return Err(SyncError::RunFailed {
+                        sync: name.to_string(),
+                        run_id,
+                        reason,
+                    });
+                }
+            }
+            if options.crash_after_destination_commit {
+                eprintln!(
+                    "wharf: simulated crash after the destinations committed, before the state store (run {})",
+                    run.run_id
+                );
+                std::process::exit(71);
+            }
+            if let (CaptureMode::Logical { pg, capture, .. }, Some(lsn)) = (&capture, end_lsn) {
+                // Delivered: the slot may release these changes. A crash before this line
+                // replays them on the next run, which is harmless.
+                if let Err(e) = pg.confirm_capture(capture, lsn) {
+                    let run_id = run.run_id;
+                    let reason = format!("delivered, but the slot could not be advanced: {e}");
+                    store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
+                    return Err(SyncError::RunFailed {
+                        sync: name.to_string(),
+                        run_id,
+                        reason,
+                    });
+                }
+            }
             let run = store.commit_run(run, new_wm, snapshot.as_ref())?;
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
@@ -881,6 +1042,73 @@ pub fn run_sync_polled(
             })
         }
     }
+}
+
+/// What a transactional destination stores with each run's records: enough to commit the
+/// run in the state store if the process stopped between the two commits.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RunPosition {
+    /// The run record as committed.
+    run: RunRecord,
+    /// Its watermark after the run.
+    watermark: Option<Watermark>,
+    /// Its snapshot state (full and mirror by snapshot diff).
+    snapshot: Option<SnapshotState>,
+    /// The change stream's position it read up to (mirror by change capture).
+    lsn: Option<u64>,
+}
+
+/// Commits, in the state store, a run that `built` (a transactional destination) committed
+/// but the state store did not (the process stopped in between), so the next run neither
+/// resends nor skips anything.
+fn recover_from_destination(
+    resolved: &ResolvedSync,
+    store: &StateStore,
+    built: &BuiltDestination,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), SyncError> {
+    let name = &resolved.sync.name;
+    let derr = |e| SyncError::Destination(name.clone(), built.name.clone(), e);
+    let Some(bytes) = runtime
+        .block_on(built.destination.committed_position())
+        .map_err(derr)?
+    else {
+        return Ok(());
+    };
+    let position: RunPosition =
+        serde_json::from_slice(&bytes).map_err(|e| SyncError::RunFailed {
+            sync: name.clone(),
+            run_id: 0,
+            reason: format!(
+                "{}: its last position is not readable ({e}); remove it or use another progress topic",
+                built.destination.describe()
+            ),
+        })?;
+    let runs = store.runs(name, crate::state::MAX_RUNS_PER_SYNC)?;
+    let last_committed = runs
+        .iter()
+        .find(|r| r.status == RunStatus::Succeeded)
+        .map(|r| r.run_id)
+        .unwrap_or(0);
+    if position.run.run_id <= last_committed || position.run.sync != *name {
+        return Ok(());
+    }
+    tracing::warn!(
+        sync = %name,
+        run = position.run.run_id,
+        destination = %built.destination.describe(),
+        "the last run was committed by the destination but not in the state store (the process stopped in between); committing it now"
+    );
+    if let (Some(lsn), Warehouse::Postgres(pg), SourceRef::Table(table)) =
+        (position.lsn, &resolved.warehouse, &resolved.source)
+    {
+        pg.confirm_capture(&Capture::for_sync(name, table), lsn)
+            .map_err(|e| SyncError::Warehouse(name.clone(), e))?;
+    }
+    let mut run = position.run;
+    run.error = Some("committed on restart from the destination's position".into());
+    store.commit_run(run, position.watermark, position.snapshot.as_ref())?;
+    Ok(())
 }
 
 fn lsn_watermark(lsn: u64) -> Watermark {

@@ -165,7 +165,7 @@ fn every_type_reads_the_same_through_snapshots_and_logical_decoding() {
     // First run: the initial snapshot (binary format).
     let first = sync(&f, &pg, &mut seen);
     assert_eq!(first.len(), 1, "{first:?}");
-    let snap = first[0]["record"].clone();
+    let snap = first[0]["after"].clone();
     let want = serde_json::json!({
         "n": 12.34, "f": 1.23456789012345, "big": 9000000000i64, "s": -3, "r": 1.5, "d": 2.25,
         "b": true, "j": "{\"a\": 1}", "jb": "{\"b\": [1, 2]}",
@@ -185,7 +185,7 @@ fn every_type_reads_the_same_through_snapshots_and_logical_decoding() {
     ));
     let second = sync(&f, &pg, &mut seen);
     assert_eq!(ops(&second), map(&[("cdc", "insert")]));
-    assert_eq!(second[0]["record"], snap);
+    assert_eq!(second[0]["after"], snap);
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn full_sends_upserts_and_counts_deletes() {
         map(&[("7", "update")]),
         "full mode sends no deletes"
     );
-    assert_eq!(sent[0]["record"]["plan"], "pro");
+    assert_eq!(sent[0]["after"]["plan"], "pro");
     // Full mode never touches change capture.
     assert!(!warehouse().capture_exists(&pg.capture()).unwrap());
 }
@@ -316,8 +316,8 @@ fn mirror_reads_logical_decoding_and_confirms_after_delivery() {
         .filter(|(k, _)| k.starts_with('b'))
         .all(|(_, v)| v == "insert"));
     let u1 = changes.iter().find(|e| e["key"] == "u1").unwrap();
-    assert_eq!(u1["record"]["score"], -1);
-    assert!(u1["record"].get("city").is_none(), "NULL now: {u1}");
+    assert_eq!(u1["after"]["score"], -1);
+    assert!(u1["after"].get("city").is_none(), "NULL now: {u1}");
     // The slot moved: nothing again.
     assert!(sync(&f, &pg, &mut seen).is_empty());
     let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
@@ -477,7 +477,7 @@ history_start_column = "since""#;
         .map(|e| {
             (
                 e["key"].as_str().unwrap().to_string(),
-                e["record"]["plan"].clone(),
+                e["after"]["plan"].clone(),
             )
         })
         .collect();

@@ -63,8 +63,8 @@ fn restart_sends_exactly_the_ten_changes() {
     assert_eq!(first.len(), 1000);
     assert!(first.iter().all(|e| e["op"] == "insert"));
     let u7 = first.iter().find(|e| e["key"] == "u7").unwrap();
-    assert_eq!(u7["record"]["name"], "name 7");
-    assert_eq!(u7["record"]["city"], "city2");
+    assert_eq!(u7["after"]["name"], "name 7");
+    assert_eq!(u7["after"]["city"], "city2");
 
     // Nothing changed: nothing sent (each `wharf sync` is a new process: the state is on disk).
     assert!(sync(&f, &mut seen).is_empty());
@@ -117,7 +117,7 @@ user_id_column = "uid""#;
     let first = sync(&f, &mut seen);
     assert_eq!(first.len(), 3);
     let insert_id_1 =
-        first.iter().find(|e| e["key"] == 1).unwrap()["record"]["properties"]["$insert_id"].clone();
+        first.iter().find(|e| e["key"] == 1).unwrap()["after"]["properties"]["$insert_id"].clone();
     f.sql("UPDATE people SET name = 'a2' WHERE id = 1; DELETE FROM people WHERE id = 2;");
     let second = sync(&f, &mut seen);
     let changes = ops(&second);
@@ -126,8 +126,8 @@ user_id_column = "uid""#;
     assert_eq!(second.len(), 2);
     let upd = second.iter().find(|e| e["key"] == 1).unwrap();
     // An update keeps its deterministic $insert_id, so Mixpanel replaces the event.
-    assert_eq!(upd["record"]["properties"]["$insert_id"], insert_id_1);
-    assert_eq!(upd["record"]["properties"]["name"], "a2");
+    assert_eq!(upd["after"]["properties"]["$insert_id"], insert_id_1);
+    assert_eq!(upd["after"]["properties"]["name"], "a2");
 
     // Profiles: a mirror sync to the file carries the same ops.
     f.write_config(
@@ -221,5 +221,5 @@ fn duplicate_keys_and_preview() {
         ops(&sent),
         [("u9".to_string(), "update".to_string())].into()
     );
-    assert_eq!(sent[0]["record"]["name"], "dup");
+    assert_eq!(sent[0]["after"]["name"], "dup");
 }

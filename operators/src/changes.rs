@@ -11,9 +11,11 @@
 //! - Lookup tables ([`LookupRows`]): every row as one CSV line, key first; deletes are implied by
 //!   the replacement of the whole table.
 //!
-//! With `envelope` set (change-capable destinations such as files and Kafka), every record is
-//! `{"op":"insert|update|delete","key":<key JSON>,"record":<payload>}` and nothing is
-//! unapplied: deletes carry no record.
+//! With an [`Envelope`] (change-capable destinations such as files and Kafka), every record is
+//! a change envelope and nothing is unapplied: deletes carry no `after`.
+//!
+//! Every record carries its key and op ([`EncodedRecords::key`]), so a keyed destination
+//! (Kafka) can partition by key whether it gets envelopes or Mixpanel payloads.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use serde_json::value::RawValue;
 use crate::diff::{ChangeOp, ChangeSet, RowChange};
 use crate::encode::{write_json_str, write_value, ColumnEncoder};
 use crate::events::{find_column, EventMapper, MappingError};
-use crate::record::{MappedBatch, Reject};
+use crate::record::{EncodedRecords, MappedBatch, Reject};
 use crate::RecordMapper;
 
 /// Turns a [`ChangeSet`] into records. Implemented per table type.
@@ -34,32 +36,105 @@ pub trait ChangeMapper: Send + Sync {
     fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch;
 }
 
-fn write_envelope(out: &mut Vec<u8>, op: ChangeOp, key: &str, record: Option<&[u8]>) {
-    out.extend_from_slice(b"{\"op\":\"");
-    out.extend_from_slice(op.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"key\":");
-    out.extend_from_slice(if key.is_empty() {
-        b"null"
-    } else {
-        key.as_bytes()
-    });
-    if let Some(r) = record {
-        out.extend_from_slice(b",\"record\":");
-        out.extend_from_slice(r);
+/// The change envelope sent to change-capable destinations (files, Kafka): one JSON object
+/// per change,
+/// `{"op":"insert|update|delete","key":<key>,"after":<record>,"sync":…,"table":…,
+/// "table_type":…,"run":<run id>,"ts":<ms>}`. `key` is the primary key's value (an array for
+/// a composite key; for events without one, the `distinct_id`), `after` the row as the
+/// destination's record (absent for deletes), `ts` the run's clock in ms since the epoch.
+/// There is no `before`: neither a snapshot diff (which keeps fingerprints, not rows) nor
+/// PostgreSQL's logical decoding without `REPLICA IDENTITY FULL` knows the old values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// `,"sync":…,"table":…,"table_type":…,"run":N,"ts":` pre-encoded.
+    tail: Vec<u8>,
+}
+
+impl Envelope {
+    /// The envelope of run `run` of sync `sync` reading `table` (its name or `query`).
+    pub fn new(sync: &str, table: &str, table_type: &str, run: u64) -> Self {
+        let mut tail = b",\"sync\":".to_vec();
+        write_json_str(&mut tail, sync);
+        tail.extend_from_slice(b",\"table\":");
+        write_json_str(&mut tail, table);
+        tail.extend_from_slice(b",\"table_type\":");
+        write_json_str(&mut tail, table_type);
+        tail.extend_from_slice(b",\"run\":");
+        tail.extend_from_slice(itoa::Buffer::new().format(run).as_bytes());
+        tail.extend_from_slice(b",\"ts\":");
+        Envelope { tail }
     }
-    out.push(b'}');
+
+    /// Writes one envelope into `out`.
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        op: ChangeOp,
+        key: &[u8],
+        after: Option<&[u8]>,
+        ts_ms: i64,
+    ) {
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(op.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"key\":");
+        out.extend_from_slice(if key.is_empty() { b"null" } else { key });
+        if let Some(r) = after {
+            out.extend_from_slice(b",\"after\":");
+            out.extend_from_slice(r);
+        }
+        out.extend_from_slice(&self.tail);
+        out.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
+        out.push(b'}');
+    }
+
+    /// Wraps every record of `records` (which must carry keys and ops) in an envelope.
+    pub fn wrap(&self, records: &EncodedRecords, ts_ms: i64) -> EncodedRecords {
+        let mut out = EncodedRecords::default();
+        let mut line = Vec::with_capacity(512);
+        for i in 0..records.len() {
+            line.clear();
+            let key = records.key(i).unwrap_or_default();
+            let op = records.op(i);
+            let after = (op != ChangeOp::Delete).then(|| records.record(i));
+            self.write(&mut line, op, key, after, ts_ms);
+            out.push_keyed(&line, key, op);
+        }
+        out
+    }
+}
+
+/// A [`RecordMapper`] whose records are wrapped in change envelopes (append syncs into a
+/// change-capable destination: every row is an `insert`).
+pub struct EnvelopeRecords {
+    inner: Arc<dyn RecordMapper>,
+    envelope: Envelope,
+}
+
+impl EnvelopeRecords {
+    /// Wraps `inner`'s records (which must carry keys) in `envelope`.
+    pub fn new(inner: Arc<dyn RecordMapper>, envelope: Envelope) -> Self {
+        EnvelopeRecords { inner, envelope }
+    }
+}
+
+impl RecordMapper for EnvelopeRecords {
+    fn map_batch(&self, batch: &RecordBatch, now_ms: i64) -> MappedBatch {
+        let mut mapped = self.inner.map_batch(batch, now_ms);
+        mapped.records = self.envelope.wrap(&mapped.records, now_ms);
+        mapped
+    }
 }
 
 /// Events in mirror mode.
 pub struct EventChanges {
     mapper: Arc<EventMapper>,
-    envelope: bool,
+    envelope: Option<Envelope>,
 }
 
 impl EventChanges {
-    /// Wraps an event mapper (whose key columns should be the primary key, so an updated row
-    /// keeps its `$insert_id`).
-    pub fn new(mapper: Arc<EventMapper>, envelope: bool) -> Self {
+    /// Wraps an event mapper whose key columns are the sync's primary key (so an updated row
+    /// keeps its `$insert_id`, and records line up with their rows by key).
+    pub fn new(mapper: Arc<EventMapper>, envelope: Option<Envelope>) -> Self {
         EventChanges { mapper, envelope }
     }
 }
@@ -70,10 +145,11 @@ impl ChangeMapper for EventChanges {
         match changes {
             ChangeSet::Deletes(keys) => {
                 for k in keys {
-                    if self.envelope {
+                    if let Some(env) = &self.envelope {
                         let mut line = Vec::new();
-                        write_envelope(&mut line, ChangeOp::Delete, k, None);
-                        out.records.push(&line);
+                        env.write(&mut line, ChangeOp::Delete, k.as_bytes(), None, now_ms);
+                        out.records
+                            .push_keyed(&line, k.as_bytes(), ChangeOp::Delete);
                     } else {
                         out.unapplied.push(Reject {
                             key: k.clone(),
@@ -91,32 +167,37 @@ impl ChangeMapper for EventChanges {
                 rejects,
             } => {
                 out.rejects.extend(rejects.iter().cloned());
-                if self.envelope {
-                    // One row at a time, so each record gets its own op.
-                    for (row, change) in changes.iter().enumerate() {
-                        let mapped = self.mapper.map_batch(&batch.slice(row, 1), now_ms);
-                        out.rejects.extend(mapped.rejects);
-                        if !mapped.records.is_empty() {
-                            let rec = mapped.records.record(0);
-                            let mut line = Vec::with_capacity(rec.len() + 64);
-                            write_envelope(&mut line, change.op, &keys[row], Some(rec));
-                            out.records.push(&line);
-                        }
+                let mapped = self.mapper.map_batch(batch, now_ms);
+                out.rejects.extend(mapped.rejects);
+                let mut records = mapped.records;
+                // The records are the rows in order, less the rejected ones, keyed by the same
+                // key text: walk both to give each record its row's op.
+                let mut row = 0;
+                for i in 0..records.len() {
+                    let key = records.key(i).unwrap_or_default();
+                    while row < keys.len() && keys[row].as_bytes() != key {
+                        row += 1;
                     }
-                } else {
-                    let mapped = self.mapper.map_batch(batch, now_ms);
-                    out.records.extend_from(&mapped.records);
-                    out.rejects.extend(mapped.rejects);
-                    for (row, change) in changes.iter().enumerate() {
-                        if change.identity_changed {
-                            out.unapplied.push(Reject {
-                                key: keys[row].clone(),
-                                insert_id: None,
-                                reason: "the event's name, distinct id or time changed; the new version was imported, the old event stays in Mixpanel (its API cannot change or delete it)".into(),
-                            });
+                    if let (Some(change), Some(op)) = (changes.get(row), records.ops.get_mut(i)) {
+                        *op = change.op;
+                    }
+                    row += 1;
+                }
+                match &self.envelope {
+                    Some(env) => records = env.wrap(&records, now_ms),
+                    None => {
+                        for (row, change) in changes.iter().enumerate() {
+                            if change.identity_changed {
+                                out.unapplied.push(Reject {
+                                    key: keys[row].clone(),
+                                    insert_id: None,
+                                    reason: "the event's name, distinct id or time changed; the new version was imported, the old event stays in Mixpanel (its API cannot change or delete it)".into(),
+                                });
+                            }
                         }
                     }
                 }
+                out.records = records;
             }
         }
         out
@@ -160,7 +241,7 @@ pub struct ProfileChanges {
     json: Option<usize>,
     /// (column, pre-encoded `"name":`, name)
     props: Vec<(usize, Vec<u8>, String)>,
-    envelope: bool,
+    envelope: Option<Envelope>,
 }
 
 impl ProfileChanges {
@@ -168,7 +249,7 @@ impl ProfileChanges {
     pub fn new(
         mapping: &ProfileMapping,
         schema: &Schema,
-        envelope: bool,
+        envelope: Option<Envelope>,
     ) -> Result<Self, MappingError> {
         let find = |c: &str, role: &'static str| find_column(schema, c, role);
         let id = find(&mapping.id_column, "user_id_column / group id")?;
@@ -304,15 +385,15 @@ fn id_text(key: &str) -> String {
 }
 
 impl ChangeMapper for ProfileChanges {
-    fn map_changes(&self, changes: &ChangeSet, _now_ms: i64) -> MappedBatch {
+    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
         let mut out = MappedBatch::default();
         let mut line = Vec::with_capacity(512);
         match changes {
             ChangeSet::Deletes(keys) => {
                 for k in keys {
                     line.clear();
-                    if self.envelope {
-                        write_envelope(&mut line, ChangeOp::Delete, k, None);
+                    if let Some(env) = &self.envelope {
+                        env.write(&mut line, ChangeOp::Delete, k.as_bytes(), None, now_ms);
                     } else {
                         self.start(&mut line, &id_text(k));
                         line.extend_from_slice(b",\"$delete\":null");
@@ -321,7 +402,8 @@ impl ChangeMapper for ProfileChanges {
                         }
                         line.push(b'}');
                     }
-                    out.records.push(&line);
+                    out.records
+                        .push_keyed(&line, k.as_bytes(), ChangeOp::Delete);
                 }
             }
             ChangeSet::Rows {
@@ -352,16 +434,17 @@ impl ChangeMapper for ProfileChanges {
                         .map(|t| t.into_owned())
                         .unwrap_or_default();
                     line.clear();
-                    if self.envelope {
-                        write_envelope(&mut line, *op, &keys[row], Some(&set));
-                        out.records.push(&line);
+                    let key = keys[row].as_bytes();
+                    if let Some(env) = &self.envelope {
+                        env.write(&mut line, *op, key, Some(&set), now_ms);
+                        out.records.push_keyed(&line, key, *op);
                         continue;
                     }
                     self.start_update(&mut line, &id);
                     line.extend_from_slice(b",\"$set\":");
                     line.extend_from_slice(&set);
                     line.push(b'}');
-                    out.records.push(&line);
+                    out.records.push_keyed(&line, key, *op);
                     if *op == ChangeOp::Update && !nulls.is_empty() {
                         line.clear();
                         self.start_update(&mut line, &id);
@@ -373,7 +456,7 @@ impl ChangeMapper for ProfileChanges {
                             write_json_str(&mut line, name);
                         }
                         line.extend_from_slice(b"]}");
-                        out.records.push(&line);
+                        out.records.push_keyed(&line, key, ChangeOp::Update);
                     }
                 }
             }

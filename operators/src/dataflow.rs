@@ -258,10 +258,14 @@ pub fn poll_source<'s>(
 }
 
 /// Maps each batch into records with `mapper`, spreading batches over the workers.
+/// With `copy` (a second destination of a fan-out), the rows were counted in flight once
+/// already: this branch admits its own, so each destination's acknowledgements settle them.
 pub fn map_records<'s>(
     stream: Stream<'s, u64, Vec<ArrowBatch>>,
     mapper: Arc<dyn RecordMapper>,
     now_ms: i64,
+    control: Arc<RunControl>,
+    copy: bool,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
     stream.unary(
         Exchange::new(|b: &ArrowBatch| b.seq),
@@ -271,7 +275,12 @@ pub fn map_records<'s>(
                 input.for_each(|cap, data| {
                     let mut session = output.session(&cap);
                     for b in data.drain(..) {
-                        session.give(mapper.map_batch(&b.batch, now_ms));
+                        let mapped = mapper.map_batch(&b.batch, now_ms);
+                        let settles = mapped.records.len() + mapped.settled_without_request();
+                        // One record or reject per row; a mapper making more admits the rest.
+                        let admitted = if copy { 0 } else { b.batch.num_rows() };
+                        control.admit(settles.saturating_sub(admitted));
+                        session.give(mapped);
                     }
                 });
             }
@@ -403,7 +412,9 @@ pub fn batch_sink<'s>(
                                 .fetch_add(mapped.unapplied.len() as u64, Ordering::Relaxed);
                         }
                         control.settle(mapped.settled_without_request());
-                        for rec in mapped.records.iter() {
+                        let records = &mapped.records;
+                        for i in 0..records.len() {
+                            let rec = records.record(i);
                             let over_bytes =
                                 state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;
                             if !state.buffer.is_empty()
@@ -412,7 +423,7 @@ pub fn batch_sink<'s>(
                                 let full = std::mem::take(&mut state.buffer);
                                 send(epoch, full, state);
                             }
-                            state.buffer.push(rec);
+                            state.buffer.push_from(records, i);
                         }
                         if state.buffer.len() >= limits.max_records {
                             let full = std::mem::take(&mut state.buffer);

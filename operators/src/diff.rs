@@ -43,27 +43,7 @@ use crate::dataflow::{ArrowBatch, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{identity_changed, RowHasher, SnapshotReader, SnapshotWriter};
 
-/// What happened to a key between two snapshots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ChangeOp {
-    /// A new key.
-    Insert,
-    /// A key whose values changed.
-    Update,
-    /// A key that is gone.
-    Delete,
-}
-
-impl ChangeOp {
-    /// `insert`, `update` or `delete`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeOp::Insert => "insert",
-            ChangeOp::Update => "update",
-            ChangeOp::Delete => "delete",
-        }
-    }
-}
+pub use crate::record::ChangeOp;
 
 /// One changed row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -667,12 +647,14 @@ const DELETE_CHUNK: usize = 2000;
 
 /// Maps change sets into records on the worker that holds them.
 /// A changed row may become several records (a profile's `$set` and `$unset`); the extra
-/// ones are admitted here, so in-flight accounting stays per record downstream.
+/// ones are admitted here, so in-flight accounting stays per record downstream. With `copy`
+/// (a second destination of a fan-out) every record is admitted.
 pub fn map_changes<'s>(
     stream: Stream<'s, u64, Vec<ChangeSet>>,
     mapper: Arc<dyn ChangeMapper>,
     now_ms: i64,
     control: Arc<RunControl>,
+    copy: bool,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
     stream.unary(Pipeline, "MapChanges", move |_cap, _info| {
         move |input, output| {
@@ -681,7 +663,8 @@ pub fn map_changes<'s>(
                 for c in data.drain(..) {
                     let mapped = mapper.map_changes(&c, now_ms);
                     let settles = mapped.records.len() + mapped.settled_without_request();
-                    control.admit(settles.saturating_sub(c.len()));
+                    let admitted = if copy { 0 } else { c.len() };
+                    control.admit(settles.saturating_sub(admitted));
                     session.give(mapped);
                 }
             });

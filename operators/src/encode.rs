@@ -462,6 +462,33 @@ pub fn write_value(a: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// Writes the key of `row` as JSON text: the value of the one key column, or an array of the
+/// values of a composite key. Returns false (leaving partial output) when a key value is NULL
+/// or cannot be encoded.
+pub fn write_key_json(
+    encs: &[ColumnEncoder<'_>],
+    keys: &[usize],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> bool {
+    let composite = keys.len() > 1;
+    if composite {
+        out.push(b'[');
+    }
+    for (n, &k) in keys.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        if encs[k].is_null(row) || !encs[k].write(row, out) {
+            return false;
+        }
+    }
+    if composite {
+        out.push(b']');
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

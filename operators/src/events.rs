@@ -22,8 +22,8 @@ use serde_json::value::RawValue;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 
-use crate::encode::{to_micros, write_json_str, write_value, ColumnEncoder};
-use crate::record::{MappedBatch, Reject};
+use crate::encode::{to_micros, write_json_str, write_key_json, write_value, ColumnEncoder};
+use crate::record::{ChangeOp, MappedBatch, Reject};
 use crate::RecordMapper;
 
 /// Mixpanel rejects events older than this (1971-01-01T00:00:00Z) in milliseconds.
@@ -434,6 +434,8 @@ impl RecordMapper for EventMapper {
         let buf = &mut out.records.data;
         buf.reserve(rows * 256);
         let mut key_buf = Vec::new();
+        let mut keys = Vec::with_capacity(rows * 16);
+        let mut key_ends = Vec::with_capacity(rows);
         let mut json_buf = Vec::new();
         for row in 0..rows {
             let start = buf.len();
@@ -476,6 +478,7 @@ impl RecordMapper for EventMapper {
                 }
             }
             buf.extend_from_slice(b",\"distinct_id\":");
+            let distinct_at = buf.len();
             let user = self.user.and_then(|u| encs[u].text(row));
             let device = self.device.and_then(|d| encs[d].text(row));
             match (&user, &device) {
@@ -495,6 +498,7 @@ impl RecordMapper for EventMapper {
                 }
                 (None, None) => buf.extend_from_slice(b"\"\""),
             }
+            let distinct_end = buf.len();
             if let Some(d) = &device {
                 buf.extend_from_slice(b",\"$device_id\":");
                 write_json_str(buf, d);
@@ -621,7 +625,16 @@ impl RecordMapper for EventMapper {
                 });
             }
             match reason {
-                None => out.records.ends.push(buf.len() as u32),
+                None => {
+                    out.records.ends.push(buf.len() as u32);
+                    // The record's key: the primary key, else the distinct id.
+                    let mark = keys.len();
+                    if self.keys.is_empty() || !write_key_json(&encs, &self.keys, row, &mut keys) {
+                        keys.truncate(mark);
+                        keys.extend_from_slice(&buf[distinct_at..distinct_end]);
+                    }
+                    key_ends.push(keys.len() as u32);
+                }
                 Some(reason) => {
                     buf.truncate(start);
                     let id = String::from_utf8_lossy(&id).into_owned();
@@ -633,6 +646,9 @@ impl RecordMapper for EventMapper {
                 }
             }
         }
+        out.records.ops = vec![ChangeOp::Insert; key_ends.len()];
+        out.records.keys = keys;
+        out.records.key_ends = key_ends;
         out
     }
 }

@@ -2,15 +2,50 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What happened to a key between two snapshots (or what a record does to its key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChangeOp {
+    /// A new key.
+    Insert,
+    /// A key whose values changed.
+    Update,
+    /// A key that is gone.
+    Delete,
+}
+
+impl ChangeOp {
+    /// `insert`, `update` or `delete`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Insert => "insert",
+            ChangeOp::Update => "update",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
 /// Records already encoded as NDJSON: `data` holds the lines back to back (each ending in
 /// `\n`), `ends[i]` is the end offset of record `i`. One allocation per batch, and a destination
 /// can send a slice of it as an `application/x-ndjson` body without re-encoding.
+///
+/// Records may carry routing metadata for keyed destinations (Kafka): each record's key as
+/// JSON text (the primary key's value, an array for composite keys; an event's `distinct_id`
+/// when the table has no key) and its op. Either every record has metadata or none has.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedRecords {
     /// The NDJSON bytes.
     pub data: Vec<u8>,
     /// End offset (exclusive, after the newline) of each record.
     pub ends: Vec<u32>,
+    /// The records' keys (JSON text) back to back; empty when the records carry none.
+    #[serde(default)]
+    pub keys: Vec<u8>,
+    /// End offset of each record's key in `keys`; empty, or one per record.
+    #[serde(default)]
+    pub key_ends: Vec<u32>,
+    /// Each record's op; empty, or one per record.
+    #[serde(default)]
+    pub ops: Vec<ChangeOp>,
 }
 
 impl EncodedRecords {
@@ -41,15 +76,86 @@ impl EncodedRecords {
         (0..self.len()).map(move |i| self.record(i))
     }
 
-    /// Appends one record (`line` must not contain a newline).
+    /// Whether the records carry keys and ops.
+    pub fn is_keyed(&self) -> bool {
+        !self.key_ends.is_empty()
+    }
+
+    /// Record `i`'s key as JSON text, if it has one.
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.key_ends.get(i)? as usize;
+        let start = if i == 0 {
+            0
+        } else {
+            self.key_ends[i - 1] as usize
+        };
+        (end > start).then(|| &self.keys[start..end])
+    }
+
+    /// Record `i`'s op (`insert` when the records carry none).
+    pub fn op(&self, i: usize) -> ChangeOp {
+        self.ops.get(i).copied().unwrap_or(ChangeOp::Insert)
+    }
+
+    /// Appends one record (`line` must not contain a newline) without metadata.
     pub fn push(&mut self, line: &[u8]) {
         self.data.extend_from_slice(line);
         self.data.push(b'\n');
         self.ends.push(self.data.len() as u32);
+        if self.is_keyed() {
+            self.key_ends.push(self.keys.len() as u32);
+            self.ops.push(ChangeOp::Insert);
+        }
+    }
+
+    /// Appends one record with its key (JSON text; empty for none) and op.
+    pub fn push_keyed(&mut self, line: &[u8], key: &[u8], op: ChangeOp) {
+        // Records pushed without metadata so far get an empty key.
+        while self.key_ends.len() < self.ends.len() {
+            self.key_ends.push(self.keys.len() as u32);
+            self.ops.push(ChangeOp::Insert);
+        }
+        self.data.extend_from_slice(line);
+        self.data.push(b'\n');
+        self.ends.push(self.data.len() as u32);
+        self.keys.extend_from_slice(key);
+        self.key_ends.push(self.keys.len() as u32);
+        self.ops.push(op);
+    }
+
+    /// Marks the last record pushed with its key and op (for encoders that write straight
+    /// into `data` and push `ends` themselves).
+    pub fn tag_last(&mut self, key: &[u8], op: ChangeOp) {
+        while self.key_ends.len() + 1 < self.ends.len() {
+            self.key_ends.push(self.keys.len() as u32);
+            self.ops.push(ChangeOp::Insert);
+        }
+        self.keys.extend_from_slice(key);
+        self.key_ends.push(self.keys.len() as u32);
+        self.ops.push(op);
+    }
+
+    /// Appends record `i` of `other`, with its metadata.
+    pub fn push_from(&mut self, other: &EncodedRecords, i: usize) {
+        if other.is_keyed() {
+            self.push_keyed(
+                other.record(i),
+                other.key(i).unwrap_or_default(),
+                other.op(i),
+            );
+        } else {
+            self.push(other.record(i));
+        }
     }
 
     /// Appends all records of `other`.
     pub fn extend_from(&mut self, other: &EncodedRecords) {
+        if self.is_keyed() || other.is_keyed() {
+            for i in 0..other.len() {
+                self.push_from(other, i);
+            }
+            return;
+        }
         let base = self.data.len() as u32;
         self.data.extend_from_slice(&other.data);
         self.ends.extend(other.ends.iter().map(|e| e + base));
@@ -60,11 +166,11 @@ impl EncodedRecords {
         let mid = self.len() / 2;
         let mut a = EncodedRecords::default();
         let mut b = EncodedRecords::default();
-        for (i, r) in self.iter().enumerate() {
+        for i in 0..self.len() {
             if i < mid {
-                a.push(r)
+                a.push_from(self, i)
             } else {
-                b.push(r)
+                b.push_from(self, i)
             }
         }
         (a, b)

@@ -29,7 +29,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use crate::encode::{write_json_str, ColumnEncoder};
+use crate::encode::{write_json_str, write_key_json, ColumnEncoder};
 use crate::events::{find_column, MappingError};
 
 /// The identity of one snapshot row.
@@ -117,22 +117,7 @@ impl RowHasher {
 
     /// Writes row `row`'s key JSON into `out`; false when a key column is NULL.
     fn write_key(&self, encs: &[ColumnEncoder<'_>], row: usize, out: &mut Vec<u8>) -> bool {
-        let composite = self.keys.len() > 1;
-        if composite {
-            out.push(b'[');
-        }
-        for (n, &k) in self.keys.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            if encs[k].is_null(row) || !encs[k].write(row, out) {
-                return false;
-            }
-        }
-        if composite {
-            out.push(b']');
-        }
-        true
+        write_key_json(encs, &self.keys, row, out)
     }
 
     /// Hashes every row of `batch`.

@@ -256,3 +256,79 @@ fn json_column_edge_cases_keep_records_on_one_line() {
     assert_eq!(recs[1]["properties"]["esc\"aped"], "v\n");
     assert_eq!(recs[1]["properties"]["b"], json!([1, 2]));
 }
+
+#[test]
+fn records_carry_their_key_and_envelopes_wrap_them() {
+    use wharf_operators::changes::{Envelope, EnvelopeRecords};
+    use wharf_operators::record::ChangeOp;
+    let b = batch(vec![
+        (
+            "t",
+            Arc::new(Int64Array::from(vec![
+                Some(1_700_000_000),
+                None,
+                Some(1_700_000_001),
+            ])) as ArrayRef,
+        ),
+        (
+            "user",
+            Arc::new(StringArray::from(vec!["u\"1", "u2", "u3"])) as ArrayRef,
+        ),
+        (
+            "id",
+            Arc::new(Int64Array::from(vec![10, 11, 12])) as ArrayRef,
+        ),
+    ]);
+    // No primary key: each record is keyed by its distinct_id (JSON text).
+    let m = EventMapper::new(
+        EventMapping {
+            user_id_column: Some("user".into()),
+            ..mapping("t")
+        },
+        &b.schema(),
+    )
+    .unwrap();
+    let out = m.map_batch(&b, NOW);
+    assert_eq!(out.records.len(), 2, "the NULL time is rejected");
+    assert_eq!(out.records.key(0), Some(&br#""u\"1""#[..]));
+    assert_eq!(out.records.key(1), Some(&br#""u3""#[..]));
+    assert_eq!(out.records.op(1), ChangeOp::Insert);
+    // With a primary key, the key is its value.
+    let keyed = Arc::new(
+        EventMapper::new(
+            EventMapping {
+                user_id_column: Some("user".into()),
+                key_columns: vec!["id".into()],
+                ..mapping("t")
+            },
+            &b.schema(),
+        )
+        .unwrap(),
+    );
+    let out = keyed.map_batch(&b, NOW);
+    assert_eq!(out.records.key(1), Some(&b"12"[..]));
+    // A 413 split keeps every record's key.
+    let (x, y) = out.records.split_in_half();
+    assert_eq!((x.key(0), y.key(0)), (Some(&b"10"[..]), Some(&b"12"[..])));
+
+    let wrapped = EnvelopeRecords::new(keyed, Envelope::new("s", "events_table", "events", 7));
+    let out = wrapped.map_batch(&b, NOW);
+    let env: Value = serde_json::from_slice(out.records.record(1)).unwrap();
+    assert_eq!(env["op"], "insert");
+    assert_eq!(env["key"], 12);
+    assert_eq!(env["after"]["properties"]["distinct_id"], "u3");
+    assert_eq!(
+        (
+            env["sync"].clone(),
+            env["table"].clone(),
+            env["table_type"].clone()
+        ),
+        (json!("s"), json!("events_table"), json!("events"))
+    );
+    assert_eq!(
+        (env["run"].clone(), env["ts"].clone()),
+        (json!(7), json!(NOW))
+    );
+    assert_eq!(out.records.key(1), Some(&b"12"[..]));
+    assert_eq!(out.rejects.len(), 1);
+}

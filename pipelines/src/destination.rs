@@ -75,8 +75,35 @@ pub trait Destination: Send + Sync + 'static {
         records: &'a EncodedRecords,
     ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>>;
 
-    /// Makes everything sent so far durable; called before a run commits.
+    /// Makes everything sent so far durable; called once every record of a run was
+    /// acknowledged, before the run commits.
     fn flush(&self) -> BoxFuture<'_, Result<(), DestinationError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Whether [`Destination::commit`] commits the run's records atomically with its
+    /// position (transactions). Such destinations are committed after every other one.
+    fn is_transactional(&self) -> bool {
+        false
+    }
+
+    /// Called after [`Destination::flush`] succeeded on every destination of the run and just
+    /// before the run commits in the state store, with the run's position as JSON. A
+    /// transactional destination writes the position with the run's records and commits
+    /// them as one; others ignore it.
+    fn commit<'a>(&'a self, _position: &'a [u8]) -> BoxFuture<'a, Result<(), DestinationError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Called when the run failed: a transactional destination discards what it sent.
+    fn abort(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The position of the last run this destination committed itself (transactional
+    /// destinations), so a crash between its commit and the state store's can be repaired
+    /// on the next start.
+    fn committed_position(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, DestinationError>> {
+        Box::pin(async { Ok(None) })
     }
 }

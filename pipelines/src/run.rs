@@ -4,10 +4,14 @@
 //! `poll_source → stream_changes → map_changes → batch_sink` (a source's own change stream),
 //! with delivery on tokio.
 //!
-//! The run is complete when the sink's output frontier passes the run's epoch, which happens
-//! only after the destination acknowledged every record (or it was rejected with a reason).
-//! Committing the run's position is the caller's job and must happen only after
-//! [`run_dataflow`] returned `Ok`.
+//! A sync with several destinations (fan-out) has one `map_* → batch_sink` branch and one
+//! delivery loop per destination, all fed by the same rows or changes; each destination has
+//! its own mapper, request limits and retry policy.
+//!
+//! The run is complete when every sink's output frontier passes the run's epoch, which
+//! happens only after every destination acknowledged every record (or it was rejected with a
+//! reason). A destination that fails for good fails the whole run. Committing the run's
+//! position is the caller's job and must happen only after [`run_dataflow`] returned `Ok`.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,7 @@ use wharf_operators::dataflow::{
 use wharf_operators::diff::{map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec};
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
+use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
 use wharf_operators::timely::dataflow::operators::Probe;
 use wharf_operators::RecordMapper;
 
@@ -36,12 +41,8 @@ pub struct RunSpec {
     pub reader: StartReader,
     /// What the dataflow does with the rows.
     pub plan: Plan,
-    /// Where records go.
-    pub destination: Arc<dyn Destination>,
-    /// Request size limits of the destination.
-    pub limits: BatchLimits,
-    /// Retry and concurrency policy.
-    pub policy: RetryPolicy,
+    /// Where records go: one or more destinations.
+    pub sinks: Vec<SinkSpec>,
     /// Where rejected rows are recorded.
     pub rejects: Arc<dyn RejectSink>,
     /// Counters and failure of this run (shared with progress displays).
@@ -52,22 +53,39 @@ pub struct RunSpec {
     pub now_ms: i64,
 }
 
+/// One destination of a run.
+#[derive(Clone)]
+pub struct SinkSpec {
+    /// Where records go.
+    pub destination: Arc<dyn Destination>,
+    /// Request size limits of the destination.
+    pub limits: BatchLimits,
+    /// Retry and concurrency policy.
+    pub policy: RetryPolicy,
+    /// Rows or changes → this destination's records; must match the [`Plan`].
+    pub mapper: SinkMapper,
+}
+
+/// How a destination's records are made.
+#[derive(Clone)]
+pub enum SinkMapper {
+    /// From rows ([`Plan::Append`]).
+    Records(Arc<dyn RecordMapper>),
+    /// From changes ([`Plan::Diff`], [`Plan::Changes`]).
+    Changes(Arc<dyn ChangeMapper>),
+}
+
 /// The shape of a run's dataflow.
 #[derive(Clone)]
 pub enum Plan {
     /// Every row read is mapped and sent (append and one-time syncs).
-    Append {
-        /// Rows → records.
-        mapper: Arc<dyn RecordMapper>,
-    },
+    Append,
     /// The rows are a snapshot, diffed against the last committed one; changes are sent.
     Diff {
         /// The diff's setup.
         spec: Arc<DiffSpec>,
         /// Its counts and new state files.
         counts: Arc<DiffCounts>,
-        /// Changes → records.
-        mapper: Arc<dyn ChangeMapper>,
     },
     /// The rows are the source's own changes (batches with
     /// [`wharf_operators::diff::OP_COLUMN`] last); each is sent as it is.
@@ -76,8 +94,6 @@ pub enum Plan {
         hasher: Arc<RowHasher>,
         /// Counts of the changes.
         counts: Arc<DiffCounts>,
-        /// Changes → records.
-        mapper: Arc<dyn ChangeMapper>,
     },
 }
 
@@ -114,24 +130,42 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         epoch,
         reader,
         plan,
-        destination,
-        limits,
-        policy,
+        sinks,
         rejects,
         control,
         runtime,
         now_ms,
     } = spec;
+    if sinks.is_empty() {
+        return Err(RunError("no destination".into()));
+    }
+    let changes_plan = !matches!(plan, Plan::Append);
+    for sink in &sinks {
+        if matches!(sink.mapper, SinkMapper::Changes(_)) != changes_plan {
+            return Err(RunError(format!(
+                "{}: its mapper does not match the run's plan",
+                sink.destination.describe()
+            )));
+        }
+    }
     // Partial requests wait in the sinks; leave room for all of them (see `raise_inflight_limit`).
-    control.raise_inflight_limit(workers.max(1) * limits.max_records * 2);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let delivery = runtime.spawn(delivery_loop(
-        rx,
-        destination.clone(),
-        policy,
-        rejects.clone(),
-        control.clone(),
-    ));
+    let room: usize = sinks.iter().map(|s| s.limits.max_records * 2).sum();
+    control.raise_inflight_limit(workers.max(1) * room);
+    let mut senders = Vec::with_capacity(sinks.len());
+    let mut deliveries = Vec::with_capacity(sinks.len());
+    for sink in &sinks {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
+        deliveries.push(runtime.spawn(delivery_loop(
+            rx,
+            sink.destination.clone(),
+            sink.policy.clone(),
+            rejects.clone(),
+            control.clone(),
+        )));
+    }
+    let branches: Vec<(SinkMapper, BatchLimits)> =
+        sinks.iter().map(|s| (s.mapper.clone(), s.limits)).collect();
     let reader = Arc::new(Mutex::new(Some(reader)));
     let config = if workers <= 1 {
         timely::Config::thread()
@@ -145,29 +179,38 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         } else {
             None
         };
-        let (tx, plan, rejects, ctl) = (tx.clone(), plan.clone(), rejects.clone(), ctl.clone());
+        let (plan, rejects, ctl) = (plan.clone(), rejects.clone(), ctl.clone());
+        let (senders, branches) = (senders.clone(), branches.clone());
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, epoch, start, ctl.clone());
-            let records = match plan {
-                Plan::Append { mapper } => map_records(rows, mapper, now_ms),
-                Plan::Diff {
+            let changes = match plan {
+                Plan::Append => None,
+                Plan::Diff { spec, counts } => Some(snapshot_diff(
+                    rows.clone(),
+                    epoch,
                     spec,
                     counts,
-                    mapper,
-                } => {
-                    let changes = snapshot_diff(rows, epoch, spec, counts, ctl.clone());
-                    map_changes(changes, mapper, now_ms, ctl.clone())
-                }
-                Plan::Changes {
-                    hasher,
-                    counts,
-                    mapper,
-                } => {
-                    let changes = stream_changes(rows, hasher, counts, ctl.clone());
-                    map_changes(changes, mapper, now_ms, ctl.clone())
+                    ctl.clone(),
+                )),
+                Plan::Changes { hasher, counts } => {
+                    Some(stream_changes(rows.clone(), hasher, counts, ctl.clone()))
                 }
             };
-            let (probe, _) = batch_sink(records, limits, tx, rejects, ctl.clone()).probe();
+            let probe = ProbeHandle::new();
+            for (i, ((mapper, limits), tx)) in branches.into_iter().zip(senders).enumerate() {
+                let copy = i > 0;
+                let records = match (&changes, mapper) {
+                    (None, SinkMapper::Records(m)) => {
+                        map_records(rows.clone(), m, now_ms, ctl.clone(), copy)
+                    }
+                    (Some(changes), SinkMapper::Changes(m)) => {
+                        map_changes(changes.clone(), m, now_ms, ctl.clone(), copy)
+                    }
+                    // Checked above.
+                    _ => continue,
+                };
+                batch_sink(records, limits, tx, rejects.clone(), ctl.clone()).probe_with(&probe);
+            }
             probe
         });
         while probe.less_equal(&epoch) {
@@ -185,16 +228,26 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         result.map_err(|e| RunError(format!("worker failed: {e}")))?;
     }
     if let Some(reason) = control.failure() {
-        delivery.abort();
+        for d in &deliveries {
+            d.abort();
+        }
+        abort_all(&sinks, &runtime);
         return Err(RunError(reason));
     }
-    // Every sender is gone with the workers: the loop ends once its tasks are done.
-    runtime
-        .block_on(delivery)
-        .map_err(|e| RunError(format!("delivery task failed: {e}")))?;
-    runtime
-        .block_on(destination.flush())
-        .map_err(|e| RunError(format!("{}: {e}", destination.describe())))?;
+    // Every sender is gone with the workers: the loops end once their tasks are done.
+    for d in deliveries {
+        if let Err(e) = runtime.block_on(d) {
+            abort_all(&sinks, &runtime);
+            return Err(RunError(format!("delivery task failed: {e}")));
+        }
+    }
+    for sink in &sinks {
+        let d = &sink.destination;
+        if let Err(e) = runtime.block_on(d.flush()) {
+            abort_all(&sinks, &runtime);
+            return Err(RunError(format!("{}: {e}", d.describe())));
+        }
+    }
     let c = &control.counters;
     Ok(RunOutcome {
         rows_read: c.rows_read.load(Ordering::Relaxed),
@@ -205,4 +258,11 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         retries: c.retries.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
+}
+
+/// Tells every destination that the run failed (transactional ones discard what it sent).
+fn abort_all(sinks: &[SinkSpec], runtime: &tokio::runtime::Handle) {
+    for sink in sinks {
+        runtime.block_on(sink.destination.abort());
+    }
 }

@@ -14,7 +14,7 @@ use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
-use wharf_pipelines::run::{run_dataflow, Plan, RunSpec};
+use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
 
 /// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
 /// fails for good when `permanent` is set.
@@ -24,6 +24,10 @@ struct Flaky {
     max_ok: usize,
     permanent: bool,
     got: Mutex<Vec<String>>,
+    /// Keys of the records received, when they had some.
+    keys: Mutex<Vec<String>>,
+    /// Times `abort` was called.
+    aborts: AtomicUsize,
     /// Answer the first call with a 429 asking to wait this long.
     overload_first: Option<Duration>,
     /// (call number, start, end) of each call.
@@ -38,6 +42,8 @@ impl Flaky {
             max_ok,
             permanent,
             got: Mutex::new(vec![]),
+            keys: Mutex::new(vec![]),
+            aborts: AtomicUsize::new(0),
             overload_first: None,
             timeline: Mutex::new(vec![]),
         }
@@ -80,6 +86,11 @@ impl Destination for Flaky {
                     message: "413".into(),
                 });
             }
+            self.keys.lock().unwrap().extend(
+                (0..records.len())
+                    .filter_map(|i| records.key(i))
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+            );
             let mut got = self.got.lock().unwrap();
             got.extend(
                 records
@@ -91,6 +102,10 @@ impl Destination for Flaky {
                 rejects: vec![],
             })
         })
+    }
+    fn abort(&self) -> BoxFuture<'_, ()> {
+        self.aborts.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
     }
 }
 
@@ -122,6 +137,15 @@ fn spec(
     workers: usize,
     rt: &tokio::runtime::Runtime,
 ) -> RunSpec {
+    fan_out(vec![dest], rejects, workers, rt)
+}
+
+fn fan_out(
+    dests: Vec<Arc<Flaky>>,
+    rejects: Arc<Rejects>,
+    workers: usize,
+    rt: &tokio::runtime::Runtime,
+) -> RunSpec {
     let b = batch(0, 1);
     let mapper = EventMapper::new(
         EventMapping {
@@ -139,6 +163,7 @@ fn spec(
         &b.schema(),
     )
     .unwrap();
+    let mapper: Arc<dyn wharf_operators::RecordMapper> = Arc::new(mapper);
     let handle = rt.handle().clone();
     RunSpec {
         workers,
@@ -155,22 +180,26 @@ fn spec(
                 }
             });
         }),
-        plan: Plan::Append {
-            mapper: Arc::new(mapper),
-        },
-        destination: dest,
-        limits: BatchLimits {
-            max_records: 2000,
-            max_bytes: 1 << 20,
-        },
-        policy: RetryPolicy {
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(5),
-            max_jitter: Duration::ZERO,
-            give_up_after: Duration::from_secs(30),
-            concurrency: 3,
-            rate: Default::default(),
-        },
+        plan: Plan::Append,
+        sinks: dests
+            .into_iter()
+            .map(|d| SinkSpec {
+                destination: d,
+                mapper: SinkMapper::Records(mapper.clone()),
+                limits: BatchLimits {
+                    max_records: 2000,
+                    max_bytes: 1 << 20,
+                },
+                policy: RetryPolicy {
+                    initial_backoff: Duration::from_millis(1),
+                    max_backoff: Duration::from_millis(5),
+                    max_jitter: Duration::ZERO,
+                    give_up_after: Duration::from_secs(30),
+                    concurrency: 3,
+                    rate: Default::default(),
+                },
+            })
+            .collect(),
         rejects,
         control: RunControl::new(3000),
         runtime: rt.handle().clone(),
@@ -233,4 +262,56 @@ fn a_429_pauses_every_request_to_the_destination() {
             start.duration_since(first_end)
         );
     }
+}
+
+#[test]
+fn fan_out_delivers_everything_to_every_destination() {
+    let rt = runtime();
+    for workers in [1, 2] {
+        let flaky = Arc::new(Flaky::new(3, 700, false));
+        let steady = Arc::new(Flaky::new(0, usize::MAX, false));
+        let rejects = Arc::new(Rejects::default());
+        let spec = fan_out(
+            vec![flaky.clone(), steady.clone()],
+            rejects.clone(),
+            workers,
+            &rt,
+        );
+        let out = run_dataflow(spec).unwrap();
+        assert_eq!(out.rows_read, 10_000);
+        // Acknowledged records are counted across destinations.
+        assert_eq!(out.delivered, 2 * 9_900);
+        for dest in [&flaky, &steady] {
+            let got = dest.got.lock().unwrap();
+            let unique: HashSet<&String> = got.iter().collect();
+            assert_eq!((got.len(), unique.len()), (9_900, 9_900));
+            // Event records carry their key (the primary key column `k`) for keyed sinks.
+            let keys = dest.keys.lock().unwrap();
+            assert_eq!(keys.len(), 9_900);
+            assert!(
+                keys.iter().all(|k| k.parse::<i64>().is_ok()),
+                "{:?}",
+                &keys[..3]
+            );
+        }
+        // Each destination's mapping rejects are recorded.
+        assert_eq!(rejects.0.lock().unwrap().len(), 200);
+    }
+}
+
+#[test]
+fn one_failing_destination_fails_the_fan_out_and_aborts_every_destination() {
+    let rt = runtime();
+    let broken = Arc::new(Flaky::new(0, usize::MAX, true));
+    let steady = Arc::new(Flaky::new(0, usize::MAX, false));
+    let spec = fan_out(
+        vec![steady.clone(), broken.clone()],
+        Arc::new(Rejects::default()),
+        2,
+        &rt,
+    );
+    let err = run_dataflow(spec).unwrap_err();
+    assert!(err.0.contains("flaky: no"), "{err}");
+    assert_eq!(steady.aborts.load(Ordering::SeqCst), 1);
+    assert_eq!(broken.aborts.load(Ordering::SeqCst), 1);
 }

@@ -2,4 +2,5 @@
 //! [`wharf_pipelines::destination::Destination`].
 
 pub mod file;
+pub mod kafka;
 pub mod mixpanel;
