@@ -92,7 +92,7 @@ fn destination_only(brokers: &str, rows: usize, compression: &'static str, heade
     );
 }
 
-fn end_to_end(brokers: &str, rows: usize) {
+fn end_to_end(brokers: &str, rows: usize, headers: bool) {
     let f = common::Fixture::new();
     f.sql(&format!(
         "CREATE TABLE ev AS SELECT 'Played' AS event, 'user' || (i % 100000) AS user_id,
@@ -109,6 +109,8 @@ path = "wh.duckdb"
 [destinations.k]
 type = "kafka"
 brokers = "{brokers}"
+topic = "bench.e2e.{headers}"
+headers = {headers}
 [[syncs]]
 name = "ev"
 warehouse = "wh"
@@ -128,7 +130,7 @@ user_id_column = "user_id"
     let secs = started.elapsed().as_secs_f64();
     assert!(out.status.success(), "{}", common::text(&out));
     println!(
-        "end to end (wharf sync, DuckDB → Kafka envelopes, lz4), {rows} rows: {secs:.2} s, {:.0} records/s\n  {}",
+        "end to end (wharf sync, DuckDB → Kafka envelopes, lz4, headers {headers}), {rows} rows: {secs:.2} s, {:.0} records/s\n  {}",
         rows as f64 / secs,
         String::from_utf8_lossy(&out.stdout).trim()
     );
@@ -143,5 +145,7 @@ fn main() {
     for (compression, headers) in [("lz4", true), ("none", true), ("lz4", false)] {
         destination_only(&broker.brokers(), rows, compression, headers);
     }
-    end_to_end(&broker.brokers(), rows);
+    for headers in [true, false] {
+        end_to_end(&broker.brokers(), rows, headers);
+    }
 }
