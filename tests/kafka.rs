@@ -270,6 +270,53 @@ fn mock_cluster(
     cluster
 }
 
+/// A mock cluster with topic `wharf.ev`, and a fixture whose sync `ev` sends `rows` events
+/// to it with the destination settings `extra`.
+fn mock_events(
+    rows: usize,
+    extra: &str,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    Fixture,
+) {
+    let cluster = mock_cluster(&["wharf.ev"]);
+    let brokers = cluster.bootstrap_servers();
+    let f = Fixture::new();
+    events(&f, rows);
+    let dests = kafka_destination(&brokers, extra);
+    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
+    (cluster, brokers, f)
+}
+
+/// Starts `wharf sync ev` in the background.
+fn spawn_sync(f: &Fixture) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "ev", "-c", "wharf.toml"])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf")
+}
+
+/// Every one of `rows` events is on `wharf.ev` (at least once).
+fn assert_every_event_arrived(brokers: &str, rows: usize) {
+    let got = consume(
+        brokers,
+        "wharf.ev",
+        "check",
+        rows,
+        false,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        unique_insert_ids(&got).len(),
+        rows,
+        "everything, at least once"
+    );
+}
+
 fn unique_insert_ids(records: &[Consumed]) -> HashSet<String> {
     records
         .iter()
@@ -303,15 +350,10 @@ fn committed_runs(brokers: &str, sync: &str) -> HashSet<u64> {
 /// event exactly once. On a real Kafka broker, `read_committed` consumers see exactly those.
 #[test]
 fn exactly_once_crashes_before_and_after_the_kafka_commit_leave_no_duplicates() {
-    let cluster = mock_cluster(&["wharf.ev"]);
+    let (cluster, brokers, f) = mock_events(10_000, "exactly_once = true");
     cluster
         .create_topic("wharf.progress.ev", 1, 1)
         .expect("progress topic");
-    let brokers = cluster.bootstrap_servers();
-    let f = Fixture::new();
-    events(&f, 10_000);
-    let dests = kafka_destination(&brokers, "exactly_once = true");
-    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
 
     // 1. Killed after producing run 1, before its transaction commits.
     let out = run(&f, "ev", &[("WHARF_CRASH_BEFORE_COMMIT", "1")]);
@@ -373,67 +415,33 @@ fn exactly_once_crashes_before_and_after_the_kafka_commit_leave_no_duplicates() 
 
 #[test]
 fn a_broker_outage_shorter_than_give_up_after_is_ridden_out_within_the_run() {
-    let cluster = mock_cluster(&["wharf.ev"]);
-    let brokers = cluster.bootstrap_servers();
-    let f = Fixture::new();
-    events(&f, 100_000);
-    let dests = kafka_destination(
-        &brokers,
+    let (cluster, brokers, f) = mock_events(
+        100_000,
         r#"delivery_timeout = "1s"
 give_up_after = "60s""#,
     );
-    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
     cluster.broker_down(1).expect("broker down");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["sync", "ev", "-c", "wharf.toml"])
-        .current_dir(f.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sync(&f);
     std::thread::sleep(Duration::from_secs(3));
     cluster.broker_up(1).expect("broker up");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let got = consume(
-        &brokers,
-        "wharf.ev",
-        "g",
-        100_000,
-        false,
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        unique_insert_ids(&got).len(),
-        100_000,
-        "everything, at least once"
-    );
+    assert_every_event_arrived(&brokers, 100_000);
 }
 
 #[test]
 fn a_broker_stopped_mid_run_fails_it_uncommitted_and_the_next_run_delivers_everything() {
-    let cluster = mock_cluster(&["wharf.ev"]);
-    let brokers = cluster.bootstrap_servers();
-    let f = Fixture::new();
-    events(&f, 100_000);
-    let dests = kafka_destination(
-        &brokers,
+    let (cluster, brokers, f) = mock_events(
+        100_000,
         r#"delivery_timeout = "1s"
 give_up_after = "2s"
 concurrency = 1"#,
     );
-    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
     // A slow broker keeps the run going long enough to stop it in the middle.
     cluster
         .broker_round_trip_time(1, Duration::from_millis(200))
         .expect("rtt");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["sync", "ev", "-c", "wharf.toml"])
-        .current_dir(f.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_sync(&f);
     let seen = consume(
         &brokers,
         "wharf.ev",
@@ -459,17 +467,5 @@ concurrency = 1"#,
         .expect("rtt");
     let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let got = consume(
-        &brokers,
-        "wharf.ev",
-        "all",
-        100_000,
-        false,
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        unique_insert_ids(&got).len(),
-        100_000,
-        "everything, at least once"
-    );
+    assert_every_event_arrived(&brokers, 100_000);
 }
