@@ -365,7 +365,13 @@ fn check(config: &Config) -> Result<()> {
             }
             DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
             DestinationConfig::Kafka(k) => {
-                wharf::destination::kafka::check_brokers(&k.brokers).map_err(|e| e.to_string())
+                let properties = k
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect();
+                wharf::destination::kafka::check_brokers(&k.brokers, &properties)
+                    .map_err(|e| e.to_string())
             }
         };
         report(format!("destination {name}"), r);

@@ -469,3 +469,51 @@ concurrency = 1"#,
     assert!(out.status.success(), "{}", text(&out));
     assert_every_event_arrived(&brokers, 100_000);
 }
+
+#[test]
+fn check_reports_the_brokers_or_why_they_cannot_be_reached() {
+    let broker = Tansu::start();
+    let f = Fixture::new();
+    events(&f, 10);
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let dests = format!(
+        "{}\n[destinations.gone]\ntype = \"kafka\"\nbrokers = \"{dead}\"\nproperties = {{ \"sasl.password\" = \"hunter2-secret\" }}\n",
+        kafka_destination(&broker.brokers(), "")
+    );
+    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
+    let out = f.wharf(&["check", "-c", "wharf.toml"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !out.status.success(),
+        "one destination is unreachable: {}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains("ok    destination k (1 brokers"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "FAIL  destination gone: cannot reach the brokers at {dead}"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("hunter2"), "no secret in the output");
+
+    // A setting librdkafka refuses is named, its value is not.
+    let bad = format!(
+        "{}\n[destinations.bad]\ntype = \"kafka\"\nbrokers = \"{dead}\"\nproperties = {{ \"linger.ms\" = \"hunter2-secret\" }}\n",
+        kafka_destination(&broker.brokers(), "")
+    );
+    f.write_config("wharf.toml", &events_config(r#"["k"]"#, &bad));
+    let out = f.wharf(&["check", "-c", "wharf.toml"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("invalid librdkafka setting `linger.ms` (value not shown)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("hunter2"), "no secret in the output");
+}

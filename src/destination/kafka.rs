@@ -159,6 +159,12 @@ pub struct KafkaDestination {
 }
 
 fn kafka_err(context: &str, e: &KafkaError) -> DestinationError {
+    if let KafkaError::ClientConfig(_, _, key, _) = e {
+        // librdkafka's message repeats the value, which may be a credential.
+        return DestinationError::Permanent {
+            message: format!("{context}: invalid librdkafka setting `{key}` (value not shown)"),
+        };
+    }
     let message = format!("{context}: {e}");
     if matches!(
         e.rdkafka_error_code(),
@@ -546,11 +552,18 @@ impl Destination for KafkaDestination {
 
 /// Connects to `brokers` and reads the cluster's metadata: `" (N brokers, M topics)"`, or
 /// why it cannot (for `wharf check`). Blocks for up to 10 s.
-pub fn check_brokers(brokers: &str) -> Result<String, DestinationError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn check_brokers(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+) -> Result<String, DestinationError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
         .set("client.id", "wharf-check")
-        .set("log_level", "3")
+        .set("log_level", "3");
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
+    let consumer: BaseConsumer = cfg
         .create()
         .map_err(|e| kafka_err("cannot create a Kafka client", &e))?;
     let metadata = consumer
