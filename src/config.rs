@@ -322,6 +322,17 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, Secret>,
 }
 
+impl KafkaConfig {
+    /// The extra librdkafka settings with their values, for the one place that hands them
+    /// to librdkafka.
+    pub fn exposed_properties(&self) -> BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect()
+    }
+}
+
 fn yes() -> bool {
     true
 }

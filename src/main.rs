@@ -365,12 +365,7 @@ fn check(config: &Config) -> Result<()> {
             }
             DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
             DestinationConfig::Kafka(k) => {
-                let properties = k
-                    .properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                    .collect();
-                wharf::destination::kafka::check_brokers(&k.brokers, &properties)
+                wharf::destination::kafka::check_brokers(&k.brokers, &k.exposed_properties())
                     .map_err(|e| e.to_string())
             }
         };

@@ -399,11 +399,7 @@ pub fn build_destination(
                 delivery_timeout: d(&k.delivery_timeout, Duration::from_secs(30)),
                 linger: d(&k.linger, Duration::from_millis(5)),
                 headers: k.headers,
-                properties: k
-                    .properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                    .collect(),
+                properties: k.exposed_properties(),
             };
             let dest = KafkaDestination::open(settings, runtime).map_err(derr)?;
             Ok(BuiltDestination {
@@ -968,9 +964,9 @@ fn run_in_session(
                 snapshot: snapshot.clone(),
                 lsn: end_lsn,
             };
+            let position = serde_json::to_vec(&position).unwrap_or_default();
             for b in built.iter().filter(|b| b.destination.is_transactional()) {
-                let json = serde_json::to_vec(&position).unwrap_or_default();
-                if let Err(e) = runtime.block_on(b.destination.commit(&json)) {
+                if let Err(e) = runtime.block_on(b.destination.commit(&position)) {
                     for b in built {
                         runtime.block_on(b.destination.abort());
                     }

@@ -123,18 +123,6 @@ impl EncodedRecords {
         self.ops.push(op);
     }
 
-    /// Marks the last record pushed with its key and op (for encoders that write straight
-    /// into `data` and push `ends` themselves).
-    pub fn tag_last(&mut self, key: &[u8], op: ChangeOp) {
-        while self.key_ends.len() + 1 < self.ends.len() {
-            self.key_ends.push(self.keys.len() as u32);
-            self.ops.push(ChangeOp::Insert);
-        }
-        self.keys.extend_from_slice(key);
-        self.key_ends.push(self.keys.len() as u32);
-        self.ops.push(op);
-    }
-
     /// Appends record `i` of `other`, with its metadata.
     pub fn push_from(&mut self, other: &EncodedRecords, i: usize) {
         if other.is_keyed() {

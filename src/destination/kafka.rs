@@ -166,13 +166,8 @@ fn kafka_err(context: &str, e: &KafkaError) -> DestinationError {
         };
     }
     let message = format!("{context}: {e}");
-    if matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::MessageSizeTooLarge)
-    ) {
-        return DestinationError::TooLarge { message };
-    }
     match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => DestinationError::TooLarge { message },
         Some(
             RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed
@@ -234,6 +229,7 @@ impl KafkaDestination {
             cfg.set("transactional.id", &eo.transactional_id)
                 .set("transaction.timeout.ms", "600000");
         }
+        // Again, so the user's settings win over the defaults above.
         for (k, v) in &settings.properties {
             cfg.set(k, v);
         }
@@ -438,12 +434,29 @@ impl KafkaDestination {
     }
 }
 
-fn base_config(settings: &KafkaSettings) -> ClientConfig {
+/// A client of `brokers` with the user's extra settings (security settings apply to every
+/// client: producer, admin, metadata and progress reads).
+fn client_config(
+    brokers: &str,
+    client_id: &str,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &settings.brokers)
-        .set("client.id", format!("wharf-{}", settings.sync))
+    cfg.set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
         .set("log_level", "4");
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
     cfg
+}
+
+fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    client_config(
+        &settings.brokers,
+        &format!("wharf-{}", settings.sync),
+        &settings.properties,
+    )
 }
 
 impl Destination for KafkaDestination {
@@ -556,14 +569,7 @@ pub fn check_brokers(
     brokers: &str,
     properties: &BTreeMap<String, String>,
 ) -> Result<String, DestinationError> {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers)
-        .set("client.id", "wharf-check")
-        .set("log_level", "3");
-    for (k, v) in properties {
-        cfg.set(k, v);
-    }
-    let consumer: BaseConsumer = cfg
+    let consumer: BaseConsumer = client_config(brokers, "wharf-check", properties)
         .create()
         .map_err(|e| kafka_err("cannot create a Kafka client", &e))?;
     let metadata = consumer
