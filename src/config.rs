@@ -69,6 +69,12 @@ pub struct Config {
     /// The syncs.
     #[serde(default)]
     pub syncs: Vec<SyncConfig>,
+    /// `wharf run`: the HTTP API, retries and shutdown.
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// `wharf run`: the webhook called on failed runs and volume anomalies.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Folder of the config file (set at load; relative paths resolve against it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -76,6 +82,128 @@ pub struct Config {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".wharf")
+}
+
+/// `[service]`: how `wharf run` serves and retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Address of the HTTP API and web page (`127.0.0.1:8080` by default). Any address other
+    /// than a loopback one needs `token`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token the API requires (`Authorization: Bearer …`); required off loopback.
+    pub token: Option<Secret>,
+    /// Pause between the runs of a `continuous` sync (default `1s`).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: String,
+    /// First wait before retrying a failed run (default `5s`); it doubles on each failure.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial: String,
+    /// Longest wait between retries of a failed run (default `5m`).
+    #[serde(default = "default_retry_max")]
+    pub retry_max: String,
+    /// On SIGTERM/SIGINT, how long running runs may take to finish before they are cancelled
+    /// (default `30s`).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: default_listen(),
+            token: None,
+            poll_interval: default_poll_interval(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// A duration key (validated at load, so this only falls back on a programming error).
+    pub fn duration(&self, key: &str) -> Duration {
+        let v = match key {
+            "poll_interval" => &self.poll_interval,
+            "retry_initial" => &self.retry_initial,
+            "retry_max" => &self.retry_max,
+            _ => &self.shutdown_timeout,
+        };
+        parse_duration(v).unwrap_or(Duration::from_secs(1))
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_poll_interval() -> String {
+    "1s".into()
+}
+fn default_retry_initial() -> String {
+    "5s".into()
+}
+fn default_retry_max() -> String {
+    "5m".into()
+}
+fn default_shutdown_timeout() -> String {
+    "30s".into()
+}
+
+/// `[alerts]`: a webhook for failed runs and volume anomalies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// URL that receives a JSON POST per alert (none: alerts are only logged).
+    pub webhook_url: Option<Secret>,
+    /// A run is anomalous when it has more rows than this multiple of the average of the
+    /// sync's last `volume_window` successful runs (default 10; 0 turns the check off).
+    #[serde(default = "default_volume_multiple")]
+    pub volume_multiple: f64,
+    /// Successful runs averaged (default 10).
+    #[serde(default = "default_volume_window")]
+    pub volume_window: usize,
+    /// Successful runs needed before the check applies (default 3).
+    #[serde(default = "default_volume_min_runs")]
+    pub volume_min_runs: usize,
+    /// `alert` (default): send the run and alert; `pause`: do not send it, pause the sync and
+    /// alert (resume it with `POST /syncs/{name}/resume`).
+    #[serde(default)]
+    pub on_anomaly: AnomalyAction,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            volume_multiple: default_volume_multiple(),
+            volume_window: default_volume_window(),
+            volume_min_runs: default_volume_min_runs(),
+            on_anomaly: AnomalyAction::Alert,
+        }
+    }
+}
+
+fn default_volume_multiple() -> f64 {
+    10.0
+}
+fn default_volume_window() -> usize {
+    10
+}
+fn default_volume_min_runs() -> usize {
+    3
+}
+
+/// What a volume anomaly does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyAction {
+    /// Send the run and alert.
+    #[default]
+    Alert,
+    /// Do not send the run; pause the sync and alert.
+    Pause,
 }
 
 /// A warehouse connection.
@@ -439,9 +567,13 @@ pub struct SyncConfig {
     pub mode: SyncMode,
     /// Names of `[destinations.*]` entries.
     pub destinations: Vec<String>,
-    /// `manual` (default) or an interval such as `30s`, `15m`, `1h`.
+    /// Under `wharf run`: `manual` (default), `continuous`, an interval such as `30s`, `15m`,
+    /// `1h`, or a cron expression in UTC such as `*/15 * * * *` (see [`crate::schedule`]).
     #[serde(default = "default_schedule")]
     pub schedule: String,
+    /// Under `wharf run`: each scheduled run starts up to this much later, at random
+    /// (e.g. `30s`), so that syncs sharing a schedule do not all start at once.
+    pub jitter: Option<String>,
     /// Column mapping.
     #[serde(default)]
     pub mapping: MappingConfig,
@@ -615,6 +747,40 @@ impl Config {
             key,
             message,
         };
+        for (k, v) in [
+            ("poll_interval", &self.service.poll_interval),
+            ("retry_initial", &self.service.retry_initial),
+            ("retry_max", &self.service.retry_max),
+            ("shutdown_timeout", &self.service.shutdown_timeout),
+        ] {
+            if parse_duration(v).is_none() {
+                return Err(err(
+                    format!("service.{k}"),
+                    format!("`{v}` is not a duration; write e.g. `500ms`, `30s`, `5m`"),
+                ));
+            }
+        }
+        if self.service.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "service.listen".into(),
+                format!(
+                    "`{}` is not an address and port; write e.g. `127.0.0.1:8080`",
+                    self.service.listen
+                ),
+            ));
+        }
+        if !(self.alerts.volume_multiple >= 0.0 && self.alerts.volume_multiple.is_finite()) {
+            return Err(err(
+                "alerts.volume_multiple".into(),
+                "must be a positive number (0 turns the volume check off)".into(),
+            ));
+        }
+        if self.alerts.volume_window == 0 {
+            return Err(err(
+                "alerts.volume_window".into(),
+                "must be at least 1".into(),
+            ));
+        }
         for (name, w) in &self.warehouses {
             if let WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) = w {
                 if let Some(t) = &p.connect_timeout {
@@ -773,11 +939,16 @@ impl Config {
                 }
                 _ => {}
             }
-            if s.schedule != "manual" && parse_duration(&s.schedule).is_none() {
-                return Err(err(
-                    key("schedule"),
-                    format!("`{}`: write `manual` or an interval like `15m`", s.schedule),
-                ));
+            if let Err(e) = crate::schedule::Schedule::parse(&s.schedule) {
+                return Err(err(key("schedule"), e));
+            }
+            if let Some(j) = &s.jitter {
+                if parse_duration(j).is_none() {
+                    return Err(err(
+                        key("jitter"),
+                        format!("`{j}` is not a duration; write e.g. `30s`"),
+                    ));
+                }
             }
             if s.table_type == TableType::Events {
                 let m = &s.mapping;
@@ -1003,6 +1174,48 @@ time_column = "ts"
         assert_eq!(e.key, "syncs[0].mode", "{e}");
         let e = Config::parse(&OK.replace("event_name = \"E\"", ""), "w.toml").unwrap_err();
         assert_eq!(e.key, "syncs[0].mapping.event_name", "{e}");
+    }
+
+    #[test]
+    fn service_and_schedule_keys_are_checked() {
+        let bad = |extra: &str| Config::parse(&format!("{extra}\n{OK}"), "w.toml").unwrap_err();
+        let e = bad("[service]\nlisten = \"localhost\"");
+        assert_eq!(e.key, "service.listen", "{e}");
+        let e = bad("[service]\nretry_max = \"soon\"");
+        assert_eq!(e.key, "service.retry_max", "{e}");
+        let e = bad("[service]\nport = 1");
+        assert!(e.message.contains("unknown field `port`"), "{e}");
+        let e = bad("[alerts]\non_anomaly = \"panic\"");
+        assert_eq!(e.key, "alerts.on_anomaly", "{e}");
+        let e = bad("[alerts]\nvolume_window = 0");
+        assert_eq!(e.key, "alerts.volume_window", "{e}");
+        let e = Config::parse(
+            &OK.replace(
+                "mode = \"append\"",
+                "mode = \"append\"\nschedule = \"every hour\"",
+            ),
+            "w.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "syncs[0].schedule", "{e}");
+        assert!(e.message.contains("cron expression"), "{e}");
+        let c = Config::parse(
+            &OK.replace(
+                "mode = \"append\"",
+                "mode = \"append\"\nschedule = \"0 */6 * * *\"\njitter = \"1m\"",
+            ),
+            "w.toml",
+        )
+        .unwrap();
+        assert_eq!(c.syncs[0].jitter.as_deref(), Some("1m"));
+        assert_eq!(c.service.listen, "127.0.0.1:8080");
+        // The webhook URL is a secret.
+        let c = Config::parse(
+            &format!("[alerts]\nwebhook_url = \"https://hooks.example/T0KEN\"\n{OK}"),
+            "w.toml",
+        )
+        .unwrap();
+        assert!(!format!("{:?}", c.alerts).contains("T0KEN"));
     }
 
     #[test]

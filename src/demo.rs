@@ -192,6 +192,14 @@ service_account = {{ username = "demo", secret = "demo-secret" }}
 # max_backoff = "60s"      # ... up to here, plus jitter; Retry-After is honoured
 # give_up_after = "30m"    # then the run fails and commits nothing
 
+# `wharf run` runs every sync on its schedule, with an HTTP API, metrics and a status page.
+[service]
+listen = "127.0.0.1:8080"
+# token = "${{WHARF_API_TOKEN}}"   # bearer token; required on a non-loopback address
+# retry_initial = "5s"             # a failed run is retried after this, doubling up to retry_max
+# retry_max = "5m"
+# shutdown_timeout = "30s"         # SIGTERM: running runs may finish this long, then are cancelled
+
 # NDJSON of exactly what would be sent ("-" for stdout).
 [destinations.file]
 type = "file"
@@ -202,9 +210,9 @@ name = "demo_events"
 warehouse = "demo"
 table = "events"              # or: query = "SELECT ... FROM ..."
 table_type = "events"         # events | users | groups | lookup
-mode = "append"               # append | one_time (full and mirror: not for this version)
+mode = "append"               # append | one_time | full | mirror (events: no full)
 destinations = ["mixpanel"]
-schedule = "manual"           # or an interval such as "15m"
+schedule = "manual"           # `wharf run`: manual | continuous | "15m" | cron "*/15 * * * *"
 [syncs.mapping]
 event_name_column = "event_name"   # or: event_name = "Static Name"
 time_column = "event_time"
@@ -232,7 +240,8 @@ properties_column = "properties"
 key_columns = ["event_id"]
 
 # The demo warehouse also holds `users`, `companies` and `products` tables (user profiles,
-# group profiles and a lookup table); syncing those table types is not in this version yet.
+# group profiles and a lookup table): sync them with table_type = "users" | "groups" | "lookup"
+# and mode = "full" or "mirror" (see README.md).
 "#
     )
 }

@@ -9,6 +9,8 @@ pub mod demo;
 pub mod destination;
 pub mod progress;
 pub mod rejects;
+pub mod schedule;
+pub mod service;
 pub mod state;
 pub mod sync;
 pub mod warehouse;

@@ -12,6 +12,7 @@ use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::{
     Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
 };
+use wharf::service::Service;
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_continuous, run_sync, SyncOptions, SyncReport};
 use wharf::warehouse::Warehouse;
@@ -92,6 +93,22 @@ enum Command {
         /// Pause between runs in continuous mode.
         #[arg(long, default_value = "200ms", value_parser = parse_interval)]
         interval: std::time::Duration,
+    },
+    /// Run every sync on its schedule as a service, with an HTTP API, metrics and a web page
+    /// (see `[service]` in the config). SIGHUP reloads the config; SIGTERM/SIGINT stops after
+    /// the running runs (a second signal stops at once).
+    Run,
+    /// Show a sync's run history (from the state store, or from the running service's API
+    /// while `wharf run` holds the store).
+    History {
+        /// The sync.
+        sync: String,
+        /// Runs to show, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the runs as JSON lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the last runs of each sync.
     Status {
@@ -206,6 +223,7 @@ fn run(cli: Cli) -> Result<()> {
                 crash_before_commit,
                 crash_after_destination_commit,
                 skip_idle: continuous,
+                ..SyncOptions::default()
             };
             if continuous {
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -234,6 +252,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { runs } => status(&load(&cli.config)?, runs),
+        Command::Run => serve(&cli.config),
+        Command::History { sync, limit, json } => history(&load(&cli.config)?, &sync, limit, json),
         Command::Quickstart {
             dir,
             events,
@@ -500,11 +520,172 @@ fn print_mapped(mapped: &MappedBatch) {
     }
 }
 
+fn serve(config_path: &Path) -> Result<()> {
+    let rt = std::sync::Arc::new(runtime()?);
+    let service = Service::start(config_path.to_path_buf(), rt.clone())?;
+    eprintln!(
+        "wharf: running; status page and API on http://{}/ (SIGHUP reloads the config, Ctrl-C stops)",
+        service.addr()
+    );
+    let shared = service.shared();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        let mut stops = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {
+                    let s = shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                    continue;
+                }
+            }
+            stops += 1;
+            if stops == 1 {
+                eprintln!(
+                    "wharf: stopping: running runs may finish (a second signal stops at once)"
+                );
+                shared.shutdown();
+            } else {
+                eprintln!("wharf: second signal: exiting now; unfinished runs are not committed");
+                std::process::exit(130);
+            }
+        }
+    });
+    service.wait();
+    Ok(())
+}
+
+fn history(config: &Config, sync: &str, limit: usize, json: bool) -> Result<()> {
+    if config.sync(sync).is_none() {
+        bail!(
+            "no sync named `{sync}` in the config; defined: {}",
+            config
+                .syncs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let runs = runs_of(config, None, sync, limit)?;
+    if json {
+        for r in &runs {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("{sync}: no runs yet");
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<9}  {:<24}  {:>8}  {:>10}  {:>10}  {:>8}  {:>10}  {:<22}  {:<22}  ERROR",
+        "RUN",
+        "STATUS",
+        "STARTED",
+        "SECONDS",
+        "READ",
+        "DELIVERED",
+        "REJECTED",
+        "BYTES",
+        "CHANGES +/~/-",
+        "WATERMARK BEFORE → AFTER"
+    );
+    for r in runs {
+        let seconds = r
+            .ended_at
+            .as_deref()
+            .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+            .zip(chrono::DateTime::parse_from_rfc3339(&r.started_at).ok())
+            .map(|(e, s)| format!("{:.1}", (e - s).num_milliseconds() as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let wm = |w: Option<wharf_operators::watermark::Watermark>| {
+            w.map(|w| w.to_string()).unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:>5}  {:<9}  {:<24}  {:>8}  {:>10}  {:>10}  {:>8}  {:>10}  {:<22}  {:<22}  {}",
+            r.run_id,
+            format!("{:?}", r.status).to_uppercase(),
+            r.started_at,
+            seconds,
+            r.rows_read,
+            r.delivered,
+            r.rejected,
+            r.bytes_sent,
+            format!("{}/{}/{}", r.inserted, r.updated, r.deleted),
+            format!("{} → {}", wm(r.watermark_before), wm(r.watermark_after)),
+            r.error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The latest runs of `sync`: from the state store (`store`, or opened here), or, while
+/// `wharf run` holds the store, from its API.
+fn runs_of(
+    config: &Config,
+    store: Option<&StateStore>,
+    sync: &str,
+    limit: usize,
+) -> Result<Vec<wharf::state::RunRecord>> {
+    if let Some(store) = store {
+        return Ok(store.runs(sync, limit)?);
+    }
+    match StateStore::open(&config.state_dir()) {
+        Ok(store) => Ok(store.runs(sync, limit)?),
+        Err(local) => history_from_service(config, sync, limit).map_err(|api| {
+            anyhow::anyhow!("{local}; the service's API did not answer either: {api}")
+        }),
+    }
+}
+
+/// The history from a running `wharf run`'s API (`service.listen`, `service.token`).
+fn history_from_service(
+    config: &Config,
+    sync: &str,
+    limit: usize,
+) -> Result<Vec<wharf::state::RunRecord>> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let url = format!(
+            "http://{}/syncs/{sync}/runs?limit={limit}",
+            config.service.listen
+        );
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(t) = &config.service.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+        if !resp.status().is_success() {
+            bail!("{url}: HTTP {}", resp.status());
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+        Ok(serde_json::from_slice(&body)?)
+    })
+}
+
 fn status(config: &Config, runs: usize) -> Result<()> {
-    let store = StateStore::open(&config.state_dir())?;
+    // While `wharf run` holds the store, the runs come from its API.
+    let store = StateStore::open(&config.state_dir()).ok();
     for s in &config.syncs {
         println!("{} ({:?}, schedule {}):", s.name, s.mode, s.schedule);
-        let history = store.runs(&s.name, runs)?;
+        let history = runs_of(config, store.as_ref(), &s.name, runs)?;
         if history.is_empty() {
             println!("  no runs yet");
         }

@@ -15,6 +15,8 @@ const WATERMARKS: TableDefinition<&str, &str> = TableDefinition::new("watermarks
 const RUNS: TableDefinition<(&str, u64), &str> = TableDefinition::new("runs");
 /// sync → JSON [`SnapshotState`]: the last committed snapshot of a full/mirror sync.
 const SNAPSHOTS: TableDefinition<&str, &str> = TableDefinition::new("snapshots");
+/// sync → why it was paused (`wharf run` does not start its runs until it is resumed).
+const PAUSED: TableDefinition<&str, &str> = TableDefinition::new("paused");
 /// Run records kept per sync.
 pub const MAX_RUNS_PER_SYNC: usize = 100;
 
@@ -124,6 +126,7 @@ impl StateStore {
             txn.open_table(WATERMARKS)?;
             txn.open_table(RUNS)?;
             txn.open_table(SNAPSHOTS)?;
+            txn.open_table(PAUSED)?;
             Ok(())
         })?;
         Ok(store)
@@ -282,6 +285,32 @@ impl StateStore {
         Ok(record)
     }
 
+    /// Pauses `sync` (with a reason) or resumes it (`None`); kept across restarts.
+    pub fn set_paused(&self, sync: &str, reason: Option<&str>) -> Result<(), StateError> {
+        self.write(|txn| {
+            let mut t = txn.open_table(PAUSED)?;
+            match reason {
+                Some(r) => {
+                    t.insert(sync, r)?;
+                }
+                None => {
+                    t.remove(sync)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Why `sync` is paused, if it is.
+    pub fn paused(&self, sync: &str) -> Result<Option<String>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(PAUSED).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(sync)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string()))
+    }
+
     /// The latest `limit` runs of `sync`, newest first.
     pub fn runs(&self, sync: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -329,5 +358,11 @@ mod tests {
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].status, RunStatus::Failed);
         assert_eq!(runs[1].status, RunStatus::Succeeded);
+        store.set_paused("s", Some("by hand")).unwrap();
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.paused("s").unwrap().as_deref(), Some("by hand"));
+        store.set_paused("s", None).unwrap();
+        assert_eq!(store.paused("s").unwrap(), None);
     }
 }

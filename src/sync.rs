@@ -67,6 +67,26 @@ pub enum SyncError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The run was cancelled (e.g. at shutdown); nothing was committed, the next run resends it.
+    #[error("sync `{sync}` run {run_id} cancelled, nothing committed: {reason}")]
+    Cancelled {
+        /// The sync.
+        sync: String,
+        /// The run.
+        run_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The run would send far more rows than usual and the sync is set to pause instead.
+    #[error("sync `{sync}` run {run_id} not sent: {anomaly}")]
+    Anomaly {
+        /// The sync.
+        sync: String,
+        /// The run (recorded as CANCELLED).
+        run_id: u64,
+        /// What was found.
+        anomaly: VolumeAnomaly,
+    },
     /// The run failed; nothing was committed, the next run resends it.
     #[error("sync `{sync}` run {run_id} failed, nothing committed: {reason}")]
     RunFailed {
@@ -93,6 +113,95 @@ pub struct SyncOptions {
     pub crash_after_destination_commit: bool,
     /// Continuous mode: a change-capture poll that finds nothing records no run.
     pub skip_idle: bool,
+    /// Where the running run is published (for the service's progress and cancellation).
+    pub live: Option<LiveSlot>,
+    /// Compare the run's row count with the sync's recent runs before sending.
+    pub volume: Option<VolumeCheck>,
+}
+
+/// The running run of a sync, as the service sees it.
+#[derive(Debug, Clone)]
+pub struct LiveRun {
+    /// The run.
+    pub run_id: u64,
+    /// When it started.
+    pub started: std::time::Instant,
+    /// Rows it will read, when the warehouse could count them.
+    pub total: Option<u64>,
+    /// Its counters; [`RunControl::cancel`] stops it.
+    pub control: Arc<RunControl>,
+}
+
+/// Holds a sync's [`LiveRun`] from the start of a run; the run leaves it there when it ends,
+/// for the caller to read its final counters and clear it.
+pub type LiveSlot = Arc<Mutex<Option<LiveRun>>>;
+
+/// The volume-anomaly check: a run is anomalous when it would read more than `multiple`
+/// times the average rows of the sync's last `window` successful runs (once there are
+/// `min_runs` of them).
+#[derive(Debug, Clone)]
+pub struct VolumeCheck {
+    /// The multiple (0: off).
+    pub multiple: f64,
+    /// Successful runs averaged.
+    pub window: usize,
+    /// Successful runs needed first.
+    pub min_runs: usize,
+    /// Do not send an anomalous run ([`SyncError::Anomaly`]) instead of sending it.
+    pub pause: bool,
+}
+
+/// A run found anomalous by [`VolumeCheck`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VolumeAnomaly {
+    /// Rows the run reads.
+    pub rows: u64,
+    /// The average of the recent successful runs.
+    pub average: f64,
+    /// The configured multiple.
+    pub multiple: f64,
+}
+
+impl std::fmt::Display for VolumeAnomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "volume anomaly: {} rows, more than {} times the recent average of {:.0}",
+            self.rows, self.multiple, self.average
+        )
+    }
+}
+
+impl VolumeCheck {
+    /// Whether `rows` is anomalous for `sync` given its history in `store`.
+    fn check(
+        &self,
+        store: &StateStore,
+        sync: &str,
+        rows: u64,
+    ) -> Result<Option<VolumeAnomaly>, SyncError> {
+        if self.multiple <= 0.0 {
+            return Ok(None);
+        }
+        let recent: Vec<u64> = store
+            .runs(sync, crate::state::MAX_RUNS_PER_SYNC)?
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .take(self.window)
+            .map(|r| r.rows_read)
+            .collect();
+        if recent.is_empty() || recent.len() < self.min_runs {
+            return Ok(None);
+        }
+        let average = recent.iter().sum::<u64>() as f64 / recent.len() as f64;
+        Ok(
+            (rows as f64 > self.multiple * average.max(1.0)).then_some(VolumeAnomaly {
+                rows,
+                average,
+                multiple: self.multiple,
+            }),
+        )
+    }
 }
 
 impl Default for SyncOptions {
@@ -103,6 +212,8 @@ impl Default for SyncOptions {
             crash_before_commit: false,
             crash_after_destination_commit: false,
             skip_idle: false,
+            live: None,
+            volume: None,
         }
     }
 }
@@ -116,6 +227,8 @@ pub struct SyncReport {
     pub outcome: RunOutcome,
     /// Where rejects were written (if any).
     pub rejects_path: PathBuf,
+    /// The run was sent although [`SyncOptions::volume`] found it anomalous.
+    pub anomaly: Option<VolumeAnomaly>,
 }
 
 /// The resolved pieces of a sync, shared by `check`, `preview` and `sync`.
@@ -623,8 +736,9 @@ pub fn run_continuous(
     let mut backoff = interval;
     // Destinations (Kafka producers, HTTP clients) live across runs; a failed run drops them.
     let mut session = Session::default();
+    let store = StateStore::open(&config.state_dir())?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let result = run_in_session(config, name, &options, runtime, &mut session);
+        let result = run_in_session(config, name, &options, runtime, &mut session, &store);
         if result.is_err() {
             session = Session::default();
         }
@@ -656,25 +770,36 @@ pub fn run_sync_polled(
     options: &SyncOptions,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<SyncReport>, SyncError> {
-    run_in_session(config, name, options, runtime, &mut Session::default())
+    let store = StateStore::open(&config.state_dir())?;
+    run_in_session(
+        config,
+        name,
+        options,
+        runtime,
+        &mut Session::default(),
+        &store,
+    )
 }
 
 /// What consecutive runs of one sync in one process share: its connected destinations.
+/// Drop it (or start a new one) after a failed run or a config change.
 #[derive(Default)]
-struct Session {
+pub struct Session {
     destinations: Option<Vec<BuiltDestination>>,
 }
 
-fn run_in_session(
+/// Runs `name` once in `session` (see [`run_sync_polled`]), recording it in `store` (one
+/// store per process: the service shares its own between syncs).
+pub fn run_in_session(
     config: &Config,
     name: &str,
     options: &SyncOptions,
     runtime: &tokio::runtime::Runtime,
     session: &mut Session,
+    store: &StateStore,
 ) -> Result<Option<SyncReport>, SyncError> {
     let resolved = resolve(config, name)?;
     let sync = &resolved.sync;
-    let store = StateStore::open(&config.state_dir())?;
     if session.destinations.is_none() {
         let mut built = sync
             .destinations
@@ -684,7 +809,7 @@ fn run_in_session(
         // Transactional destinations commit last, once every other one has everything.
         built.sort_by_key(|b| b.destination.is_transactional());
         for b in built.iter().filter(|b| b.destination.is_transactional()) {
-            recover_from_destination(&resolved, &store, b, runtime)?;
+            recover_from_destination(&resolved, store, b, runtime)?;
         }
         session.destinations = Some(built);
     }
@@ -708,7 +833,7 @@ fn run_in_session(
     }
     let state_dir = config.state_dir();
     let committed = store.snapshot(name)?;
-    let capture = capture_mode(&resolved, &store)?;
+    let capture = capture_mode(&resolved, store)?;
     // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
     let poll = match &capture {
         CaptureMode::Logical {
@@ -736,7 +861,26 @@ fn run_in_session(
     };
     let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
     let stream_batches = poll.map(|p| p.batches);
-    let run = store.begin_run(name, &format!("{:?}", sync.mode).to_lowercase(), after)?;
+    let mode_name = format!("{:?}", sync.mode).to_lowercase();
+    let anomaly = match (&options.volume, total) {
+        (Some(check), Some(rows)) => check.check(store, name, rows)?,
+        _ => None,
+    };
+    if let (Some(anomaly), Some(true)) = (&anomaly, options.volume.as_ref().map(|v| v.pause)) {
+        let run = store.begin_run(name, &mode_name, after)?;
+        let run_id = run.run_id;
+        store.end_run_uncommitted(
+            run,
+            RunStatus::Cancelled,
+            Some(format!("{anomaly}; not sent, the sync is paused")),
+        )?;
+        return Err(SyncError::Anomaly {
+            sync: name.to_string(),
+            run_id,
+            anomaly: anomaly.clone(),
+        });
+    }
+    let run = store.begin_run(name, &mode_name, after)?;
     let rejects_path = sync
         .rejects_path
         .as_ref()
@@ -751,6 +895,14 @@ fn run_in_session(
         ),
     });
     let control = RunControl::new(64 * 1024);
+    if let Some(Ok(mut slot)) = options.live.as_ref().map(|s| s.lock()) {
+        *slot = Some(LiveRun {
+            run_id: run.run_id,
+            started: std::time::Instant::now(),
+            total,
+            control: control.clone(),
+        });
+    }
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
     let snapshots_dir = state_dir.join("snapshots").join(name);
     let next_dir = snapshots_dir.join(format!("run-{}", run.run_id));
@@ -1020,16 +1172,35 @@ fn run_in_session(
                 run,
                 outcome,
                 rejects_path,
+                anomaly,
             }))
         }
         Err(e) => {
             let c = &control.counters;
             let mut failed = run;
             failed.rows_read = c.rows_read.load(std::sync::atomic::Ordering::Relaxed);
+            failed.delivered = c
+                .records_delivered
+                .load(std::sync::atomic::Ordering::Relaxed);
+            failed.rejected = c.rows_rejected.load(std::sync::atomic::Ordering::Relaxed);
+            failed.bytes_sent = c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
             let run_id = failed.run_id;
-            store.end_run_uncommitted(failed, RunStatus::Failed, Some(e.0.clone()))?;
+            let cancelled = control.is_cancelled();
+            let status = if cancelled {
+                RunStatus::Cancelled
+            } else {
+                RunStatus::Failed
+            };
+            store.end_run_uncommitted(failed, status, Some(e.0.clone()))?;
             if diff_counts.is_some() {
                 let _ = std::fs::remove_dir_all(&next_dir);
+            }
+            if cancelled {
+                return Err(SyncError::Cancelled {
+                    sync: name.to_string(),
+                    run_id,
+                    reason: e.0,
+                });
             }
             Err(SyncError::RunFailed {
                 sync: name.to_string(),

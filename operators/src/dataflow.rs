@@ -7,7 +7,7 @@
 //! request it sent for it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,6 +87,7 @@ pub struct RunControl {
     inflight: AtomicI64,
     max_inflight: AtomicI64,
     failure: Mutex<Option<String>>,
+    cancelled: AtomicBool,
 }
 
 impl RunControl {
@@ -97,7 +98,19 @@ impl RunControl {
             inflight: AtomicI64::new(0),
             max_inflight: AtomicI64::new(max_inflight_rows.max(1) as i64),
             failure: Mutex::new(None),
+            cancelled: AtomicBool::new(false),
         })
+    }
+
+    /// Stops the run on request (e.g. at shutdown): like a failure, nothing is committed.
+    pub fn cancel(&self, reason: impl Into<String>) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.fail(reason);
+    }
+
+    /// Whether the run was stopped by [`RunControl::cancel`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Records the run's failure (the first one wins).

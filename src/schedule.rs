@@ -1,0 +1,361 @@
+//! When a sync runs under `wharf run`: `manual`, `continuous`, an interval (`30s`, `1h`) or a
+//! cron expression (UTC).
+//!
+//! Cron expressions have five fields (`minute hour day-of-month month day-of-week`) or six with
+//! a leading seconds field. Each field takes `*`, numbers, ranges `a-b`, steps `*/n` and
+//! `a-b/n`, and comma lists; months and weekdays also take three-letter names (`jan`, `mon`),
+//! and weekday 7 is Sunday like 0. As in classic cron, when both day fields are restricted a
+//! day matches if either does. Times are UTC.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, Timelike, Utc};
+
+/// A sync's schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// Only when triggered (`POST /syncs/{name}/run`).
+    Manual,
+    /// Back to back: poll again as soon as a run ends (after the service's poll interval).
+    Continuous,
+    /// Every interval, counted from the service's start.
+    Every(Duration),
+    /// At the times a cron expression names.
+    Cron(Box<Cron>),
+}
+
+impl Schedule {
+    /// Parses `manual`, `continuous`, an interval (`250ms`, `30s`, `15m`, `1h`, `1d`) or a
+    /// cron expression. The error says what is expected.
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let t = s.trim();
+        match t {
+            "manual" => return Ok(Schedule::Manual),
+            "continuous" => return Ok(Schedule::Continuous),
+            _ => {}
+        }
+        if t.split_whitespace().count() >= 5 {
+            return Cron::parse(t).map(|c| Schedule::Cron(Box::new(c)));
+        }
+        match crate::config::parse_duration(t) {
+            Some(d) if !d.is_zero() => Ok(Schedule::Every(d)),
+            Some(_) => Err(format!(
+                "`{s}`: an interval must be longer than zero (or use `continuous`)"
+            )),
+            None => Err(format!(
+                "`{s}`: write `manual`, `continuous`, an interval like `15m`, or a cron expression like `*/5 * * * *`"
+            )),
+        }
+    }
+
+    /// The first time strictly after `after` at which a run is due, or `None` (manual and
+    /// continuous runs are not timed). Intervals count from `origin`, so runs do not drift.
+    pub fn next_after(&self, origin: DateTime<Utc>, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Manual | Schedule::Continuous => None,
+            Schedule::Every(d) => {
+                let step = ChronoDuration::from_std(*d).ok()?.num_milliseconds().max(1);
+                let elapsed = (after - origin).num_milliseconds();
+                let n = if elapsed < 0 { 0 } else { elapsed / step + 1 };
+                Some(origin + ChronoDuration::milliseconds(n * step))
+            }
+            Schedule::Cron(c) => c.next_after(after),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Manual => f.write_str("manual"),
+            Schedule::Continuous => f.write_str("continuous"),
+            Schedule::Every(d) => write!(f, "every {d:?}"),
+            Schedule::Cron(c) => write!(f, "cron {}", c.text),
+        }
+    }
+}
+
+/// A parsed cron expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    text: String,
+    seconds: u64,
+    minutes: u64,
+    hours: u64,
+    days: u64,
+    months: u64,
+    weekdays: u64,
+    /// Whether the day-of-month / day-of-week fields were `*` (unrestricted).
+    any_day: bool,
+    any_weekday: bool,
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+
+impl Cron {
+    /// Parses five or six fields.
+    pub fn parse(text: &str) -> Result<Cron, String> {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let (sec, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
+            n => {
+                return Err(format!(
+                    "`{text}`: a cron expression has 5 fields (minute hour day month weekday) or 6 (with seconds first), not {n}"
+                ))
+            }
+        };
+        let field = |v: &str, name: &str, lo: u32, hi: u32, names: &[&str]| {
+            parse_field(v, lo, hi, names).map_err(|e| format!("`{text}`: {name} field `{v}`: {e}"))
+        };
+        let mut weekdays = field(rest[4], "day-of-week", 0, 7, &WEEKDAYS)?;
+        if weekdays & (1 << 7) != 0 {
+            weekdays = (weekdays | 1) & !(1 << 7);
+        }
+        Ok(Cron {
+            text: text.split_whitespace().collect::<Vec<_>>().join(" "),
+            seconds: field(sec, "seconds", 0, 59, &[])?,
+            minutes: field(rest[0], "minute", 0, 59, &[])?,
+            hours: field(rest[1], "hour", 0, 23, &[])?,
+            days: field(rest[2], "day-of-month", 1, 31, &[])?,
+            months: field(rest[3], "month", 1, 12, &MONTHS)?,
+            weekdays,
+            any_day: rest[2] == "*" || rest[2] == "?",
+            any_weekday: rest[4] == "*" || rest[4] == "?",
+        })
+    }
+
+    fn day_matches(&self, t: &DateTime<Utc>) -> bool {
+        let dom = self.days & (1 << t.day()) != 0;
+        let dow = self.weekdays & (1 << t.weekday().num_days_from_sunday()) != 0;
+        match (self.any_day, self.any_weekday) {
+            (true, true) => true,
+            (false, true) => dom,
+            (true, false) => dow,
+            (false, false) => dom || dow,
+        }
+    }
+
+    /// The first matching second strictly after `after`; `None` if none within eight years
+    /// (e.g. `0 0 30 2 *`).
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut t = after.with_nanosecond(0)? + ChronoDuration::seconds(1);
+        let limit = after + ChronoDuration::days(8 * 366);
+        while t <= limit {
+            if self.months & (1 << t.month()) == 0 {
+                // First second of the next month.
+                let (y, m) = if t.month() == 12 {
+                    (t.year() + 1, 1)
+                } else {
+                    (t.year(), t.month() + 1)
+                };
+                t = t
+                    .with_day(1)?
+                    .with_hour(0)?
+                    .with_minute(0)?
+                    .with_second(0)?
+                    .with_month(m)?
+                    .with_year(y)?;
+                continue;
+            }
+            if !self.day_matches(&t) {
+                t = t.with_hour(0)?.with_minute(0)?.with_second(0)? + ChronoDuration::days(1);
+                continue;
+            }
+            if self.hours & (1 << t.hour()) == 0 {
+                t = t.with_minute(0)?.with_second(0)? + ChronoDuration::hours(1);
+                continue;
+            }
+            if self.minutes & (1 << t.minute()) == 0 {
+                t = t.with_second(0)? + ChronoDuration::minutes(1);
+                continue;
+            }
+            if self.seconds & (1 << t.second()) == 0 {
+                t += ChronoDuration::seconds(1);
+                continue;
+            }
+            return Some(t);
+        }
+        None
+    }
+}
+
+/// One field as a bit set of the values it allows.
+fn parse_field(v: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, String> {
+    let value = |s: &str| -> Result<u32, String> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
+            // Month names count from 1, weekday names from 0 (Sunday).
+            let first = if names.len() == 12 { 1 } else { 0 };
+            return Ok(i as u32 + first);
+        }
+        let n: u32 = s
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number from {lo} to {hi}"))?;
+        if n < lo || n > hi {
+            return Err(format!("{n} is outside {lo}-{hi}"));
+        }
+        Ok(n)
+    };
+    let mut bits = 0u64;
+    for part in v.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| format!("step `{s}` is not a positive number"))?;
+                (r, step)
+            }
+            None => (part, 1),
+        };
+        let (a, b) = match range {
+            "*" | "?" => (lo, hi),
+            r => match r.split_once('-') {
+                Some((a, b)) => (value(a)?, value(b)?),
+                // `5/15` means from 5 to the end, every 15.
+                None if step > 1 => (value(r)?, hi),
+                None => {
+                    let n = value(r)?;
+                    (n, n)
+                }
+            },
+        };
+        if a > b {
+            return Err(format!("range {a}-{b} is backwards"));
+        }
+        let mut n = a;
+        while n <= b {
+            bits |= 1 << n;
+            n += step;
+        }
+    }
+    Ok(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn next(expr: &str, after: &str) -> String {
+        Schedule::parse(expr)
+            .unwrap()
+            .next_after(at("2026-01-01T00:00:00Z"), at(after))
+            .unwrap()
+            .to_rfc3339()
+    }
+
+    #[test]
+    fn cron_fires_at_the_named_times() {
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-30T10:07:12Z"),
+            "2026-11-30T10:15:00+00:00"
+        );
+        assert_eq!(
+            next("*/15 * * * *", "2026-11-30T10:15:00Z"),
+            "2026-11-30T10:30:00+00:00"
+        );
+        assert_eq!(
+            next("0 3 * * *", "2026-11-30T03:00:00Z"),
+            "2026-12-01T03:00:00+00:00"
+        );
+        // Monday to Friday at 09:30; 2026-12-05 is a Saturday.
+        assert_eq!(
+            next("30 9 * * mon-fri", "2026-12-04T10:00:00Z"),
+            "2026-12-07T09:30:00+00:00"
+        );
+        // Month boundaries and years.
+        assert_eq!(
+            next("0 0 1 jan *", "2026-11-30T00:00:00Z"),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 12 31 * *", "2026-11-30T00:00:00Z"),
+            "2026-12-31T12:00:00+00:00"
+        );
+        // Both day fields restricted: either matches (the 1st, or a Sunday).
+        assert_eq!(
+            next("0 0 1 * 0", "2026-11-30T00:00:00Z"),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 1 * 7", "2026-12-01T00:00:00Z"),
+            "2026-12-06T00:00:00+00:00"
+        );
+        // Leap day.
+        assert_eq!(
+            next("0 0 29 2 *", "2026-03-01T00:00:00Z"),
+            "2028-02-29T00:00:00+00:00"
+        );
+        // Six fields: seconds first; lists and ranges with steps.
+        assert_eq!(
+            next("*/10 * * * * *", "2026-11-30T10:00:01Z"),
+            "2026-11-30T10:00:10+00:00"
+        );
+        assert_eq!(
+            next("0 5,35 8-18/2 * * *", "2026-11-30T09:00:00Z"),
+            "2026-11-30T10:05:00+00:00"
+        );
+        assert_eq!(
+            next("15/20 * * * *", "2026-11-30T10:36:00Z"),
+            "2026-11-30T10:55:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_cron_that_never_fires_says_none() {
+        let s = Schedule::parse("0 0 30 2 *").unwrap();
+        assert_eq!(s.next_after(Utc::now(), Utc::now()), None);
+    }
+
+    #[test]
+    fn intervals_count_from_the_origin_without_drift() {
+        let origin = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
+        let s = Schedule::parse("30s").unwrap();
+        assert_eq!(
+            s.next_after(origin, origin - ChronoDuration::seconds(5)),
+            Some(origin)
+        );
+        assert_eq!(
+            s.next_after(origin, origin),
+            Some(origin + ChronoDuration::seconds(30))
+        );
+        // A run that ended late does not shift the grid.
+        assert_eq!(
+            s.next_after(origin, origin + ChronoDuration::milliseconds(31_200)),
+            Some(origin + ChronoDuration::seconds(60))
+        );
+        assert_eq!(
+            Schedule::parse("manual")
+                .unwrap()
+                .next_after(origin, origin),
+            None
+        );
+        assert_eq!(Schedule::parse("continuous").unwrap(), Schedule::Continuous);
+    }
+
+    #[test]
+    fn bad_schedules_say_what_is_expected() {
+        for (text, says) in [
+            ("soon", "write `manual`, `continuous`"),
+            ("0s", "longer than zero"),
+            ("61 * * * *", "minute field `61`: 61 is outside 0-59"),
+            ("* * * * * * *", "5 fields"),
+            ("*/0 * * * *", "step `0`"),
+            ("0 0 * foo *", "month field `foo`"),
+            ("0 20-10 * * *", "backwards"),
+        ] {
+            let e = Schedule::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The service's HTTP API and web page.
+//!
+//! | Route | |
+//! |---|---|
+//! | `GET /` | the web page (syncs, progress, last runs, rows per run; refreshes itself) |
+//! | `GET /healthz` | `ok` (no token needed) |
+//! | `GET /status` | the service: start time, config file, why the last reload was refused |
+//! | `GET /syncs` | every sync: state, schedule, next run, last run, progress of a running run |
+//! | `GET /syncs/{name}` | one sync |
+//! | `GET /syncs/{name}/runs?limit=N` | its run history, newest first (default 50) |
+//! | `POST /syncs/{name}/run` | run it now (202; 409 when paused or shutting down) |
+//! | `POST /syncs/{name}/pause`, `/resume` | pause or resume it (kept across restarts) |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! The server binds to `service.listen` (127.0.0.1:8080 by default). With `service.token` set,
+//! every route but `/` and `/healthz` needs `Authorization: Bearer <token>` (the page sends the
+//! token given in its address as `#token=…`); binding to a non-loopback address without a
+//! token is refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{ApiRefusal, ServiceError, Shared};
+use crate::config::{Secret, ServiceConfig};
+
+const PAGE: &str = include_str!("page.html");
+
+/// A running API server.
+pub struct ApiServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    shared: Arc<Shared>,
+    token: Option<Secret>,
+}
+
+impl ApiServer {
+    /// Binds `config.listen` (refusing a non-loopback address without a token) and serves.
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        config: &ServiceConfig,
+    ) -> Result<ApiServer, ServiceError> {
+        let err = |message: String| ServiceError::Listen {
+            addr: config.listen.clone(),
+            message,
+        };
+        let addr: SocketAddr = config
+            .listen
+            .parse()
+            .map_err(|_| err("not an address and port, e.g. 127.0.0.1:8080".into()))?;
+        if !addr.ip().is_loopback() && config.token.is_none() {
+            return Err(err(
+                "a non-loopback address needs `service.token` (the API can trigger and pause syncs); set a token or listen on 127.0.0.1".into(),
+            ));
+        }
+        let runtime = shared.runtime.clone();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| err(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
+        let state = ApiState {
+            shared,
+            token: config.token.clone(),
+        };
+        let app = router(state);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "the API server stopped with an error");
+            }
+        });
+        Ok(ApiServer {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server (waiting up to 2 s for open requests).
+    pub(super) fn stop(mut self, runtime: &tokio::runtime::Runtime) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(2), task).await
+            });
+        }
+    }
+}
+
+fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/status", get(service_status))
+        .route("/syncs", get(syncs))
+        .route("/syncs/{name}", get(one_sync))
+        .route("/syncs/{name}/runs", get(runs))
+        .route("/syncs/{name}/run", post(trigger))
+        .route("/syncs/{name}/pause", post(pause))
+        .route("/syncs/{name}/resume", post(resume))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(protected)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .with_state(state)
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn refused(r: ApiRefusal) -> Response {
+    match r {
+        ApiRefusal::NotFound => error(StatusCode::NOT_FOUND, "no such sync"),
+        ApiRefusal::Conflict(m) => error(StatusCode::CONFLICT, &m),
+        ApiRefusal::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, &m),
+    }
+}
+
+/// Byte comparison whose time does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.expose().as_bytes()) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <service.token>)",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+async fn service_status(State(state): State<ApiState>) -> Response {
+    let s = &state.shared;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "started_at": s.started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "config_file": s.config_path.display().to_string(),
+            "reload_error": s.reload_error(),
+            "stopping": s.stopping(),
+            "syncs": s.statuses().len(),
+        }),
+    )
+}
+
+async fn syncs(State(state): State<ApiState>) -> Response {
+    let shared = state.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.statuses()).await {
+        Ok(s) => json(StatusCode::OK, &s),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn one_sync(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    match state.shared.status(&name) {
+        Some(s) => json(StatusCode::OK, &s),
+        None => refused(ApiRefusal::NotFound),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    let limit = q
+        .limit
+        .unwrap_or(50)
+        .clamp(1, crate::state::MAX_RUNS_PER_SYNC);
+    match state.shared.runs(&name, limit) {
+        Ok(r) => json(StatusCode::OK, &r),
+        Err(e) => refused(e),
+    }
+}
+
+async fn trigger(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    match state.shared.trigger(&name) {
+        Ok(running) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "sync": name,
+                "queued": true,
+                "after_running_run": running,
+            }),
+        ),
+        Err(e) => refused(e),
+    }
+}
+
+async fn pause(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    set_paused(&state, &name, Some("paused over the API"))
+}
+
+async fn resume(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    set_paused(&state, &name, None)
+}
+
+fn set_paused(state: &ApiState, name: &str, reason: Option<&str>) -> Response {
+    match state.shared.set_paused(name, reason) {
+        Ok(()) => match state.shared.status(name) {
+            Some(s) => json(StatusCode::OK, &s),
+            None => refused(ApiRefusal::NotFound),
+        },
+        Err(e) => refused(e),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let shared = state.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.prometheus()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
