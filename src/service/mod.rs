@@ -429,9 +429,8 @@ pub enum ApiRefusal {
     Internal(String),
 }
 
-/// What the sync thread does after a run.
-fn backoff(shared: &Shared, failures: u32) -> Duration {
-    let config = shared.config();
+/// How long to wait before retrying after `failures` failed runs in a row.
+fn retry_wait(config: &Config, failures: u32) -> Duration {
     let initial = config.service.duration("retry_initial");
     let max = config.service.duration("retry_max");
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
@@ -596,7 +595,7 @@ fn after_run(
             };
             record_history(shared, name, run_id, elapsed, counters);
             st.failures += 1;
-            let wait = backoff(shared, st.failures);
+            let wait = retry_wait(config, st.failures);
             st.retry_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
             st.last_error = Some(e.to_string());
             tracing::error!(sync = %name, error = %e, failures = st.failures, retry_in = ?wait, "run failed");
@@ -796,5 +795,34 @@ impl Shared {
     /// Why the last config reload was refused, if it was.
     pub fn reload_error(&self) -> Option<String> {
         self.reload_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_delays_within_its_bound() {
+        let t = Utc::now();
+        let j = Some(Duration::from_millis(500));
+        let delays: Vec<i64> = (0..200)
+            .map(|_| (with_jitter(t, j) - t).num_milliseconds())
+            .collect();
+        assert!(delays.iter().all(|d| (0..=500).contains(d)), "{delays:?}");
+        assert!(delays.iter().any(|d| *d > 250), "spread: {delays:?}");
+        assert_eq!(with_jitter(t, None), t);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let mut config = Config::parse(
+            "[service]\nretry_initial = \"1s\"\nretry_max = \"5s\"",
+            "w.toml",
+        )
+        .unwrap();
+        config.base_dir = PathBuf::from(".");
+        let waits: Vec<u64> = (1..=5).map(|n| retry_wait(&config, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 5, 5]);
     }
 }
