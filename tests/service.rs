@@ -253,24 +253,33 @@ fn receiver(fx: &Fixture, slow: Option<Duration>) -> Receiver {
         .expect("receiver")
 }
 
+/// A receiver (answers `slow` late), a config with `extra` and `syncs`, and the service on it.
+fn serve(
+    fx: &Fixture,
+    slow: Option<Duration>,
+    extra: &str,
+    syncs: &[(&str, &str, &str)],
+) -> (Receiver, Service) {
+    let recv = receiver(fx, slow);
+    let port = free_port();
+    fx.write_config("wharf.toml", &config(&recv.base_url(), port, extra, syncs));
+    let svc = Service::start(fx, port, None);
+    (recv, svc)
+}
+
 #[test]
 fn schedules_fire_at_their_times_and_history_survives_a_restart() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 100);
     events_table(&fx, "ev2", 0, 50);
-    let recv = receiver(&fx, None);
-    let port = free_port();
     // A cron expression with seconds (every 2 s on even seconds) and an interval.
-    fx.write_config(
-        "wharf.toml",
-        &config(
-            &recv.base_url(),
-            port,
-            "",
-            &[("cron", "ev", "*/2 * * * * *"), ("every", "ev2", "1s")],
-        ),
+    let (recv, mut svc) = serve(
+        &fx,
+        None,
+        "",
+        &[("cron", "ev", "*/2 * * * * *"), ("every", "ev2", "1s")],
     );
-    let mut svc = Service::start(&fx, port, None);
+    let port = svc.port;
     let cron = svc.wait_runs("cron", "4 successful runs", |r| succeeded(r).len() >= 4);
     let every = svc.wait_runs("every", "4 successful runs", |r| succeeded(r).len() >= 4);
     // Cron runs start on even seconds, just after the second begins, 2 s apart.
@@ -370,19 +379,13 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
 fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 20);
-    let recv = receiver(&fx, None);
     let (hook, alerts) = webhook(&fx);
-    let port = free_port();
-    fx.write_config(
-        "wharf.toml",
-        &config(
-            &recv.base_url(),
-            port,
-            &format!("[alerts]\nwebhook_url = \"{hook}\""),
-            &[("bad", "no_such_table", "1s"), ("good", "ev", "1s")],
-        ),
+    let (recv, svc) = serve(
+        &fx,
+        None,
+        &format!("[alerts]\nwebhook_url = \"{hook}\""),
+        &[("bad", "no_such_table", "1s"), ("good", "ev", "1s")],
     );
-    let svc = Service::start(&fx, port, None);
     let good = svc.wait_runs("good", "4 successful runs", |r| succeeded(r).len() >= 4);
     let bad = svc.wait_runs("bad", "3 failed runs", |r| {
         r.iter().filter(|x| x["status"] == "FAILED").count() >= 3
@@ -433,13 +436,7 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
 fn manual_trigger_pause_resume_and_metrics_over_http() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 100);
-    let recv = receiver(&fx, None);
-    let port = free_port();
-    fx.write_config(
-        "wharf.toml",
-        &config(&recv.base_url(), port, "", &[("s", "ev", "manual")]),
-    );
-    let svc = Service::start(&fx, port, None);
+    let (recv, svc) = serve(&fx, None, "", &[("s", "ev", "manual")]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         svc.runs("s").is_empty(),
@@ -462,6 +459,7 @@ fn manual_trigger_pause_resume_and_metrics_over_http() {
     let (status, body) = svc.post("/syncs/s/run");
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("paused"), "{body}");
+    let port = svc.port;
     drop(svc);
     let svc = Service::start(&fx, port, None);
     assert_eq!(svc.sync("s")["state"], "paused");
@@ -563,21 +561,10 @@ print(json.dumps(out))
 fn volume_anomaly_pauses_the_sync_and_alerts() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 10);
-    let recv = receiver(&fx, None);
     let (hook, alerts) = webhook(&fx);
-    let port = free_port();
-    fx.write_config(
-        "wharf.toml",
-        &config(
-            &recv.base_url(),
-            port,
-            &format!(
+    let (recv, svc) = serve(&fx, None, &format!(
                 "[alerts]\nwebhook_url = \"{hook}\"\nvolume_multiple = 3\nvolume_min_runs = 1\non_anomaly = \"pause\""
-            ),
-            &[("s", "ev", "manual")],
-        ),
-    );
-    let svc = Service::start(&fx, port, None);
+            ), &[("s", "ev", "manual")]);
     svc.post("/syncs/s/run");
     svc.wait_runs("s", "the first run", |r| succeeded(r).len() == 1);
     // 100 new rows: more than 3 × the average of 10.
@@ -681,13 +668,7 @@ fn sigterm_during_a_run_exits_0_and_the_next_start_loses_nothing() {
 fn sighup_reloads_the_config_or_keeps_the_old_one() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 10);
-    let recv = receiver(&fx, None);
-    let port = free_port();
-    fx.write_config(
-        "wharf.toml",
-        &config(&recv.base_url(), port, "", &[("a", "ev", "manual")]),
-    );
-    let svc = Service::start(&fx, port, None);
+    let (recv, svc) = serve(&fx, None, "", &[("a", "ev", "manual")]);
     // A bad config is refused, saying why; the old one stays.
     std::fs::write(fx.path("wharf.toml"), "syncs = 3").unwrap();
     svc.signal("HUP");
@@ -705,7 +686,7 @@ fn sighup_reloads_the_config_or_keeps_the_old_one() {
         "wharf.toml",
         &config(
             &recv.base_url(),
-            port,
+            svc.port,
             "",
             &[("a", "ev", "manual"), ("b", "ev", "1s")],
         ),
@@ -806,22 +787,16 @@ fn the_web_page_renders_the_right_numbers_in_headless_chromium() {
     events_table(&fx, "ev", 0, 1234);
     events_table(&fx, "big", 0, 300_000);
     // Answers 100 ms late, so that `big` is still running when the page is rendered.
-    let recv = receiver(&fx, Some(Duration::from_millis(100)));
-    let port = free_port();
-    fx.write_config(
-        "wharf.toml",
-        &config(
-            &recv.base_url(),
-            port,
-            "",
-            &[
-                ("events", "ev", "manual"),
-                ("broken", "missing_table", "manual"),
-                ("big", "big", "manual"),
-            ],
-        ),
+    let (_recv, svc) = serve(
+        &fx,
+        Some(Duration::from_millis(100)),
+        "",
+        &[
+            ("events", "ev", "manual"),
+            ("broken", "missing_table", "manual"),
+            ("big", "big", "manual"),
+        ],
     );
-    let svc = Service::start(&fx, port, None);
     svc.post("/syncs/events/run");
     svc.wait_runs("events", "run 1", |r| succeeded(r).len() == 1);
     events_table(&fx, "ev", 1234, 66);
@@ -837,7 +812,7 @@ fn the_web_page_renders_the_right_numbers_in_headless_chromium() {
             > 0
     });
 
-    let url = format!("http://127.0.0.1:{port}/");
+    let url = format!("http://127.0.0.1:{}/", svc.port);
     let dom = headless(
         &bin,
         &fx.path("chromium"),
