@@ -219,6 +219,32 @@ pub enum WarehouseConfig {
     Postgres(PostgresConfig),
     /// An Amazon Redshift cluster (PostgreSQL's wire protocol).
     Redshift(PostgresConfig),
+    /// A Snowflake account (its HTTP API).
+    Snowflake(SnowflakeConfig),
+}
+
+/// `type = "snowflake"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConfig {
+    /// Account identifier, e.g. `myorg-myaccount`.
+    pub account: String,
+    /// Login name.
+    pub user: String,
+    /// Password (e.g. `${SNOWFLAKE_PASSWORD}`); never printed.
+    pub password: Option<Secret>,
+    /// Database of the session.
+    pub database: String,
+    /// Schema (default `PUBLIC`).
+    pub schema: Option<String>,
+    /// Virtual warehouse.
+    pub warehouse: Option<String>,
+    /// Role.
+    pub role: Option<String>,
+    /// Base URL (default `https://<account>.snowflakecomputing.com`; an emulator's URL in tests).
+    pub url: Option<String>,
+    /// Per-request timeout (default `60s`).
+    pub timeout: Option<String>,
 }
 
 impl WarehouseConfig {
@@ -228,6 +254,7 @@ impl WarehouseConfig {
             WarehouseConfig::Duckdb { .. } => "duckdb",
             WarehouseConfig::Postgres(_) => "postgres",
             WarehouseConfig::Redshift(_) => "redshift",
+            WarehouseConfig::Snowflake(_) => "snowflake",
         }
     }
 }
@@ -782,6 +809,37 @@ impl Config {
             ));
         }
         for (name, w) in &self.warehouses {
+            if let WarehouseConfig::Snowflake(sf) = w {
+                let key = format!("warehouses.{name}");
+                if sf.password.is_none() {
+                    return Err(err(
+                        format!("{key}.password"),
+                        "missing: set `password` (e.g. \"${SNOWFLAKE_PASSWORD}\"); key-pair authentication is not in this version".into(),
+                    ));
+                }
+                if let Some(t) = &sf.timeout {
+                    if parse_duration(t).is_none() {
+                        return Err(err(
+                            format!("{key}.timeout"),
+                            format!("`{t}` is not a duration; write e.g. `60s`"),
+                        ));
+                    }
+                }
+                if sf.account.is_empty()
+                    || !sf
+                        .account
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(err(
+                        format!("{key}.account"),
+                        format!(
+                            "`{}`: an account identifier holds letters, digits, `-`, `_` and `.`",
+                            sf.account
+                        ),
+                    ));
+                }
+            }
             if let WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) = w {
                 if let Some(t) = &p.connect_timeout {
                     if parse_duration(t).is_none() {

@@ -3,6 +3,7 @@
 
 pub mod duckdb;
 pub mod postgres;
+pub mod snowflake;
 
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
@@ -138,6 +139,8 @@ pub enum Warehouse {
     DuckDb(duckdb::DuckDbWarehouse),
     /// PostgreSQL or Redshift.
     Postgres(postgres::PostgresWarehouse),
+    /// Snowflake.
+    Snowflake(snowflake::SnowflakeWarehouse),
 }
 
 impl Warehouse {
@@ -176,6 +179,33 @@ impl Warehouse {
                 };
                 Warehouse::Postgres(postgres::PostgresWarehouse::new(name, settings))
             }
+            WarehouseConfig::Snowflake(sf) => {
+                let settings = snowflake::SnowflakeSettings {
+                    base_url: sf
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", sf.account))
+                        .trim_end_matches('/')
+                        .to_string(),
+                    account: sf.account.clone(),
+                    user: sf.user.clone(),
+                    password: sf
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose().to_string())
+                        .unwrap_or_default(),
+                    database: sf.database.clone(),
+                    schema: sf.schema.clone().unwrap_or_else(|| "PUBLIC".into()),
+                    warehouse: sf.warehouse.clone(),
+                    role: sf.role.clone(),
+                    timeout: sf
+                        .timeout
+                        .as_deref()
+                        .and_then(crate::config::parse_duration)
+                        .unwrap_or(std::time::Duration::from_secs(60)),
+                };
+                Warehouse::Snowflake(snowflake::SnowflakeWarehouse::new(name, settings))
+            }
         })
     }
 
@@ -184,6 +214,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.check(),
             Warehouse::Postgres(w) => w.check(),
+            Warehouse::Snowflake(w) => w.check(),
         }
     }
 
@@ -192,6 +223,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.describe(src),
             Warehouse::Postgres(w) => w.describe(src),
+            Warehouse::Snowflake(w) => w.describe(src),
         }
     }
 
@@ -210,6 +242,9 @@ impl Warehouse {
                 let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
                 postgres::PostgresWarehouse::latest_per_key(src, &columns, key, order)
             }
+            Warehouse::Snowflake(_) => {
+                snowflake::SnowflakeWarehouse::latest_per_key(src, key, order)
+            }
         }
     }
 
@@ -218,6 +253,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.count(src),
             Warehouse::Postgres(w) => w.count(src),
+            Warehouse::Snowflake(w) => w.count(src),
         }
     }
 
@@ -232,6 +268,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
             Warehouse::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
+            Warehouse::Snowflake(w) => w.count_after(src, cursor, cursor_type, after),
         }
     }
 
@@ -247,6 +284,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
             Warehouse::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Warehouse::Snowflake(w) => w.read_after(src, cursor, cursor_type, after, each),
         }
     }
 
@@ -259,6 +297,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.read_snapshot(src, each),
             Warehouse::Postgres(w) => w.read_snapshot(src, each),
+            Warehouse::Snowflake(w) => w.read_snapshot(src, each),
         }
     }
 
@@ -271,6 +310,7 @@ impl Warehouse {
         match self {
             Warehouse::DuckDb(w) => w.preview(src, limit),
             Warehouse::Postgres(w) => w.preview(src, limit),
+            Warehouse::Snowflake(w) => w.preview(src, limit),
         }
     }
 }

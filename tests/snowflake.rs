@@ -1,0 +1,455 @@
+//! The Snowflake warehouse against `fakesnow` (PyPI `fakesnow[server]`, a Snowflake emulator
+//! speaking Snowflake's HTTP protocol over DuckDB), installed into its own venv by `.ci/run`
+//! (`WHARF_FAKESNOW` overrides the binary).
+//!
+//! What fakesnow cannot show, and so is not tested here: password checks (it accepts any
+//! password), result chunks (it answers any result in one rowset), asynchronous queries, and
+//! real Snowflake's scaled-integer Arrow encodings (unit-tested in `snowflake::arrow`).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, text, Fixture};
+use serde_json::{json, Value};
+use wharf::config::Config;
+use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::warehouse::{SourceRef, Warehouse};
+use wharf_operators::arrow::array::{Array, AsArray};
+use wharf_operators::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+
+fn fakesnow_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("WHARF_FAKESNOW") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = PathBuf::from(format!("{home}/.cache/wharf/venv-snow/bin/fakesnow"));
+    assert!(
+        p.exists(),
+        "fakesnow is not installed at {}: run .ci/run (it installs fakesnow[server] into a venv) or set WHARF_FAKESNOW",
+        p.display()
+    );
+    p
+}
+
+/// A fakesnow server on 127.0.0.1 (in memory), stopped when dropped.
+struct FakeSnow {
+    child: Child,
+    port: u16,
+    rt: tokio::runtime::Runtime,
+}
+
+impl FakeSnow {
+    fn start() -> FakeSnow {
+        let port = free_port();
+        let mut child = Command::new(fakesnow_binary())
+            .args(["-s", "-p", &port.to_string(), "--host", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fakesnow");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "fakesnow exited ({status}); run `{} -s -p {port} --host 127.0.0.1` to see why",
+                    fakesnow_binary().display()
+                );
+            }
+            assert!(Instant::now() < deadline, "fakesnow did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        FakeSnow {
+            child,
+            port,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs SQL statements in database DB, schema PUBLIC, over the emulator's HTTP API.
+    fn sql(&self, statements: &[&str]) {
+        async fn post(
+            client: &reqwest::Client,
+            url: String,
+            auth: Option<&str>,
+            body: Value,
+        ) -> Value {
+            let mut r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(t) = auth {
+                r = r.header("authorization", format!("Snowflake Token=\"{t}\""));
+            }
+            let bytes = r.send().await.unwrap().bytes().await.unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+        self.rt.block_on(async {
+            let client = reqwest::Client::new();
+            let login = post(
+                &client,
+                format!(
+                    "{}/session/v1/login-request?databaseName=DB&schemaName=PUBLIC",
+                    self.url()
+                ),
+                None,
+                json!({"data": {"LOGIN_NAME": "setup", "PASSWORD": "x", "SESSION_PARAMETERS": {}}}),
+            )
+            .await;
+            let token = login["data"]["token"].as_str().unwrap().to_string();
+            for s in statements {
+                let answer = post(
+                    &client,
+                    format!("{}/queries/v1/query-request", self.url()),
+                    Some(&token),
+                    json!({"sqlText": s}),
+                )
+                .await;
+                assert_eq!(answer["success"], true, "{s}: {answer}");
+            }
+        });
+    }
+}
+
+impl Drop for FakeSnow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn warehouse_toml(url: &str) -> String {
+    format!(
+        r#"[warehouses.sf]
+type = "snowflake"
+account = "wharf-test"
+user = "loader"
+password = "sf-s3cret-pw"
+database = "DB"
+url = "{url}"
+"#
+    )
+}
+
+fn sync_toml(name: &str, table: &str, kind: &str, mode: &str, mapping: &str) -> String {
+    format!(
+        r#"[[syncs]]
+name = "{name}"
+warehouse = "sf"
+table = "{table}"
+table_type = "{kind}"
+mode = "{mode}"
+destinations = ["mp"]
+{mapping}
+"#
+    )
+}
+
+#[test]
+fn snowflake_types_decode_to_arrow_including_null_timestamps() {
+    let sf = FakeSnow::start();
+    sf.sql(&[
+        "CREATE TABLE types_t (c_int NUMBER(38,0), c_dec NUMBER(10,2), c_float FLOAT, c_str VARCHAR, \
+         c_bool BOOLEAN, c_date DATE, c_ntz TIMESTAMP_NTZ, c_ltz TIMESTAMP_LTZ, c_tz TIMESTAMP_TZ, \
+         c_var VARIANT, c_obj OBJECT, c_arr ARRAY)",
+        "INSERT INTO types_t SELECT 1, 12.34, 1.5, 'héllo', true, '2024-01-02'::DATE, \
+         '2024-01-02 03:04:05.123456'::TIMESTAMP_NTZ, '2024-01-02 03:04:05.5'::TIMESTAMP_LTZ, \
+         '2024-01-02 03:04:05.25 +02:00'::TIMESTAMP_TZ, PARSE_JSON('{\"a\":1}'), \
+         OBJECT_CONSTRUCT('k','v'), ARRAY_CONSTRUCT(1,'two')",
+        "INSERT INTO types_t (c_int) VALUES (NULL)",
+    ]);
+    let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    wh.check().unwrap();
+    let src = SourceRef::Table("types_t".into());
+    let schema = wh.describe(&src).unwrap();
+    let types: Vec<(String, DataType)> = schema
+        .arrow
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let utc = Some("UTC".into());
+    assert_eq!(
+        types,
+        [
+            ("C_INT".into(), DataType::Int64),
+            ("C_DEC".into(), DataType::Decimal128(10, 2)),
+            ("C_FLOAT".into(), DataType::Float64),
+            ("C_STR".into(), DataType::Utf8),
+            ("C_BOOL".into(), DataType::Boolean),
+            ("C_DATE".into(), DataType::Date32),
+            (
+                "C_NTZ".into(),
+                DataType::Timestamp(TimeUnit::Microsecond, None)
+            ),
+            (
+                "C_LTZ".into(),
+                DataType::Timestamp(TimeUnit::Microsecond, utc.clone())
+            ),
+            (
+                "C_TZ".into(),
+                DataType::Timestamp(TimeUnit::Microsecond, utc)
+            ),
+            ("C_VAR".into(), DataType::Utf8),
+            ("C_OBJ".into(), DataType::Utf8),
+            ("C_ARR".into(), DataType::Utf8),
+        ]
+    );
+    assert_eq!(schema.columns[1].sql_type, "NUMBER(10,2)");
+    let mut batches = Vec::new();
+    wh.read_snapshot(&src, |b| {
+        batches.push(b);
+        true
+    })
+    .unwrap();
+    let b =
+        wharf_operators::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let row = (0..2)
+        .find(|i| !b.column(0).is_null(*i))
+        .expect("the non-NULL row");
+    let null_row = 1 - row;
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(row), 1);
+    assert_eq!(
+        b.column(1)
+            .as_primitive::<Decimal128Type>()
+            .value_as_string(row),
+        "12.34"
+    );
+    assert_eq!(b.column(2).as_primitive::<Float64Type>().value(row), 1.5);
+    assert_eq!(b.column(3).as_string::<i32>().value(row), "héllo");
+    assert!(b.column(4).as_boolean().value(row));
+    let micros = |c: usize| b.column(c).as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(micros(6).value(row), 1_704_164_645_123_456);
+    assert_eq!(micros(7).value(row), 1_704_164_645_500_000);
+    // 03:04:05.25 at +02:00 is 01:04:05.25 UTC.
+    assert_eq!(micros(8).value(row), 1_704_157_445_250_000);
+    let json = |c: usize| -> Value {
+        serde_json::from_str(b.column(c).as_string::<i32>().value(row)).unwrap()
+    };
+    assert_eq!(json(9), json!({"a": 1}));
+    assert_eq!(json(10), json!({"k": "v"}));
+    assert_eq!(json(11), json!([1, "two"]));
+    // The NULL row: every column NULL, timestamps included.
+    for c in 0..b.num_columns() {
+        assert!(b.column(c).is_null(null_row), "column {c}");
+    }
+    // A missing table is named as such.
+    let e = wh
+        .describe(&SourceRef::Table("no_such_table".into()))
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+#[test]
+fn append_full_and_mirror_syncs_from_snowflake_into_the_receiver() {
+    let fx = Fixture::new();
+    let sf = FakeSnow::start();
+    // 200,000 events: one result of 200K rows (fakesnow sends it as a single rowset).
+    sf.sql(&[
+        "CREATE TABLE ev AS SELECT x AS id, 'E' || (x % 3)::VARCHAR AS name, \
+         '2024-01-01'::TIMESTAMP_NTZ + to_seconds(x) AS ts, 'u' || (x % 997)::VARCHAR AS uid, \
+         (x % 100) / 4 AS amount FROM range(200000) t(x)",
+        "CREATE TABLE users (uid VARCHAR, name VARCHAR, plan VARCHAR)",
+        "INSERT INTO users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
+    ]);
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let config = format!(
+        r#"state_dir = ".state"
+{}
+[destinations.mp]
+type = "mixpanel"
+api_host = "{}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "test-secret" }}
+{}{}"#,
+        warehouse_toml(&sf.url()),
+        recv.base_url(),
+        sync_toml(
+            "events",
+            "ev",
+            "events",
+            "append",
+            "[syncs.mapping]\nevent_name_column = \"NAME\"\ntime_column = \"TS\"\nuser_id_column = \"UID\"\nkey_columns = [\"ID\"]",
+        ),
+        sync_toml(
+            "people",
+            "users",
+            "users",
+            "mirror",
+            "[syncs.mapping]\nuser_id_column = \"UID\"",
+        ) + &sync_toml(
+            "people_full",
+            "users",
+            "users",
+            "full",
+            "[syncs.mapping]\nuser_id_column = \"UID\"",
+        ),
+    );
+    fx.write_config("wharf.toml", &config);
+    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 200_000, "{summary}");
+    assert_eq!(recv.stats().unique_events, 200_000);
+    let secs = summary["seconds"].as_f64().unwrap_or(0.0);
+    eprintln!("200,000 rows from fakesnow into the receiver in {secs:.2}s");
+    // Append: only rows past the watermark.
+    sf.sql(&["INSERT INTO ev SELECT x, 'Late', '2025-01-01'::TIMESTAMP_NTZ + to_seconds(x), 'u1', 1 FROM range(200000, 200010) t(x)"]);
+    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 10, "{}", text(&out));
+    assert_eq!(recv.stats().unique_events, 200_010);
+
+    // Full (snapshot diff): everything first, then only what changed, as upserts.
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 3, "{}", text(&out));
+    assert_eq!(recv.profiles().len(), 3);
+    sf.sql(&["UPDATE users SET name = 'Bobby' WHERE uid = 'u2'"]);
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 1, "{}", text(&out));
+    assert_eq!(recv.profiles()["u2"]["NAME"], "Bobby");
+    // Mirror (snapshot diff): profiles set, then one updated and one deleted.
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(recv.profiles().len(), 3);
+    sf.sql(&[
+        "UPDATE users SET plan = 'pro' WHERE uid = 'u1'",
+        "DELETE FROM users WHERE uid = 'u3'",
+    ]);
+    let out = fx.wharf(&["sync", "people", "--summary-json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let profiles = recv.profiles();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles["u1"]["PLAN"], "pro", "{profiles:?}");
+    // A missing table: a clear error, and the password nowhere.
+    sf.sql(&["DROP TABLE users"]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("does not exist"), "{t}");
+    assert!(!t.contains("sf-s3cret-pw"), "{t}");
+    // `wharf check` reports the connection, and its failure once the emulator is gone.
+    let out = fx.wharf(&["check"], &[]);
+    assert!(text(&out).contains("ok    warehouse sf"), "{}", text(&out));
+    drop(sf);
+    let out = fx.wharf(&["check"], &[]);
+    let t = text(&out);
+    assert!(
+        t.contains("FAIL  warehouse sf") && t.contains("cannot reach"),
+        "{t}"
+    );
+    assert!(!t.contains("sf-s3cret-pw"), "{t}");
+}
+
+#[test]
+fn an_unreachable_snowflake_is_retried_then_reported_without_secrets() {
+    let port = free_port();
+    let config = Config::parse(
+        &warehouse_toml(&format!("http://127.0.0.1:{port}")),
+        "w.toml",
+    )
+    .unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let t = Instant::now();
+    let e = wh.check().unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("cannot reach Snowflake warehouse `sf`"), "{m}");
+    assert!(!m.contains("sf-s3cret-pw"), "{m}");
+    // Three retries, 250 ms doubling: at least 1.75 s.
+    assert!(
+        t.elapsed() >= Duration::from_millis(1700),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A proxy in front of fakesnow that answers the first `failures` requests with 503.
+fn flaky_proxy(
+    sf: &FakeSnow,
+    failures: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let upstream = sf.url();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let counter = counter.clone();
+        let upstream = upstream.clone();
+        async move {
+            use axum::response::IntoResponse;
+            if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+            }
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let mut r = reqwest::Client::new()
+                .request(
+                    parts.method.as_str().parse().unwrap(),
+                    format!("{upstream}{path}"),
+                )
+                .body(body.to_vec());
+            for (k, v) in &parts.headers {
+                if k != "host" && k != "content-length" {
+                    r = r.header(k.as_str(), v.as_bytes());
+                }
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                bytes.to_vec(),
+            )
+                .into_response()
+        }
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await
+            })
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[test]
+fn transient_http_errors_are_retried() {
+    let sf = FakeSnow::start();
+    sf.sql(&["CREATE TABLE t AS SELECT x AS id FROM range(1000) t(x)"]);
+    let (url, seen) = flaky_proxy(&sf, 2);
+    let config = Config::parse(&warehouse_toml(&url), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    // The login meets two 503s, is retried and succeeds; the count goes through.
+    assert_eq!(wh.count(&SourceRef::Table("t".into())).unwrap(), 1000);
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}
