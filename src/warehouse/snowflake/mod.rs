@@ -108,8 +108,10 @@ struct Chunk {
 
 #[derive(Debug, Deserialize)]
 struct Answer {
+    /// Kept as raw JSON: a result's rowset can be tens of megabytes, parsed once, into
+    /// [`QueryData`].
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -263,8 +265,11 @@ impl SnowflakeWarehouse {
             })
             .await?;
         let answer = self.json(resp).await?;
-        let token = answer
+        let data: Option<Value> = answer
             .data
+            .as_ref()
+            .and_then(|d| serde_json::from_str(d.get()).ok());
+        let token = data
             .as_ref()
             .and_then(|d| d.get("token"))
             .and_then(Value::as_str)
@@ -334,11 +339,8 @@ impl SnowflakeWarehouse {
         ) {
             let data: QueryData = answer
                 .data
-                .clone()
-                .map(serde_json::from_value)
-                .transpose()
-                .ok()
-                .flatten()
+                .as_ref()
+                .and_then(|d| serde_json::from_str(d.get()).ok())
                 .unwrap_or_default();
             let Some(path) = data.get_result_url else {
                 break;
@@ -379,8 +381,8 @@ impl SnowflakeWarehouse {
                 },
             );
         }
-        let data = answer.data.unwrap_or(Value::Null);
-        serde_json::from_value(data).map_err(|e| WarehouseError::Query {
+        let data = answer.data.as_ref().map(|d| d.get()).unwrap_or("{}");
+        serde_json::from_str(data).map_err(|e| WarehouseError::Query {
             source_ref: src.clone(),
             message: format!("unexpected answer: {e}"),
             transient: false,
@@ -407,7 +409,7 @@ impl SnowflakeWarehouse {
         sql: &str,
         each: &mut impl FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
-        let data = self.query(session, src, sql).await?;
+        let mut data = self.query(session, src, sql).await?;
         let qerr = |message: String| WarehouseError::Query {
             source_ref: src.clone(),
             message,
@@ -428,11 +430,13 @@ impl SnowflakeWarehouse {
             }
             Ok(true)
         };
-        if let Some(b64) = data.rowset_base64.as_deref().filter(|s| !s.is_empty()) {
+        let rowset = data.rowset_base64.take().filter(|s| !s.is_empty());
+        if let Some(b64) = rowset {
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
+                .decode(&b64)
                 .map_err(|e| qerr(format!("rowsetBase64 is not base64: {e}")))?;
+            drop(b64);
             if !emit(&bytes)? {
                 return Ok(schema);
             }
