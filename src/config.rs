@@ -221,6 +221,26 @@ pub enum WarehouseConfig {
     Redshift(PostgresConfig),
     /// A Snowflake account (its HTTP API).
     Snowflake(SnowflakeConfig),
+    /// A Databricks SQL warehouse (the SQL Statement Execution API).
+    Databricks(DatabricksConfig),
+}
+
+/// `type = "databricks"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabricksConfig {
+    /// Workspace URL, e.g. `https://adb-1234567890123456.7.azuredatabricks.net`.
+    pub host: String,
+    /// Access token (e.g. `${DATABRICKS_TOKEN}`); never printed.
+    pub token: Secret,
+    /// The SQL warehouse's id.
+    pub warehouse_id: String,
+    /// Default catalog.
+    pub catalog: Option<String>,
+    /// Default schema.
+    pub schema: Option<String>,
+    /// Per-request timeout (default `60s`).
+    pub timeout: Option<String>,
 }
 
 /// `type = "snowflake"`.
@@ -255,6 +275,7 @@ impl WarehouseConfig {
             WarehouseConfig::Postgres(_) => "postgres",
             WarehouseConfig::Redshift(_) => "redshift",
             WarehouseConfig::Snowflake(_) => "snowflake",
+            WarehouseConfig::Databricks(_) => "databricks",
         }
     }
 }
@@ -809,6 +830,23 @@ impl Config {
             ));
         }
         for (name, w) in &self.warehouses {
+            if let WarehouseConfig::Databricks(d) = w {
+                let key = format!("warehouses.{name}");
+                if !(d.host.starts_with("https://") || d.host.starts_with("http://")) {
+                    return Err(err(
+                        format!("{key}.host"),
+                        format!("`{}`: write the workspace URL, e.g. `https://adb-123.4.azuredatabricks.net`", d.host),
+                    ));
+                }
+                if let Some(t) = &d.timeout {
+                    if parse_duration(t).is_none() {
+                        return Err(err(
+                            format!("{key}.timeout"),
+                            format!("`{t}` is not a duration; write e.g. `60s`"),
+                        ));
+                    }
+                }
+            }
             if let WarehouseConfig::Snowflake(sf) = w {
                 let key = format!("warehouses.{name}");
                 if sf.password.is_none() {

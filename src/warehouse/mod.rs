@@ -1,7 +1,9 @@
 //! Warehouse connectors. Each yields Arrow `RecordBatch`es; nothing downstream knows which
 //! warehouse produced them.
 
+pub mod databricks;
 pub mod duckdb;
+mod http;
 pub mod postgres;
 pub mod snowflake;
 
@@ -141,6 +143,8 @@ pub enum Warehouse {
     Postgres(postgres::PostgresWarehouse),
     /// Snowflake.
     Snowflake(snowflake::SnowflakeWarehouse),
+    /// Databricks.
+    Databricks(databricks::DatabricksWarehouse),
 }
 
 impl Warehouse {
@@ -206,6 +210,21 @@ impl Warehouse {
                 };
                 Warehouse::Snowflake(snowflake::SnowflakeWarehouse::new(name, settings))
             }
+            WarehouseConfig::Databricks(d) => {
+                let settings = databricks::DatabricksSettings {
+                    host: d.host.trim_end_matches('/').to_string(),
+                    token: d.token.expose().to_string(),
+                    warehouse_id: d.warehouse_id.clone(),
+                    catalog: d.catalog.clone(),
+                    schema: d.schema.clone(),
+                    timeout: d
+                        .timeout
+                        .as_deref()
+                        .and_then(crate::config::parse_duration)
+                        .unwrap_or(std::time::Duration::from_secs(60)),
+                };
+                Warehouse::Databricks(databricks::DatabricksWarehouse::new(name, settings))
+            }
         })
     }
 
@@ -215,6 +234,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.check(),
             Warehouse::Postgres(w) => w.check(),
             Warehouse::Snowflake(w) => w.check(),
+            Warehouse::Databricks(w) => w.check(),
         }
     }
 
@@ -224,6 +244,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.describe(src),
             Warehouse::Postgres(w) => w.describe(src),
             Warehouse::Snowflake(w) => w.describe(src),
+            Warehouse::Databricks(w) => w.describe(src),
         }
     }
 
@@ -245,6 +266,9 @@ impl Warehouse {
             Warehouse::Snowflake(_) => {
                 snowflake::SnowflakeWarehouse::latest_per_key(src, key, order)
             }
+            Warehouse::Databricks(_) => {
+                databricks::DatabricksWarehouse::latest_per_key(src, key, order)
+            }
         }
     }
 
@@ -254,6 +278,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.count(src),
             Warehouse::Postgres(w) => w.count(src),
             Warehouse::Snowflake(w) => w.count(src),
+            Warehouse::Databricks(w) => w.count(src),
         }
     }
 
@@ -269,6 +294,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
             Warehouse::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
             Warehouse::Snowflake(w) => w.count_after(src, cursor, cursor_type, after),
+            Warehouse::Databricks(w) => w.count_after(src, cursor, cursor_type, after),
         }
     }
 
@@ -285,6 +311,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
             Warehouse::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
             Warehouse::Snowflake(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Warehouse::Databricks(w) => w.read_after(src, cursor, cursor_type, after, each),
         }
     }
 
@@ -298,6 +325,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.read_snapshot(src, each),
             Warehouse::Postgres(w) => w.read_snapshot(src, each),
             Warehouse::Snowflake(w) => w.read_snapshot(src, each),
+            Warehouse::Databricks(w) => w.read_snapshot(src, each),
         }
     }
 
@@ -311,6 +339,7 @@ impl Warehouse {
             Warehouse::DuckDb(w) => w.preview(src, limit),
             Warehouse::Postgres(w) => w.preview(src, limit),
             Warehouse::Snowflake(w) => w.preview(src, limit),
+            Warehouse::Databricks(w) => w.preview(src, limit),
         }
     }
 }

@@ -174,52 +174,20 @@ impl SnowflakeWarehouse {
         &self,
         f: impl std::future::Future<Output = Result<T, WarehouseError>>,
     ) -> Result<T, WarehouseError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| self.unavailable(format!("cannot start a runtime: {e}")))?;
-        rt.block_on(f)
+        super::http::block_on(&self.what(), f)
     }
 
-    /// Sends a request built by `build`, retrying transient failures (3 retries).
+    /// Sends a request built by `build`, retrying transient failures.
     async fn send(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, WarehouseError> {
-        let mut wait = Duration::from_millis(250);
-        let mut attempt = 0;
-        loop {
-            let outcome = build().send().await;
-            let transient = match &outcome {
-                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
-                Err(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
-            };
-            if !transient || attempt >= 3 {
-                return match outcome {
-                    Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-                        Err(self.unavailable(format!(
-                            "HTTP {} after {} attempts",
-                            r.status(),
-                            attempt + 1
-                        )))
-                    }
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(self.unavailable(e.without_url().to_string())),
-                };
-            }
-            tracing::warn!(warehouse = %self.name, attempt, ?wait, "transient Snowflake HTTP failure, retrying");
-            tokio::time::sleep(wait + Duration::from_millis(fastrand::u64(0..100))).await;
-            wait *= 2;
-            attempt += 1;
-        }
+        super::http::send(&self.what(), build).await
     }
 
     async fn json(&self, resp: reqwest::Response) -> Result<Answer, WarehouseError> {
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        let body = super::http::body(&self.what(), resp).await?;
         serde_json::from_slice::<Answer>(&body).map_err(|_| {
             self.unavailable(format!(
                 "HTTP {status}: not a Snowflake answer: {}",
@@ -468,10 +436,7 @@ impl SnowflakeWarehouse {
             if !resp.status().is_success() {
                 return Err(qerr(format!("result chunk: HTTP {}", resp.status())));
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| self.unavailable(e.without_url().to_string()))?;
+            let body = super::http::body(&self.what(), resp).await?;
             let bytes = arrow::gunzip_if_needed(&body).map_err(&qerr)?;
             if !emit(&bytes)? {
                 break;

@@ -1,0 +1,537 @@
+//! Databricks over the SQL Statement Execution API.
+//!
+//! - `POST /api/2.0/sql/statements` (bearer token) runs a statement on a SQL warehouse,
+//!   waiting up to 30 s; a statement still `PENDING`/`RUNNING` is polled at
+//!   `GET /api/2.0/sql/statements/{id}`. A failure is either an HTTP error
+//!   (`{error_code, message}`) or the state `FAILED` with `status.error`.
+//! - Small answers (counts, the schema) come `INLINE` as `JSON_ARRAY`; reads come as
+//!   `ARROW_STREAM` with `EXTERNAL_LINKS`: each chunk's `external_link` is downloaded without
+//!   the bearer token (it is a presigned URL; only its own `http_headers` are sent), and the
+//!   next chunk is found by following `next_chunk_internal_link` (walking the manifest's chunk
+//!   list would not work on every server).
+//! - Columns are converted to the manifest's types by [`values`] (see there).
+//!
+//! Identifiers that are plain names are written as is; others are quoted with backticks.
+//! Tested against `minilake` (tests/databricks.rs), whose SQL is DuckDB's, which answers every
+//! statement at once (so polling is not exercised) and which does not check tokens.
+
+pub mod values;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
+use wharf_operators::watermark::Watermark;
+
+use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use values::Column;
+
+/// How to reach a Databricks SQL warehouse.
+#[derive(Clone)]
+pub struct DatabricksSettings {
+    /// Workspace URL, e.g. `https://adb-123.4.azuredatabricks.net`.
+    pub host: String,
+    /// Personal access or service-principal token (never logged).
+    pub token: String,
+    /// The SQL warehouse id.
+    pub warehouse_id: String,
+    /// Default catalog and schema of statements.
+    pub catalog: Option<String>,
+    /// Default schema.
+    pub schema: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabricksSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabricksSettings")
+            .field("host", &self.host)
+            .field("token", &"***")
+            .field("warehouse_id", &self.warehouse_id)
+            .finish()
+    }
+}
+
+/// A Databricks SQL warehouse.
+#[derive(Debug, Clone)]
+pub struct DatabricksWarehouse {
+    name: String,
+    settings: DatabricksSettings,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Statement {
+    #[serde(default)]
+    statement_id: Option<String>,
+    #[serde(default)]
+    status: Status,
+    #[serde(default)]
+    manifest: Option<Manifest>,
+    #[serde(default)]
+    result: Option<ResultData>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Status {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ApiError {
+    #[serde(default)]
+    error_code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Manifest {
+    #[serde(default)]
+    schema: ManifestSchema,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ManifestSchema {
+    #[serde(default)]
+    columns: Vec<Column>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ResultData {
+    #[serde(default)]
+    data_array: Option<Vec<Vec<Value>>>,
+    #[serde(default)]
+    external_links: Option<Vec<ExternalLink>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExternalLink {
+    external_link: String,
+    #[serde(default)]
+    http_headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    next_chunk_internal_link: Option<String>,
+}
+
+/// A name as SQL: as is when plain, else in backticks.
+fn ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("`{}`", name.replace('`', "``"))
+    }
+}
+
+/// `catalog.schema.table` with each part as [`ident`].
+fn table_name(t: &str) -> String {
+    t.split('.').map(ident).collect::<Vec<_>>().join(".")
+}
+
+impl DatabricksWarehouse {
+    /// A warehouse named `name` (for messages).
+    pub fn new(name: impl Into<String>, settings: DatabricksSettings) -> Self {
+        DatabricksWarehouse {
+            name: name.into(),
+            settings,
+        }
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "Databricks warehouse `{}` ({}, SQL warehouse {})",
+            self.name, self.settings.host, self.settings.warehouse_id
+        )
+    }
+
+    fn client(&self) -> Result<reqwest::Client, WarehouseError> {
+        reqwest::Client::builder()
+            .timeout(self.settings.timeout)
+            .build()
+            .map_err(|e| WarehouseError::Unavailable {
+                what: self.what(),
+                message: e.to_string(),
+            })
+    }
+
+    fn query_err(src: &SourceRef, message: String) -> WarehouseError {
+        WarehouseError::Query {
+            source_ref: src.clone(),
+            message,
+            transient: false,
+        }
+    }
+
+    /// The failure in an error answer, as a [`WarehouseError`].
+    fn failure(&self, src: &SourceRef, status: u16, e: &ApiError) -> WarehouseError {
+        let code = e.error_code.clone().unwrap_or_default();
+        let message = e.message.clone().unwrap_or_default();
+        let missing = message.contains("TABLE_OR_VIEW_NOT_FOUND")
+            || (message.contains("Table with name") && message.contains("does not exist"));
+        if missing && matches!(src, SourceRef::Table(_)) {
+            return WarehouseError::MissingTable {
+                source_ref: src.clone(),
+                warehouse: self.what(),
+            };
+        }
+        if status == 401
+            || status == 403
+            || code == "PERMISSION_DENIED"
+            || code == "UNAUTHENTICATED"
+        {
+            return WarehouseError::Open {
+                what: self.what(),
+                message: format!("refused (HTTP {status} {code}): {message}"),
+            };
+        }
+        Self::query_err(src, format!("{code}: {message}"))
+    }
+
+    async fn parse(
+        &self,
+        src: &SourceRef,
+        resp: reqwest::Response,
+    ) -> Result<Statement, WarehouseError> {
+        let status = resp.status().as_u16();
+        let body = super::http::body(&self.what(), resp).await?;
+        if !(200..300).contains(&status) {
+            let e: ApiError = serde_json::from_slice(&body).unwrap_or(ApiError {
+                error_code: None,
+                message: Some(String::from_utf8_lossy(&body[..body.len().min(300)]).into()),
+            });
+            return Err(self.failure(src, status, &e));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Self::query_err(src, format!("unexpected answer: {e}")))
+    }
+
+    /// Runs `sql` to completion.
+    async fn execute(
+        &self,
+        client: &reqwest::Client,
+        src: &SourceRef,
+        sql: &str,
+        arrow: bool,
+    ) -> Result<Statement, WarehouseError> {
+        let s = &self.settings;
+        let mut body = json!({
+            "warehouse_id": s.warehouse_id,
+            "statement": sql,
+            "wait_timeout": "30s",
+            "on_wait_timeout": "CONTINUE",
+            "format": if arrow { "ARROW_STREAM" } else { "JSON_ARRAY" },
+            "disposition": if arrow { "EXTERNAL_LINKS" } else { "INLINE" },
+        });
+        if let Some(c) = &s.catalog {
+            body["catalog"] = json!(c);
+        }
+        if let Some(sc) = &s.schema {
+            body["schema"] = json!(sc);
+        }
+        let body = body.to_string();
+        let url = format!("{}/api/2.0/sql/statements", s.host);
+        let resp = super::http::send(&self.what(), || {
+            client
+                .post(&url)
+                .bearer_auth(&s.token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+        })
+        .await?;
+        let mut st = self.parse(src, resp).await?;
+        let mut polls = 0u32;
+        while matches!(st.status.state.as_str(), "PENDING" | "RUNNING") {
+            let Some(id) = st.statement_id.clone() else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(if polls < 10 { 200 } else { 1000 })).await;
+            polls += 1;
+            let url = format!("{}/api/2.0/sql/statements/{id}", s.host);
+            let resp =
+                super::http::send(&self.what(), || client.get(&url).bearer_auth(&s.token)).await?;
+            st = self.parse(src, resp).await?;
+        }
+        match st.status.state.as_str() {
+            "SUCCEEDED" => Ok(st),
+            state => Err(match &st.status.error {
+                Some(e) => self.failure(src, 200, e),
+                None => Self::query_err(src, format!("the statement ended {state}")),
+            }),
+        }
+    }
+
+    /// Runs `sql` and hands each result batch, as Arrow of the manifest's types, to `each`.
+    async fn stream(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+        mut each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let client = self.client()?;
+        let st = self.execute(&client, src, sql, true).await?;
+        let columns = st.manifest.map(|m| m.schema.columns).unwrap_or_default();
+        let schema = values::schema(&columns);
+        let qerr = |m: String| Self::query_err(src, m);
+        let mut links = st.result.and_then(|r| r.external_links).unwrap_or_default();
+        loop {
+            let mut next = None;
+            for link in &links {
+                // A presigned URL: only its own headers, never the bearer token.
+                let resp = super::http::send(&self.what(), || {
+                    let mut r = client.get(&link.external_link);
+                    for (k, v) in link.http_headers.iter().flatten() {
+                        r = r.header(k, v);
+                    }
+                    r
+                })
+                .await?;
+                if !resp.status().is_success() {
+                    return Err(qerr(format!("result chunk: HTTP {}", resp.status())));
+                }
+                let bytes = super::http::body(&self.what(), resp).await?;
+                for batch in decode(&bytes, &schema).map_err(&qerr)? {
+                    if batch.num_rows() > 0 && !each(batch) {
+                        return Ok(());
+                    }
+                }
+                next = link.next_chunk_internal_link.clone();
+            }
+            let Some(path) = next else {
+                return Ok(());
+            };
+            let url = format!("{}{path}", self.settings.host);
+            let resp = super::http::send(&self.what(), || {
+                client.get(&url).bearer_auth(&self.settings.token)
+            })
+            .await?;
+            let status = resp.status().as_u16();
+            let body = super::http::body(&self.what(), resp).await?;
+            if !(200..300).contains(&status) {
+                return Err(qerr(format!(
+                    "next chunk: HTTP {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                )));
+            }
+            let chunk: ResultData = serde_json::from_slice(&body)
+                .map_err(|e| qerr(format!("unexpected chunk answer: {e}")))?;
+            links = chunk.external_links.unwrap_or_default();
+        }
+    }
+
+    /// Runs a small `sql` inline (JSON) and returns its manifest and rows.
+    fn inline(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+    ) -> Result<(Vec<Column>, Vec<Vec<Value>>), WarehouseError> {
+        super::http::block_on(&self.what(), async {
+            let client = self.client()?;
+            let st = self.execute(&client, src, sql, false).await?;
+            Ok((
+                st.manifest.map(|m| m.schema.columns).unwrap_or_default(),
+                st.result.and_then(|r| r.data_array).unwrap_or_default(),
+            ))
+        })
+    }
+
+    fn from_clause(src: &SourceRef) -> String {
+        match src {
+            SourceRef::Table(t) => table_name(t),
+            SourceRef::Query(q) => format!("({}) AS wharf_source", q.trim().trim_end_matches(';')),
+        }
+    }
+
+    /// Runs `SELECT 1` (the health check).
+    pub fn check(&self) -> Result<(), WarehouseError> {
+        self.inline(&SourceRef::Query("SELECT 1".into()), "SELECT 1")
+            .map(|_| ())
+    }
+
+    /// Columns and Arrow schema of `src` (the manifest of `SELECT * … LIMIT 0`).
+    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+        let (columns, _) = self.inline(
+            src,
+            &format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)),
+        )?;
+        Ok(TableSchema {
+            columns: columns
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: c.name.clone(),
+                    sql_type: if c.type_text.is_empty() {
+                        c.type_name.clone()
+                    } else {
+                        c.type_text.clone()
+                    },
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: Vec::new(),
+            arrow: values::schema(&columns),
+        })
+    }
+
+    /// `src` reduced to the latest row per `key` by `order`.
+    pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
+        let key: Vec<String> = key.iter().map(|k| ident(k)).collect();
+        SourceRef::Query(format!(
+            "SELECT * FROM {} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
+            Self::from_clause(src),
+            key.join(", "),
+            ident(order)
+        ))
+    }
+
+    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
+        let col = ident(cursor);
+        match after {
+            None => String::new(),
+            Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
+            Some(Watermark::TimestampMicros(us)) => {
+                let t = chrono::DateTime::from_timestamp_micros(us)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d %H:%M:%S%.6f");
+                match cursor_type {
+                    DataType::Timestamp(_, Some(_)) => {
+                        format!("WHERE {col} > TIMESTAMP '{t}+00:00'")
+                    }
+                    _ => format!("WHERE {col} > TIMESTAMP '{t}'"),
+                }
+            }
+            Some(Watermark::Date(d)) => {
+                let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d");
+                format!("WHERE {col} > DATE '{day}'")
+            }
+        }
+    }
+
+    fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
+        let (_, rows) = self.inline(src, sql)?;
+        let v = rows
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .unwrap_or(Value::Null);
+        Ok(match v {
+            Value::Number(n) => n.as_u64().unwrap_or(0),
+            Value::String(s) => s.trim().parse().unwrap_or(0),
+            _ => 0,
+        })
+    }
+
+    /// Rows of `src`.
+    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
+        self.scalar(
+            src,
+            &format!("SELECT COUNT(*) FROM {}", Self::from_clause(src)),
+        )
+    }
+
+    /// Rows an append run would read.
+    pub fn count_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+    ) -> Result<u64, WarehouseError> {
+        self.scalar(
+            src,
+            &format!(
+                "SELECT COUNT(*) FROM {} {}",
+                Self::from_clause(src),
+                Self::after_clause(cursor, cursor_type, after)
+            ),
+        )
+    }
+
+    /// Streams the rows whose `cursor` is past `after`.
+    pub fn read_after(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let sql = format!(
+            "SELECT * FROM {} {}",
+            Self::from_clause(src),
+            Self::after_clause(cursor, cursor_type, after)
+        );
+        super::http::block_on(&self.what(), self.stream(src, &sql, each))
+    }
+
+    /// Streams the whole of `src`.
+    pub fn read_snapshot(
+        &self,
+        src: &SourceRef,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let sql = format!("SELECT * FROM {}", Self::from_clause(src));
+        super::http::block_on(&self.what(), self.stream(src, &sql, each))
+    }
+
+    /// The first `limit` rows of `src`.
+    pub fn preview(
+        &self,
+        src: &SourceRef,
+        limit: usize,
+    ) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let (columns, rows) = self.inline(
+            src,
+            &format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src)),
+        )?;
+        let schema = values::schema(&columns);
+        let cols = values::from_json_rows(&schema, &rows).map_err(|e| Self::query_err(src, e))?;
+        Ok(vec![
+            RecordBatch::try_new(schema, cols).map_err(|e| Self::query_err(src, e.to_string()))?
+        ])
+    }
+}
+
+/// One chunk (an Arrow IPC stream) as batches of `schema`.
+fn decode(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = wharf_operators::arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(bytes),
+        None,
+    )
+    .map_err(|e| format!("not an Arrow stream: {e}"))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("bad Arrow batch: {e}"))?;
+        if batch.num_columns() != schema.fields().len() {
+            return Err(format!(
+                "{} columns in the chunk, {} in the manifest",
+                batch.num_columns(),
+                schema.fields().len()
+            ));
+        }
+        let cols = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                values::from_arrow(c, f.data_type())
+                    .map_err(|e| format!("column {}: {e}", f.name()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}

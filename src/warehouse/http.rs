@@ -1,0 +1,77 @@
+//! HTTP plumbing shared by the warehouses read over HTTP (Snowflake, Databricks): a private
+//! runtime per call, and requests retried on transient failures.
+
+use std::time::Duration;
+
+use super::WarehouseError;
+
+/// Retries after a transient failure (connection error, timeout, 429, 5xx).
+const RETRIES: u32 = 3;
+/// The first pause; it doubles (plus up to 100 ms of jitter).
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+
+fn unavailable(what: &str, message: impl Into<String>) -> WarehouseError {
+    WarehouseError::Unavailable {
+        what: what.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Runs `f` on a private current-thread runtime (warehouse calls come from plain threads).
+pub fn block_on<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, WarehouseError>>,
+) -> Result<T, WarehouseError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| unavailable(what, format!("cannot start a runtime: {e}")))?
+        .block_on(f)
+}
+
+fn is_transient_status(s: reqwest::StatusCode) -> bool {
+    s.is_server_error() || s.as_u16() == 429
+}
+
+/// Sends the request `build` makes, retrying transient failures; `what` names the warehouse
+/// in errors (reqwest's errors are reported without their URL).
+pub async fn send(
+    what: &str,
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, WarehouseError> {
+    let mut wait = FIRST_PAUSE;
+    let mut attempt = 0;
+    loop {
+        let outcome = build().send().await;
+        let transient = match &outcome {
+            Ok(r) => is_transient_status(r.status()),
+            Err(e) => e.is_connect() || e.is_timeout() || e.is_request() || e.is_body(),
+        };
+        if !transient || attempt >= RETRIES {
+            return match outcome {
+                Ok(r) if is_transient_status(r.status()) => Err(unavailable(
+                    what,
+                    format!("HTTP {} after {} attempts", r.status(), attempt + 1),
+                )),
+                Ok(r) => Ok(r),
+                Err(e) => Err(unavailable(what, e.without_url().to_string())),
+            };
+        }
+        tracing::warn!(
+            warehouse = what,
+            attempt,
+            ?wait,
+            "transient HTTP failure, retrying"
+        );
+        tokio::time::sleep(wait + Duration::from_millis(fastrand::u64(0..100))).await;
+        wait *= 2;
+        attempt += 1;
+    }
+}
+
+/// The body of `resp`, or an error naming `what`.
+pub async fn body(what: &str, resp: reqwest::Response) -> Result<bytes::Bytes, WarehouseError> {
+    resp.bytes()
+        .await
+        .map_err(|e| unavailable(what, e.without_url().to_string()))
+}

@@ -1,0 +1,319 @@
+//! The Databricks warehouse against `minilake` (PyPI), an emulator of Databricks' REST APIs
+//! over DuckDB, installed into its own venv by `.ci/run` (`WHARF_MINILAKE` overrides the
+//! binary). minilake's SQL is DuckDB's, it answers every statement at once (the polling path
+//! is not exercised), does not check tokens, splits results into chunks of 100,000 rows, and
+//! sends `ARROW_STREAM` chunks with everything but integers, doubles and booleans as text
+//! (wharf converts them by the manifest's types, as it does real Databricks' typed Arrow).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, text, Fixture};
+use serde_json::{json, Value};
+use wharf::config::Config;
+use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::warehouse::{SourceRef, Warehouse};
+use wharf_operators::arrow::array::{Array, AsArray};
+use wharf_operators::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+
+fn venv() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(
+        std::env::var("WHARF_LAKE_VENV")
+            .unwrap_or_else(|_| format!("{home}/.cache/wharf/venv-lake")),
+    )
+}
+
+/// A minilake server on 127.0.0.1 with a SQL warehouse and the catalog `cat`, schema `s`.
+struct MiniLake {
+    child: Child,
+    port: u16,
+    warehouse_id: String,
+    _data: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl MiniLake {
+    fn start() -> MiniLake {
+        let bin = std::env::var("WHARF_MINILAKE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| venv().join("bin/minilake"));
+        assert!(
+            bin.exists(),
+            "minilake is not installed at {}: run .ci/run (it installs minilake into a venv) or set WHARF_MINILAKE",
+            bin.display()
+        );
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("MINILAKE_DATA_DIR", data.path())
+            // No Spark image pull, no notebook; DuckDB's delta extension from the venv (.ci/run
+            // copies it there), so nothing is downloaded.
+            .env("MINILAKE_SPARK_PREWARM", "0")
+            .env("MINILAKE_NOTEBOOK", "0")
+            .env(
+                "MINILAKE_DUCKDB_EXTENSION_DIR",
+                format!("{home}/.cache/wharf/duckdb-extensions"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start minilake");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "minilake exited ({status}); run {} by hand to see why",
+                    bin.display()
+                );
+            }
+            assert!(Instant::now() < deadline, "minilake did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut lake = MiniLake {
+            child,
+            port,
+            warehouse_id: String::new(),
+            _data: data,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        let wh = lake.post(
+            "/api/2.0/sql/warehouses",
+            json!({"name": "wh", "cluster_size": "2X-Small"}),
+        );
+        lake.warehouse_id = wh["id"].as_str().expect("warehouse id").to_string();
+        lake.post("/api/2.1/unity-catalog/catalogs", json!({"name": "cat"}));
+        lake.sql(&["CREATE SCHEMA IF NOT EXISTS cat.s"]);
+        lake
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{}{path}", self.url()))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+            assert!(status.is_success(), "{path}: {status} {v}");
+            v
+        })
+    }
+
+    fn sql(&self, statements: &[&str]) {
+        for s in statements {
+            let v = self.post(
+                "/api/2.0/sql/statements",
+                json!({"warehouse_id": self.warehouse_id, "statement": s}),
+            );
+            assert_eq!(v["status"]["state"], "SUCCEEDED", "{s}: {v}");
+        }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            r#"[warehouses.dbx]
+type = "databricks"
+host = "{}"
+token = "dapi-s3cret-token"
+warehouse_id = "{}"
+catalog = "cat"
+schema = "s"
+"#,
+            self.url(),
+            self.warehouse_id
+        )
+    }
+}
+
+impl Drop for MiniLake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn databricks_types_decode_to_arrow() {
+    let lake = MiniLake::start();
+    lake.sql(&[
+        "CREATE TABLE cat.s.types_t (c_long BIGINT, c_int INTEGER, c_dec DECIMAL(10,2), c_dbl DOUBLE, \
+         c_str VARCHAR, c_bool BOOLEAN, c_date DATE, c_ts TIMESTAMP, c_tstz TIMESTAMPTZ, c_json JSON)",
+        "INSERT INTO cat.s.types_t VALUES (42, 7, 12.34, 1.25, 'héllo', true, DATE '2024-01-02', \
+         TIMESTAMP '2024-01-02 03:04:05.123456', TIMESTAMPTZ '2024-01-02 05:04:05+02', '{\"a\":1}')",
+        "INSERT INTO cat.s.types_t (c_long) VALUES (NULL)",
+    ]);
+    let config = Config::parse(&lake.toml(), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "dbx").unwrap();
+    wh.check().unwrap();
+    let src = SourceRef::Table("types_t".into());
+    let schema = wh.describe(&src).unwrap();
+    let utc = Some("UTC".into());
+    let types: Vec<DataType> = schema
+        .arrow
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            DataType::Int64,
+            DataType::Int64,
+            DataType::Decimal128(10, 2),
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+            DataType::Timestamp(TimeUnit::Microsecond, utc),
+            DataType::Utf8,
+        ]
+    );
+    // The bulk path (ARROW_STREAM chunks) and the inline path (preview, JSON) agree.
+    let mut batches = Vec::new();
+    wh.read_snapshot(&src, |b| {
+        batches.push(b);
+        true
+    })
+    .unwrap();
+    let bulk =
+        wharf_operators::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let inline = wh.preview(&src, 10).unwrap().remove(0);
+    for b in [&bulk, &inline] {
+        assert_eq!(b.num_rows(), 2);
+        let row = (0..2).find(|i| !b.column(0).is_null(*i)).unwrap();
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(row), 42);
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().value(row), 7);
+        assert_eq!(
+            b.column(2)
+                .as_primitive::<Decimal128Type>()
+                .value_as_string(row),
+            "12.34"
+        );
+        assert_eq!(b.column(3).as_primitive::<Float64Type>().value(row), 1.25);
+        assert_eq!(b.column(4).as_string::<i32>().value(row), "héllo");
+        assert!(b.column(5).as_boolean().value(row));
+        assert_eq!(
+            b.column(7)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(row),
+            1_704_164_645_123_456
+        );
+        assert_eq!(
+            b.column(8)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(row),
+            1_704_164_645_000_000
+        );
+        let j: Value = serde_json::from_str(b.column(9).as_string::<i32>().value(row)).unwrap();
+        assert_eq!(j, json!({"a": 1}));
+        for c in 0..b.num_columns() {
+            assert!(b.column(c).is_null(1 - row), "column {c}");
+        }
+    }
+    let e = wh.describe(&SourceRef::Table("nope".into())).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(!e.to_string().contains("dapi-s3cret-token"));
+}
+
+#[test]
+fn append_full_and_mirror_syncs_from_databricks_into_the_receiver() {
+    let fx = Fixture::new();
+    let lake = MiniLake::start();
+    // 250,000 events: three result chunks of at most 100,000 rows.
+    lake.sql(&[
+        "CREATE TABLE cat.s.ev AS SELECT x AS id, 'E' || (x % 3)::VARCHAR AS name, \
+         TIMESTAMP '2024-01-01' + to_seconds(x) AS ts, 'u' || (x % 997)::VARCHAR AS uid \
+         FROM range(250000) t(x)",
+        "CREATE TABLE cat.s.users (uid VARCHAR, name VARCHAR, plan VARCHAR)",
+        "INSERT INTO cat.s.users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
+    ]);
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let sync = |name: &str, table: &str, kind: &str, mode: &str, mapping: &str| {
+        format!(
+            "[[syncs]]\nname = \"{name}\"\nwarehouse = \"dbx\"\ntable = \"{table}\"\ntable_type = \"{kind}\"\nmode = \"{mode}\"\ndestinations = [\"mp\"]\n[syncs.mapping]\n{mapping}\n"
+        )
+    };
+    fx.write_config(
+        "wharf.toml",
+        &format!(
+            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
+            lake.toml(),
+            recv.base_url(),
+            sync("events", "ev", "events", "append", "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]"),
+            sync("people_full", "users", "users", "full", "user_id_column = \"uid\""),
+            sync("people", "users", "users", "mirror", "user_id_column = \"uid\""),
+        ),
+    );
+    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 250_000, "{summary}");
+    assert_eq!(recv.stats().unique_events, 250_000);
+    eprintln!(
+        "250,000 rows from minilake into the receiver in {:.2}s",
+        summary["seconds"].as_f64().unwrap_or(0.0)
+    );
+    lake.sql(&["INSERT INTO cat.s.ev SELECT x, 'Late', TIMESTAMP '2025-01-01' + to_seconds(x), 'u1' FROM range(250000, 250007) t(x)"]);
+    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 7, "{}", text(&out));
+    assert_eq!(recv.stats().unique_events, 250_007);
+
+    // Full: all, then only the changed row.
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 3, "{}", text(&out));
+    lake.sql(&["UPDATE cat.s.users SET name = 'Bobby' WHERE uid = 'u2'"]);
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 1, "{}", text(&out));
+    assert_eq!(recv.profiles()["u2"]["name"], "Bobby");
+    // Mirror: an update and a delete.
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    lake.sql(&[
+        "UPDATE cat.s.users SET plan = 'pro' WHERE uid = 'u1'",
+        "DELETE FROM cat.s.users WHERE uid = 'u3'",
+    ]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let profiles = recv.profiles();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles["u1"]["plan"], "pro");
+    // Missing table, and `wharf check`, without the token anywhere.
+    lake.sql(&["DROP TABLE cat.s.users"]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("does not exist"), "{t}");
+    assert!(!t.contains("dapi-s3cret-token"), "{t}");
+    let out = fx.wharf(&["check"], &[]);
+    assert!(text(&out).contains("ok    warehouse dbx"), "{}", text(&out));
+    drop(lake);
+    let out = fx.wharf(&["check"], &[]);
+    let t = text(&out);
+    assert!(
+        t.contains("FAIL  warehouse dbx") && t.contains("cannot reach"),
+        "{t}"
+    );
+    assert!(!t.contains("dapi-s3cret-token"), "{t}");
+}
