@@ -223,6 +223,26 @@ pub enum WarehouseConfig {
     Snowflake(SnowflakeConfig),
     /// A Databricks SQL warehouse (the SQL Statement Execution API).
     Databricks(DatabricksConfig),
+    /// Google BigQuery (its REST API).
+    Bigquery(BigQueryConfig),
+}
+
+/// `type = "bigquery"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQueryConfig {
+    /// The project queries run in.
+    pub project: String,
+    /// The dataset of unqualified table names.
+    pub dataset: Option<String>,
+    /// The datasets' location (e.g. `US`, `EU`).
+    pub location: Option<String>,
+    /// An OAuth2 access token (e.g. `${GOOGLE_ACCESS_TOKEN}`); omit it only for emulators.
+    pub access_token: Option<Secret>,
+    /// API endpoint (default `https://bigquery.googleapis.com`; an emulator's URL in tests).
+    pub endpoint: Option<String>,
+    /// Per-request timeout (default `60s`).
+    pub timeout: Option<String>,
 }
 
 /// `type = "databricks"`.
@@ -276,6 +296,7 @@ impl WarehouseConfig {
             WarehouseConfig::Redshift(_) => "redshift",
             WarehouseConfig::Snowflake(_) => "snowflake",
             WarehouseConfig::Databricks(_) => "databricks",
+            WarehouseConfig::Bigquery(_) => "bigquery",
         }
     }
 }
@@ -830,6 +851,23 @@ impl Config {
             ));
         }
         for (name, w) in &self.warehouses {
+            if let WarehouseConfig::Bigquery(b) = w {
+                let key = format!("warehouses.{name}");
+                if b.access_token.is_none() && b.endpoint.is_none() {
+                    return Err(err(
+                        format!("{key}.access_token"),
+                        "missing: set `access_token` (e.g. \"${GOOGLE_ACCESS_TOKEN}\"); service-account sign-in is not in this version".into(),
+                    ));
+                }
+                if let Some(t) = &b.timeout {
+                    if parse_duration(t).is_none() {
+                        return Err(err(
+                            format!("{key}.timeout"),
+                            format!("`{t}` is not a duration; write e.g. `60s`"),
+                        ));
+                    }
+                }
+            }
             if let WarehouseConfig::Databricks(d) = w {
                 let key = format!("warehouses.{name}");
                 if !(d.host.starts_with("https://") || d.host.starts_with("http://")) {

@@ -1,6 +1,7 @@
 //! Warehouse connectors. Each yields Arrow `RecordBatch`es; nothing downstream knows which
 //! warehouse produced them.
 
+pub mod bigquery;
 pub mod databricks;
 pub mod duckdb;
 mod http;
@@ -145,6 +146,8 @@ pub enum Warehouse {
     Snowflake(snowflake::SnowflakeWarehouse),
     /// Databricks.
     Databricks(databricks::DatabricksWarehouse),
+    /// BigQuery.
+    BigQuery(bigquery::BigQueryWarehouse),
 }
 
 impl Warehouse {
@@ -225,6 +228,26 @@ impl Warehouse {
                 };
                 Warehouse::Databricks(databricks::DatabricksWarehouse::new(name, settings))
             }
+            WarehouseConfig::Bigquery(b) => {
+                let settings = bigquery::BigQuerySettings {
+                    endpoint: b
+                        .endpoint
+                        .clone()
+                        .unwrap_or_else(|| "https://bigquery.googleapis.com".into())
+                        .trim_end_matches('/')
+                        .to_string(),
+                    project: b.project.clone(),
+                    dataset: b.dataset.clone(),
+                    location: b.location.clone(),
+                    access_token: b.access_token.as_ref().map(|t| t.expose().to_string()),
+                    timeout: b
+                        .timeout
+                        .as_deref()
+                        .and_then(crate::config::parse_duration)
+                        .unwrap_or(std::time::Duration::from_secs(60)),
+                };
+                Warehouse::BigQuery(bigquery::BigQueryWarehouse::new(name, settings))
+            }
         })
     }
 
@@ -235,6 +258,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.check(),
             Warehouse::Snowflake(w) => w.check(),
             Warehouse::Databricks(w) => w.check(),
+            Warehouse::BigQuery(w) => w.check(),
         }
     }
 
@@ -245,6 +269,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.describe(src),
             Warehouse::Snowflake(w) => w.describe(src),
             Warehouse::Databricks(w) => w.describe(src),
+            Warehouse::BigQuery(w) => w.describe(src),
         }
     }
 
@@ -269,6 +294,7 @@ impl Warehouse {
             Warehouse::Databricks(_) => {
                 databricks::DatabricksWarehouse::latest_per_key(src, key, order)
             }
+            Warehouse::BigQuery(w) => w.latest_per_key(src, key, order),
         }
     }
 
@@ -279,6 +305,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.count(src),
             Warehouse::Snowflake(w) => w.count(src),
             Warehouse::Databricks(w) => w.count(src),
+            Warehouse::BigQuery(w) => w.count(src),
         }
     }
 
@@ -295,6 +322,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
             Warehouse::Snowflake(w) => w.count_after(src, cursor, cursor_type, after),
             Warehouse::Databricks(w) => w.count_after(src, cursor, cursor_type, after),
+            Warehouse::BigQuery(w) => w.count_after(src, cursor, cursor_type, after),
         }
     }
 
@@ -312,6 +340,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
             Warehouse::Snowflake(w) => w.read_after(src, cursor, cursor_type, after, each),
             Warehouse::Databricks(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Warehouse::BigQuery(w) => w.read_after(src, cursor, cursor_type, after, each),
         }
     }
 
@@ -326,6 +355,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.read_snapshot(src, each),
             Warehouse::Snowflake(w) => w.read_snapshot(src, each),
             Warehouse::Databricks(w) => w.read_snapshot(src, each),
+            Warehouse::BigQuery(w) => w.read_snapshot(src, each),
         }
     }
 
@@ -340,6 +370,7 @@ impl Warehouse {
             Warehouse::Postgres(w) => w.preview(src, limit),
             Warehouse::Snowflake(w) => w.preview(src, limit),
             Warehouse::Databricks(w) => w.preview(src, limit),
+            Warehouse::BigQuery(w) => w.preview(src, limit),
         }
     }
 }

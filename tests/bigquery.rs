@@ -1,0 +1,305 @@
+//! The BigQuery warehouse against `bqemulator` (PyPI), a BigQuery emulator over DuckDB,
+//! installed into its own venv by `.ci/run` (`WHARF_BQEMULATOR` overrides the binary). It runs
+//! with `HOME` set to a folder of wharf's where `.ci/run` put the DuckDB extensions it loads
+//! (spatial, avro, from PyPI), so it downloads nothing. bqemulator needs no credentials,
+//! completes every query at once (the polling path is not exercised) and answers query errors
+//! with 200 and `errors` (real BigQuery: an HTTP error); wharf handles both.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, text, Fixture};
+use serde_json::{json, Value};
+use wharf::config::Config;
+use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::warehouse::{SourceRef, Warehouse};
+use wharf_operators::arrow::array::{Array, AsArray};
+use wharf_operators::arrow::datatypes::{
+    DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+
+fn cache() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(format!("{home}/.cache/wharf"))
+}
+
+struct BqEmulator {
+    child: Child,
+    port: u16,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BqEmulator {
+    fn start() -> BqEmulator {
+        let bin = std::env::var("WHARF_BQEMULATOR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| cache().join("venv-bq/bin/bqemulator"));
+        assert!(
+            bin.exists(),
+            "bqemulator is not installed at {}: run .ci/run (it installs it into a venv) or set WHARF_BQEMULATOR",
+            bin.display()
+        );
+        let (port, grpc) = (free_port(), free_port());
+        let mut child = Command::new(&bin)
+            .args([
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                &port.to_string(),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                &grpc.to_string(),
+                "--project",
+                "test-proj",
+            ])
+            .env("HOME", cache().join("bq-home"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start bqemulator");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "bqemulator exited ({status}); run {} start by hand to see why",
+                    bin.display()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let ok = rt.block_on(async {
+                    reqwest::Client::new()
+                        .get(format!("http://127.0.0.1:{port}/healthz"))
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                });
+                if ok {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "bqemulator did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let bq = BqEmulator { child, port, rt };
+        bq.post(
+            "/datasets",
+            json!({"datasetReference": {"projectId": "test-proj", "datasetId": "ds"}, "location": "US"}),
+        );
+        bq
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!(
+                    "{}/bigquery/v2/projects/test-proj{path}",
+                    self.url()
+                ))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+            assert!(
+                status.is_success() && v.get("errors").is_none(),
+                "{path}: {status} {v}"
+            );
+            v
+        })
+    }
+
+    fn sql(&self, statements: &[&str]) {
+        for s in statements {
+            self.post("/queries", json!({"query": s, "useLegacySql": false}));
+        }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[warehouses.bq]\ntype = \"bigquery\"\nproject = \"test-proj\"\ndataset = \"ds\"\nendpoint = \"{}\"\naccess_token = \"ya29.s3cret-token\"\n",
+            self.url()
+        )
+    }
+}
+
+impl Drop for BqEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn bigquery_types_decode_to_arrow() {
+    let bq = BqEmulator::start();
+    bq.sql(&[
+        "CREATE TABLE ds.types_t (c_int INT64, c_num NUMERIC, c_f FLOAT64, c_s STRING, c_b BOOL, \
+         c_d DATE, c_ts TIMESTAMP, c_dt DATETIME, c_arr ARRAY<INT64>, c_rec STRUCT<x INT64, y STRING>, c_j JSON)",
+        "INSERT INTO ds.types_t VALUES (42, NUMERIC '12.34', 1.25, 'héllo', true, DATE '2024-01-02', \
+         TIMESTAMP '2024-01-02 03:04:05.123456+00', DATETIME '2024-01-02 03:04:05.5', [1, 2, 3], \
+         STRUCT(7 AS x, 'seven' AS y), JSON '{\"a\":1}')",
+        "INSERT INTO ds.types_t (c_int) VALUES (NULL)",
+    ]);
+    let config = Config::parse(&bq.toml(), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    wh.check().unwrap();
+    let src = SourceRef::Table("types_t".into());
+    let schema = wh.describe(&src).unwrap();
+    let types: Vec<DataType> = schema
+        .arrow
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            DataType::Int64,
+            DataType::Decimal128(38, 9),
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Utf8,
+        ]
+    );
+    let mut batches = Vec::new();
+    wh.read_snapshot(&src, |b| {
+        batches.push(b);
+        true
+    })
+    .unwrap();
+    let b =
+        wharf_operators::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let row = (0..2).find(|i| !b.column(0).is_null(*i)).unwrap();
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(row), 42);
+    assert_eq!(
+        b.column(1)
+            .as_primitive::<Decimal128Type>()
+            .value_as_string(row),
+        "12.340000000"
+    );
+    assert_eq!(b.column(2).as_primitive::<Float64Type>().value(row), 1.25);
+    assert_eq!(b.column(3).as_string::<i32>().value(row), "héllo");
+    assert!(b.column(4).as_boolean().value(row));
+    let ts = |c: usize| {
+        b.column(c)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+    };
+    assert_eq!(ts(6), 1_704_164_645_123_456);
+    assert_eq!(ts(7), 1_704_164_645_500_000);
+    let json_of = |c: usize| -> Value {
+        serde_json::from_str(b.column(c).as_string::<i32>().value(row)).unwrap()
+    };
+    assert_eq!(json_of(8), json!([1, 2, 3]));
+    assert_eq!(json_of(9), json!({"x": 7, "y": "seven"}));
+    assert_eq!(json_of(10), json!({"a": 1}));
+    for c in [0, 1, 2, 3, 4, 5, 6, 7, 9, 10] {
+        assert!(b.column(c).is_null(1 - row), "column {c}");
+    }
+    let e = wh.describe(&SourceRef::Table("nope".into())).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+#[test]
+fn append_full_and_mirror_syncs_from_bigquery_into_the_receiver() {
+    let fx = Fixture::new();
+    let bq = BqEmulator::start();
+    // 200,000 events: 4 pages of 50,000 rows.
+    bq.sql(&[
+        "CREATE TABLE ds.ev AS SELECT x AS id, CONCAT('E', CAST(MOD(x, 3) AS STRING)) AS name, \
+         TIMESTAMP_ADD(TIMESTAMP '2024-01-01 00:00:00+00', INTERVAL x SECOND) AS ts, \
+         CONCAT('u', CAST(MOD(x, 997) AS STRING)) AS uid FROM UNNEST(GENERATE_ARRAY(0, 199999)) AS x",
+        "CREATE TABLE ds.users (uid STRING, name STRING, plan STRING)",
+        "INSERT INTO ds.users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
+    ]);
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let sync = |name: &str, table: &str, kind: &str, mode: &str, mapping: &str| {
+        format!(
+            "[[syncs]]\nname = \"{name}\"\nwarehouse = \"bq\"\ntable = \"{table}\"\ntable_type = \"{kind}\"\nmode = \"{mode}\"\ndestinations = [\"mp\"]\n[syncs.mapping]\n{mapping}\n"
+        )
+    };
+    fx.write_config(
+        "wharf.toml",
+        &format!(
+            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
+            bq.toml(),
+            recv.base_url(),
+            sync("events", "ev", "events", "append", "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]"),
+            sync("people_full", "users", "users", "full", "user_id_column = \"uid\""),
+            sync("people", "users", "users", "mirror", "user_id_column = \"uid\""),
+        ),
+    );
+    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 200_000, "{summary}");
+    assert_eq!(recv.stats().unique_events, 200_000);
+    eprintln!(
+        "200,000 rows from bqemulator into the receiver in {:.2}s",
+        summary["seconds"].as_f64().unwrap_or(0.0)
+    );
+    bq.sql(&["INSERT INTO ds.ev VALUES (200000, 'Late', TIMESTAMP '2025-01-01 00:00:00+00', 'u1'), (200001, 'Late', TIMESTAMP '2025-01-02 00:00:00+00', 'u1')"]);
+    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 2, "{}", text(&out));
+    assert_eq!(recv.stats().unique_events, 200_002);
+
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 3, "{}", text(&out));
+    bq.sql(&["UPDATE ds.users SET name = 'Bobby' WHERE uid = 'u2'"]);
+    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["delivered"], 1, "{}", text(&out));
+    assert_eq!(recv.profiles()["u2"]["name"], "Bobby");
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    bq.sql(&[
+        "UPDATE ds.users SET plan = 'pro' WHERE uid = 'u1'",
+        "DELETE FROM ds.users WHERE uid = 'u3'",
+    ]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let profiles = recv.profiles();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles["u1"]["plan"], "pro");
+    bq.sql(&["DROP TABLE ds.users"]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("does not exist"), "{t}");
+    assert!(!t.contains("s3cret"), "{t}");
+    let out = fx.wharf(&["check"], &[]);
+    assert!(text(&out).contains("ok    warehouse bq"), "{}", text(&out));
+    drop(bq);
+    let out = fx.wharf(&["check"], &[]);
+    let t = text(&out);
+    assert!(
+        t.contains("FAIL  warehouse bq") && t.contains("cannot reach"),
+        "{t}"
+    );
+    assert!(!t.contains("s3cret"), "{t}");
+}
