@@ -7,12 +7,8 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{free_port, text, Fixture};
+use common::emulators::BqEmulator;
+use common::{text, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
 use wharf::destination::mixpanel::receiver::ReceiverAuth;
@@ -21,130 +17,6 @@ use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-
-fn cache() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(format!("{home}/.cache/wharf"))
-}
-
-struct BqEmulator {
-    child: Child,
-    port: u16,
-    rt: tokio::runtime::Runtime,
-}
-
-impl BqEmulator {
-    fn start() -> BqEmulator {
-        let bin = std::env::var("WHARF_BQEMULATOR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| cache().join("venv-bq/bin/bqemulator"));
-        assert!(
-            bin.exists(),
-            "bqemulator is not installed at {}: run .ci/run (it installs it into a venv) or set WHARF_BQEMULATOR",
-            bin.display()
-        );
-        let (port, grpc) = (free_port(), free_port());
-        let mut child = Command::new(&bin)
-            .args([
-                "start",
-                "--rest-host",
-                "127.0.0.1",
-                "--rest-port",
-                &port.to_string(),
-                "--grpc-host",
-                "127.0.0.1",
-                "--grpc-port",
-                &grpc.to_string(),
-                "--project",
-                "test-proj",
-            ])
-            .env("HOME", cache().join("bq-home"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bqemulator");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "bqemulator exited ({status}); run {} start by hand to see why",
-                    bin.display()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let ok = rt.block_on(async {
-                    reqwest::Client::new()
-                        .get(format!("http://127.0.0.1:{port}/healthz"))
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                });
-                if ok {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "bqemulator did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let bq = BqEmulator { child, port, rt };
-        bq.post(
-            "/datasets",
-            json!({"datasetReference": {"projectId": "test-proj", "datasetId": "ds"}, "location": "US"}),
-        );
-        bq
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        self.rt.block_on(async {
-            let r = reqwest::Client::new()
-                .post(format!(
-                    "{}/bigquery/v2/projects/test-proj{path}",
-                    self.url()
-                ))
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
-            assert!(
-                status.is_success() && v.get("errors").is_none(),
-                "{path}: {status} {v}"
-            );
-            v
-        })
-    }
-
-    fn sql(&self, statements: &[&str]) {
-        for s in statements {
-            self.post("/queries", json!({"query": s, "useLegacySql": false}));
-        }
-    }
-
-    fn toml(&self) -> String {
-        format!(
-            "[warehouses.bq]\ntype = \"bigquery\"\nproject = \"test-proj\"\ndataset = \"ds\"\nendpoint = \"{}\"\naccess_token = \"ya29.s3cret-token\"\n",
-            self.url()
-        )
-    }
-}
-
-impl Drop for BqEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn bigquery_types_decode_to_arrow() {

@@ -7,12 +7,8 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{free_port, text, Fixture};
+use common::emulators::MiniLake;
+use common::{text, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
 use wharf::destination::mixpanel::receiver::ReceiverAuth;
@@ -21,135 +17,6 @@ use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-
-fn venv() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(
-        std::env::var("WHARF_LAKE_VENV")
-            .unwrap_or_else(|_| format!("{home}/.cache/wharf/venv-lake")),
-    )
-}
-
-/// A minilake server on 127.0.0.1 with a SQL warehouse and the catalog `cat`, schema `s`.
-struct MiniLake {
-    child: Child,
-    port: u16,
-    warehouse_id: String,
-    _data: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-}
-
-impl MiniLake {
-    fn start() -> MiniLake {
-        let bin = std::env::var("WHARF_MINILAKE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| venv().join("bin/minilake"));
-        assert!(
-            bin.exists(),
-            "minilake is not installed at {}: run .ci/run (it installs minilake into a venv) or set WHARF_MINILAKE",
-            bin.display()
-        );
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .env("MINILAKE_DATA_DIR", data.path())
-            // No Spark image pull, no notebook; DuckDB's delta extension from the venv (.ci/run
-            // copies it there), so nothing is downloaded.
-            .env("MINILAKE_SPARK_PREWARM", "0")
-            .env("MINILAKE_NOTEBOOK", "0")
-            .env(
-                "MINILAKE_DUCKDB_EXTENSION_DIR",
-                format!("{home}/.cache/wharf/duckdb-extensions"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start minilake");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "minilake exited ({status}); run {} by hand to see why",
-                    bin.display()
-                );
-            }
-            assert!(Instant::now() < deadline, "minilake did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut lake = MiniLake {
-            child,
-            port,
-            warehouse_id: String::new(),
-            _data: data,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        };
-        let wh = lake.post(
-            "/api/2.0/sql/warehouses",
-            json!({"name": "wh", "cluster_size": "2X-Small"}),
-        );
-        lake.warehouse_id = wh["id"].as_str().expect("warehouse id").to_string();
-        lake.post("/api/2.1/unity-catalog/catalogs", json!({"name": "cat"}));
-        lake.sql(&["CREATE SCHEMA IF NOT EXISTS cat.s"]);
-        lake
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        self.rt.block_on(async {
-            let r = reqwest::Client::new()
-                .post(format!("{}{path}", self.url()))
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
-            assert!(status.is_success(), "{path}: {status} {v}");
-            v
-        })
-    }
-
-    fn sql(&self, statements: &[&str]) {
-        for s in statements {
-            let v = self.post(
-                "/api/2.0/sql/statements",
-                json!({"warehouse_id": self.warehouse_id, "statement": s}),
-            );
-            assert_eq!(v["status"]["state"], "SUCCEEDED", "{s}: {v}");
-        }
-    }
-
-    fn toml(&self) -> String {
-        format!(
-            r#"[warehouses.dbx]
-type = "databricks"
-host = "{}"
-token = "dapi-s3cret-token"
-warehouse_id = "{}"
-catalog = "cat"
-schema = "s"
-"#,
-            self.url(),
-            self.warehouse_id
-        )
-    }
-}
-
-impl Drop for MiniLake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn databricks_types_decode_to_arrow() {

@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::emulators::FakeSnow;
 use common::{free_port, text, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
@@ -22,113 +20,6 @@ use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-
-fn fakesnow_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("WHARF_FAKESNOW") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(format!("{home}/.cache/wharf/venv-snow/bin/fakesnow"));
-    assert!(
-        p.exists(),
-        "fakesnow is not installed at {}: run .ci/run (it installs fakesnow[server] into a venv) or set WHARF_FAKESNOW",
-        p.display()
-    );
-    p
-}
-
-/// A fakesnow server on 127.0.0.1 (in memory), stopped when dropped.
-struct FakeSnow {
-    child: Child,
-    port: u16,
-    rt: tokio::runtime::Runtime,
-}
-
-impl FakeSnow {
-    fn start() -> FakeSnow {
-        let port = free_port();
-        let mut child = Command::new(fakesnow_binary())
-            .args(["-s", "-p", &port.to_string(), "--host", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fakesnow");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "fakesnow exited ({status}); run `{} -s -p {port} --host 127.0.0.1` to see why",
-                    fakesnow_binary().display()
-                );
-            }
-            assert!(Instant::now() < deadline, "fakesnow did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        FakeSnow {
-            child,
-            port,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Runs SQL statements in database DB, schema PUBLIC, over the emulator's HTTP API.
-    fn sql(&self, statements: &[&str]) {
-        async fn post(
-            client: &reqwest::Client,
-            url: String,
-            auth: Option<&str>,
-            body: Value,
-        ) -> Value {
-            let mut r = client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.to_string());
-            if let Some(t) = auth {
-                r = r.header("authorization", format!("Snowflake Token=\"{t}\""));
-            }
-            let bytes = r.send().await.unwrap().bytes().await.unwrap();
-            serde_json::from_slice(&bytes).unwrap()
-        }
-        self.rt.block_on(async {
-            let client = reqwest::Client::new();
-            let login = post(
-                &client,
-                format!(
-                    "{}/session/v1/login-request?databaseName=DB&schemaName=PUBLIC",
-                    self.url()
-                ),
-                None,
-                json!({"data": {"LOGIN_NAME": "setup", "PASSWORD": "x", "SESSION_PARAMETERS": {}}}),
-            )
-            .await;
-            let token = login["data"]["token"].as_str().unwrap().to_string();
-            for s in statements {
-                let answer = post(
-                    &client,
-                    format!("{}/queries/v1/query-request", self.url()),
-                    Some(&token),
-                    json!({"sqlText": s}),
-                )
-                .await;
-                assert_eq!(answer["success"], true, "{s}: {answer}");
-            }
-        });
-    }
-}
-
-impl Drop for FakeSnow {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn warehouse_toml(url: &str) -> String {
     format!(

@@ -8,6 +8,8 @@ use std::process::Output;
 
 use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 
+pub mod emulators;
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub rt: tokio::runtime::Runtime,
