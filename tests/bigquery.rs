@@ -8,10 +8,10 @@
 mod common;
 
 use common::emulators::BqEmulator;
-use common::{text, Fixture};
+use common::scenario::{sync_scenario, Scenario};
+use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
 use wharf::warehouse::{SourceRef, Warehouse};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
@@ -108,70 +108,22 @@ fn append_full_and_mirror_syncs_from_bigquery_into_the_receiver() {
         "CREATE TABLE ds.users (uid STRING, name STRING, plan STRING)",
         "INSERT INTO ds.users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
     ]);
-    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
-    let sync = |name: &str, table: &str, kind: &str, mode: &str, mapping: &str| {
-        format!(
-            "[[syncs]]\nname = \"{name}\"\nwarehouse = \"bq\"\ntable = \"{table}\"\ntable_type = \"{kind}\"\nmode = \"{mode}\"\ndestinations = [\"mp\"]\n[syncs.mapping]\n{mapping}\n"
-        )
+    let toml = bq.toml();
+    // The scenario runs SQL through it, then takes it away.
+    let bq = std::cell::RefCell::new(Some(bq));
+    let sql = |s: &[&str]| bq.borrow().as_ref().expect("running").sql(s);
+    let scenario = Scenario {
+        warehouse: "bq",
+        warehouse_toml: toml,
+        secret: "s3cret",
+        sql: &sql,
+        events: "ev",
+        users: "users",
+        users_sql: "ds.users",
+        rows: 200_000,
+        late_sql: "INSERT INTO ds.ev VALUES (200000, 'Late', TIMESTAMP '2025-01-01 00:00:00+00', 'u1'), (200001, 'Late', TIMESTAMP '2025-01-02 00:00:00+00', 'u1')",
+        late: 2,
+        columns: ["id", "name", "ts", "uid", "plan"],
     };
-    fx.write_config(
-        "wharf.toml",
-        &format!(
-            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
-            bq.toml(),
-            recv.base_url(),
-            sync("events", "ev", "events", "append", "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]"),
-            sync("people_full", "users", "users", "full", "user_id_column = \"uid\""),
-            sync("people", "users", "users", "mirror", "user_id_column = \"uid\""),
-        ),
-    );
-    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 200_000, "{summary}");
-    assert_eq!(recv.stats().unique_events, 200_000);
-    eprintln!(
-        "200,000 rows from bqemulator into the receiver in {:.2}s",
-        summary["seconds"].as_f64().unwrap_or(0.0)
-    );
-    bq.sql(&["INSERT INTO ds.ev VALUES (200000, 'Late', TIMESTAMP '2025-01-01 00:00:00+00', 'u1'), (200001, 'Late', TIMESTAMP '2025-01-02 00:00:00+00', 'u1')"]);
-    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["rows_read"], 2, "{}", text(&out));
-    assert_eq!(recv.stats().unique_events, 200_002);
-
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 3, "{}", text(&out));
-    bq.sql(&["UPDATE ds.users SET name = 'Bobby' WHERE uid = 'u2'"]);
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 1, "{}", text(&out));
-    assert_eq!(recv.profiles()["u2"]["name"], "Bobby");
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    bq.sql(&[
-        "UPDATE ds.users SET plan = 'pro' WHERE uid = 'u1'",
-        "DELETE FROM ds.users WHERE uid = 'u3'",
-    ]);
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let profiles = recv.profiles();
-    assert_eq!(profiles.len(), 2, "{profiles:?}");
-    assert_eq!(profiles["u1"]["plan"], "pro");
-    bq.sql(&["DROP TABLE ds.users"]);
-    let out = fx.wharf(&["sync", "people"], &[]);
-    let t = text(&out);
-    assert!(!out.status.success() && t.contains("does not exist"), "{t}");
-    assert!(!t.contains("s3cret"), "{t}");
-    let out = fx.wharf(&["check"], &[]);
-    assert!(text(&out).contains("ok    warehouse bq"), "{}", text(&out));
-    drop(bq);
-    let out = fx.wharf(&["check"], &[]);
-    let t = text(&out);
-    assert!(
-        t.contains("FAIL  warehouse bq") && t.contains("cannot reach"),
-        "{t}"
-    );
-    assert!(!t.contains("s3cret"), "{t}");
+    sync_scenario(&fx, scenario, || drop(bq.borrow_mut().take()));
 }

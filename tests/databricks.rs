@@ -8,10 +8,10 @@
 mod common;
 
 use common::emulators::MiniLake;
-use common::{text, Fixture};
+use common::scenario::{sync_scenario, Scenario};
+use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
 use wharf::warehouse::{SourceRef, Warehouse};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
@@ -114,73 +114,22 @@ fn append_full_and_mirror_syncs_from_databricks_into_the_receiver() {
         "CREATE TABLE cat.s.users (uid VARCHAR, name VARCHAR, plan VARCHAR)",
         "INSERT INTO cat.s.users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
     ]);
-    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
-    let sync = |name: &str, table: &str, kind: &str, mode: &str, mapping: &str| {
-        format!(
-            "[[syncs]]\nname = \"{name}\"\nwarehouse = \"dbx\"\ntable = \"{table}\"\ntable_type = \"{kind}\"\nmode = \"{mode}\"\ndestinations = [\"mp\"]\n[syncs.mapping]\n{mapping}\n"
-        )
+    let toml = lake.toml();
+    // The scenario runs SQL through it, then takes it away.
+    let lake = std::cell::RefCell::new(Some(lake));
+    let sql = |s: &[&str]| lake.borrow().as_ref().expect("running").sql(s);
+    let scenario = Scenario {
+        warehouse: "dbx",
+        warehouse_toml: toml,
+        secret: "dapi-s3cret-token",
+        sql: &sql,
+        events: "ev",
+        users: "users",
+        users_sql: "cat.s.users",
+        rows: 250_000,
+        late_sql: "INSERT INTO cat.s.ev SELECT x, 'Late', TIMESTAMP '2025-01-01' + to_seconds(x), 'u1' FROM range(250000, 250007) t(x)",
+        late: 7,
+        columns: ["id", "name", "ts", "uid", "plan"],
     };
-    fx.write_config(
-        "wharf.toml",
-        &format!(
-            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
-            lake.toml(),
-            recv.base_url(),
-            sync("events", "ev", "events", "append", "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]"),
-            sync("people_full", "users", "users", "full", "user_id_column = \"uid\""),
-            sync("people", "users", "users", "mirror", "user_id_column = \"uid\""),
-        ),
-    );
-    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 250_000, "{summary}");
-    assert_eq!(recv.stats().unique_events, 250_000);
-    eprintln!(
-        "250,000 rows from minilake into the receiver in {:.2}s",
-        summary["seconds"].as_f64().unwrap_or(0.0)
-    );
-    lake.sql(&["INSERT INTO cat.s.ev SELECT x, 'Late', TIMESTAMP '2025-01-01' + to_seconds(x), 'u1' FROM range(250000, 250007) t(x)"]);
-    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["rows_read"], 7, "{}", text(&out));
-    assert_eq!(recv.stats().unique_events, 250_007);
-
-    // Full: all, then only the changed row.
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 3, "{}", text(&out));
-    lake.sql(&["UPDATE cat.s.users SET name = 'Bobby' WHERE uid = 'u2'"]);
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 1, "{}", text(&out));
-    assert_eq!(recv.profiles()["u2"]["name"], "Bobby");
-    // Mirror: an update and a delete.
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    lake.sql(&[
-        "UPDATE cat.s.users SET plan = 'pro' WHERE uid = 'u1'",
-        "DELETE FROM cat.s.users WHERE uid = 'u3'",
-    ]);
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let profiles = recv.profiles();
-    assert_eq!(profiles.len(), 2, "{profiles:?}");
-    assert_eq!(profiles["u1"]["plan"], "pro");
-    // Missing table, and `wharf check`, without the token anywhere.
-    lake.sql(&["DROP TABLE cat.s.users"]);
-    let out = fx.wharf(&["sync", "people"], &[]);
-    let t = text(&out);
-    assert!(!out.status.success() && t.contains("does not exist"), "{t}");
-    assert!(!t.contains("dapi-s3cret-token"), "{t}");
-    let out = fx.wharf(&["check"], &[]);
-    assert!(text(&out).contains("ok    warehouse dbx"), "{}", text(&out));
-    drop(lake);
-    let out = fx.wharf(&["check"], &[]);
-    let t = text(&out);
-    assert!(
-        t.contains("FAIL  warehouse dbx") && t.contains("cannot reach"),
-        "{t}"
-    );
-    assert!(!t.contains("dapi-s3cret-token"), "{t}");
+    sync_scenario(&fx, scenario, || drop(lake.borrow_mut().take()));
 }

@@ -11,10 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::emulators::FakeSnow;
-use common::{free_port, text, Fixture};
+use common::scenario::{sync_scenario, Scenario};
+use common::{free_port, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
 use wharf::warehouse::{SourceRef, Warehouse};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
@@ -30,20 +30,6 @@ user = "loader"
 password = "sf-s3cret-pw"
 database = "DB"
 url = "{url}"
-"#
-    )
-}
-
-fn sync_toml(name: &str, table: &str, kind: &str, mode: &str, mapping: &str) -> String {
-    format!(
-        r#"[[syncs]]
-name = "{name}"
-warehouse = "sf"
-table = "{table}"
-table_type = "{kind}"
-mode = "{mode}"
-destinations = ["mp"]
-{mapping}
 "#
     )
 }
@@ -152,101 +138,30 @@ fn append_full_and_mirror_syncs_from_snowflake_into_the_receiver() {
     // 200,000 events: one result of 200K rows (fakesnow sends it as a single rowset).
     sf.sql(&[
         "CREATE TABLE ev AS SELECT x AS id, 'E' || (x % 3)::VARCHAR AS name, \
-         '2024-01-01'::TIMESTAMP_NTZ + to_seconds(x) AS ts, 'u' || (x % 997)::VARCHAR AS uid, \
-         (x % 100) / 4 AS amount FROM range(200000) t(x)",
+         '2024-01-01'::TIMESTAMP_NTZ + to_seconds(x) AS ts, 'u' || (x % 997)::VARCHAR AS uid \
+         FROM range(200000) t(x)",
         "CREATE TABLE users (uid VARCHAR, name VARCHAR, plan VARCHAR)",
         "INSERT INTO users VALUES ('u1', 'Ann', 'free'), ('u2', 'Bob', 'pro'), ('u3', 'Cy', 'free')",
     ]);
-    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
-    let config = format!(
-        r#"state_dir = ".state"
-{}
-[destinations.mp]
-type = "mixpanel"
-api_host = "{}"
-project_id = "42"
-project_token = "tok"
-service_account = {{ username = "sa", secret = "test-secret" }}
-{}{}"#,
-        warehouse_toml(&sf.url()),
-        recv.base_url(),
-        sync_toml(
-            "events",
-            "ev",
-            "events",
-            "append",
-            "[syncs.mapping]\nevent_name_column = \"NAME\"\ntime_column = \"TS\"\nuser_id_column = \"UID\"\nkey_columns = [\"ID\"]",
-        ),
-        sync_toml(
-            "people",
-            "users",
-            "users",
-            "mirror",
-            "[syncs.mapping]\nuser_id_column = \"UID\"",
-        ) + &sync_toml(
-            "people_full",
-            "users",
-            "users",
-            "full",
-            "[syncs.mapping]\nuser_id_column = \"UID\"",
-        ),
-    );
-    fx.write_config("wharf.toml", &config);
-    let out = fx.wharf(&["sync", "events", "--workers", "2", "--summary-json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 200_000, "{summary}");
-    assert_eq!(recv.stats().unique_events, 200_000);
-    let secs = summary["seconds"].as_f64().unwrap_or(0.0);
-    eprintln!("200,000 rows from fakesnow into the receiver in {secs:.2}s");
-    // Append: only rows past the watermark.
-    sf.sql(&["INSERT INTO ev SELECT x, 'Late', '2025-01-01'::TIMESTAMP_NTZ + to_seconds(x), 'u1', 1 FROM range(200000, 200010) t(x)"]);
-    let out = fx.wharf(&["sync", "events", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["rows_read"], 10, "{}", text(&out));
-    assert_eq!(recv.stats().unique_events, 200_010);
-
-    // Full (snapshot diff): everything first, then only what changed, as upserts.
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 3, "{}", text(&out));
-    assert_eq!(recv.profiles().len(), 3);
-    sf.sql(&["UPDATE users SET name = 'Bobby' WHERE uid = 'u2'"]);
-    let out = fx.wharf(&["sync", "people_full", "--summary-json"], &[]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["delivered"], 1, "{}", text(&out));
-    assert_eq!(recv.profiles()["u2"]["NAME"], "Bobby");
-    // Mirror (snapshot diff): profiles set, then one updated and one deleted.
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(recv.profiles().len(), 3);
-    sf.sql(&[
-        "UPDATE users SET plan = 'pro' WHERE uid = 'u1'",
-        "DELETE FROM users WHERE uid = 'u3'",
-    ]);
-    let out = fx.wharf(&["sync", "people", "--summary-json"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let profiles = recv.profiles();
-    assert_eq!(profiles.len(), 2, "{profiles:?}");
-    assert_eq!(profiles["u1"]["PLAN"], "pro", "{profiles:?}");
-    // A missing table: a clear error, and the password nowhere.
-    sf.sql(&["DROP TABLE users"]);
-    let out = fx.wharf(&["sync", "people"], &[]);
-    assert!(!out.status.success());
-    let t = text(&out);
-    assert!(t.contains("does not exist"), "{t}");
-    assert!(!t.contains("sf-s3cret-pw"), "{t}");
-    // `wharf check` reports the connection, and its failure once the emulator is gone.
-    let out = fx.wharf(&["check"], &[]);
-    assert!(text(&out).contains("ok    warehouse sf"), "{}", text(&out));
-    drop(sf);
-    let out = fx.wharf(&["check"], &[]);
-    let t = text(&out);
-    assert!(
-        t.contains("FAIL  warehouse sf") && t.contains("cannot reach"),
-        "{t}"
-    );
-    assert!(!t.contains("sf-s3cret-pw"), "{t}");
+    let toml = warehouse_toml(&sf.url());
+    // The scenario runs SQL through it, then takes it away.
+    let sf = std::cell::RefCell::new(Some(sf));
+    let sql = |s: &[&str]| sf.borrow().as_ref().expect("running").sql(s);
+    let scenario = Scenario {
+        warehouse: "sf",
+        warehouse_toml: toml,
+        secret: "sf-s3cret-pw",
+        sql: &sql,
+        events: "ev",
+        users: "users",
+        users_sql: "users",
+        rows: 200_000,
+        late_sql: "INSERT INTO ev SELECT x, 'Late', '2025-01-01'::TIMESTAMP_NTZ + to_seconds(x), 'u1' FROM range(200000, 200010) t(x)",
+        late: 10,
+        // Snowflake reports unquoted names in upper case.
+        columns: ["ID", "NAME", "TS", "UID", "PLAN"],
+    };
+    sync_scenario(&fx, scenario, || drop(sf.borrow_mut().take()));
 }
 
 #[test]

@@ -499,35 +499,25 @@ impl BigQueryWarehouse {
     /// `src` reduced to the latest row per `key` by `order`.
     pub fn latest_per_key(&self, src: &SourceRef, key: &[String], order: &str) -> SourceRef {
         let key: Vec<String> = key.iter().map(|k| Self::ident(k)).collect();
-        SourceRef::Query(format!(
-            "SELECT * FROM {} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
-            self.table_sql(src),
-            key.join(", "),
-            Self::ident(order)
-        ))
+        super::latest_per_key_sql(&self.table_sql(src), &key, &Self::ident(order))
     }
 
     fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        let col = Self::ident(cursor);
-        match after {
-            None => String::new(),
-            Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
-            Some(Watermark::TimestampMicros(us)) => {
-                let t = chrono::DateTime::from_timestamp_micros(us)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d %H:%M:%S%.6f");
-                match cursor_type {
-                    DataType::Timestamp(_, Some(_)) => format!("WHERE {col} > TIMESTAMP '{t}+00'"),
-                    _ => format!("WHERE {col} > DATETIME '{t}'"),
-                }
-            }
-            Some(Watermark::Date(d)) => {
-                let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d");
-                format!("WHERE {col} > DATE '{day}'")
-            }
-        }
+        super::after_clause(
+            &Self::ident(cursor),
+            cursor_type,
+            after,
+            &super::Literals {
+                timestamp: |t, instant| {
+                    if instant {
+                        format!("TIMESTAMP '{t}+00'")
+                    } else {
+                        format!("DATETIME '{t}'")
+                    }
+                },
+                date: |d| format!("DATE '{d}'"),
+            },
+        )
     }
 
     fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {

@@ -375,6 +375,52 @@ impl Warehouse {
     }
 }
 
+/// How a SQL dialect writes the literals of an append cursor's `WHERE` clause.
+pub(crate) struct Literals {
+    /// A timestamp from `YYYY-MM-DD HH:MM:SS.ffffff` (UTC); `true` for an instant (a column
+    /// with a time zone), `false` for a naive timestamp.
+    pub timestamp: fn(&str, bool) -> String,
+    /// A date from `YYYY-MM-DD`.
+    pub date: fn(&str) -> String,
+}
+
+/// `WHERE <col> > <watermark>` (empty on a first run), with literals written per `literals`
+/// (built from typed watermarks only, never from user text).
+pub(crate) fn after_clause(
+    col: &str,
+    cursor_type: &DataType,
+    after: Option<Watermark>,
+    literals: &Literals,
+) -> String {
+    match after {
+        None => String::new(),
+        Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
+        Some(Watermark::TimestampMicros(us)) => {
+            let t = chrono::DateTime::from_timestamp_micros(us)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string();
+            let instant = matches!(cursor_type, DataType::Timestamp(_, Some(_)));
+            format!("WHERE {col} > {}", (literals.timestamp)(&t, instant))
+        }
+        Some(Watermark::Date(d)) => {
+            let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%d")
+                .to_string();
+            format!("WHERE {col} > {}", (literals.date)(&day))
+        }
+    }
+}
+
+/// `from` reduced to the latest row per `key` by `order` (names already written as SQL).
+pub(crate) fn latest_per_key_sql(from: &str, key: &[String], order: &str) -> SourceRef {
+    SourceRef::Query(format!(
+        "SELECT * FROM {from} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {order} DESC) = 1",
+        key.join(", ")
+    ))
+}
+
 /// Checks that `cursor` exists in `schema` and can be an append cursor; returns its type.
 pub fn check_cursor(
     src: &SourceRef,

@@ -9,6 +9,7 @@ use std::process::Output;
 use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 
 pub mod emulators;
+pub mod scenario;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,

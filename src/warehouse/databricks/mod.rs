@@ -384,37 +384,25 @@ impl DatabricksWarehouse {
     /// `src` reduced to the latest row per `key` by `order`.
     pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
         let key: Vec<String> = key.iter().map(|k| ident(k)).collect();
-        SourceRef::Query(format!(
-            "SELECT * FROM {} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
-            Self::from_clause(src),
-            key.join(", "),
-            ident(order)
-        ))
+        super::latest_per_key_sql(&Self::from_clause(src), &key, &ident(order))
     }
 
     fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        let col = ident(cursor);
-        match after {
-            None => String::new(),
-            Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
-            Some(Watermark::TimestampMicros(us)) => {
-                let t = chrono::DateTime::from_timestamp_micros(us)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d %H:%M:%S%.6f");
-                match cursor_type {
-                    DataType::Timestamp(_, Some(_)) => {
-                        format!("WHERE {col} > TIMESTAMP '{t}+00:00'")
+        super::after_clause(
+            &ident(cursor),
+            cursor_type,
+            after,
+            &super::Literals {
+                timestamp: |t, instant| {
+                    if instant {
+                        format!("TIMESTAMP '{t}+00:00'")
+                    } else {
+                        format!("TIMESTAMP '{t}'")
                     }
-                    _ => format!("WHERE {col} > TIMESTAMP '{t}'"),
-                }
-            }
-            Some(Watermark::Date(d)) => {
-                let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d");
-                format!("WHERE {col} > DATE '{day}'")
-            }
-        }
+                },
+                date: |d| format!("DATE '{d}'"),
+            },
+        )
     }
 
     fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {

@@ -519,37 +519,26 @@ impl SnowflakeWarehouse {
     pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
         let key: Vec<String> = key.iter().map(|k| super::quote_ident(k)).collect();
         let from = Self::from_clause(src).unwrap_or_else(|_| "wharf_invalid_table".into());
-        SourceRef::Query(format!(
-            "SELECT * FROM {from} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
-            key.join(", "),
-            super::quote_ident(order)
-        ))
+        super::latest_per_key_sql(&from, &key, &super::quote_ident(order))
     }
 
     /// `WHERE` clause for rows after `after` (literals built from typed watermarks only).
     fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        let col = super::quote_ident(cursor);
-        match after {
-            None => String::new(),
-            Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
-            Some(Watermark::TimestampMicros(us)) => {
-                let t = chrono::DateTime::from_timestamp_micros(us)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d %H:%M:%S%.6f");
-                match cursor_type {
-                    DataType::Timestamp(_, Some(_)) => {
-                        format!("WHERE {col} > '{t} +00:00'::TIMESTAMP_TZ")
+        super::after_clause(
+            &super::quote_ident(cursor),
+            cursor_type,
+            after,
+            &super::Literals {
+                timestamp: |t, instant| {
+                    if instant {
+                        format!("'{t} +00:00'::TIMESTAMP_TZ")
+                    } else {
+                        format!("'{t}'::TIMESTAMP_NTZ")
                     }
-                    _ => format!("WHERE {col} > '{t}'::TIMESTAMP_NTZ"),
-                }
-            }
-            Some(Watermark::Date(d)) => {
-                let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
-                    .unwrap_or_default()
-                    .format("%Y-%m-%d");
-                format!("WHERE {col} > '{day}'::DATE")
-            }
-        }
+                },
+                date: |d| format!("'{d}'::DATE"),
+            },
+        )
     }
 
     /// Rows of `src`.

@@ -1,0 +1,114 @@
+//! The sync scenario every warehouse connector passes against its emulator: append (two runs,
+//! the second reading only the late rows), full (everything, then only the changed row),
+//! mirror (an update and a delete reach the receiver's profiles), a missing table, and
+//! `wharf check` while the warehouse is up and once it is gone, with the secret nowhere.
+
+use serde_json::Value;
+use wharf::destination::mixpanel::receiver::ReceiverAuth;
+
+use super::{text, Fixture};
+
+/// What a connector's test supplies.
+pub struct Scenario<'a> {
+    /// The warehouse's name in `warehouse_toml`.
+    pub warehouse: &'a str,
+    /// `[warehouses.<warehouse>]`.
+    pub warehouse_toml: String,
+    /// A secret in it that must never be printed.
+    pub secret: &'a str,
+    /// Runs SQL on the warehouse.
+    pub sql: &'a dyn Fn(&[&str]),
+    /// The events table (`id`, `name`, `ts`, `uid`) holding `rows` rows, and the users table
+    /// (`uid`, `name`, `plan`: u1, u2, u3), as the config names them and as SQL names them.
+    pub events: &'a str,
+    pub users: &'a str,
+    pub users_sql: &'a str,
+    pub rows: u64,
+    /// Inserts `late` events past the others.
+    pub late_sql: &'a str,
+    pub late: u64,
+    /// Column names as the warehouse reports them: (id, name, ts, uid, plan).
+    pub columns: [&'a str; 5],
+}
+
+/// Runs the scenario; `stop` takes the warehouse away at the end.
+pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let [id, name, ts, uid, plan] = s.columns;
+    let sync = |sync: &str, table: &str, kind: &str, mode: &str, mapping: &str| {
+        format!(
+            "[[syncs]]\nname = \"{sync}\"\nwarehouse = \"{}\"\ntable = \"{table}\"\ntable_type = \"{kind}\"\nmode = \"{mode}\"\ndestinations = [\"mp\"]\n[syncs.mapping]\n{mapping}\n",
+            s.warehouse
+        )
+    };
+    fx.write_config(
+        "wharf.toml",
+        &format!(
+            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
+            s.warehouse_toml,
+            recv.base_url(),
+            sync("events", s.events, "events", "append", &format!("event_name_column = \"{name}\"\ntime_column = \"{ts}\"\nuser_id_column = \"{uid}\"\nkey_columns = [\"{id}\"]")),
+            sync("people_full", s.users, "users", "full", &format!("user_id_column = \"{uid}\"")),
+            sync("people", s.users, "users", "mirror", &format!("user_id_column = \"{uid}\"")),
+        ),
+    );
+    let summary = |args: &[&str]| -> Value {
+        let out = fx.wharf(args, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    // Append.
+    let first = summary(&["sync", "events", "--workers", "2", "--summary-json"]);
+    assert_eq!(first["delivered"], s.rows, "{first}");
+    assert_eq!(recv.stats().unique_events, s.rows);
+    eprintln!(
+        "{} rows from {} into the receiver in {:.2}s",
+        s.rows,
+        s.warehouse,
+        first["seconds"].as_f64().unwrap_or(0.0)
+    );
+    (s.sql)(&[s.late_sql]);
+    let second = summary(&["sync", "events", "--summary-json"]);
+    assert_eq!(second["rows_read"], s.late, "{second}");
+    assert_eq!(recv.stats().unique_events, s.rows + s.late);
+    // Full: everything, then only the changed row.
+    assert_eq!(
+        summary(&["sync", "people_full", "--summary-json"])["delivered"],
+        3
+    );
+    (s.sql)(&[&format!(
+        "UPDATE {} SET name = 'Bobby' WHERE uid = 'u2'",
+        s.users_sql
+    )]);
+    assert_eq!(
+        summary(&["sync", "people_full", "--summary-json"])["delivered"],
+        1
+    );
+    assert_eq!(recv.profiles()["u2"][name], "Bobby");
+    // Mirror: an update and a delete.
+    summary(&["sync", "people", "--summary-json"]);
+    (s.sql)(&[
+        &format!("UPDATE {} SET plan = 'pro' WHERE uid = 'u1'", s.users_sql),
+        &format!("DELETE FROM {} WHERE uid = 'u3'", s.users_sql),
+    ]);
+    summary(&["sync", "people", "--summary-json"]);
+    let profiles = recv.profiles();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    assert_eq!(profiles["u1"][plan], "pro", "{profiles:?}");
+    // A missing table: a clear error, the secret nowhere.
+    (s.sql)(&[&format!("DROP TABLE {}", s.users_sql)]);
+    let out = fx.wharf(&["sync", "people"], &[]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("does not exist"), "{t}");
+    assert!(!t.contains(s.secret), "{t}");
+    // `wharf check`: up, then gone.
+    let out = fx.wharf(&["check"], &[]);
+    let up = format!("ok    warehouse {}", s.warehouse);
+    assert!(text(&out).contains(&up), "{}", text(&out));
+    stop();
+    let out = fx.wharf(&["check"], &[]);
+    let t = text(&out);
+    let down = format!("FAIL  warehouse {}", s.warehouse);
+    assert!(t.contains(&down) && t.contains("cannot reach"), "{t}");
+    assert!(!t.contains(s.secret), "{t}");
+}
