@@ -692,6 +692,10 @@ fn sighup_reloads_the_config_or_keeps_the_old_one() {
         ),
     );
     svc.signal("HUP");
+    // The reload happens in the background: wait until the new sync is served.
+    wait_for("the new sync", || {
+        svc.request("GET", "/syncs/b").map(|r| r.0) == Some(200)
+    });
     svc.wait_runs("b", "the new sync's run", |r| succeeded(r).len() == 1);
     assert!(svc.json("/status")["reload_error"].is_null());
     let names: Vec<String> = svc
