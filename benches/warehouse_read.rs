@@ -106,7 +106,14 @@ fn main() {
                     "bigquery: created {rows} rows in {:.1}s",
                     started.elapsed().as_secs_f64()
                 );
-                measure("bigquery (bqemulator, REST pages)", &bq.toml(), "bq", "t");
+                let rest = format!("{}storage_read = false\n", bq.toml());
+                measure("bigquery (bqemulator, REST pages)", &rest, "bq", "t");
+                measure(
+                    "bigquery (bqemulator, Storage Read API, 4 streams)",
+                    &bq.toml(),
+                    "bq",
+                    "t",
+                );
             }
             other => panic!("unknown warehouse `{other}` in WHARF_BENCH_WAREHOUSES"),
         }

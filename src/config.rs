@@ -237,10 +237,23 @@ pub struct BigQueryConfig {
     pub dataset: Option<String>,
     /// The datasets' location (e.g. `US`, `EU`).
     pub location: Option<String>,
-    /// An OAuth2 access token (e.g. `${GOOGLE_ACCESS_TOKEN}`); omit it only for emulators.
+    /// An OAuth2 access token (e.g. `${GOOGLE_ACCESS_TOKEN}`); never printed.
     pub access_token: Option<Secret>,
+    /// A service account's JSON key file (relative to the config file): wharf signs in with
+    /// it and renews its access token itself.
+    pub credentials_file: Option<String>,
+    /// The same key as JSON text (e.g. `${GOOGLE_CREDENTIALS}`); never printed.
+    pub credentials: Option<Secret>,
     /// API endpoint (default `https://bigquery.googleapis.com`; an emulator's URL in tests).
     pub endpoint: Option<String>,
+    /// The Storage Read API's endpoint (gRPC), which reads tables in Arrow, several streams at
+    /// once (default `https://bigquerystorage.googleapis.com` with Google's `endpoint`, none
+    /// with another `endpoint` unless set here).
+    pub storage_endpoint: Option<String>,
+    /// `false` reads everything through REST pages (default `true`).
+    pub storage_read: Option<bool>,
+    /// Streams a Storage read session asks for (default 4).
+    pub storage_streams: Option<u32>,
     /// Per-request timeout (default `60s`).
     pub timeout: Option<String>,
 }
@@ -273,6 +286,11 @@ pub struct SnowflakeConfig {
     pub user: String,
     /// Password (e.g. `${SNOWFLAKE_PASSWORD}`); never printed.
     pub password: Option<Secret>,
+    /// Key-pair authentication: the user's unencrypted PKCS#8 RSA private key as PEM text
+    /// (e.g. `${SNOWFLAKE_PRIVATE_KEY}`); never printed.
+    pub private_key: Option<Secret>,
+    /// Key-pair authentication with the key in a PEM file (relative to the config file).
+    pub private_key_file: Option<String>,
     /// Database of the session.
     pub database: String,
     /// Schema (default `PUBLIC`).
@@ -853,11 +871,25 @@ impl Config {
         for (name, w) in &self.warehouses {
             if let WarehouseConfig::Bigquery(b) = w {
                 let key = format!("warehouses.{name}");
-                if b.access_token.is_none() && b.endpoint.is_none() {
-                    return Err(err(
-                        format!("{key}.access_token"),
-                        "missing: set `access_token` (e.g. \"${GOOGLE_ACCESS_TOKEN}\"); service-account sign-in is not in this version".into(),
-                    ));
+                let ways = [
+                    b.access_token.is_some(),
+                    b.credentials_file.is_some(),
+                    b.credentials.is_some(),
+                ];
+                match ways.iter().filter(|w| **w).count() {
+                    0 if b.endpoint.is_none() => {
+                        return Err(err(
+                            format!("{key}.credentials_file"),
+                            "missing: set `credentials_file` (a service account's JSON key), `credentials` or `access_token` (only an emulator's `endpoint` needs none)".into(),
+                        ))
+                    }
+                    0 | 1 => {}
+                    _ => {
+                        return Err(err(
+                            format!("{key}.credentials_file"),
+                            "set one of `credentials_file`, `credentials` and `access_token`, not several".into(),
+                        ))
+                    }
                 }
                 if let Some(t) = &b.timeout {
                     if parse_duration(t).is_none() {
@@ -887,11 +919,25 @@ impl Config {
             }
             if let WarehouseConfig::Snowflake(sf) = w {
                 let key = format!("warehouses.{name}");
-                if sf.password.is_none() {
-                    return Err(err(
-                        format!("{key}.password"),
-                        "missing: set `password` (e.g. \"${SNOWFLAKE_PASSWORD}\"); key-pair authentication is not in this version".into(),
-                    ));
+                let ways = [
+                    sf.password.is_some(),
+                    sf.private_key.is_some(),
+                    sf.private_key_file.is_some(),
+                ];
+                match ways.iter().filter(|w| **w).count() {
+                    0 => {
+                        return Err(err(
+                            format!("{key}.password"),
+                            "missing: set `password` (e.g. \"${SNOWFLAKE_PASSWORD}\"), or `private_key_file` / `private_key` for key-pair authentication".into(),
+                        ))
+                    }
+                    1 => {}
+                    _ => {
+                        return Err(err(
+                            format!("{key}.private_key"),
+                            "set one of `password`, `private_key` and `private_key_file`, not several".into(),
+                        ))
+                    }
                 }
                 if let Some(t) = &sf.timeout {
                     if parse_duration(t).is_none() {

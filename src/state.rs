@@ -160,6 +160,17 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Moves `sync`'s committed change position without recording a run: an idle poll of a
+    /// change function found nothing up to `position`, so nothing before it needs reading
+    /// again (and the position stays inside the warehouse's history retention).
+    pub fn advance_watermark(&self, sync: &str, position: Watermark) -> Result<(), StateError> {
+        let wm = serde_json::to_string(&position).map_err(|e| self.err(e))?;
+        self.write(|txn| {
+            txn.open_table(WATERMARKS)?.insert(sync, wm.as_str())?;
+            Ok(())
+        })
+    }
+
     /// Records a new RUNNING run and returns it.
     pub fn begin_run(
         &self,

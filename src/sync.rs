@@ -37,7 +37,7 @@ use crate::destination::mixpanel::lookup::MixpanelLookupTable;
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
-use crate::warehouse::postgres::logical::Capture;
+use crate::warehouse::postgres::logical::{Capture, ChangePoll};
 use crate::warehouse::postgres::PostgresWarehouse;
 use crate::warehouse::{check_cursor, SourceRef, TableSchema, Warehouse, WarehouseError};
 
@@ -647,6 +647,14 @@ enum CaptureMode {
         capture: Capture,
         initial: Option<u64>,
     },
+    /// Mirror through a warehouse's change function (Snowflake `CHANGES`, Databricks'
+    /// Change Data Feed, BigQuery `CHANGES`): the first run (`from` = none) diffs a snapshot
+    /// and commits `to`, the position read before the snapshot; later runs read the changes
+    /// after the committed position up to `to` and commit `to`.
+    Function {
+        from: Option<Watermark>,
+        to: Watermark,
+    },
 }
 
 /// Decides whether a mirror sync reads the warehouse's change stream, creating its slot and
@@ -679,6 +687,21 @@ fn capture_mode(resolved: &ResolvedSync, store: &StateStore) -> Result<CaptureMo
         }
         (Warehouse::Postgres(_), SourceRef::Query(_)) => {
             "a query (or a history table's latest rows) has no change stream; name a table".into()
+        }
+        (w, src) if w.has_change_function() => {
+            let from = store.watermark(&sync.name)?;
+            // A committed position means the function was read before; otherwise probe it.
+            let unavailable = match from {
+                Some(_) => None,
+                None => w.changes_unavailable(src).map_err(werr)?,
+            };
+            match unavailable {
+                None => {
+                    let to = w.change_position(src).map_err(werr)?;
+                    return Ok(CaptureMode::Function { from, to });
+                }
+                Some(reason) => reason,
+            }
         }
         _ => format!(
             "{} has no change stream wharf reads",
@@ -848,6 +871,24 @@ pub fn run_in_session(
                 return Ok(None);
             }
             Some(poll)
+        }
+        CaptureMode::Function {
+            from: Some(from),
+            to,
+        } => {
+            let compacted = resolved
+                .warehouse
+                .read_changes(&resolved.source, &sync.key_columns(), *from, *to)
+                .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
+            if compacted.changes_read == 0 && options.skip_idle {
+                store.advance_watermark(name, *to)?;
+                return Ok(None);
+            }
+            Some(ChangePoll {
+                batches: compacted.batches,
+                changes_read: compacted.changes_read,
+                end_lsn: None,
+            })
         }
         _ => None,
     };
@@ -1080,9 +1121,14 @@ pub fn run_in_session(
                     },
                     _,
                 ) => Some(lsn_watermark(*lsn)),
+                (CaptureMode::Function { to, .. }, _) => Some(*to),
                 _ => None,
             };
-            let streamed = matches!(capture, CaptureMode::Logical { initial: None, .. });
+            let streamed = matches!(
+                capture,
+                CaptureMode::Logical { initial: None, .. }
+                    | CaptureMode::Function { from: Some(_), .. }
+            );
             let snapshot = match &diff_counts {
                 Some(c) if streamed => {
                     // A change-stream run leaves the committed snapshot state as it was.
@@ -1390,8 +1436,8 @@ fn preview_captured(
     position: Option<Watermark>,
 ) -> Result<Option<ChangePreview>, SyncError> {
     let sync = &resolved.sync;
-    let (Warehouse::Postgres(pg), SourceRef::Table(table), SyncMode::Mirror, Some(_)) =
-        (&resolved.warehouse, &resolved.source, sync.mode, position)
+    let (SourceRef::Table(table), SyncMode::Mirror, Some(position)) =
+        (&resolved.source, sync.mode, position)
     else {
         return Ok(None);
     };
@@ -1399,20 +1445,32 @@ fn preview_captured(
         return Ok(None);
     }
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
-    let capture = Capture::for_sync(&sync.name, table);
-    if !pg.capture_exists(&capture).map_err(werr)? {
-        return Ok(None);
-    }
-    let poll = pg
-        .poll_capture(&capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
-        .map_err(werr)?;
+    let batches = match &resolved.warehouse {
+        Warehouse::Postgres(pg) => {
+            let capture = Capture::for_sync(&sync.name, table);
+            if !pg.capture_exists(&capture).map_err(werr)? {
+                return Ok(None);
+            }
+            pg.poll_capture(&capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
+                .map_err(werr)?
+                .batches
+        }
+        // A committed position of a change function: what the next run would read.
+        w if w.has_change_function() => {
+            let to = w.change_position(&resolved.source).map_err(werr)?;
+            w.read_changes(&resolved.source, &sync.key_columns(), position, to)
+                .map_err(werr)?
+                .batches
+        }
+        _ => return Ok(None),
+    };
     let mut preview = ChangePreview {
         rows: resolved.warehouse.count(&resolved.source).map_err(werr)?,
         inserts: 0,
         updates: 0,
         deletes: 0,
     };
-    for b in &poll.batches {
+    for b in &batches {
         use wharf_operators::arrow::array::AsArray;
         let Some(ops) = b.columns().last().and_then(|c| c.as_string_opt::<i32>()) else {
             continue;

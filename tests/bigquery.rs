@@ -100,7 +100,7 @@ fn bigquery_types_decode_to_arrow() {
 fn append_full_and_mirror_syncs_from_bigquery_into_the_receiver() {
     let fx = Fixture::new();
     let bq = BqEmulator::start();
-    // 200,000 events: 4 pages of 50,000 rows.
+    // 200,000 events, read through the Storage Read API's streams (the toml names its endpoint).
     bq.sql(&[
         "CREATE TABLE ds.ev AS SELECT x AS id, CONCAT('E', CAST(MOD(x, 3) AS STRING)) AS name, \
          TIMESTAMP_ADD(TIMESTAMP '2024-01-01 00:00:00+00', INTERVAL x SECOND) AS ts, \
@@ -126,4 +126,258 @@ fn append_full_and_mirror_syncs_from_bigquery_into_the_receiver() {
         columns: ["id", "name", "ts", "uid", "plan"],
     };
     sync_scenario(&fx, scenario, || drop(bq.borrow_mut().take()));
+}
+
+#[test]
+fn storage_read_api_and_rest_pages_read_the_same_rows() {
+    let bq = BqEmulator::start();
+    // 120,000 rows: three REST pages; several Storage streams.
+    bq.sql(&[
+        "CREATE TABLE ds.wide AS SELECT x AS id, CAST(x AS NUMERIC) / 100 AS num, x / 7 AS f, \
+         IF(MOD(x, 5) = 0, NULL, CONCAT('s', CAST(x AS STRING))) AS s, MOD(x, 2) = 0 AS b, \
+         DATE_ADD(DATE '2024-01-01', INTERVAL MOD(x, 365) DAY) AS d, \
+         TIMESTAMP_ADD(TIMESTAMP '2024-01-01 00:00:00+00', INTERVAL x SECOND) AS ts, \
+         DATETIME_ADD(DATETIME '2024-01-01 00:00:00', INTERVAL x MINUTE) AS dt \
+         FROM UNNEST(GENERATE_ARRAY(0, 119999)) AS x",
+    ]);
+    let read = |toml: &str, after: Option<wharf_operators::watermark::Watermark>| {
+        let config = Config::parse(toml, "w.toml").unwrap();
+        let wh = Warehouse::from_config(&config, "bq").unwrap();
+        let src = SourceRef::Table("wide".into());
+        let schema = wh.describe(&src).unwrap();
+        let mut batches = Vec::new();
+        let mut keep = |b: wharf_operators::arrow::array::RecordBatch| {
+            batches.push(b);
+            true
+        };
+        match after {
+            None => wh.read_snapshot(&src, &mut keep).unwrap(),
+            Some(w) => {
+                let ty = schema
+                    .arrow
+                    .field_with_name("ts")
+                    .unwrap()
+                    .data_type()
+                    .clone();
+                wh.read_after(&src, "ts", &ty, Some(w), &mut keep).unwrap()
+            }
+        }
+        let all = wharf_operators::arrow::compute::concat_batches(&schema.arrow, &batches).unwrap();
+        // Streams interleave: order by id.
+        let ids = all.column(0).as_primitive::<Int64Type>();
+        let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+        order.sort_by_key(|i| ids.value(*i as usize));
+        let order = wharf_operators::arrow::array::UInt32Array::from(order);
+        (
+            batches.len(),
+            wharf_operators::arrow::compute::take_record_batch(&all, &order).unwrap(),
+        )
+    };
+    let storage = bq.toml();
+    let rest = format!("{storage}storage_read = false\n");
+    let (storage_batches, by_storage) = read(&storage, None);
+    let (rest_batches, by_rest) = read(&rest, None);
+    assert_eq!(by_rest.num_rows(), 120_000);
+    assert!(rest_batches >= 3, "REST pages: {rest_batches}");
+    assert!(storage_batches >= 2, "Storage batches: {storage_batches}");
+    assert_eq!(by_storage, by_rest, "the two APIs disagree");
+    // Append reads: the cursor's condition as the Storage API's row restriction.
+    let after = Some(wharf_operators::watermark::Watermark::TimestampMicros(
+        1_704_067_200_000_000 + 100_000 * 1_000_000,
+    ));
+    let (_, late_storage) = read(&storage, after);
+    let (_, late_rest) = read(&rest, after);
+    assert_eq!(late_rest.num_rows(), 19_999);
+    assert_eq!(late_storage, late_rest);
+}
+
+#[test]
+fn bigquery_change_history_output_decodes_and_compacts() {
+    let bq = BqEmulator::start();
+    // The shape of `SELECT * FROM CHANGES(TABLE t, …)`: bqemulator has no change history, so a
+    // table of that shape stands in for its output.
+    bq.sql(&[
+        "CREATE TABLE ds.users_changes (id INT64, name STRING, _CHANGE_TYPE STRING, _CHANGE_TIMESTAMP TIMESTAMP)",
+        "INSERT INTO ds.users_changes VALUES \
+         (1, 'mid', 'UPDATE', TIMESTAMP '2024-01-01 00:02:00+00'), \
+         (1, 'new', 'UPDATE', TIMESTAMP '2024-01-01 00:03:00+00'), \
+         (2, 'gone', 'DELETE', TIMESTAMP '2024-01-01 00:02:00+00'), \
+         (3, 'added', 'INSERT', TIMESTAMP '2024-01-01 00:04:00+00'), \
+         (4, 'brief', 'DELETE', TIMESTAMP '2024-01-01 00:05:00+00'), \
+         (4, 'brief', 'INSERT', TIMESTAMP '2024-01-01 00:01:00+00')",
+        "CREATE TABLE ds.users_t (id INT64, name STRING)",
+    ]);
+    let config = Config::parse(&bq.toml(), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    common::scenario::check_change_output(
+        &wh,
+        "users_changes",
+        wharf::warehouse::changes::ChangeFormat::BigQuery,
+        "id",
+        &[
+            (1, "new", "update"),
+            (2, "gone", "delete"),
+            (3, "added", "insert"),
+            (4, "brief", "delete"),
+        ],
+    );
+    let why = wh
+        .changes_unavailable(&SourceRef::Table("users_t".into()))
+        .unwrap()
+        .expect("bqemulator has no change history");
+    assert!(why.contains("enable_change_history"), "{why}");
+}
+
+/// Google's token endpoint played by tests/python/google_token_server.py, which checks each
+/// assertion with Google's own library (google-auth, from the bqemulator venv).
+struct TokenServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TokenServer {
+    fn start(sa_json: &std::path::Path) -> TokenServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bq_python())
+            .arg(script())
+            .arg("serve")
+            .arg(sa_json)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the venv-bq python (installed by .ci/run)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the token server's port");
+        TokenServer { child, port }
+    }
+
+    fn issued(&self) -> u64 {
+        let body = std::process::Command::new(bq_python())
+            .args([
+                "-c",
+                &format!(
+                    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{}/count').read().decode())",
+                    self.port
+                ),
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body.stdout).unwrap();
+        v["issued"].as_u64().unwrap()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bq_python() -> std::path::PathBuf {
+    common::emulators::venv_python("venv-bq")
+}
+
+fn script() -> String {
+    format!(
+        "{}/tests/python/google_token_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn service_account(key_pem: &str, token_uri: &str) -> Value {
+    json!({
+        "type": "service_account",
+        "project_id": "test-proj",
+        "private_key_id": "0123456789abcdef",
+        "private_key": key_pem,
+        "client_email": "wharf-loader@test-proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    })
+}
+
+#[test]
+fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
+    let bq = BqEmulator::start();
+    bq.sql(&[
+        "CREATE TABLE ds.sa_t (id INT64)",
+        "INSERT INTO ds.sa_t VALUES (1), (2), (3)",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = std::fs::read_to_string(format!(
+        "{}/tests/data/test-rsa-key.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    // The endpoint knows the account's registered key (the test key).
+    let registered = dir.path().join("registered.json");
+    std::fs::write(&registered, service_account(&key, "unused").to_string()).unwrap();
+    let server = TokenServer::start(&registered);
+    let token_uri = format!("http://127.0.0.1:{}/token", server.port);
+    let toml = |file: &std::path::Path| {
+        format!(
+            "[warehouses.bq]\ntype = \"bigquery\"\nproject = \"test-proj\"\ndataset = \"ds\"\nendpoint = \"{}\"\ncredentials_file = \"{}\"\n",
+            bq.url(),
+            file.display()
+        )
+    };
+    let good = dir.path().join("sa.json");
+    std::fs::write(&good, service_account(&key, &token_uri).to_string()).unwrap();
+    let config = Config::parse(&toml(&good), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    wh.check().unwrap();
+    let src = SourceRef::Table("sa_t".into());
+    assert_eq!(wh.count(&src).unwrap(), 3);
+    assert_eq!(wh.preview(&src, 10).unwrap()[0].num_rows(), 3);
+    assert_eq!(
+        server.issued(),
+        1,
+        "one token, reused until it nears its expiry"
+    );
+
+    // Another key under the same account: refused by the endpoint, reported without secrets.
+    let other = dir.path().join("other.pem");
+    let out = std::process::Command::new(bq_python())
+        .arg(script())
+        .arg("genkey")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let other_key = std::fs::read_to_string(&other).unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, service_account(&other_key, &token_uri).to_string()).unwrap();
+    let config = Config::parse(&toml(&bad), "w.toml").unwrap();
+    let e = Warehouse::from_config(&config, "bq")
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("service-account sign-in") && e.contains("invalid_grant"),
+        "{e}"
+    );
+    let secret_line = other_key.lines().nth(1).unwrap();
+    assert!(
+        !e.contains(secret_line) && !e.contains("eyJ"),
+        "a secret leaked: {e}"
+    );
+    assert_eq!(server.issued(), 1);
+
+    // A file that is not a key, and two ways of signing in at once.
+    std::fs::write(&bad, "{\"client_email\": \"x\"}").unwrap();
+    let config = Config::parse(&toml(&bad), "w.toml").unwrap();
+    let e = Warehouse::from_config(&config, "bq")
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a service account key"), "{e}");
+    let e = Config::parse(&format!("{}access_token = \"t\"\n", toml(&good)), "w.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not several"), "{e}");
 }

@@ -133,3 +133,41 @@ fn append_full_and_mirror_syncs_from_databricks_into_the_receiver() {
     };
     sync_scenario(&fx, scenario, || drop(lake.borrow_mut().take()));
 }
+
+#[test]
+fn databricks_change_feed_output_decodes_and_compacts() {
+    let lake = MiniLake::start();
+    // The shape of `SELECT * FROM table_changes('t', v)`: minilake has no Change Data Feed, so
+    // a table of that shape stands in for its output.
+    lake.sql(&[
+        "CREATE TABLE cat.s.users_changes (id BIGINT, name VARCHAR, _change_type VARCHAR, \
+         _commit_version BIGINT, _commit_timestamp TIMESTAMP)",
+        "INSERT INTO cat.s.users_changes VALUES \
+         (1, 'new', 'update_postimage', 3, TIMESTAMP '2024-01-01 00:03:00'), \
+         (1, 'old', 'update_preimage', 3, TIMESTAMP '2024-01-01 00:03:00'), \
+         (2, 'gone', 'delete', 2, TIMESTAMP '2024-01-01 00:02:00'), \
+         (3, 'added', 'insert', 4, TIMESTAMP '2024-01-01 00:04:00'), \
+         (4, 'brief', 'insert', 1, TIMESTAMP '2024-01-01 00:01:00'), \
+         (4, 'brief', 'delete', 5, TIMESTAMP '2024-01-01 00:05:00')",
+        "CREATE TABLE cat.s.users_t (id BIGINT, name VARCHAR)",
+    ]);
+    let config = Config::parse(&lake.toml(), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "dbx").unwrap();
+    common::scenario::check_change_output(
+        &wh,
+        "users_changes",
+        wharf::warehouse::changes::ChangeFormat::Databricks,
+        "id",
+        &[
+            (1, "new", "update"),
+            (2, "gone", "delete"),
+            (3, "added", "insert"),
+            (4, "brief", "delete"),
+        ],
+    );
+    let why = wh
+        .changes_unavailable(&SourceRef::Table("users_t".into()))
+        .unwrap()
+        .expect("minilake has no Change Data Feed");
+    assert!(why.contains("delta.enableChangeDataFeed"), "{why}");
+}

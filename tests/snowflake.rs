@@ -259,3 +259,139 @@ fn transient_http_errors_are_retried() {
     assert_eq!(wh.count(&SourceRef::Table("t".into())).unwrap(), 1000);
     assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
 }
+
+/// The test key (tests/data/README).
+fn test_key_path() -> String {
+    format!("{}/tests/data/test-rsa-key.pem", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn snowflake_key_pair_jwt_matches_the_official_connector() {
+    let key =
+        wharf::warehouse::jwt::RsaKey::from_pem(&std::fs::read_to_string(test_key_path()).unwrap())
+            .unwrap();
+    // An org-account identifier and a locator with region and cloud: the connector folds them.
+    for account in ["myorg-acct", "xy12345.us-east-2.aws"] {
+        let token = wharf::warehouse::snowflake::keypair_jwt(
+            account,
+            "Loader",
+            &key,
+            chrono::Utc::now().timestamp(),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::emulators::venv_python("venv-snow"))
+            .arg(format!(
+                "{}/tests/python/snowflake_keypair_check.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args([&test_key_path(), account, "Loader", &token])
+            .output()
+            .expect("run the venv-snow python (installed by .ci/run)");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+            "{account}: {}",
+            common::text(&out)
+        );
+    }
+}
+
+#[test]
+fn snowflake_key_pair_sign_in_and_clear_key_errors() {
+    let sf = FakeSnow::start();
+    sf.sql(&[
+        "CREATE TABLE kp_t (id NUMBER)",
+        "INSERT INTO kp_t VALUES (1), (2)",
+    ]);
+    let toml = |key: &str| {
+        format!(
+            "[warehouses.sf]\ntype = \"snowflake\"\naccount = \"wharf-test\"\nuser = \"loader\"\nprivate_key_file = \"{key}\"\ndatabase = \"DB\"\nurl = \"{}\"\n",
+            sf.url()
+        )
+    };
+    // fakesnow accepts any login: this shows the key-pair login body is a valid one.
+    let config = Config::parse(&toml(&test_key_path()), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    wh.check().unwrap();
+    assert_eq!(wh.count(&SourceRef::Table("kp_t".into())).unwrap(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let config = Config::parse(&toml(bad.to_str().unwrap()), "w.toml").unwrap();
+    let e = Warehouse::from_config(&config, "sf")
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key-pair sign-in") && e.contains("RSA"), "{e}");
+    assert!(!e.contains("c2VjcmV0"), "the key leaked: {e}");
+
+    let e = Config::parse(
+        "[warehouses.sf]\ntype = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\nprivate_key_file = \"k.pem\"\ndatabase = \"DB\"\n",
+        "w.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("warehouses.sf.private_key") && e.contains("not several"),
+        "{e}"
+    );
+}
+
+#[test]
+fn snowflake_change_output_decodes_and_compacts() {
+    let sf = FakeSnow::start();
+    // The shape of `SELECT * FROM t CHANGES(INFORMATION => DEFAULT) …`: fakesnow has no
+    // CHANGES clause, so a table of that shape stands in for its output.
+    sf.sql(&[
+        "CREATE TABLE users_changes (ID NUMBER(38,0), NAME VARCHAR, \"METADATA$ACTION\" VARCHAR, \
+         \"METADATA$ISUPDATE\" BOOLEAN, \"METADATA$ROW_ID\" VARCHAR)",
+        "INSERT INTO users_changes VALUES (1, 'old', 'DELETE', true, 'r1'), (1, 'new', 'INSERT', true, 'r1'), \
+         (2, 'gone', 'DELETE', false, 'r2'), (3, 'added', 'INSERT', false, 'r3')",
+        "CREATE TABLE users_t (ID NUMBER(38,0), NAME VARCHAR)",
+    ]);
+    let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    common::scenario::check_change_output(
+        &wh,
+        "users_changes",
+        wharf::warehouse::changes::ChangeFormat::Snowflake,
+        "ID",
+        &[
+            (1, "new", "update"),
+            (2, "gone", "delete"),
+            (3, "added", "insert"),
+        ],
+    );
+    let why = wh
+        .changes_unavailable(&SourceRef::Table("users_t".into()))
+        .unwrap()
+        .expect("fakesnow has no CHANGES clause");
+    assert!(why.contains("CHANGE_TRACKING = TRUE"), "{why}");
+}
+
+#[test]
+fn snowflake_session_is_reused_and_renewed_once_refused() {
+    let sf = FakeSnow::start();
+    let port = sf.port;
+    sf.sql(&["CREATE TABLE s_t (id NUMBER)", "INSERT INTO s_t VALUES (1)"]);
+    let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let src = SourceRef::Table("s_t".into());
+    assert_eq!(wh.count(&src).unwrap(), 1);
+    assert_eq!(wh.count(&src).unwrap(), 1, "the cached session");
+    // A new server knows no session: it answers the cached token with 401 / 390104 ("User
+    // must login again"), and wharf signs in again instead of failing.
+    drop(sf);
+    let sf = FakeSnow::start_on(port);
+    sf.sql(&[
+        "CREATE TABLE s_t (id NUMBER)",
+        "INSERT INTO s_t VALUES (1), (2)",
+    ]);
+    assert_eq!(wh.count(&src).unwrap(), 2);
+    assert_eq!(wh.describe(&src).unwrap().columns.len(), 1);
+}

@@ -2,11 +2,16 @@
 //! warehouse produced them.
 
 pub mod bigquery;
+pub mod changes;
 pub mod databricks;
 pub mod duckdb;
 mod http;
+pub mod jwt;
 pub mod postgres;
 pub mod snowflake;
+mod sql;
+
+use std::sync::Arc;
 
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
@@ -196,11 +201,19 @@ impl Warehouse {
                         .to_string(),
                     account: sf.account.clone(),
                     user: sf.user.clone(),
-                    password: sf
-                        .password
-                        .as_ref()
-                        .map(|p| p.expose().to_string())
-                        .unwrap_or_default(),
+                    auth: match (&sf.password, &sf.private_key, &sf.private_key_file) {
+                        (_, Some(pem), _) => {
+                            snowflake::SnowflakeAuth::KeyPair(pem.expose().to_string())
+                        }
+                        (_, None, Some(path)) => snowflake::SnowflakeAuth::KeyPairFile(
+                            config.resolve(std::path::Path::new(path)),
+                        ),
+                        (p, None, None) => snowflake::SnowflakeAuth::Password(
+                            p.as_ref()
+                                .map(|p| p.expose().to_string())
+                                .unwrap_or_default(),
+                        ),
+                    },
                     database: sf.database.clone(),
                     schema: sf.schema.clone().unwrap_or_else(|| "PUBLIC".into()),
                     warehouse: sf.warehouse.clone(),
@@ -239,16 +252,52 @@ impl Warehouse {
                     project: b.project.clone(),
                     dataset: b.dataset.clone(),
                     location: b.location.clone(),
-                    access_token: b.access_token.as_ref().map(|t| t.expose().to_string()),
+                    auth: match (&b.access_token, &b.credentials, &b.credentials_file) {
+                        (Some(t), _, _) => bigquery::BigQueryAuth::Token(t.expose().to_string()),
+                        (None, None, None) => bigquery::BigQueryAuth::None,
+                        (None, json, file) => {
+                            let json = match (json, file) {
+                                (Some(j), _) => Ok(j.expose().to_string()),
+                                (None, Some(f)) => {
+                                    std::fs::read_to_string(config.resolve(std::path::Path::new(f)))
+                                        .map_err(|e| format!("cannot read {f}: {e}"))
+                                }
+                                (None, None) => Ok(String::new()),
+                            };
+                            match json.and_then(|j| bigquery::ServiceAccount::from_json(&j)) {
+                                Ok(sa) => bigquery::BigQueryAuth::ServiceAccount(Arc::new(sa)),
+                                Err(message) => bigquery::BigQueryAuth::Invalid(message),
+                            }
+                        }
+                    },
                     timeout: b
                         .timeout
                         .as_deref()
                         .and_then(crate::config::parse_duration)
                         .unwrap_or(std::time::Duration::from_secs(60)),
+                    // Google's Storage API with Google's REST API; an emulator's only when set.
+                    storage_endpoint: match (&b.storage_endpoint, &b.endpoint) {
+                        (Some(e), _) => Some(e.trim_end_matches('/').to_string()),
+                        (None, None) => Some("https://bigquerystorage.googleapis.com".into()),
+                        (None, Some(_)) => None,
+                    }
+                    .filter(|_| b.storage_read.unwrap_or(true)),
+                    storage_streams: b.storage_streams.unwrap_or(4),
                 };
                 Warehouse::BigQuery(bigquery::BigQueryWarehouse::new(name, settings))
             }
         })
+    }
+
+    /// The warehouse by how it is read.
+    pub(crate) fn kind(&self) -> Kind<'_> {
+        match self {
+            Warehouse::DuckDb(w) => Kind::DuckDb(w),
+            Warehouse::Postgres(w) => Kind::Postgres(w),
+            Warehouse::Snowflake(w) => Kind::Sql(w),
+            Warehouse::Databricks(w) => Kind::Sql(w),
+            Warehouse::BigQuery(w) => Kind::Sql(w),
+        }
     }
 
     /// Connects once (the health check).
@@ -282,30 +331,22 @@ impl Warehouse {
         key: &[String],
         order: &str,
     ) -> SourceRef {
-        match self {
-            Warehouse::DuckDb(_) => duckdb::DuckDbWarehouse::latest_per_key(src, key, order),
-            Warehouse::Postgres(_) => {
+        match self.kind() {
+            Kind::DuckDb(_) => duckdb::DuckDbWarehouse::latest_per_key(src, key, order),
+            Kind::Postgres(_) => {
                 let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
                 postgres::PostgresWarehouse::latest_per_key(src, &columns, key, order)
             }
-            Warehouse::Snowflake(_) => {
-                snowflake::SnowflakeWarehouse::latest_per_key(src, key, order)
-            }
-            Warehouse::Databricks(_) => {
-                databricks::DatabricksWarehouse::latest_per_key(src, key, order)
-            }
-            Warehouse::BigQuery(w) => w.latest_per_key(src, key, order),
+            Kind::Sql(w) => w.latest_per_key(src, key, order),
         }
     }
 
     /// The number of rows of `src`.
     pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        match self {
-            Warehouse::DuckDb(w) => w.count(src),
-            Warehouse::Postgres(w) => w.count(src),
-            Warehouse::Snowflake(w) => w.count(src),
-            Warehouse::Databricks(w) => w.count(src),
-            Warehouse::BigQuery(w) => w.count(src),
+        match self.kind() {
+            Kind::DuckDb(w) => w.count(src),
+            Kind::Postgres(w) => w.count(src),
+            Kind::Sql(w) => w.count(src),
         }
     }
 
@@ -317,12 +358,10 @@ impl Warehouse {
         cursor_type: &DataType,
         after: Option<Watermark>,
     ) -> Result<u64, WarehouseError> {
-        match self {
-            Warehouse::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
-            Warehouse::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
-            Warehouse::Snowflake(w) => w.count_after(src, cursor, cursor_type, after),
-            Warehouse::Databricks(w) => w.count_after(src, cursor, cursor_type, after),
-            Warehouse::BigQuery(w) => w.count_after(src, cursor, cursor_type, after),
+        match self.kind() {
+            Kind::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
+            Kind::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
+            Kind::Sql(w) => w.count_after(src, cursor, cursor_type, after),
         }
     }
 
@@ -333,14 +372,12 @@ impl Warehouse {
         cursor: &str,
         cursor_type: &DataType,
         after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
+        mut each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        match self {
-            Warehouse::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Warehouse::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Warehouse::Snowflake(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Warehouse::Databricks(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Warehouse::BigQuery(w) => w.read_after(src, cursor, cursor_type, after, each),
+        match self.kind() {
+            Kind::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Kind::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
+            Kind::Sql(w) => w.read_after(src, cursor, cursor_type, after, &mut each),
         }
     }
 
@@ -348,14 +385,12 @@ impl Warehouse {
     pub fn read_snapshot(
         &self,
         src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
+        mut each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        match self {
-            Warehouse::DuckDb(w) => w.read_snapshot(src, each),
-            Warehouse::Postgres(w) => w.read_snapshot(src, each),
-            Warehouse::Snowflake(w) => w.read_snapshot(src, each),
-            Warehouse::Databricks(w) => w.read_snapshot(src, each),
-            Warehouse::BigQuery(w) => w.read_snapshot(src, each),
+        match self.kind() {
+            Kind::DuckDb(w) => w.read_snapshot(src, each),
+            Kind::Postgres(w) => w.read_snapshot(src, each),
+            Kind::Sql(w) => w.read_snapshot(src, &mut each),
         }
     }
 
@@ -365,14 +400,65 @@ impl Warehouse {
         src: &SourceRef,
         limit: usize,
     ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        match self {
-            Warehouse::DuckDb(w) => w.preview(src, limit),
-            Warehouse::Postgres(w) => w.preview(src, limit),
-            Warehouse::Snowflake(w) => w.preview(src, limit),
-            Warehouse::Databricks(w) => w.preview(src, limit),
-            Warehouse::BigQuery(w) => w.preview(src, limit),
+        match self.kind() {
+            Kind::DuckDb(w) => w.preview(src, limit),
+            Kind::Postgres(w) => w.preview(src, limit),
+            Kind::Sql(w) => w.preview(src, limit),
         }
     }
+
+    /// Whether this warehouse reads changes from a change function (Snowflake `CHANGES`,
+    /// Databricks' Change Data Feed, BigQuery `CHANGES`); PostgreSQL's logical decoding is
+    /// handled apart.
+    pub fn has_change_function(&self) -> bool {
+        matches!(self.kind(), Kind::Sql(w) if w.change_format().is_some())
+    }
+
+    /// `None` when the change output of `src` can be read, else why not.
+    pub fn changes_unavailable(&self, src: &SourceRef) -> Result<Option<String>, WarehouseError> {
+        match self.kind() {
+            Kind::Sql(w) => w.changes_unavailable(src),
+            _ => Ok(Some("no change function here".into())),
+        }
+    }
+
+    /// The current position of the change output of `src`.
+    pub fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError> {
+        match self.kind() {
+            Kind::Sql(w) => w.change_position(src),
+            _ => Err(WarehouseError::Query {
+                source_ref: src.clone(),
+                message: "no change function here".into(),
+                transient: false,
+            }),
+        }
+    }
+
+    /// The changes of `src` after `from` up to `to`, compacted by `key`.
+    pub fn read_changes(
+        &self,
+        src: &SourceRef,
+        key: &[String],
+        from: Watermark,
+        to: Watermark,
+    ) -> Result<changes::Compacted, WarehouseError> {
+        match self.kind() {
+            Kind::Sql(w) => w.read_changes(src, key, from, to),
+            _ => Err(WarehouseError::Query {
+                source_ref: src.clone(),
+                message: "no change function here".into(),
+                transient: false,
+            }),
+        }
+    }
+}
+
+/// A [`Warehouse`] by how it is read.
+pub(crate) enum Kind<'a> {
+    DuckDb(&'a duckdb::DuckDbWarehouse),
+    Postgres(&'a postgres::PostgresWarehouse),
+    /// The SQL-over-HTTP warehouses.
+    Sql(&'a dyn sql::SqlApi),
 }
 
 /// How a SQL dialect writes the literals of an append cursor's `WHERE` clause.

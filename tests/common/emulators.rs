@@ -23,18 +23,48 @@ fn cache() -> PathBuf {
     PathBuf::from(format!("{home}/.cache/wharf"))
 }
 
-fn fakesnow_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("WHARF_FAKESNOW") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let p = PathBuf::from(format!("{home}/.cache/wharf/venv-snow/bin/fakesnow"));
+/// The Python of one of the emulator venvs (`venv-snow`, `venv-lake`, `venv-bq`), whose
+/// official client libraries some tests use as references.
+pub fn venv_python(venv: &str) -> PathBuf {
+    cache().join(venv).join("bin/python")
+}
+
+/// An emulator's program: `$<env>` if set, else `default` (under the cache), which must exist.
+fn binary(env: &str, default: PathBuf, what: &str) -> PathBuf {
+    let p = std::env::var(env).map(PathBuf::from).unwrap_or(default);
     assert!(
         p.exists(),
-        "fakesnow is not installed at {}: run .ci/run (it installs fakesnow[server] into a venv) or set WHARF_FAKESNOW",
+        "{what} is not installed at {}: run .ci/run (it installs {what} into a venv) or set {env}",
         p.display()
     );
     p
+}
+
+/// Waits (60 s at most) until `port` accepts connections and `ready` holds; fails at once,
+/// saying how to see why, if `child` (started from `bin`) exits first.
+fn wait_until_up(child: &mut Child, port: u16, bin: &std::path::Path, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{} exited ({status}); run it by hand to see why",
+                bin.display()
+            );
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} did not start", bin.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fakesnow_binary() -> PathBuf {
+    binary(
+        "WHARF_FAKESNOW",
+        cache().join("venv-snow/bin/fakesnow"),
+        "fakesnow",
+    )
 }
 
 /// A fakesnow server on 127.0.0.1 (in memory), stopped when dropped.
@@ -46,24 +76,19 @@ pub struct FakeSnow {
 
 impl FakeSnow {
     pub fn start() -> FakeSnow {
-        let port = free_port();
-        let mut child = Command::new(fakesnow_binary())
+        FakeSnow::start_on(free_port())
+    }
+
+    /// A fakesnow on `port` (e.g. a restart on the port of one that stopped).
+    pub fn start_on(port: u16) -> FakeSnow {
+        let bin = fakesnow_binary();
+        let mut child = Command::new(&bin)
             .args(["-s", "-p", &port.to_string(), "--host", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start fakesnow");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "fakesnow exited ({status}); run `{} -s -p {port} --host 127.0.0.1` to see why",
-                    fakesnow_binary().display()
-                );
-            }
-            assert!(Instant::now() < deadline, "fakesnow did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_up(&mut child, port, &bin, || true);
         FakeSnow {
             child,
             port,
@@ -131,11 +156,9 @@ impl Drop for FakeSnow {
 }
 
 fn venv() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(
-        std::env::var("WHARF_LAKE_VENV")
-            .unwrap_or_else(|_| format!("{home}/.cache/wharf/venv-lake")),
-    )
+    std::env::var("WHARF_LAKE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache().join("venv-lake"))
 }
 
 /// A minilake server on 127.0.0.1 with a SQL warehouse and the catalog `cat`, schema `s`.
@@ -149,15 +172,7 @@ pub struct MiniLake {
 
 impl MiniLake {
     pub fn start() -> MiniLake {
-        let bin = std::env::var("WHARF_MINILAKE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| venv().join("bin/minilake"));
-        assert!(
-            bin.exists(),
-            "minilake is not installed at {}: run .ci/run (it installs minilake into a venv) or set WHARF_MINILAKE",
-            bin.display()
-        );
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let bin = binary("WHARF_MINILAKE", venv().join("bin/minilake"), "minilake");
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut child = Command::new(&bin)
@@ -169,23 +184,13 @@ impl MiniLake {
             .env("MINILAKE_NOTEBOOK", "0")
             .env(
                 "MINILAKE_DUCKDB_EXTENSION_DIR",
-                format!("{home}/.cache/wharf/duckdb-extensions"),
+                cache().join("duckdb-extensions"),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start minilake");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "minilake exited ({status}); run {} by hand to see why",
-                    bin.display()
-                );
-            }
-            assert!(Instant::now() < deadline, "minilake did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_up(&mut child, port, &bin, || true);
         let mut lake = MiniLake {
             child,
             port,
@@ -262,18 +267,17 @@ impl Drop for MiniLake {
 pub struct BqEmulator {
     child: Child,
     pub port: u16,
+    /// The Storage (gRPC) API's port.
+    pub grpc: u16,
     pub rt: tokio::runtime::Runtime,
 }
 
 impl BqEmulator {
     pub fn start() -> BqEmulator {
-        let bin = std::env::var("WHARF_BQEMULATOR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| cache().join("venv-bq/bin/bqemulator"));
-        assert!(
-            bin.exists(),
-            "bqemulator is not installed at {}: run .ci/run (it installs it into a venv) or set WHARF_BQEMULATOR",
-            bin.display()
+        let bin = binary(
+            "WHARF_BQEMULATOR",
+            cache().join("venv-bq/bin/bqemulator"),
+            "bqemulator",
         );
         let (port, grpc) = (free_port(), free_port());
         let mut child = Command::new(&bin)
@@ -295,35 +299,26 @@ impl BqEmulator {
             .stderr(Stdio::null())
             .spawn()
             .expect("start bqemulator");
-        let deadline = Instant::now() + Duration::from_secs(60);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "bqemulator exited ({status}); run {} start by hand to see why",
-                    bin.display()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let ok = rt.block_on(async {
-                    reqwest::Client::new()
-                        .get(format!("http://127.0.0.1:{port}/healthz"))
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                });
-                if ok {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "bqemulator did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let bq = BqEmulator { child, port, rt };
+        wait_until_up(&mut child, port, &bin, || {
+            rt.block_on(async {
+                reqwest::Client::new()
+                    .get(format!("http://127.0.0.1:{port}/healthz"))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            })
+        });
+        let bq = BqEmulator {
+            child,
+            port,
+            grpc,
+            rt,
+        };
         bq.post(
             "/datasets",
             json!({"datasetReference": {"projectId": "test-proj", "datasetId": "ds"}, "location": "US"}),
@@ -365,8 +360,9 @@ impl BqEmulator {
 
     pub fn toml(&self) -> String {
         format!(
-            "[warehouses.bq]\ntype = \"bigquery\"\nproject = \"test-proj\"\ndataset = \"ds\"\nendpoint = \"{}\"\naccess_token = \"ya29.s3cret-token\"\n",
-            self.url()
+            "[warehouses.bq]\ntype = \"bigquery\"\nproject = \"test-proj\"\ndataset = \"ds\"\nendpoint = \"{}\"\nstorage_endpoint = \"http://127.0.0.1:{}\"\naccess_token = \"ya29.s3cret-token\"\n",
+            self.url(),
+            self.grpc
         )
     }
 }

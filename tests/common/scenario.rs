@@ -112,3 +112,55 @@ pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
     assert!(t.contains(&down) && t.contains("cannot reach"), "{t}");
     assert!(!t.contains(s.secret), "{t}");
 }
+
+/// The change rows every connector's change-output test holds, in the warehouse's own
+/// change-output shape (`table`: id, name, then the metadata columns), as the emulators cannot
+/// produce the real thing: key 1 updated, key 2 deleted, key 3 inserted, key 4 inserted and
+/// deleted within the window. Reads `table` through the connector (so the emulator's encoding
+/// of those columns goes through wharf's decoding), compacts it as a run would, and checks
+/// each key's op and values.
+pub fn check_change_output(
+    wh: &wharf::warehouse::Warehouse,
+    table: &str,
+    format: wharf::warehouse::changes::ChangeFormat,
+    key: &str,
+    expected: &[(i64, &str, &str)],
+) {
+    use wharf::warehouse::SourceRef;
+    use wharf_operators::arrow::array::AsArray;
+    use wharf_operators::arrow::datatypes::Int64Type;
+    let src = SourceRef::Table(table.into());
+    let mut batches = Vec::new();
+    wh.read_snapshot(&src, |b| {
+        batches.push(b);
+        true
+    })
+    .unwrap();
+    let compacted =
+        wharf::warehouse::changes::compact(&batches, format, &[key.to_string()]).unwrap();
+    let b = &compacted.batches[0];
+    assert_eq!(b.num_columns(), 3, "{:?}", b.schema());
+    let ids = wharf_operators::arrow::compute::cast(
+        b.column(0),
+        &wharf_operators::arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    let ids = ids.as_primitive::<Int64Type>();
+    let names = b.column(1).as_string::<i32>();
+    let ops = b.column(2).as_string::<i32>();
+    let mut got: Vec<(i64, String, String)> = (0..b.num_rows())
+        .map(|i| {
+            (
+                ids.value(i),
+                names.value(i).to_string(),
+                ops.value(i).to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(i64, String, String)> = expected
+        .iter()
+        .map(|(i, n, o)| (*i, n.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -18,9 +18,12 @@
 //! | STRING, BYTES (base64), TIME, JSON, BIGNUMERIC, GEOGRAPHY, INTERVAL | Utf8 |
 //! | RECORD / STRUCT, REPEATED fields | Utf8 holding JSON (objects by field name, arrays) |
 //!
-//! Authentication: `access_token` (an OAuth2 token, e.g. from `gcloud auth
-//! print-access-token`) sent as a bearer token, or none (emulators). Not in this version:
-//! service-account JWT sign-in and the Storage Read API (gRPC, Arrow) for large snapshots.
+//! Authentication: a service account's JSON key (`credentials_file`): wharf signs a JWT with
+//! its RSA key (RS256, `kid` = the key's id, `scope` = BigQuery, `aud` = Google's token
+//! endpoint, as Google's client libraries send it), trades it at the key's `token_uri` for an access token (OAuth2's `jwt-bearer` grant) and
+//! reuses that token until a minute before it expires; or an `access_token` (e.g. from `gcloud
+//! auth print-access-token`) sent as is; or none (emulators). Not in this version: the Storage
+//! Read API (gRPC, Arrow) for large snapshots.
 //! Tested against `bqemulator` (tests/bigquery.rs).
 
 use std::sync::Arc;
@@ -33,6 +36,33 @@ use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef, Time
 use wharf_operators::watermark::Watermark;
 
 use super::databricks::values;
+
+pub mod storage;
+
+/// A Storage Read API batch with the columns and types the REST path gives (`schema`): columns
+/// found by name, cast where the Arrow types differ (e.g. a time zone's spelling).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let i = batch
+                .schema()
+                .fields()
+                .iter()
+                .position(|g| g.name().eq_ignore_ascii_case(f.name()))
+                .ok_or_else(|| format!("the Storage Read API sent no column `{}`", f.name()))?;
+            let col = batch.column(i);
+            if col.data_type() == f.data_type() {
+                Ok(col.clone())
+            } else {
+                wharf_operators::arrow::compute::cast(col, f.data_type())
+                    .map_err(|e| format!("column `{}`: {e}", f.name()))
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 
 /// How to reach BigQuery.
@@ -46,8 +76,12 @@ pub struct BigQuerySettings {
     pub dataset: Option<String>,
     /// The location of the dataset (e.g. `US`, `EU`).
     pub location: Option<String>,
-    /// An OAuth2 access token (never logged), or none.
-    pub access_token: Option<String>,
+    /// How requests are authorized.
+    pub auth: BigQueryAuth,
+    /// The Storage Read API's endpoint (gRPC), for reading tables; `None` reads through REST.
+    pub storage_endpoint: Option<String>,
+    /// Streams a Storage read session asks for.
+    pub storage_streams: u32,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -58,8 +92,155 @@ impl std::fmt::Debug for BigQuerySettings {
             .field("endpoint", &self.endpoint)
             .field("project", &self.project)
             .field("dataset", &self.dataset)
-            .field("access_token", &self.access_token.as_ref().map(|_| "***"))
+            .field("auth", &self.auth)
             .finish()
+    }
+}
+
+/// How BigQuery requests are authorized.
+#[derive(Clone)]
+pub enum BigQueryAuth {
+    /// No `Authorization` header (emulators).
+    None,
+    /// A fixed OAuth2 access token.
+    Token(String),
+    /// A service account's key: tokens are obtained (and cached) by wharf.
+    ServiceAccount(Arc<ServiceAccount>),
+    /// A service account's key that cannot be used; every call fails with this reason.
+    Invalid(String),
+}
+
+impl std::fmt::Debug for BigQueryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BigQueryAuth::None => f.write_str("None"),
+            BigQueryAuth::Token(_) => f.write_str("Token(***)"),
+            BigQueryAuth::ServiceAccount(sa) => write!(f, "ServiceAccount({})", sa.client_email),
+            BigQueryAuth::Invalid(_) => f.write_str("Invalid"),
+        }
+    }
+}
+
+/// The fields of a service account's JSON key wharf uses.
+#[derive(Deserialize)]
+struct ServiceAccountKey {
+    #[serde(rename = "type", default)]
+    kind: String,
+    client_email: String,
+    private_key: String,
+    #[serde(default)]
+    private_key_id: Option<String>,
+    #[serde(default = "default_token_uri")]
+    token_uri: String,
+}
+
+fn default_token_uri() -> String {
+    "https://oauth2.googleapis.com/token".into()
+}
+
+/// A service account that signs in with its key; holds the current access token.
+pub struct ServiceAccount {
+    client_email: String,
+    key: super::jwt::RsaKey,
+    key_id: Option<String>,
+    token_uri: String,
+    token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+/// The audience of every assertion, whatever the key's `token_uri` (as Google's own client
+/// libraries send it).
+const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
+
+/// The OAuth2 scope wharf asks for.
+const BIGQUERY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
+
+impl ServiceAccount {
+    /// Reads a service account's JSON key (the file Google Cloud's console downloads). The
+    /// error never quotes the key.
+    pub fn from_json(json: &str) -> Result<ServiceAccount, String> {
+        let k: ServiceAccountKey = serde_json::from_str(json).map_err(|e| {
+            format!(
+                "not a service account key (JSON with client_email and private_key): line {}, column {}",
+                e.line(),
+                e.column()
+            )
+        })?;
+        if !k.kind.is_empty() && k.kind != "service_account" {
+            return Err(format!(
+                "the key is of type `{}`; wharf needs a `service_account` key",
+                k.kind
+            ));
+        }
+        Ok(ServiceAccount {
+            key: super::jwt::RsaKey::from_pem(&k.private_key)?,
+            client_email: k.client_email,
+            key_id: k.private_key_id,
+            token_uri: k.token_uri,
+            token: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The signed assertion of the `jwt-bearer` grant, issued at `now`.
+    pub fn assertion(&self, now: i64) -> Result<String, String> {
+        self.key.sign(
+            &json!({
+                "iss": self.client_email,
+                "scope": BIGQUERY_SCOPE,
+                "aud": GOOGLE_TOKEN_AUDIENCE,
+                "iat": now,
+                "exp": now + 3600,
+            }),
+            self.key_id.as_deref(),
+        )
+    }
+
+    /// A valid access token: the cached one, or a new one from `token_uri`.
+    async fn access_token(&self, what: &str) -> Result<String, WarehouseError> {
+        let mut cached = self.token.lock().await;
+        if let Some((token, until)) = cached.as_ref() {
+            if std::time::Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let refused = |message: String| WarehouseError::Open {
+            what: what.to_string(),
+            message: format!(
+                "service-account sign-in as {} at {}: {message}",
+                self.client_email, self.token_uri
+            ),
+        };
+        let assertion = self.assertion(super::jwt::now_secs()).map_err(refused)?;
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| refused(e.to_string()))?;
+        let resp = super::http::send(what, || {
+            client
+                .post(&self.token_uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone())
+        })
+        .await?;
+        let status = resp.status();
+        let answer: Value =
+            serde_json::from_slice(&super::http::body(what, resp).await?).unwrap_or(Value::Null);
+        let token = answer["access_token"]
+            .as_str()
+            .filter(|_| status.is_success());
+        let Some(token) = token else {
+            return Err(refused(format!(
+                "HTTP {status}: {} {}",
+                answer["error"].as_str().unwrap_or("no error code"),
+                answer["error_description"].as_str().unwrap_or("")
+            )));
+        };
+        let lifetime = answer["expires_in"].as_u64().unwrap_or(3600);
+        let until = std::time::Instant::now() + Duration::from_secs(lifetime.saturating_sub(60));
+        *cached = Some((token.to_string(), until));
+        Ok(token.to_string())
     }
 }
 
@@ -324,12 +505,28 @@ impl BigQueryWarehouse {
         Self::query_err(src, format!("{reason}: {message}"))
     }
 
-    async fn call(
+    /// The bearer token requests carry, if any.
+    async fn bearer(&self) -> Result<Option<String>, WarehouseError> {
+        Ok(match &self.settings.auth {
+            BigQueryAuth::None => None,
+            BigQueryAuth::Token(t) => Some(t.clone()),
+            BigQueryAuth::ServiceAccount(sa) => Some(sa.access_token(&self.what()).await?),
+            BigQueryAuth::Invalid(reason) => {
+                return Err(WarehouseError::Open {
+                    what: self.what(),
+                    message: format!("the service account key: {reason}"),
+                })
+            }
+        })
+    }
+
+    /// Sends an authorized request; the body of a 2xx answer, else the error it reports.
+    async fn request(
         &self,
         src: &SourceRef,
         build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<QueryAnswer, WarehouseError> {
-        let token = self.settings.access_token.clone();
+    ) -> Result<bytes::Bytes, WarehouseError> {
+        let token = self.bearer().await?;
         let resp = super::http::send(&self.what(), || {
             let r = build();
             match &token {
@@ -350,12 +547,151 @@ impl BigQueryWarehouse {
             };
             return Err(self.failure(src, status, &message, &errors));
         }
+        Ok(body)
+    }
+
+    async fn call(
+        &self,
+        src: &SourceRef,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<QueryAnswer, WarehouseError> {
+        let body = self.request(src, build).await?;
         let answer: QueryAnswer = serde_json::from_slice(&body)
             .map_err(|e| Self::query_err(src, format!("unexpected answer: {e}")))?;
         if !answer.errors.is_empty() {
-            return Err(self.failure(src, status, "", &answer.errors));
+            return Err(self.failure(src, 200, "", &answer.errors));
         }
         Ok(answer)
+    }
+
+    /// `(project, dataset, table)` of a table name (unqualified names get the configured
+    /// dataset), if it names one.
+    fn table_parts(&self, t: &str) -> Option<(String, String, String)> {
+        let parts: Vec<&str> = t.split('.').map(|p| p.trim_matches('`')).collect();
+        match (parts.as_slice(), &self.settings.dataset) {
+            ([table], Some(d)) => {
+                Some((self.settings.project.clone(), d.clone(), table.to_string()))
+            }
+            ([dataset, table], _) => Some((
+                self.settings.project.clone(),
+                dataset.to_string(),
+                table.to_string(),
+            )),
+            ([project, dataset, table], _) => {
+                Some((project.to_string(), dataset.to_string(), table.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The Storage Read API's plan for `src`: the table's path and the Arrow schema wharf
+    /// gives its rows, or `None` when the REST API reads it (no Storage endpoint, a query, or a
+    /// column type whose REST text form the Storage API's Arrow does not match).
+    async fn storage_plan(
+        &self,
+        src: &SourceRef,
+    ) -> Result<Option<(String, SchemaRef)>, WarehouseError> {
+        let (Some(_), SourceRef::Table(t)) = (&self.settings.storage_endpoint, src) else {
+            return Ok(None);
+        };
+        let Some((project, dataset, table)) = self.table_parts(t) else {
+            return Ok(None);
+        };
+        let s = &self.settings;
+        let client = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .build()
+            .map_err(|e| WarehouseError::Unavailable {
+                what: self.what(),
+                message: e.to_string(),
+            })?;
+        let url = format!(
+            "{}/bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}",
+            s.endpoint
+        );
+        let body = self.request(src, || client.get(&url)).await?;
+        #[derive(Deserialize)]
+        struct TableAnswer {
+            #[serde(default)]
+            schema: Option<Fields>,
+        }
+        let answer: TableAnswer = serde_json::from_slice(&body)
+            .map_err(|e| Self::query_err(src, format!("unexpected table answer: {e}")))?;
+        let fields = answer.schema.map(|f| f.fields).unwrap_or_default();
+        let plain = |f: &FieldSchema| {
+            !f.repeated()
+                && matches!(
+                    f.kind.as_str(),
+                    "INTEGER"
+                        | "INT64"
+                        | "FLOAT"
+                        | "FLOAT64"
+                        | "NUMERIC"
+                        | "BOOLEAN"
+                        | "BOOL"
+                        | "DATE"
+                        | "TIMESTAMP"
+                        | "DATETIME"
+                        | "STRING"
+                )
+        };
+        if fields.is_empty() || !fields.iter().all(plain) {
+            return Ok(None);
+        }
+        Ok(Some((
+            format!("projects/{project}/datasets/{dataset}/tables/{table}"),
+            arrow_schema(&fields),
+        )))
+    }
+
+    /// Reads `table` through the Storage Read API, rows matching `restriction` (a condition,
+    /// or empty), as batches of `schema`.
+    async fn storage_read(
+        &self,
+        src: &SourceRef,
+        table: String,
+        schema: &SchemaRef,
+        restriction: String,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let s = &self.settings;
+        let endpoint = s.storage_endpoint.clone().unwrap_or_default();
+        let req = storage::ReadRequest {
+            endpoint: &endpoint,
+            project: &s.project,
+            table,
+            row_restriction: restriction,
+            max_streams: s.storage_streams.max(1),
+            token: self.bearer().await?,
+            timeout: s.timeout,
+        };
+        let mut failed = None;
+        let result = storage::read(&req, &mut |batch| match conform(&batch, schema) {
+            Ok(b) => each(b),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })
+        .await;
+        if let Some(e) = failed {
+            return Err(Self::query_err(src, e));
+        }
+        result.map_err(|e| match e.code {
+            Some(5) if matches!(src, SourceRef::Table(_)) => WarehouseError::MissingTable {
+                source_ref: src.clone(),
+                warehouse: self.what(),
+            },
+            Some(7 | 16) => WarehouseError::Open {
+                what: self.what(),
+                message: format!("Storage Read API refused: {e}"),
+            },
+            _ if e.transient() => WarehouseError::Unavailable {
+                what: self.what(),
+                message: format!("Storage Read API: {e}"),
+            },
+            _ => Self::query_err(src, format!("Storage Read API: {e}")),
+        })
     }
 
     /// Runs `sql` and hands each page, as Arrow, to `each`; returns the schema.
@@ -364,7 +700,7 @@ impl BigQueryWarehouse {
         src: &SourceRef,
         sql: &str,
         max_rows: Option<u32>,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
         let s = &self.settings;
         let client = reqwest::Client::builder()
@@ -473,14 +809,14 @@ impl BigQueryWarehouse {
     /// Runs `SELECT 1` (the health check).
     pub fn check(&self) -> Result<(), WarehouseError> {
         let src = SourceRef::Query("SELECT 1".into());
-        self.block(self.stream(&src, "SELECT 1", Some(1), |_| true))
+        self.block(self.stream(&src, "SELECT 1", Some(1), &mut |_| true))
             .map(|_| ())
     }
 
     /// Columns and Arrow schema of `src`.
     pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", self.table_sql(src));
-        let schema = self.block(self.stream(src, &sql, Some(0), |_| true))?;
+        let schema = self.block(self.stream(src, &sql, Some(0), &mut |_| true))?;
         Ok(TableSchema {
             columns: schema
                 .fields()
@@ -495,107 +831,110 @@ impl BigQueryWarehouse {
             arrow: schema,
         })
     }
+}
 
-    /// `src` reduced to the latest row per `key` by `order`.
-    pub fn latest_per_key(&self, src: &SourceRef, key: &[String], order: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| Self::ident(k)).collect();
-        super::latest_per_key_sql(&self.table_sql(src), &key, &Self::ident(order))
+impl super::sql::SqlApi for BigQueryWarehouse {
+    fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        Ok(self.table_sql(src))
     }
 
-    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        super::after_clause(
-            &Self::ident(cursor),
-            cursor_type,
-            after,
-            &super::Literals {
-                timestamp: |t, instant| {
-                    if instant {
-                        format!("TIMESTAMP '{t}+00'")
-                    } else {
-                        format!("DATETIME '{t}'")
-                    }
-                },
-                date: |d| format!("DATE '{d}'"),
+    fn ident(&self, name: &str) -> String {
+        Self::ident(name)
+    }
+
+    fn literals(&self) -> super::Literals {
+        super::Literals {
+            timestamp: |t, instant| {
+                if instant {
+                    format!("TIMESTAMP '{t}+00'")
+                } else {
+                    format!("DATETIME '{t}'")
+                }
             },
-        )
+            date: |d| format!("DATE '{d}'"),
+        }
     }
 
-    fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
-        let mut n = 0;
-        self.block(self.stream(src, sql, Some(1), |b| {
-            if b.num_rows() > 0 {
-                n = super::snowflake::arrow::first_u64(b.column(0).as_ref()).unwrap_or(0);
+    fn run(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let max = limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX));
+        self.block(self.stream(src, sql, max, each)).map(|_| ())
+    }
+
+    /// Through the Storage Read API when it can read `src`, else REST pages.
+    fn read_snapshot(
+        &self,
+        src: &SourceRef,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        self.block(async {
+            match self.storage_plan(src).await? {
+                Some((table, schema)) => {
+                    self.storage_read(src, table, &schema, String::new(), each)
+                        .await
+                }
+                None => {
+                    let sql = format!("SELECT * FROM {}", self.table_sql(src));
+                    self.stream(src, &sql, None, each).await.map(|_| ())
+                }
             }
-            false
-        }))?;
-        Ok(n)
+        })
     }
 
-    /// Rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!("SELECT COUNT(*) FROM {}", self.table_sql(src)),
-        )
-    }
-
-    /// Rows an append run would read.
-    pub fn count_after(
+    /// Through the Storage Read API (the cursor's condition as its row restriction) when it
+    /// can read `src`, else REST pages.
+    fn read_after(
         &self,
         src: &SourceRef,
         cursor: &str,
         cursor_type: &DataType,
         after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!(
-                "SELECT COUNT(*) FROM {} {}",
-                self.table_sql(src),
-                Self::after_clause(cursor, cursor_type, after)
-            ),
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let condition = self.after_clause(cursor, cursor_type, after);
+        self.block(async {
+            match self.storage_plan(src).await? {
+                Some((table, schema)) => {
+                    let restriction = condition.trim_start_matches("WHERE ").to_string();
+                    self.storage_read(src, table, &schema, restriction, each)
+                        .await
+                }
+                None => {
+                    let sql = format!("SELECT * FROM {} {condition}", self.table_sql(src));
+                    self.stream(src, &sql, None, each).await.map(|_| ())
+                }
+            }
+        })
+    }
+
+    fn change_format(&self) -> Option<super::changes::ChangeFormat> {
+        Some(super::changes::ChangeFormat::BigQuery)
+    }
+
+    /// Eleven minutes ago: `CHANGES` refuses an end less than ten minutes in the past, so a
+    /// BigQuery mirror runs that far behind the table.
+    fn position_sql(&self, _table: &str) -> Option<String> {
+        Some("SELECT UNIX_MICROS(CURRENT_TIMESTAMP()) - 660000000".into())
+    }
+
+    /// The change history from `from` to `to` (both included: a change at the boundary is
+    /// read twice rather than missed, and reapplying it changes nothing).
+    fn changes_sql(&self, table: &str, from: i64, to: i64) -> Option<String> {
+        Some(format!(
+            "SELECT * FROM CHANGES(TABLE {}, TIMESTAMP_MICROS({from}), TIMESTAMP_MICROS({to}))",
+            self.table_sql(&SourceRef::Table(table.to_string()))
+        ))
+    }
+
+    fn changes_hint(&self, table: &str) -> String {
+        format!(
+            "turn the change history on with `ALTER TABLE {} SET OPTIONS (enable_change_history = TRUE)`",
+            self.table_sql(&SourceRef::Table(table.to_string()))
         )
-    }
-
-    /// Streams the rows whose `cursor` is past `after`.
-    pub fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!(
-            "SELECT * FROM {} {}",
-            self.table_sql(src),
-            Self::after_clause(cursor, cursor_type, after)
-        );
-        self.block(self.stream(src, &sql, None, each)).map(|_| ())
-    }
-
-    /// Streams the whole of `src`.
-    pub fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!("SELECT * FROM {}", self.table_sql(src));
-        self.block(self.stream(src, &sql, None, each)).map(|_| ())
-    }
-
-    /// The first `limit` rows of `src`.
-    pub fn preview(
-        &self,
-        src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let sql = format!("SELECT * FROM {} LIMIT {limit}", self.table_sql(src));
-        let mut out = Vec::new();
-        self.block(self.stream(src, &sql, Some(limit as u32), |b| {
-            out.push(b);
-            true
-        }))?;
-        Ok(out)
     }
 }

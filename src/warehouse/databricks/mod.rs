@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_operators::arrow::array::RecordBatch;
-use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
+use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
@@ -275,7 +275,7 @@ impl DatabricksWarehouse {
         &self,
         src: &SourceRef,
         sql: &str,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
         let client = self.client()?;
         let st = self.execute(&client, src, sql, true).await?;
@@ -380,113 +380,77 @@ impl DatabricksWarehouse {
             arrow: values::schema(&columns),
         })
     }
+}
 
-    /// `src` reduced to the latest row per `key` by `order`.
-    pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| ident(k)).collect();
-        super::latest_per_key_sql(&Self::from_clause(src), &key, &ident(order))
+impl super::sql::SqlApi for DatabricksWarehouse {
+    fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        Ok(Self::from_clause(src))
     }
 
-    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        super::after_clause(
-            &ident(cursor),
-            cursor_type,
-            after,
-            &super::Literals {
-                timestamp: |t, instant| {
-                    if instant {
-                        format!("TIMESTAMP '{t}+00:00'")
-                    } else {
-                        format!("TIMESTAMP '{t}'")
-                    }
-                },
-                date: |d| format!("DATE '{d}'"),
+    fn ident(&self, name: &str) -> String {
+        ident(name)
+    }
+
+    fn literals(&self) -> super::Literals {
+        super::Literals {
+            timestamp: |t, instant| {
+                if instant {
+                    format!("TIMESTAMP '{t}+00:00'")
+                } else {
+                    format!("TIMESTAMP '{t}'")
+                }
             },
-        )
+            date: |d| format!("DATE '{d}'"),
+        }
     }
 
-    fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
+    fn run(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+        _limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        super::http::block_on(&self.what(), self.stream(src, sql, each))
+    }
+
+    /// Small answers come inline, as JSON.
+    fn scalar(&self, src: &SourceRef, sql: &str) -> Result<Option<i64>, WarehouseError> {
         let (_, rows) = self.inline(src, sql)?;
-        let v = rows
-            .first()
-            .and_then(|r| r.first())
-            .cloned()
-            .unwrap_or(Value::Null);
-        Ok(match v {
-            Value::Number(n) => n.as_u64().unwrap_or(0),
-            Value::String(s) => s.trim().parse().unwrap_or(0),
-            _ => 0,
+        Ok(match rows.first().and_then(|r| r.first()) {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
         })
     }
 
-    /// Rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!("SELECT COUNT(*) FROM {}", Self::from_clause(src)),
+    fn change_format(&self) -> Option<super::changes::ChangeFormat> {
+        Some(super::changes::ChangeFormat::Databricks)
+    }
+
+    /// The table's latest Delta version (the first column of its history's newest entry).
+    fn position_sql(&self, table: &str) -> Option<String> {
+        Some(format!("DESCRIBE HISTORY {} LIMIT 1", table_name(table)))
+    }
+
+    fn position_watermark(&self, v: i64) -> Watermark {
+        Watermark::Integer(v)
+    }
+
+    /// The Change Data Feed of versions `from + 1` to `to`.
+    fn changes_sql(&self, table: &str, from: i64, to: i64) -> Option<String> {
+        Some(format!(
+            "SELECT * FROM table_changes('{}', {}, {to})",
+            table.replace('\'', "''"),
+            from + 1
+        ))
+    }
+
+    fn changes_hint(&self, table: &str) -> String {
+        format!(
+            "turn the Change Data Feed on with `ALTER TABLE {} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)`",
+            table_name(table)
         )
-    }
-
-    /// Rows an append run would read.
-    pub fn count_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!(
-                "SELECT COUNT(*) FROM {} {}",
-                Self::from_clause(src),
-                Self::after_clause(cursor, cursor_type, after)
-            ),
-        )
-    }
-
-    /// Streams the rows whose `cursor` is past `after`.
-    pub fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!(
-            "SELECT * FROM {} {}",
-            Self::from_clause(src),
-            Self::after_clause(cursor, cursor_type, after)
-        );
-        super::http::block_on(&self.what(), self.stream(src, &sql, each))
-    }
-
-    /// Streams the whole of `src`.
-    pub fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!("SELECT * FROM {}", Self::from_clause(src));
-        super::http::block_on(&self.what(), self.stream(src, &sql, each))
-    }
-
-    /// The first `limit` rows of `src`.
-    pub fn preview(
-        &self,
-        src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let (columns, rows) = self.inline(
-            src,
-            &format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src)),
-        )?;
-        let schema = values::schema(&columns);
-        let cols = values::from_json_rows(&schema, &rows).map_err(|e| Self::query_err(src, e))?;
-        Ok(vec![
-            RecordBatch::try_new(schema, cols).map_err(|e| Self::query_err(src, e.to_string()))?
-        ])
     }
 }
 

@@ -259,12 +259,6 @@ pub fn gunzip_if_needed(bytes: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The first value of an integer column, if any.
-pub fn first_u64(col: &dyn Array) -> Option<u64> {
-    let c = col.as_primitive_opt::<Int64Type>()?;
-    (!c.is_empty() && !c.is_null(0)).then(|| c.value(0).max(0) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

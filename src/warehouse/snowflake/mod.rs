@@ -8,9 +8,11 @@
 //!   token); an answer with code 333334 is a query still running, polled at `getResultUrl`;
 //! - Snowflake's Arrow encodings are turned into plain Arrow by [`arrow`] (see there).
 //!
-//! Every call logs in, runs its statements on a private current-thread runtime and ends its
-//! session. Transient HTTP failures (connection errors, timeouts, 429, 5xx) are retried three
-//! times with a doubling pause. The password is only ever put in the login body.
+//! The first call logs in; later calls reuse that session (its token) until Snowflake refuses
+//! it (a `390…` code: expired), then log in again once. Each call runs on a private
+//! current-thread runtime. `wharf check` always logs in afresh. Transient HTTP failures (connection errors, timeouts, 429, 5xx) are retried three
+//! times with a doubling pause. The password is only ever put in the login body. Key-pair
+//! authentication sends instead a JWT signed with the user's RSA key ([`keypair_jwt`]).
 //!
 //! Tested against `fakesnow` (tests/snowflake.rs). What fakesnow does not exercise: password
 //! checks (it accepts any), result chunks (it always answers in one rowset), asynchronous
@@ -26,8 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_operators::arrow::array::RecordBatch;
-use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
-use wharf_operators::watermark::Watermark;
+use wharf_operators::arrow::datatypes::SchemaRef;
 
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 use arrow::RowType;
@@ -41,8 +42,8 @@ pub struct SnowflakeSettings {
     pub account: String,
     /// The login name.
     pub user: String,
-    /// The password (never logged).
-    pub password: String,
+    /// How the user signs in (never logged).
+    pub auth: SnowflakeAuth,
     /// Database, schema, warehouse and role of the session.
     pub database: String,
     /// Schema (default `PUBLIC`).
@@ -61,11 +62,69 @@ impl std::fmt::Debug for SnowflakeSettings {
             .field("base_url", &self.base_url)
             .field("account", &self.account)
             .field("user", &self.user)
-            .field("password", &"***")
+            .field("auth", &self.auth)
             .field("database", &self.database)
             .field("schema", &self.schema)
             .finish()
     }
+}
+
+/// How a Snowflake user signs in.
+#[derive(Clone)]
+pub enum SnowflakeAuth {
+    /// User and password.
+    Password(String),
+    /// Key-pair authentication: a JWT signed with the user's RSA private key (PEM text),
+    /// whose public key was set on the user (`ALTER USER … SET RSA_PUBLIC_KEY`).
+    KeyPair(String),
+    /// Key-pair authentication with the key read from this PEM file at each login.
+    KeyPairFile(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for SnowflakeAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnowflakeAuth::Password(_) => f.write_str("Password(***)"),
+            SnowflakeAuth::KeyPair(_) => f.write_str("KeyPair(***)"),
+            SnowflakeAuth::KeyPairFile(p) => write!(f, "KeyPairFile({})", p.display()),
+        }
+    }
+}
+
+/// Snowflake's account name as it appears in a key-pair JWT: upper case, without the region
+/// or cloud parts of a locator (`xy12345.us-east-2.aws` → `XY12345`); a `.global` account keeps
+/// only what precedes its first `-`. This is what Snowflake's own connectors send.
+fn jwt_account(account: &str) -> String {
+    let upper = account.to_ascii_uppercase();
+    if upper.contains(".GLOBAL") {
+        upper.split('-').next().unwrap_or_default().to_string()
+    } else {
+        upper.split('.').next().unwrap_or_default().to_string()
+    }
+}
+
+/// The key-pair JWT for `account`/`user`: `iss` = `ACCOUNT.USER.SHA256:<base64 of the SHA-256
+/// of the public key's DER>`, `sub` = `ACCOUNT.USER`, valid for two minutes (it is used once,
+/// at login).
+pub fn keypair_jwt(
+    account: &str,
+    user: &str,
+    key: &super::jwt::RsaKey,
+    now: i64,
+) -> Result<String, String> {
+    use base64::Engine;
+    let qualified = format!("{}.{}", jwt_account(account), user.to_ascii_uppercase());
+    let fingerprint =
+        base64::engine::general_purpose::STANDARD.encode(super::jwt::sha256(&key.public_key_der()));
+    key.sign(
+        &json!({
+            "iss": format!("{qualified}.SHA256:{fingerprint}"),
+            "sub": qualified,
+            "iat": now,
+            "exp": now + 120,
+        }),
+        None,
+    )
 }
 
 /// A Snowflake warehouse.
@@ -73,6 +132,9 @@ impl std::fmt::Debug for SnowflakeSettings {
 pub struct SnowflakeWarehouse {
     name: String,
     settings: SnowflakeSettings,
+    /// The last session's token and statement sequence, reused by later calls (a login per
+    /// call costs a round trip and, with key pairs, a signature) until Snowflake refuses it.
+    cached: std::sync::Arc<std::sync::Mutex<Option<(String, u64)>>>,
 }
 
 /// A logged-in session.
@@ -143,6 +205,7 @@ impl SnowflakeWarehouse {
         SnowflakeWarehouse {
             name: name.into(),
             settings,
+            cached: Default::default(),
         }
     }
 
@@ -198,10 +261,7 @@ impl SnowflakeWarehouse {
 
     async fn login(&self) -> Result<Session, WarehouseError> {
         let s = &self.settings;
-        let client = reqwest::Client::builder()
-            .timeout(s.timeout)
-            .build()
-            .map_err(|e| self.unavailable(e.to_string()))?;
+        let client = self.client()?;
         let mut query = vec![
             ("request_id", request_id()),
             ("databaseName", s.database.clone()),
@@ -213,15 +273,39 @@ impl SnowflakeWarehouse {
         if let Some(r) = &s.role {
             query.push(("roleName", r.clone()));
         }
-        let body = serde_json::to_vec(&json!({"data": {
+        let mut data = json!({
             "CLIENT_APP_ID": "wharf",
             "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
             "ACCOUNT_NAME": s.account,
             "LOGIN_NAME": s.user,
-            "PASSWORD": s.password,
             "SESSION_PARAMETERS": {"TIMEZONE": "UTC"},
-        }}))
-        .map_err(|e| self.unavailable(e.to_string()))?;
+        });
+        let pem = match &s.auth {
+            SnowflakeAuth::Password(p) => {
+                data["PASSWORD"] = Value::from(p.as_str());
+                None
+            }
+            SnowflakeAuth::KeyPair(pem) => Some(pem.clone()),
+            SnowflakeAuth::KeyPairFile(path) => Some(std::fs::read_to_string(path).map_err(
+                |e| WarehouseError::Open {
+                    what: self.what(),
+                    message: format!("cannot read the private key file {}: {e}", path.display()),
+                },
+            )?),
+        };
+        if let Some(pem) = pem {
+            let bad_key = |message: String| WarehouseError::Open {
+                what: self.what(),
+                message: format!("key-pair sign-in: {message}"),
+            };
+            let key = super::jwt::RsaKey::from_pem(&pem).map_err(bad_key)?;
+            let token =
+                keypair_jwt(&s.account, &s.user, &key, super::jwt::now_secs()).map_err(bad_key)?;
+            data["AUTHENTICATOR"] = Value::from("SNOWFLAKE_JWT");
+            data["TOKEN"] = Value::from(token);
+        }
+        let body = serde_json::to_vec(&json!({ "data": data }))
+            .map_err(|e| self.unavailable(e.to_string()))?;
         let url = self.url("/session/v1/login-request", &query)?;
         let resp = self
             .send(|| {
@@ -362,12 +446,50 @@ impl SnowflakeWarehouse {
         &self,
         src: &SourceRef,
         sql: &str,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
-        let mut session = self.login().await?;
-        let result = self.stream_in(&mut session, src, sql, &mut each).await;
-        self.logout(&session).await;
+        let (mut session, reused) = self.session().await?;
+        let mut result = self.stream_in(&mut session, src, sql, each).await;
+        if reused && matches!(result, Err(WarehouseError::Open { .. })) {
+            // The cached session expired (refused before any row): sign in again, once.
+            session = self.login().await?;
+            result = self.stream_in(&mut session, src, sql, each).await;
+        }
+        self.keep(&session, &result);
         result
+    }
+
+    /// The cached session (`true`), or a new login (`false`).
+    async fn session(&self) -> Result<(Session, bool), WarehouseError> {
+        let cached = self.cached.lock().ok().and_then(|c| c.clone());
+        match cached {
+            Some((token, sequence)) => Ok((
+                Session {
+                    client: self.client()?,
+                    token,
+                    sequence,
+                },
+                true,
+            )),
+            None => Ok((self.login().await?, false)),
+        }
+    }
+
+    /// Caches `session` for the next call, unless Snowflake refused it.
+    fn keep<T>(&self, session: &Session, result: &Result<T, WarehouseError>) {
+        if let Ok(mut c) = self.cached.lock() {
+            *c = match result {
+                Err(WarehouseError::Open { .. }) => None,
+                _ => Some((session.token.clone(), session.sequence)),
+            };
+        }
+    }
+
+    fn client(&self) -> Result<reqwest::Client, WarehouseError> {
+        reqwest::Client::builder()
+            .timeout(self.settings.timeout)
+            .build()
+            .map_err(|e| self.unavailable(e.to_string()))
     }
 
     async fn stream_in(
@@ -375,7 +497,7 @@ impl SnowflakeWarehouse {
         session: &mut Session,
         src: &SourceRef,
         sql: &str,
-        each: &mut impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
         let mut data = self.query(session, src, sql).await?;
         let qerr = |message: String| WarehouseError::Query {
@@ -445,18 +567,6 @@ impl SnowflakeWarehouse {
         Ok(schema)
     }
 
-    /// A one-value query (e.g. `COUNT(*)`).
-    fn scalar(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
-        let mut n = None;
-        self.block(self.stream(src, sql, |b| {
-            if b.num_rows() > 0 {
-                n = arrow::first_u64(b.column(0).as_ref());
-            }
-            false
-        }))?;
-        Ok(n.unwrap_or(0))
-    }
-
     /// The table reference as SQL: the name as written (Snowflake folds unquoted names to
     /// upper case), after checking it holds only identifier characters.
     fn from_clause(src: &SourceRef) -> Result<String, WarehouseError> {
@@ -495,9 +605,13 @@ impl SnowflakeWarehouse {
     pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)?);
         let rowtype = self.block(async {
-            let mut session = self.login().await?;
-            let r = self.query(&mut session, src, &sql).await;
-            self.logout(&session).await;
+            let (mut session, reused) = self.session().await?;
+            let mut r = self.query(&mut session, src, &sql).await;
+            if reused && matches!(r, Err(WarehouseError::Open { .. })) {
+                session = self.login().await?;
+                r = self.query(&mut session, src, &sql).await;
+            }
+            self.keep(&session, &r);
             r
         })?;
         Ok(TableSchema {
@@ -514,98 +628,58 @@ impl SnowflakeWarehouse {
             arrow: arrow::schema(&rowtype.rowtype),
         })
     }
+}
 
-    /// `src` reduced to the latest row per `key` by `order`.
-    pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| super::quote_ident(k)).collect();
-        let from = Self::from_clause(src).unwrap_or_else(|_| "wharf_invalid_table".into());
-        super::latest_per_key_sql(&from, &key, &super::quote_ident(order))
+impl super::sql::SqlApi for SnowflakeWarehouse {
+    fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        Self::from_clause(src)
     }
 
-    /// `WHERE` clause for rows after `after` (literals built from typed watermarks only).
-    fn after_clause(cursor: &str, cursor_type: &DataType, after: Option<Watermark>) -> String {
-        super::after_clause(
-            &super::quote_ident(cursor),
-            cursor_type,
-            after,
-            &super::Literals {
-                timestamp: |t, instant| {
-                    if instant {
-                        format!("'{t} +00:00'::TIMESTAMP_TZ")
-                    } else {
-                        format!("'{t}'::TIMESTAMP_NTZ")
-                    }
-                },
-                date: |d| format!("'{d}'::DATE"),
+    fn ident(&self, name: &str) -> String {
+        super::quote_ident(name)
+    }
+
+    fn literals(&self) -> super::Literals {
+        super::Literals {
+            timestamp: |t, instant| {
+                if instant {
+                    format!("'{t} +00:00'::TIMESTAMP_TZ")
+                } else {
+                    format!("'{t}'::TIMESTAMP_NTZ")
+                }
             },
-        )
+            date: |d| format!("'{d}'::DATE"),
+        }
     }
 
-    /// Rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!("SELECT COUNT(*) FROM {}", Self::from_clause(src)?),
-        )
-    }
-
-    /// Rows an append run would read.
-    pub fn count_after(
+    fn run(
         &self,
         src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        self.scalar(
-            src,
-            &format!(
-                "SELECT COUNT(*) FROM {} {}",
-                Self::from_clause(src)?,
-                Self::after_clause(cursor, cursor_type, after)
-            ),
-        )
-    }
-
-    /// Streams the rows whose `cursor` is past `after`.
-    pub fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
+        sql: &str,
+        _limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        let sql = format!(
-            "SELECT * FROM {} {}",
-            Self::from_clause(src)?,
-            Self::after_clause(cursor, cursor_type, after)
-        );
-        self.block(self.stream(src, &sql, each)).map(|_| ())
+        self.block(self.stream(src, sql, each)).map(|_| ())
     }
 
-    /// Streams the whole of `src`.
-    pub fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!("SELECT * FROM {}", Self::from_clause(src)?);
-        self.block(self.stream(src, &sql, each)).map(|_| ())
+    fn change_format(&self) -> Option<super::changes::ChangeFormat> {
+        Some(super::changes::ChangeFormat::Snowflake)
     }
 
-    /// The first `limit` rows of `src`.
-    pub fn preview(
-        &self,
-        src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let sql = format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src)?);
-        let mut out = Vec::new();
-        self.block(self.stream(src, &sql, |b| {
-            out.push(b);
-            true
-        }))?;
-        Ok(out)
+    fn position_sql(&self, _table: &str) -> Option<String> {
+        Some("SELECT DATE_PART(EPOCH_MICROSECOND, CURRENT_TIMESTAMP())".into())
+    }
+
+    /// Net changes between the table's states at `from` and at `to` (epoch microseconds):
+    /// the `CHANGES` clause, Snowflake's stream without a stream object.
+    fn changes_sql(&self, table: &str, from: i64, to: i64) -> Option<String> {
+        let t = Self::from_clause(&SourceRef::Table(table.to_string())).ok()?;
+        Some(format!(
+            "SELECT * FROM {t} CHANGES(INFORMATION => DEFAULT) AT(TIMESTAMP => TO_TIMESTAMP_LTZ({from}, 6)) END(TIMESTAMP => TO_TIMESTAMP_LTZ({to}, 6))"
+        ))
+    }
+
+    fn changes_hint(&self, table: &str) -> String {
+        format!("turn change tracking on with `ALTER TABLE {table} SET CHANGE_TRACKING = TRUE`")
     }
 }
