@@ -214,18 +214,10 @@ fn bigquery_change_history_output_decodes_and_compacts() {
         "users_changes",
         wharf::warehouse::changes::ChangeFormat::BigQuery,
         "id",
-        &[
-            (1, "new", "update"),
-            (2, "gone", "delete"),
-            (3, "added", "insert"),
-            (4, "brief", "delete"),
-        ],
+        common::scenario::FOUR_KEYS,
+        "users_t",
+        "enable_change_history",
     );
-    let why = wh
-        .changes_unavailable(&SourceRef::Table("users_t".into()))
-        .unwrap()
-        .expect("bqemulator has no change history");
-    assert!(why.contains("enable_change_history"), "{why}");
 }
 
 /// Google's token endpoint played by tests/python/google_token_server.py, which checks each

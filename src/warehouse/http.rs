@@ -1,5 +1,5 @@
-//! HTTP plumbing shared by the warehouses read over HTTP (Snowflake, Databricks): a private
-//! runtime per call, and requests retried on transient failures.
+//! HTTP plumbing shared by the warehouses read over HTTP (Snowflake, Databricks, BigQuery): a
+//! private runtime per call, clients with a timeout, and requests retried on transient failures.
 
 use std::time::Duration;
 
@@ -27,6 +27,14 @@ pub fn block_on<T>(
         .build()
         .map_err(|e| unavailable(what, format!("cannot start a runtime: {e}")))?
         .block_on(f)
+}
+
+/// An HTTP client whose requests time out after `timeout`.
+pub fn client(what: &str, timeout: Duration) -> Result<reqwest::Client, WarehouseError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| unavailable(what, e.to_string()))
 }
 
 fn is_transient_status(s: reqwest::StatusCode) -> bool {

@@ -118,13 +118,17 @@ pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
 /// produce the real thing: key 1 updated, key 2 deleted, key 3 inserted, key 4 inserted and
 /// deleted within the window. Reads `table` through the connector (so the emulator's encoding
 /// of those columns goes through wharf's decoding), compacts it as a run would, and checks
-/// each key's op and values.
+/// each key's op and values; then checks that the connector, probing the real change
+/// function on `plain` (a table with the same columns), says it cannot use it, with `hint`
+/// (how to turn it on) in its reason.
 pub fn check_change_output(
     wh: &wharf::warehouse::Warehouse,
     table: &str,
     format: wharf::warehouse::changes::ChangeFormat,
     key: &str,
     expected: &[(i64, &str, &str)],
+    plain: &str,
+    hint: &str,
 ) {
     use wharf::warehouse::SourceRef;
     use wharf_operators::arrow::array::AsArray;
@@ -163,4 +167,17 @@ pub fn check_change_output(
         .map(|(i, n, o)| (*i, n.to_string(), o.to_string()))
         .collect();
     assert_eq!(got, want);
+    let why = wh
+        .changes_unavailable(&SourceRef::Table(plain.into()))
+        .unwrap()
+        .expect("an emulator without change functions");
+    assert!(why.contains(hint), "{why}");
 }
+
+/// The expected compaction of the change rows of the Databricks and BigQuery tests.
+pub const FOUR_KEYS: &[(i64, &str, &str)] = &[
+    (1, "new", "update"),
+    (2, "gone", "delete"),
+    (3, "added", "insert"),
+    (4, "brief", "delete"),
+];

@@ -213,10 +213,7 @@ impl ServiceAccount {
         let body = format!(
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
         );
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| refused(e.to_string()))?;
+        let client = super::http::client(what, Duration::from_secs(30))?;
         let resp = super::http::send(what, || {
             client
                 .post(&self.token_uri)
@@ -598,13 +595,7 @@ impl BigQueryWarehouse {
             return Ok(None);
         };
         let s = &self.settings;
-        let client = reqwest::Client::builder()
-            .timeout(s.timeout)
-            .build()
-            .map_err(|e| WarehouseError::Unavailable {
-                what: self.what(),
-                message: e.to_string(),
-            })?;
+        let client = super::http::client(&self.what(), s.timeout)?;
         let url = format!(
             "{}/bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}",
             s.endpoint
@@ -703,13 +694,7 @@ impl BigQueryWarehouse {
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
         let s = &self.settings;
-        let client = reqwest::Client::builder()
-            .timeout(s.timeout)
-            .build()
-            .map_err(|e| WarehouseError::Unavailable {
-                what: self.what(),
-                message: e.to_string(),
-            })?;
+        let client = super::http::client(&self.what(), s.timeout)?;
         let base = format!("{}/bigquery/v2/projects/{}/queries", s.endpoint, s.project);
         let mut body = json!({
             "query": sql,

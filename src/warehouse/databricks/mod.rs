@@ -155,13 +155,7 @@ impl DatabricksWarehouse {
     }
 
     fn client(&self) -> Result<reqwest::Client, WarehouseError> {
-        reqwest::Client::builder()
-            .timeout(self.settings.timeout)
-            .build()
-            .map_err(|e| WarehouseError::Unavailable {
-                what: self.what(),
-                message: e.to_string(),
-            })
+        super::http::client(&self.what(), self.settings.timeout)
     }
 
     fn query_err(src: &SourceRef, message: String) -> WarehouseError {

@@ -486,10 +486,7 @@ impl SnowflakeWarehouse {
     }
 
     fn client(&self) -> Result<reqwest::Client, WarehouseError> {
-        reqwest::Client::builder()
-            .timeout(self.settings.timeout)
-            .build()
-            .map_err(|e| self.unavailable(e.to_string()))
+        super::http::client(&self.what(), self.settings.timeout)
     }
 
     async fn stream_in(
