@@ -635,6 +635,38 @@ impl BigQueryWarehouse {
         )))
     }
 
+    /// The rows of `src` matching `condition` (`WHERE …`, or empty): through the Storage Read
+    /// API when it can read them, else (or when it refuses the session: the Read Session User
+    /// role is missing) through REST pages.
+    async fn read_table(
+        &self,
+        src: &SourceRef,
+        condition: &str,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        if let Some((table, schema)) = self.storage_plan(src).await? {
+            let restriction = condition.trim_start_matches("WHERE ").to_string();
+            let mut rows = 0u64;
+            let result = self
+                .storage_read(src, table, &schema, restriction, &mut |b| {
+                    rows += b.num_rows() as u64;
+                    each(b)
+                })
+                .await;
+            match result {
+                Err(e @ WarehouseError::Open { .. }) if rows == 0 => tracing::warn!(
+                    warehouse = %self.what(),
+                    error = %e,
+                    "the Storage Read API refused the read session; reading through REST pages \
+                     (grant roles/bigquery.readSessionUser to use it)"
+                ),
+                other => return other,
+            }
+        }
+        let sql = format!("SELECT * FROM {} {condition}", self.table_sql(src));
+        self.stream(src, &sql, None, each).await.map(|_| ())
+    }
+
     /// Reads `table` through the Storage Read API, rows matching `restriction` (a condition,
     /// or empty), as batches of `schema`.
     async fn storage_read(
@@ -857,18 +889,7 @@ impl super::sql::SqlApi for BigQueryWarehouse {
         src: &SourceRef,
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        self.block(async {
-            match self.storage_plan(src).await? {
-                Some((table, schema)) => {
-                    self.storage_read(src, table, &schema, String::new(), each)
-                        .await
-                }
-                None => {
-                    let sql = format!("SELECT * FROM {}", self.table_sql(src));
-                    self.stream(src, &sql, None, each).await.map(|_| ())
-                }
-            }
-        })
+        self.block(self.read_table(src, "", each))
     }
 
     /// Through the Storage Read API (the cursor's condition as its row restriction) when it
@@ -882,19 +903,7 @@ impl super::sql::SqlApi for BigQueryWarehouse {
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
         let condition = self.after_clause(cursor, cursor_type, after);
-        self.block(async {
-            match self.storage_plan(src).await? {
-                Some((table, schema)) => {
-                    let restriction = condition.trim_start_matches("WHERE ").to_string();
-                    self.storage_read(src, table, &schema, restriction, each)
-                        .await
-                }
-                None => {
-                    let sql = format!("SELECT * FROM {} {condition}", self.table_sql(src));
-                    self.stream(src, &sql, None, each).await.map(|_| ())
-                }
-            }
-        })
+        self.block(self.read_table(src, &condition, each))
     }
 
     fn change_format(&self) -> Option<super::changes::ChangeFormat> {
