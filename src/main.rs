@@ -110,6 +110,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a sync start over: forget its watermark (or change position) and snapshot state,
+    /// so its next run sends the whole table again. Run history is kept.
+    Reset {
+        /// The sync.
+        sync: String,
+    },
     /// Show the last runs of each sync.
     Status {
         /// Runs per sync.
@@ -254,6 +260,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status { runs } => status(&load(&cli.config)?, runs),
         Command::Run => serve(&cli.config),
         Command::History { sync, limit, json } => history(&load(&cli.config)?, &sync, limit, json),
+        Command::Reset { sync } => {
+            let cleared = wharf::sync::reset_sync(&load(&cli.config)?, &sync)?;
+            if cleared.is_empty() {
+                println!("{sync}: nothing to reset (it has not committed a run)");
+            } else {
+                println!(
+                    "{sync}: forgot {}; its next run starts over",
+                    cleared.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Quickstart {
             dir,
             events,

@@ -171,6 +171,19 @@ impl StateStore {
         })
     }
 
+    /// Forgets what `sync` has sent: its watermark (or change position) and its committed
+    /// snapshot state, so its next run starts over (history and pause are kept). Returns
+    /// whether there was anything to forget.
+    pub fn reset(&self, sync: &str) -> Result<bool, StateError> {
+        let mut had = false;
+        self.write(|txn| {
+            had |= txn.open_table(WATERMARKS)?.remove(sync)?.is_some();
+            had |= txn.open_table(SNAPSHOTS)?.remove(sync)?.is_some();
+            Ok(())
+        })?;
+        Ok(had)
+    }
+
     /// Records a new RUNNING run and returns it.
     pub fn begin_run(
         &self,

@@ -1257,6 +1257,40 @@ pub fn run_in_session(
     }
 }
 
+/// Makes `name` start over: forgets its committed watermark / change position and snapshot
+/// state, removes its snapshot files and, for a PostgreSQL mirror, drops its replication slot
+/// and publication (the next run recreates them). The next run sends the whole table again
+/// (Mixpanel deduplicates events by `$insert_id`; profiles are set again). Returns what was
+/// cleared, for the user.
+pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError> {
+    let resolved = resolve(config, name)?;
+    let store = StateStore::open(&config.state_dir())?;
+    let mut cleared = Vec::new();
+    if store.reset(name)? {
+        cleared.push("the committed watermark / position and snapshot state".to_string());
+    }
+    let snapshots = config.state_dir().join("snapshots").join(name);
+    if snapshots.exists() {
+        std::fs::remove_dir_all(&snapshots).map_err(|e| SyncError::RunFailed {
+            sync: name.to_string(),
+            run_id: 0,
+            reason: format!("cannot remove {}: {e}", snapshots.display()),
+        })?;
+        cleared.push(format!("the snapshot files in {}", snapshots.display()));
+    }
+    if let (Warehouse::Postgres(pg), SourceRef::Table(table)) =
+        (&resolved.warehouse, &resolved.source)
+    {
+        let capture = Capture::for_sync(name, table);
+        let werr = |e| SyncError::Warehouse(name.to_string(), e);
+        if pg.capture_exists(&capture).map_err(werr)? {
+            pg.drop_capture(&capture).map_err(werr)?;
+            cleared.push("the replication slot and publication".to_string());
+        }
+    }
+    Ok(cleared)
+}
+
 /// What a transactional destination stores with each run's records: enough to commit the
 /// run in the state store if the process stopped between the two commits.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

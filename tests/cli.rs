@@ -215,3 +215,45 @@ fn quickstart_runs_the_demo_end_to_end() {
     let again = fx.wharf(&["quickstart", "--dir", "qs", "--events", "2000"], &[]);
     assert!(again.status.success(), "{}", text(&again));
 }
+
+#[test]
+fn reset_makes_a_sync_start_over() {
+    let fx = fixture_with_table();
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    fx.write_config(
+        "wharf.toml",
+        &events_config(".wharf", &receiver.base_url(), "ev", MAPPING),
+    );
+    let out = fx.wharf(&["reset", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to reset"));
+    for _ in 0..2 {
+        let out = fx.wharf(&["sync", "s"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(
+        receiver.stats().events_accepted,
+        2,
+        "the second run sent nothing"
+    );
+    let out = fx.wharf(&["reset", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("forgot the committed watermark"),
+        "{}",
+        text(&out)
+    );
+    let out = fx.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stats = receiver.stats();
+    assert_eq!(stats.events_accepted, 4, "the table again");
+    assert_eq!(stats.unique_events, 2, "deduplicated by $insert_id");
+    let out = fx.wharf(&["reset", "nope"], &[]);
+    assert!(!out.status.success());
+    let out = fx.wharf(&["history", "s", "--json"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        3,
+        "history kept"
+    );
+}

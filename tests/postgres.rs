@@ -322,6 +322,16 @@ fn mirror_reads_logical_decoding_and_confirms_after_delivery() {
     assert!(sync(&f, &pg, &mut seen).is_empty());
     let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
     assert!(text(&status).contains("+5001 ~1 -3"), "{}", text(&status));
+    // `wharf reset`: the slot goes, and the next run starts over with a snapshot of everything.
+    let reset = f.wharf(&["reset", &pg.schema, "-c", "wharf.toml"], &[]);
+    assert!(
+        reset.status.success() && text(&reset).contains("the replication slot and publication"),
+        "{}",
+        text(&reset)
+    );
+    assert!(!warehouse().capture_exists(&pg.capture()).unwrap());
+    assert_eq!(sync(&f, &pg, &mut seen).len(), 1000 - 1 + 5000);
+    assert!(warehouse().capture_exists(&pg.capture()).unwrap());
 }
 
 #[test]
