@@ -362,7 +362,8 @@ pub struct PostgresConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ChangeCapture {
     /// The warehouse's own change stream where it has one (PostgreSQL with
-    /// `wal_level = logical`), else snapshot diffs (stated in the logs).
+    /// `wal_level = logical`; Snowflake, Databricks and BigQuery tables with their change
+    /// output on), else snapshot diffs (stated in the logs).
     #[default]
     Auto,
     /// The warehouse's change stream, or an error saying why it cannot be used.
@@ -1223,12 +1224,17 @@ impl Config {
             if s.change_capture == ChangeCapture::Logical
                 && !matches!(
                     self.warehouses.get(&s.warehouse),
-                    Some(WarehouseConfig::Postgres(_))
+                    Some(
+                        WarehouseConfig::Postgres(_)
+                            | WarehouseConfig::Snowflake(_)
+                            | WarehouseConfig::Databricks(_)
+                            | WarehouseConfig::Bigquery(_)
+                    )
                 )
             {
                 return Err(err(
                     key("change_capture"),
-                    "`logical` needs a PostgreSQL warehouse; use `auto` or `snapshot`".into(),
+                    "`logical` needs a warehouse with a change stream (PostgreSQL, Snowflake, Databricks, BigQuery); use `auto` or `snapshot`".into(),
                 ));
             }
             if matches!(s.mode, SyncMode::Full | SyncMode::Mirror) && s.key_columns().is_empty() {

@@ -41,10 +41,21 @@ pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
             s.warehouse
         )
     };
+    let cdc = sync(
+        "people_cdc",
+        s.users,
+        "users",
+        "mirror",
+        &format!("user_id_column = \"{uid}\""),
+    )
+    .replace(
+        "\n[syncs.mapping]",
+        "\nchange_capture = \"logical\"\n[syncs.mapping]",
+    );
     fx.write_config(
         "wharf.toml",
         &format!(
-            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}",
+            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nproject_token = \"tok\"\nservice_account = {{ username = \"sa\", secret = \"test-secret\" }}\n{}{}{}{cdc}",
             s.warehouse_toml,
             recv.base_url(),
             sync("events", s.events, "events", "append", &format!("event_name_column = \"{name}\"\ntime_column = \"{ts}\"\nuser_id_column = \"{uid}\"\nkey_columns = [\"{id}\"]")),
@@ -95,6 +106,14 @@ pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
     let profiles = recv.profiles();
     assert_eq!(profiles.len(), 2, "{profiles:?}");
     assert_eq!(profiles["u1"][plan], "pro", "{profiles:?}");
+    // Mirror that must read the warehouse's change function, which no emulator has: a clear
+    // refusal that says how to turn it on (the `auto` mirror above fell back to diffs).
+    let out = fx.wharf(&["sync", "people_cdc"], &[]);
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("change capture here") && t.contains("turn"),
+        "{t}"
+    );
     // A missing table: a clear error, the secret nowhere.
     (s.sql)(&[&format!("DROP TABLE {}", s.users_sql)]);
     let out = fx.wharf(&["sync", "people"], &[]);
