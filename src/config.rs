@@ -667,7 +667,8 @@ pub struct SyncConfig {
     pub mapping: MappingConfig,
     /// Where rejected rows go (default `<state_dir>/rejects/<name>.ndjson`).
     pub rejects_path: Option<PathBuf>,
-    /// Columns identifying a row (composite allowed); required for `full` and `mirror`.
+    /// Columns identifying a row (composite allowed) for `full` and `mirror`; default: the
+    /// table's declared primary key.
     /// Defaults: `mapping.user_id_column` for users, `mapping.group_id_column` for groups.
     #[serde(default)]
     pub primary_key: Vec<String>,
@@ -1237,12 +1238,8 @@ impl Config {
                     "`logical` needs a warehouse with a change stream (PostgreSQL, Snowflake, Databricks, BigQuery); use `auto` or `snapshot`".into(),
                 ));
             }
-            if matches!(s.mode, SyncMode::Full | SyncMode::Mirror) && s.key_columns().is_empty() {
-                return Err(err(
-                    key("primary_key"),
-                    "missing: full and mirror syncs need the columns identifying a row, e.g. `primary_key = [\"id\"]`".into(),
-                ));
-            }
+            // Full and mirror syncs without a key use the table's declared primary key; one
+            // that declares none is refused when the sync is resolved (`wharf check` says so).
             if matches!(s.table_type, TableType::Users | TableType::Groups)
                 && s.key_columns().len() != 1
             {

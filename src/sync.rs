@@ -264,8 +264,9 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
                 .join(", "),
         )
     })?;
+    let sync_name = sync.name.clone();
     let unsupported = |what: String| SyncError::Unsupported {
-        sync: sync.name.clone(),
+        sync: sync_name.clone(),
         what,
     };
     let wh_config = &config.warehouses[&sync.warehouse];
@@ -279,11 +280,19 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
             return Err(unsupported("a sync without `table` or `query`".into()));
         }
     };
-    let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
-    let merr = |e| SyncError::Mapping(sync.name.clone(), e);
+    let werr = |e| SyncError::Warehouse(sync_name.clone(), e);
+    let merr = |e| SyncError::Mapping(sync_name.clone(), e);
+    let mut schema = warehouse.describe(&source).map_err(werr)?;
+    // Full and mirror syncs without `primary_key` (and without a profile id column) use the
+    // table's declared primary key.
+    let mut sync = sync;
+    if sync.diffs_snapshots() && sync.key_columns().is_empty() && !schema.primary_key.is_empty() {
+        tracing::info!(sync = %sync.name, key = ?schema.primary_key, "using the table's declared primary key");
+        sync.primary_key = schema.primary_key.clone();
+    }
+    let sync = sync;
     let m = &sync.mapping;
     let key_columns = sync.key_columns();
-    let mut schema = warehouse.describe(&source).map_err(werr)?;
     // Profile history tables and `dedupe_by`: per key, the row with the greatest value of the
     // column (the warehouse picks it).
     let latest_by = match (&m.history_start_column, &sync.dedupe_by) {
@@ -339,7 +348,9 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     }
     if sync.diffs_snapshots() {
         if key_columns.is_empty() {
-            return Err(unsupported("full or mirror without `primary_key`".into()));
+            return Err(unsupported(
+                "full or mirror without `primary_key` (the table declares none): set the columns identifying a row, e.g. `primary_key = [\"id\"]`".into(),
+            ));
         }
         // For events, the identity (name column, distinct id, time) splits the fingerprint
         // so an update that changes it is told apart.

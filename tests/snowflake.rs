@@ -392,3 +392,50 @@ fn snowflake_session_is_reused_and_renewed_once_refused() {
     assert_eq!(wh.count(&src).unwrap(), 2);
     assert_eq!(wh.describe(&src).unwrap().columns.len(), 1);
 }
+
+#[test]
+fn snowflake_declared_primary_key_is_the_default_key() {
+    let fx = Fixture::new();
+    let recv = fx.receiver(
+        "recv",
+        wharf::destination::mixpanel::receiver::ReceiverAuth::AnyCredentials,
+    );
+    let sf = FakeSnow::start();
+    sf.sql(&[
+        "CREATE TABLE pk_t (ID NUMBER PRIMARY KEY, NAME VARCHAR, TS TIMESTAMP_NTZ, UID VARCHAR)",
+        "INSERT INTO pk_t VALUES (1, 'A', '2024-01-01 00:00:00', 'u1'), (2, 'B', '2024-01-02 00:00:00', 'u2')",
+        "CREATE TABLE nopk_t (ID NUMBER, NAME VARCHAR, TS TIMESTAMP_NTZ, UID VARCHAR)",
+    ]);
+    let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
+    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    assert_eq!(
+        wh.describe(&SourceRef::Table("pk_t".into()))
+            .unwrap()
+            .primary_key,
+        ["ID"]
+    );
+    let sync = |name: &str, table: &str| {
+        format!(
+            "[[syncs]]\nname = \"{name}\"\nwarehouse = \"sf\"\ntable = \"{table}\"\ntable_type = \"events\"\nmode = \"mirror\"\ndestinations = [\"mp\"]\n[syncs.mapping]\nevent_name_column = \"NAME\"\ntime_column = \"TS\"\nuser_id_column = \"UID\"\n"
+        )
+    };
+    fx.write_config(
+        "wharf.toml",
+        &format!(
+            "state_dir = \".state\"\n{}[destinations.mp]\ntype = \"mixpanel\"\napi_host = \"{}\"\nproject_id = \"42\"\nservice_account = {{ username = \"sa\", secret = \"x\" }}\n{}{}",
+            warehouse_toml(&sf.url()),
+            recv.base_url(),
+            sync("with_pk", "pk_t"),
+            sync("without_pk", "nopk_t"),
+        ),
+    );
+    let out = fx.wharf(&["sync", "with_pk"], &[]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(recv.stats().unique_events, 2);
+    let out = fx.wharf(&["sync", "without_pk"], &[]);
+    let t = common::text(&out);
+    assert!(
+        !out.status.success() && t.contains("the table declares none"),
+        "{t}"
+    );
+}

@@ -598,6 +598,45 @@ impl SnowflakeWarehouse {
         })
     }
 
+    /// The declared primary key of table `src` (`SHOW PRIMARY KEYS IN TABLE`, in key order);
+    /// empty if it has none or it cannot be read (discovery is best effort).
+    fn primary_key(&self, src: &SourceRef) -> Vec<String> {
+        use wharf_operators::arrow::array::{Array, AsArray};
+        let Ok(table) = Self::from_clause(src) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<(i64, String)> = Vec::new();
+        let sql = format!("SHOW PRIMARY KEYS IN TABLE {table}");
+        let result = self.block(self.stream(src, &sql, &mut |b| {
+            let schema = b.schema();
+            let column = |name: &str| {
+                schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(name))
+            };
+            let (Some(c), Some(q)) = (column("column_name"), column("key_sequence")) else {
+                return false;
+            };
+            let Some(names) = b.column(c).as_string_opt::<i32>() else {
+                return false;
+            };
+            for row in 0..b.num_rows() {
+                let seq = super::sql::first_i64(b.column(q).slice(row, 1).as_ref()).unwrap_or(0);
+                if names.is_valid(row) {
+                    keys.push((seq, names.value(row).to_string()));
+                }
+            }
+            true
+        }));
+        if let Err(e) = result {
+            tracing::debug!(warehouse = %self.what(), error = %e, "primary key not discovered");
+            return Vec::new();
+        }
+        keys.sort();
+        keys.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// Columns and Arrow schema of `src` (Snowflake's `rowtype` of `SELECT * … LIMIT 0`).
     pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)?);
@@ -611,6 +650,10 @@ impl SnowflakeWarehouse {
             self.keep(&session, &r);
             r
         })?;
+        let primary_key = match src {
+            SourceRef::Table(_) => self.primary_key(src),
+            SourceRef::Query(_) => Vec::new(),
+        };
         Ok(TableSchema {
             columns: rowtype
                 .rowtype
@@ -621,7 +664,7 @@ impl SnowflakeWarehouse {
                     nullable: r.nullable,
                 })
                 .collect(),
-            primary_key: Vec::new(),
+            primary_key,
             arrow: arrow::schema(&rowtype.rowtype),
         })
     }
