@@ -169,7 +169,9 @@ pub(crate) trait SqlApi {
             Ok(None) => return Ok(Some("the change position query answered nothing".into())),
             Err(e) => return refused(e),
         };
-        let Some(probe) = self.changes_sql(table, at, at) else {
+        // The window just before the position: a valid range everywhere (Databricks refuses a
+        // start version past the end one).
+        let Some(probe) = self.changes_sql(table, at - 1, at) else {
             return Ok(Some(
                 "this warehouse has no change output wharf reads".into(),
             ));
