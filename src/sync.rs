@@ -702,16 +702,13 @@ fn capture_mode(resolved: &ResolvedSync, store: &StateStore) -> Result<CaptureMo
         (w, src) if w.has_change_function() => {
             let from = store.watermark(&sync.name)?;
             // A committed position means the function was read before; otherwise probe it.
-            let unavailable = match from {
-                Some(_) => None,
-                None => w.changes_unavailable(src).map_err(werr)?,
+            let start = match from {
+                Some(_) => Ok(w.change_position(src).map_err(werr)?),
+                None => w.change_start(src).map_err(werr)?,
             };
-            match unavailable {
-                None => {
-                    let to = w.change_position(src).map_err(werr)?;
-                    return Ok(CaptureMode::Function { from, to });
-                }
-                Some(reason) => reason,
+            match start {
+                Ok(to) => return Ok(CaptureMode::Function { from, to }),
+                Err(reason) => reason,
             }
         }
         _ => format!(

@@ -316,6 +316,14 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
             file.display()
         )
     };
+    let check_error = |file: &std::path::Path| {
+        let config = Config::parse(&toml(file), "w.toml").unwrap();
+        Warehouse::from_config(&config, "bq")
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string()
+    };
     let good = dir.path().join("sa.json");
     std::fs::write(&good, service_account(&key, &token_uri).to_string()).unwrap();
     let config = Config::parse(&toml(&good), "w.toml").unwrap();
@@ -342,12 +350,7 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
     let other_key = std::fs::read_to_string(&other).unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, service_account(&other_key, &token_uri).to_string()).unwrap();
-    let config = Config::parse(&toml(&bad), "w.toml").unwrap();
-    let e = Warehouse::from_config(&config, "bq")
-        .unwrap()
-        .check()
-        .unwrap_err()
-        .to_string();
+    let e = check_error(&bad);
     assert!(
         e.contains("service-account sign-in") && e.contains("invalid_grant"),
         "{e}"
@@ -361,12 +364,7 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
 
     // A file that is not a key, and two ways of signing in at once.
     std::fs::write(&bad, "{\"client_email\": \"x\"}").unwrap();
-    let config = Config::parse(&toml(&bad), "w.toml").unwrap();
-    let e = Warehouse::from_config(&config, "bq")
-        .unwrap()
-        .check()
-        .unwrap_err()
-        .to_string();
+    let e = check_error(&bad);
     assert!(e.contains("not a service account key"), "{e}");
     let e = Config::parse(&format!("{}access_token = \"t\"\n", toml(&good)), "w.toml")
         .unwrap_err()

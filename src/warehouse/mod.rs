@@ -414,12 +414,21 @@ impl Warehouse {
         matches!(self.kind(), Kind::Sql(w) if w.change_format().is_some())
     }
 
+    /// The current position of the change output of `src` when it can be read (probed), else
+    /// why not.
+    pub fn change_start(
+        &self,
+        src: &SourceRef,
+    ) -> Result<Result<Watermark, String>, WarehouseError> {
+        match self.kind() {
+            Kind::Sql(w) => w.change_start(src),
+            _ => Ok(Err("no change function here".into())),
+        }
+    }
+
     /// `None` when the change output of `src` can be read, else why not.
     pub fn changes_unavailable(&self, src: &SourceRef) -> Result<Option<String>, WarehouseError> {
-        match self.kind() {
-            Kind::Sql(w) => w.changes_unavailable(src),
-            _ => Ok(Some("no change function here".into())),
-        }
+        Ok(self.change_start(src)?.err())
     }
 
     /// The current position of the change output of `src`.

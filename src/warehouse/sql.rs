@@ -147,37 +147,31 @@ pub(crate) trait SqlApi {
         super::latest_per_key_sql(&from, &key, &self.ident(order))
     }
 
-    /// `None` when the change output of `src` can be read, else why not (a table without
-    /// change tracking, a query, an emulator without the function).
-    fn changes_unavailable(&self, src: &SourceRef) -> Result<Option<String>, WarehouseError> {
+    /// The current change position of `src` when its change output can be read, else why
+    /// not (a table without change tracking, a query, an emulator without the function).
+    fn change_start(&self, src: &SourceRef) -> Result<Result<Watermark, String>, WarehouseError> {
         let SourceRef::Table(table) = src else {
-            return Ok(Some("a query has no change output; name a table".into()));
+            return Ok(Err("a query has no change output; name a table".into()));
         };
         let (Some(_), Some(position)) = (self.change_format(), self.position_sql(table)) else {
-            return Ok(Some(
-                "this warehouse has no change output wharf reads".into(),
-            ));
+            return Ok(Err("this warehouse has no change output wharf reads".into()));
         };
-        let refused = |e: WarehouseError| -> Result<Option<String>, WarehouseError> {
-            match e {
-                e @ (WarehouseError::Unavailable { .. } | WarehouseError::Open { .. }) => Err(e),
-                e => Ok(Some(format!("{e}; {}", self.changes_hint(table)))),
-            }
+        let refused = |e: WarehouseError| match e {
+            e @ (WarehouseError::Unavailable { .. } | WarehouseError::Open { .. }) => Err(e),
+            e => Ok(Err(format!("{e}; {}", self.changes_hint(table)))),
         };
         let at = match self.scalar(src, &position) {
             Ok(Some(at)) => at,
-            Ok(None) => return Ok(Some("the change position query answered nothing".into())),
+            Ok(None) => return Ok(Err("the change position query answered nothing".into())),
             Err(e) => return refused(e),
         };
         // The window just before the position: a valid range everywhere (Databricks refuses a
         // start version past the end one).
         let Some(probe) = self.changes_sql(table, at - 1, at) else {
-            return Ok(Some(
-                "this warehouse has no change output wharf reads".into(),
-            ));
+            return Ok(Err("this warehouse has no change output wharf reads".into()));
         };
         match self.run(src, &format!("{probe} LIMIT 0"), Some(0), &mut |_| true) {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(Ok(self.position_watermark(at))),
             Err(e) => refused(e),
         }
     }

@@ -448,12 +448,21 @@ impl SnowflakeWarehouse {
         sql: &str,
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<SchemaRef, WarehouseError> {
+        self.in_session(async |session| self.stream_in(session, src, sql, each).await)
+            .await
+    }
+
+    /// Runs `f` in the cached session (or a new one); if Snowflake refuses a cached session
+    /// (expired; refused before any row), signs in again and runs `f` once more.
+    async fn in_session<T>(
+        &self,
+        mut f: impl AsyncFnMut(&mut Session) -> Result<T, WarehouseError>,
+    ) -> Result<T, WarehouseError> {
         let (mut session, reused) = self.session().await?;
-        let mut result = self.stream_in(&mut session, src, sql, each).await;
+        let mut result = f(&mut session).await;
         if reused && matches!(result, Err(WarehouseError::Open { .. })) {
-            // The cached session expired (refused before any row): sign in again, once.
             session = self.login().await?;
-            result = self.stream_in(&mut session, src, sql, each).await;
+            result = f(&mut session).await;
         }
         self.keep(&session, &result);
         result
@@ -621,10 +630,16 @@ impl SnowflakeWarehouse {
             let Some(names) = b.column(c).as_string_opt::<i32>() else {
                 return false;
             };
+            let Ok(seqs) = wharf_operators::arrow::compute::cast(
+                b.column(q),
+                &wharf_operators::arrow::datatypes::DataType::Int64,
+            ) else {
+                return false;
+            };
+            let seqs = seqs.as_primitive::<wharf_operators::arrow::datatypes::Int64Type>();
             for row in 0..b.num_rows() {
-                let seq = super::sql::first_i64(b.column(q).slice(row, 1).as_ref()).unwrap_or(0);
                 if names.is_valid(row) {
-                    keys.push((seq, names.value(row).to_string()));
+                    keys.push((seqs.value(row), names.value(row).to_string()));
                 }
             }
             true
@@ -640,16 +655,8 @@ impl SnowflakeWarehouse {
     /// Columns and Arrow schema of `src` (Snowflake's `rowtype` of `SELECT * … LIMIT 0`).
     pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)?);
-        let rowtype = self.block(async {
-            let (mut session, reused) = self.session().await?;
-            let mut r = self.query(&mut session, src, &sql).await;
-            if reused && matches!(r, Err(WarehouseError::Open { .. })) {
-                session = self.login().await?;
-                r = self.query(&mut session, src, &sql).await;
-            }
-            self.keep(&session, &r);
-            r
-        })?;
+        let rowtype =
+            self.block(self.in_session(async |session| self.query(session, src, &sql).await))?;
         let primary_key = match src {
             SourceRef::Table(_) => self.primary_key(src),
             SourceRef::Query(_) => Vec::new(),
