@@ -266,128 +266,471 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
-const MAGIC: &[u8; 8] = b"WHSNAP01";
+/// Magic of a legacy part (before 2026-11-30): `(key hash, fingerprint, key text)` per row,
+/// unsorted. Still read, so a state committed by an older wharf is diffed against, not resent.
+const LEGACY_MAGIC: &[u8; 8] = b"WHSNAP01";
+/// Magic of a sorted part: `(key hash, fingerprint)` per row, ascending by key hash.
+const SORTED_MAGIC: &[u8; 8] = b"WHSNAP02";
+/// Magic of a key-text part: the key texts of the rows, in no particular order.
+const KEYS_MAGIC: &[u8; 8] = b"WHKEYS01";
+/// Bytes per row of a sorted part.
+const PAIR: u64 = 32;
 
-/// Writes one part of a snapshot's state: `(key hash, fingerprint, key text)` per row, in the
-/// order given. Format: the 8-byte magic `WHSNAP01`, then per row 16 bytes key hash (LE),
-/// 16 bytes fingerprint (LE), the key text's length as a LEB128 varint and the key text.
-pub struct SnapshotWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
-    rows: u64,
+/// What a state file holds, from its magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKind {
+    /// `(key hash, fingerprint)` pairs sorted by key hash ([`SortedPartWriter`]).
+    Sorted,
+    /// Key texts ([`KeyTextWriter`]).
+    Keys,
+    /// An older wharf's part: pairs and key texts together, unsorted.
+    Legacy,
 }
 
-impl SnapshotWriter {
+/// Reads `path`'s magic.
+pub fn part_kind(path: &Path) -> io::Result<PartKind> {
+    let mut magic = [0u8; 8];
+    File::open(path)?.read_exact(&mut magic)?;
+    match &magic {
+        m if m == SORTED_MAGIC => Ok(PartKind::Sorted),
+        m if m == KEYS_MAGIC => Ok(PartKind::Keys),
+        m if m == LEGACY_MAGIC => Ok(PartKind::Legacy),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a wharf snapshot file", path.display()),
+        )),
+    }
+}
+
+/// The worker (of `peers`) that owns `key`: the key space is cut into `peers` contiguous
+/// ranges by the key hash's upper 64 bits, so each worker's keys are one range and the ranges
+/// are in worker order. The result is below `peers`.
+pub fn owner(key: u128, peers: usize) -> usize {
+    (((key >> 64) * peers as u128) >> 64) as usize
+}
+
+fn create_with_magic(path: &Path, magic: &[u8; 8]) -> io::Result<BufWriter<File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    out.write_all(magic)?;
+    Ok(out)
+}
+
+fn finish_file(mut out: BufWriter<File>, path: PathBuf) -> io::Result<PathBuf> {
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(path)
+}
+
+/// Writes one sorted part of a snapshot's state: the magic `WHSNAP02`, then per row 16 bytes
+/// key hash and 16 bytes fingerprint (both little-endian), ascending by key hash. The fixed
+/// row size lets a reader binary-search a key range.
+pub struct SortedPartWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    last: Option<u128>,
+}
+
+impl SortedPartWriter {
     /// Creates (truncates) `path`.
     pub fn create(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-        out.write_all(MAGIC)?;
-        Ok(SnapshotWriter {
-            out,
+        Ok(SortedPartWriter {
+            out: create_with_magic(path, SORTED_MAGIC)?,
             path: path.to_path_buf(),
-            rows: 0,
+            last: None,
         })
     }
 
-    /// Appends one row.
-    pub fn push(&mut self, id: RowId, key: &[u8]) -> io::Result<()> {
-        self.out.write_all(&id.key.to_le_bytes())?;
-        self.out.write_all(&id.fp.to_le_bytes())?;
+    /// Appends one row; keys must come in ascending order, each once.
+    pub fn push(&mut self, key: u128, fp: u128) -> io::Result<()> {
+        if self.last.is_some_and(|l| l >= key) {
+            return Err(io::Error::other("sorted part rows out of order"));
+        }
+        self.last = Some(key);
+        let mut rec = [0u8; PAIR as usize];
+        rec[..16].copy_from_slice(&key.to_le_bytes());
+        rec[16..].copy_from_slice(&fp.to_le_bytes());
+        self.out.write_all(&rec)
+    }
+
+    /// Flushes and syncs the file to disk; returns its path.
+    pub fn finish(self) -> io::Result<PathBuf> {
+        finish_file(self.out, self.path)
+    }
+}
+
+/// Writes the key texts of a snapshot's rows: the magic `WHKEYS01`, then per row the text's
+/// length as a LEB128 varint and the text. A deleted key's text is found by hashing these.
+pub struct KeyTextWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl KeyTextWriter {
+    /// Creates (truncates) `path`.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        Ok(KeyTextWriter {
+            out: create_with_magic(path, KEYS_MAGIC)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends one key text.
+    pub fn push(&mut self, key: &[u8]) -> io::Result<()> {
         let mut len = key.len();
+        let mut buf = [0u8; 10];
+        let mut n = 0;
         loop {
             let b = (len & 0x7f) as u8;
             len >>= 7;
             if len == 0 {
-                self.out.write_all(&[b])?;
+                buf[n] = b;
+                n += 1;
                 break;
             }
-            self.out.write_all(&[b | 0x80])?;
+            buf[n] = b | 0x80;
+            n += 1;
         }
-        self.out.write_all(key)?;
-        self.rows += 1;
-        Ok(())
-    }
-
-    /// Rows written.
-    pub fn rows(&self) -> u64 {
-        self.rows
+        self.out.write_all(&buf[..n])?;
+        self.out.write_all(key)
     }
 
     /// Flushes and syncs the file to disk; returns its path.
-    pub fn finish(mut self) -> io::Result<PathBuf> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        Ok(self.path)
+    pub fn finish(self) -> io::Result<PathBuf> {
+        finish_file(self.out, self.path)
     }
 }
 
-/// Reads a part written by [`SnapshotWriter`].
-pub struct SnapshotReader {
-    input: BufReader<File>,
-    path: PathBuf,
+fn invalid(path: &Path, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "snapshot file {} is truncated or corrupt: {what}",
+            path.display()
+        ),
+    )
 }
 
-impl SnapshotReader {
-    /// Opens `path` and checks its magic.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
-        let mut magic = [0u8; 8];
-        input.read_exact(&mut magic)?;
-        if &magic != MAGIC {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a wharf snapshot file", path.display()),
-            ));
+/// Reads the rows of one owner's key range out of a sorted part, in ascending key order.
+pub struct SortedRangeReader {
+    input: BufReader<File>,
+    path: PathBuf,
+    left: u64,
+    owner: usize,
+    peers: usize,
+}
+
+impl SortedRangeReader {
+    /// Opens `path` (a [`PartKind::Sorted`] part) at the first row that `owner` of `peers`
+    /// owns (found by binary search).
+    pub fn open(path: &Path, owner: usize, peers: usize) -> io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < 8 || (len - 8) % PAIR != 0 {
+            return Err(invalid(path, format!("{len} bytes")));
         }
-        Ok(SnapshotReader {
+        let rows = (len - 8) / PAIR;
+        let key_at = |i: u64| -> io::Result<u128> {
+            let mut b = [0u8; 16];
+            file.read_exact_at(&mut b, 8 + i * PAIR)?;
+            Ok(u128::from_le_bytes(b))
+        };
+        // First row whose owner is at least `owner`.
+        let (mut lo, mut hi) = (0u64, rows);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self::owner(key_at(mid)?, peers) < owner {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        input.seek(SeekFrom::Start(8 + lo * PAIR))?;
+        Ok(SortedRangeReader {
             input,
             path: path.to_path_buf(),
+            left: rows - lo,
+            owner,
+            peers,
         })
     }
 
-    /// The next row (its key text goes into `key`), or `None` at the end.
-    pub fn next_row(&mut self, key: &mut Vec<u8>) -> io::Result<Option<RowId>> {
-        let mut buf = [0u8; 16];
-        match self.input.read_exact(&mut buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+    /// The next `(key hash, fingerprint)` of the range, or `None` past its end.
+    pub fn next_pair(&mut self) -> io::Result<Option<(u128, u128)>> {
+        if self.left == 0 {
+            return Ok(None);
         }
-        let k = u128::from_le_bytes(buf);
+        let mut rec = [0u8; PAIR as usize];
         self.input
-            .read_exact(&mut buf)
-            .map_err(|e| self.corrupt(e))?;
-        let fp = u128::from_le_bytes(buf);
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let mut b = [0u8; 1];
-            self.input.read_exact(&mut b).map_err(|e| self.corrupt(e))?;
-            len |= ((b[0] & 0x7f) as usize) << shift;
-            if b[0] & 0x80 == 0 {
-                break;
+            .read_exact(&mut rec)
+            .map_err(|e| invalid(&self.path, e))?;
+        self.left -= 1;
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&rec[..16]);
+        let key = u128::from_le_bytes(k);
+        if owner(key, self.peers) != self.owner {
+            self.left = 0;
+            return Ok(None);
+        }
+        let mut f = [0u8; 16];
+        f.copy_from_slice(&rec[16..]);
+        Ok(Some((key, u128::from_le_bytes(f))))
+    }
+}
+
+/// Reads the key texts of a [`PartKind::Keys`] part, or the rows of a [`PartKind::Legacy`] one
+/// (the magic `WHSNAP01`, then per row 16 bytes key hash, 16 bytes fingerprint, the key
+/// text's length as a LEB128 varint and the key text).
+pub struct KeyTextReader {
+    input: BufReader<File>,
+    path: PathBuf,
+    legacy: bool,
+}
+
+impl KeyTextReader {
+    /// Opens `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let legacy = match part_kind(path)? {
+            PartKind::Keys => false,
+            PartKind::Legacy => true,
+            PartKind::Sorted => {
+                return Err(invalid(path, "a sorted part holds no key texts"));
             }
-            shift += 7;
+        };
+        let mut input = BufReader::with_capacity(1 << 20, File::open(path)?);
+        input.read_exact(&mut [0u8; 8])?;
+        Ok(KeyTextReader {
+            input,
+            path: path.to_path_buf(),
+            legacy,
+        })
+    }
+
+    /// The next key text (into `key`); false at the end. In a legacy part, which also holds
+    /// each row's key hash and fingerprint, `pair` is set to them.
+    pub fn next_key(
+        &mut self,
+        key: &mut Vec<u8>,
+        pair: &mut Option<(u128, u128)>,
+    ) -> io::Result<bool> {
+        let mut first = [0u8; 1];
+        if self.legacy {
+            let mut rec = [0u8; PAIR as usize];
+            match self.input.read_exact(&mut rec) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            let (k, f) = rec.split_at(16);
+            *pair = Some((
+                u128::from_le_bytes(k.try_into().unwrap_or_default()),
+                u128::from_le_bytes(f.try_into().unwrap_or_default()),
+            ));
+            self.input
+                .read_exact(&mut first)
+                .map_err(|e| invalid(&self.path, e))?;
+        } else {
+            match self.input.read_exact(&mut first) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut len = (first[0] & 0x7f) as usize;
+        let mut b = first[0];
+        let mut shift = 7;
+        while b & 0x80 != 0 {
             if shift > 35 {
-                return Err(self.corrupt(io::Error::other("bad length")));
+                return Err(invalid(&self.path, "bad length"));
             }
+            let mut next = [0u8; 1];
+            self.input
+                .read_exact(&mut next)
+                .map_err(|e| invalid(&self.path, e))?;
+            b = next[0];
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
         }
         key.clear();
         key.resize(len, 0);
-        self.input.read_exact(key).map_err(|e| self.corrupt(e))?;
-        Ok(Some(RowId { key: k, fp }))
+        self.input
+            .read_exact(key)
+            .map_err(|e| invalid(&self.path, e))?;
+        Ok(true)
+    }
+}
+
+/// The previous snapshot's `(key hash, fingerprint)` pairs in one owner's key range,
+/// ascending by key hash: streamed from sorted parts (each binary-searched to the range), or,
+/// for a legacy state, loaded and sorted in memory once.
+pub struct PreviousRange {
+    heads: Vec<(Option<(u128, u128)>, SortedRangeReader)>,
+    loaded: std::vec::IntoIter<(u128, u128)>,
+    last: Option<u128>,
+}
+
+impl PreviousRange {
+    /// Opens the pairs of `parts` (the committed state's files) owned by `owner` of `peers`.
+    pub fn open(parts: &[PathBuf], owner: usize, peers: usize) -> io::Result<Self> {
+        let mut heads = Vec::new();
+        let mut loaded = Vec::new();
+        let mut legacy = false;
+        let mut key = Vec::new();
+        for path in parts {
+            match part_kind(path)? {
+                PartKind::Sorted => {
+                    let mut r = SortedRangeReader::open(path, owner, peers)?;
+                    heads.push((r.next_pair()?, r));
+                }
+                PartKind::Keys => {}
+                PartKind::Legacy => {
+                    legacy = true;
+                    let mut r = KeyTextReader::open(path)?;
+                    let mut pair = None;
+                    while r.next_key(&mut key, &mut pair)? {
+                        if let Some(p) = pair.filter(|p| self::owner(p.0, peers) == owner) {
+                            loaded.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        if legacy {
+            for (head, r) in &mut heads {
+                while let Some(p) = head.take() {
+                    loaded.push(p);
+                    *head = r.next_pair()?;
+                }
+            }
+            heads.clear();
+            loaded.sort_unstable();
+        }
+        Ok(PreviousRange {
+            heads,
+            loaded: loaded.into_iter(),
+            last: None,
+        })
     }
 
-    fn corrupt(&self, e: io::Error) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "snapshot file {} is truncated or corrupt: {e}",
-                self.path.display()
-            ),
-        )
+    /// The next pair, or `None` at the end of the range. A key seen twice is an error (the
+    /// state is corrupt).
+    pub fn next_pair(&mut self) -> io::Result<Option<(u128, u128)>> {
+        let next = match self.loaded.next() {
+            Some(p) => Some(p),
+            None => {
+                let Some(i) = (0..self.heads.len())
+                    .filter(|&i| self.heads[i].0.is_some())
+                    .min_by_key(|&i| self.heads[i].0.map(|p| p.0))
+                else {
+                    return Ok(None);
+                };
+                let (head, r) = &mut self.heads[i];
+                let p = *head;
+                *head = r.next_pair()?;
+                p
+            }
+        };
+        if let Some((k, _)) = next {
+            if self.last.is_some_and(|l| l >= k) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the snapshot state holds a key twice or out of order",
+                ));
+            }
+            self.last = Some(k);
+        }
+        Ok(next)
+    }
+}
+
+/// The key texts whose hashes are in `wanted`, read from the key-text and legacy parts of
+/// `parts`.
+pub fn key_texts_of(
+    parts: &[PathBuf],
+    wanted: &std::collections::HashSet<u128>,
+) -> io::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut key = Vec::new();
+    let mut pair = None;
+    for path in parts {
+        if part_kind(path)? == PartKind::Sorted {
+            continue;
+        }
+        let mut r = KeyTextReader::open(path)?;
+        while r.next_key(&mut key, &mut pair)? {
+            if wanted.contains(&xxh3_128(&key)) {
+                out.push(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_cut_the_key_space_into_ordered_ranges() {
+        for peers in [1usize, 2, 3, 4, 7] {
+            assert_eq!(owner(0, peers), 0);
+            assert_eq!(owner(u128::MAX, peers), peers - 1);
+            let mut last = 0;
+            for i in 0..1000u128 {
+                let key = i * (u128::MAX / 1000);
+                let o = owner(key, peers);
+                assert!(o < peers && o >= last, "owner of {key} with {peers} peers");
+                last = o;
+            }
+        }
+    }
+
+    #[test]
+    fn a_sorted_part_is_read_by_owner_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part.snap");
+        let mut keys: Vec<u128> = (0..5000u128).map(|i| xxh3_128(&i.to_le_bytes())).collect();
+        keys.sort_unstable();
+        let mut w = SortedPartWriter::create(&path).unwrap();
+        for &k in &keys {
+            w.push(k, !k).unwrap();
+        }
+        assert!(w.push(keys[0], 0).is_err(), "out of order is refused");
+        w.finish().unwrap();
+        assert_eq!(part_kind(&path).unwrap(), PartKind::Sorted);
+        for peers in [1, 2, 3] {
+            let mut all = Vec::new();
+            for o in 0..peers {
+                let mut r = SortedRangeReader::open(&path, o, peers).unwrap();
+                while let Some((k, fp)) = r.next_pair().unwrap() {
+                    assert_eq!(owner(k, peers), o);
+                    assert_eq!(fp, !k);
+                    all.push(k);
+                }
+            }
+            assert_eq!(all, keys, "{peers} ranges read every row once, in order");
+        }
+    }
+
+    #[test]
+    fn key_texts_are_found_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.snap");
+        let mut w = KeyTextWriter::create(&path).unwrap();
+        let long = "x".repeat(300);
+        for k in ["1", "\"a\"", long.as_str()] {
+            w.push(k.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+        let wanted = [xxh3_128(b"\"a\""), xxh3_128(long.as_bytes())]
+            .into_iter()
+            .collect();
+        let got = key_texts_of(&[path], &wanted).unwrap();
+        assert_eq!(got, vec!["\"a\"".to_string(), long]);
     }
 }

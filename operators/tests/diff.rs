@@ -1,6 +1,7 @@
 //! The snapshot diff against a brute-force oracle: random tables and random sequences of
-//! inserts, updates, deletes, key changes and added nullable columns, with 1, 2 and 4 workers;
-//! each run's state is the previous run's new state, as after a commit.
+//! inserts, updates, deletes, key changes and added nullable columns, with 1, 2 and 4 workers
+//! (and with the worker count changing between runs); each run's state is the previous run's
+//! new state, as after a commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -120,7 +121,9 @@ fn emitted(sets: &[ChangeSet]) -> BTreeSet<(String, ChangeOp)> {
     out
 }
 
-fn run(steps: &[Vec<Step>], workers: usize, chunk: usize) -> Result<(), TestCaseError> {
+/// Runs `steps`, run `r` with `workers[r % workers.len()]` workers (the state of a run with
+/// one worker count is read by a run with another).
+fn run(steps: &[Vec<Step>], workers: &[usize], chunk: usize) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut table: BTreeMap<i64, Row> = BTreeMap::new();
     let mut with_c = false;
@@ -160,6 +163,7 @@ fn run(steps: &[Vec<Step>], workers: usize, chunk: usize) -> Result<(), TestCase
             .unwrap_or_else(|| batches(&[(0, (None, None, None))].into(), with_c, 1)[0].schema());
         let hasher = RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap();
         let next_dir = dir.path().join(format!("run-{run}"));
+        let workers = workers[run % workers.len()];
         let spec = DiffSpec {
             hasher: Arc::new(hasher),
             previous: previous.clone(),
@@ -175,7 +179,8 @@ fn run(steps: &[Vec<Step>], workers: usize, chunk: usize) -> Result<(), TestCase
         let got = emitted(&sets);
         prop_assert_eq!(&got, &want, "run {} with {} workers", run, workers);
         let parts = counts.parts.lock().unwrap().clone();
-        prop_assert_eq!(parts.len(), workers);
+        // Per worker: a sorted part and a key-text part.
+        prop_assert_eq!(parts.len(), 2 * workers);
         previous = parts;
     }
     Ok(())
@@ -189,7 +194,7 @@ proptest! {
         steps in proptest::collection::vec(proptest::collection::vec(step(), 0..25), 1..6),
         chunk in 1usize..9,
     ) {
-        for workers in [1, 2, 4] {
+        for workers in [&[1][..], &[2], &[4], &[1, 2, 4], &[4, 1, 2]] {
             run(&steps, workers, chunk)?;
         }
     }
@@ -266,4 +271,67 @@ fn fingerprint_rules() {
     assert_ne!(a.fp, fp(&wide, &schema, r#"{"x":1,"y":[1,2]}"#, Some(0)).fp);
     assert_ne!(a.fp, fp(&small, &narrow, r#"{"x":2,"y":[1,2]}"#, None).fp);
     assert_eq!(a.key, fp(&small, &narrow, "{}", None).key);
+}
+
+/// A state committed by an older wharf (unsorted `WHSNAP01` parts holding pairs and key texts)
+/// is diffed against, not resent: only the real changes come out, and the new state is sorted.
+#[test]
+fn legacy_state_is_read() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let before: BTreeMap<i64, Row> = (0..50)
+        .map(|k| (k, (Some(k % 4), Some(format!("v{k}")), None)))
+        .collect();
+    let input = batches(&before, false, 7);
+    let hasher =
+        Arc::new(RowHasher::new(&input[0].schema(), &["id".to_string()], &[], &[]).unwrap());
+    // Two legacy parts, rows in table order (not by key hash).
+    let mut previous = Vec::new();
+    for (n, part) in input.chunks(4).enumerate() {
+        let path = dir.path().join(format!("legacy-{n}.snap"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"WHSNAP01").unwrap();
+        for b in part {
+            let hashed = hasher.hash_batch(b);
+            for (i, id) in hashed.ids.iter().enumerate() {
+                let id = id.unwrap();
+                f.write_all(&id.key.to_le_bytes()).unwrap();
+                f.write_all(&id.fp.to_le_bytes()).unwrap();
+                let key = hashed.key(i);
+                f.write_all(&[key.len() as u8]).unwrap();
+                f.write_all(key).unwrap();
+            }
+        }
+        previous.push(path);
+    }
+    let mut after = before.clone();
+    after.remove(&3);
+    after.insert(7, (Some(9), None, None));
+    after.insert(100, (None, None, None));
+    for workers in [1, 2] {
+        let spec = DiffSpec {
+            hasher: hasher.clone(),
+            previous: previous.clone(),
+            next_dir: dir.path().join(format!("next-{workers}")),
+            spill_dir: dir.path().join("spill"),
+            memory_budget: 1 << 20,
+            emit: Emit::Changes,
+            send_deletes: true,
+        };
+        let (sets, counts) = diff_batches(workers, batches(&after, false, 5), spec).unwrap();
+        assert_eq!(emitted(&sets), oracle(&before, &after));
+        // The new (sorted) state reads back: diffing the same table again finds nothing.
+        let parts = counts.parts.lock().unwrap().clone();
+        let spec = DiffSpec {
+            hasher: hasher.clone(),
+            previous: parts,
+            next_dir: dir.path().join(format!("again-{workers}")),
+            spill_dir: dir.path().join("spill"),
+            memory_budget: 1 << 20,
+            emit: Emit::Changes,
+            send_deletes: true,
+        };
+        let (sets, _) = diff_batches(workers, batches(&after, false, 5), spec).unwrap();
+        assert!(emitted(&sets).is_empty());
+    }
 }
