@@ -19,7 +19,6 @@
 //! the run goes; the caller makes it the committed state only when the run commits.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -45,8 +44,8 @@ use crate::changes::ChangeMapper;
 use crate::dataflow::{ArrowBatch, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{
-    identity_changed, key_texts_of, owner, KeyTextWriter, PreviousRange, RowHasher,
-    SortedPartWriter,
+    identity_changed, key_texts_of, owner, state_fingerprint_version, KeyMap, KeySet,
+    KeyTextWriter, PreviousRange, RowHasher, SortedPartWriter,
 };
 
 pub use crate::record::ChangeOp;
@@ -268,6 +267,18 @@ pub fn snapshot_diff<'s>(
 ) -> Stream<'s, u64, Vec<ChangeSet>> {
     let scope = rows.scope();
     let (index, peers) = (scope.index(), scope.peers());
+    // A state keeps the fingerprint version it was first written with.
+    let spec = match state_fingerprint_version(&spec.previous) {
+        Ok(v) if v == spec.hasher.fingerprint_version() => spec,
+        Ok(v) => Arc::new(DiffSpec {
+            hasher: Arc::new(spec.hasher.with_fingerprint(v)),
+            ..(*spec).clone()
+        }),
+        Err(e) => {
+            control.fail(format!("cannot read the last snapshot's state: {e}"));
+            spec
+        }
+    };
     let stash = Rc::new(RefCell::new(Stash::Memory {
         batches: Vec::new(),
         bytes: 0,
@@ -413,8 +424,8 @@ pub fn snapshot_diff<'s>(
             move |cap, info| {
                 let activator = worker.activator_for(info.address.clone());
                 let mut held = Some(cap.delayed(&epoch));
-                let mut changed: HashMap<u128, RowChange> = HashMap::new();
-                let mut dups: HashSet<u128> = HashSet::new();
+                let mut changed: KeyMap<RowChange> = KeyMap::default();
+                let mut dups = KeySet::default();
                 let mut iter: Option<StashIter> = None;
                 move |(input, frontier), output| {
                     input.for_each(|_cap, data| {
@@ -488,7 +499,7 @@ pub fn snapshot_diff<'s>(
                     }
                     drop(session);
                     iter = None;
-                    changed = HashMap::new();
+                    changed = KeyMap::default();
                     held = None;
                 }
             },
@@ -639,7 +650,7 @@ pub fn split_changes(
 fn pick_rows(
     batch: &RecordBatch,
     spec: &DiffSpec,
-    changed: &HashMap<u128, RowChange>,
+    changed: &KeyMap<RowChange>,
     first: bool,
 ) -> Option<ChangeSet> {
     let hashes = spec.hasher.key_hashes(batch);
@@ -709,7 +720,7 @@ fn pick_rows(
 fn duplicate_examples(
     stash: &Rc<RefCell<Stash>>,
     hasher: &RowHasher,
-    dups: &HashSet<u128>,
+    dups: &KeySet,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(mut it) = stash.borrow_mut().drain() else {
@@ -757,7 +768,8 @@ fn classify(
     }
     let state = |e: std::io::Error| format!("cannot write snapshot state: {e}");
     let path = spec.next_dir.join(format!("part-{index}.snap"));
-    let mut writer = SortedPartWriter::create(&path).map_err(state)?;
+    let mut writer =
+        SortedPartWriter::create(&path, spec.hasher.fingerprint_version()).map_err(state)?;
     let first = spec.previous.is_empty();
     if first {
         // Every row is an insert; the rows are emitted without a per-key verdict.
@@ -772,7 +784,7 @@ fn classify(
         let mut prev = PreviousRange::open(&spec.previous, index, peers).map_err(previous)?;
         let mut old = prev.next_pair().map_err(previous)?;
         let (mut ins, mut upd) = (0u64, 0u64);
-        let mut deleted: HashSet<u128> = HashSet::new();
+        let mut deleted = KeySet::default();
         for &(k, fp) in &pairs {
             writer.push(k, fp).map_err(state)?;
             while let Some((ok, _)) = old.filter(|o| o.0 < k) {

@@ -4,12 +4,20 @@
 //! # Fingerprint
 //! The fingerprint is `xxh3_128` over a canonical encoding of the row's non-key columns:
 //! columns are taken in the order of their names (so reordering columns changes nothing), and
-//! for every non-NULL value the bytes `name 0x00 value 0x1e` are hashed, where `value` is the
-//! value's JSON encoding (the same encoding the destinations get). NULL values — and values
-//! without a JSON form, NaN and ±infinity — are left out entirely, so adding a nullable column
-//! changes no fingerprint, wherever it is added. Columns named as JSON columns are
-//! canonicalized first: parsed and re-written with object keys sorted and no whitespace, so key
-//! order and formatting do not matter (text that is not valid JSON is hashed as it is).
+//! every non-NULL value is hashed as `name 0x00 value`. NULL values — and values without a JSON
+//! form, NaN and ±infinity — are left out entirely, so adding a nullable column changes no
+//! fingerprint, wherever it is added. Columns named as JSON columns are canonicalized first:
+//! parsed and re-written with object keys sorted and no whitespace, so key order and
+//! formatting do not matter (text that is not valid JSON is hashed as it is).
+//!
+//! `value` has two versions ([`FingerprintVersion`]). Version 2 (binary, the default): a tag
+//! byte and the value's bytes — integers of any width as `i` + i64 little-endian (`u` + u64
+//! above i64's range), floats as `f` + the f64's bits, strings as `s` + u64 length + UTF-8,
+//! booleans as `b` + 0/1, JSON columns as `j` + length + canonical JSON, every other type as
+//! `t` + length + its JSON text. Version 1 (text; states committed before 2026-11-30): the
+//! value's JSON text followed by `0x1e`. A sync keeps the version its committed state was
+//! written with (the state files say which), so an upgrade resends nothing; `wharf reset`
+//! starts it over on version 2.
 //!
 //! For events (identity columns configured), the upper 64 bits of the fingerprint are a hash of
 //! the identity columns (event name, distinct id, time) and the lower 64 bits a hash of the
@@ -41,9 +49,19 @@ pub struct RowId {
     pub fp: u128,
 }
 
+/// How values are encoded for the fingerprint (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FingerprintVersion {
+    /// JSON text of each value (states written before 2026-11-30).
+    Text,
+    /// Tagged binary values.
+    Binary,
+}
+
 /// Computes [`RowId`]s and key texts for the rows of one table schema.
 #[derive(Debug, Clone)]
 pub struct RowHasher {
+    version: FingerprintVersion,
     keys: Vec<usize>,
     key_names: Vec<String>,
     /// (name, column, is JSON), sorted by name; key and identity columns excluded.
@@ -102,12 +120,26 @@ impl RowHasher {
             .collect();
         values.sort();
         Ok(RowHasher {
+            version: FingerprintVersion::Binary,
             keys,
             key_names: key_columns.to_vec(),
             values,
             identity,
             n_columns: schema.fields().len(),
         })
+    }
+
+    /// The same hasher with fingerprints of `version`.
+    pub fn with_fingerprint(&self, version: FingerprintVersion) -> Self {
+        RowHasher {
+            version,
+            ..self.clone()
+        }
+    }
+
+    /// The fingerprint version this hasher computes.
+    pub fn fingerprint_version(&self) -> FingerprintVersion {
+        self.version
     }
 
     /// Number of columns of the schema this hasher was built for.
@@ -150,22 +182,29 @@ impl RowHasher {
                 let mark = scratch.len();
                 scratch.extend_from_slice(name.as_bytes());
                 scratch.push(0);
-                let ok = if *is_json {
-                    match e.text(row) {
-                        Some(text) => {
-                            json.clear();
-                            canonical_json(&text, &mut json);
-                            scratch.extend_from_slice(&json);
-                            true
-                        }
-                        None => e.write(row, &mut scratch),
+                let ok = match self.version {
+                    FingerprintVersion::Binary => {
+                        write_binary(e, *is_json, row, &mut scratch, &mut json)
                     }
-                } else {
-                    e.write(row, &mut scratch)
+                    FingerprintVersion::Text => {
+                        let ok = if *is_json {
+                            match e.text(row) {
+                                Some(text) => {
+                                    json.clear();
+                                    canonical_json(&text, &mut json);
+                                    scratch.extend_from_slice(&json);
+                                    true
+                                }
+                                None => e.write(row, &mut scratch),
+                            }
+                        } else {
+                            e.write(row, &mut scratch)
+                        };
+                        scratch.push(0x1e);
+                        ok
+                    }
                 };
-                if ok {
-                    scratch.push(0x1e);
-                } else {
+                if !ok {
                     scratch.truncate(mark);
                 }
             }
@@ -221,6 +260,75 @@ impl RowHasher {
     }
 }
 
+/// Writes `e`'s value at `row` in the binary canonical form (version 2, see the module docs);
+/// false when it has none (NaN, ±infinity). `json` is scratch space.
+fn write_binary(
+    e: &ColumnEncoder<'_>,
+    is_json: bool,
+    row: usize,
+    out: &mut Vec<u8>,
+    json: &mut Vec<u8>,
+) -> bool {
+    fn int(out: &mut Vec<u8>, v: i64) {
+        out.push(b'i');
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    fn float(out: &mut Vec<u8>, v: f64) -> bool {
+        if !v.is_finite() {
+            return false;
+        }
+        out.push(b'f');
+        out.extend_from_slice(&v.to_bits().to_le_bytes());
+        true
+    }
+    fn tagged(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    if is_json {
+        if let Some(text) = e.text(row) {
+            json.clear();
+            canonical_json(&text, json);
+            tagged(out, b'j', json);
+            return true;
+        }
+    }
+    match e {
+        ColumnEncoder::I8(a) => int(out, a.value(row).into()),
+        ColumnEncoder::I16(a) => int(out, a.value(row).into()),
+        ColumnEncoder::I32(a) => int(out, a.value(row).into()),
+        ColumnEncoder::I64(a) => int(out, a.value(row)),
+        ColumnEncoder::U8(a) => int(out, a.value(row).into()),
+        ColumnEncoder::U16(a) => int(out, a.value(row).into()),
+        ColumnEncoder::U32(a) => int(out, a.value(row).into()),
+        ColumnEncoder::U64(a) => match i64::try_from(a.value(row)) {
+            Ok(v) => int(out, v),
+            Err(_) => {
+                out.push(b'u');
+                out.extend_from_slice(&a.value(row).to_le_bytes());
+            }
+        },
+        ColumnEncoder::F32(a) => return float(out, a.value(row).into()),
+        ColumnEncoder::F64(a) => return float(out, a.value(row)),
+        ColumnEncoder::Utf8(a) => tagged(out, b's', a.value(row).as_bytes()),
+        ColumnEncoder::LargeUtf8(a) => tagged(out, b's', a.value(row).as_bytes()),
+        ColumnEncoder::Utf8View(a) => tagged(out, b's', a.value(row).as_bytes()),
+        ColumnEncoder::Bool(a) => {
+            out.push(b'b');
+            out.push(u8::from(a.value(row)));
+        }
+        other => {
+            json.clear();
+            if !other.write(row, json) {
+                return false;
+            }
+            tagged(out, b't', json);
+        }
+    }
+    true
+}
+
 /// Whether the upper (identity) halves of two event fingerprints differ.
 pub fn identity_changed(old_fp: u128, new_fp: u128) -> bool {
     (old_fp >> 64) != (new_fp >> 64)
@@ -269,8 +377,11 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
 /// Magic of a legacy part (before 2026-11-30): `(key hash, fingerprint, key text)` per row,
 /// unsorted. Still read, so a state committed by an older wharf is diffed against, not resent.
 const LEGACY_MAGIC: &[u8; 8] = b"WHSNAP01";
-/// Magic of a sorted part: `(key hash, fingerprint)` per row, ascending by key hash.
-const SORTED_MAGIC: &[u8; 8] = b"WHSNAP02";
+/// Magic of a sorted part: `(key hash, fingerprint)` per row, ascending by key hash; version 2
+/// (binary) fingerprints.
+const SORTED_MAGIC: &[u8; 8] = b"WHSNAP03";
+/// The same with version 1 (text) fingerprints.
+const SORTED_TEXT_MAGIC: &[u8; 8] = b"WHSNAP02";
 /// Magic of a key-text part: the key texts of the rows, in no particular order.
 const KEYS_MAGIC: &[u8; 8] = b"WHKEYS01";
 /// Bytes per row of a sorted part.
@@ -279,8 +390,9 @@ const PAIR: u64 = 32;
 /// What a state file holds, from its magic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartKind {
-    /// `(key hash, fingerprint)` pairs sorted by key hash ([`SortedPartWriter`]).
-    Sorted,
+    /// `(key hash, fingerprint)` pairs sorted by key hash ([`SortedPartWriter`]), with
+    /// fingerprints of this version.
+    Sorted(FingerprintVersion),
     /// Key texts ([`KeyTextWriter`]).
     Keys,
     /// An older wharf's part: pairs and key texts together, unsorted.
@@ -292,7 +404,8 @@ pub fn part_kind(path: &Path) -> io::Result<PartKind> {
     let mut magic = [0u8; 8];
     File::open(path)?.read_exact(&mut magic)?;
     match &magic {
-        m if m == SORTED_MAGIC => Ok(PartKind::Sorted),
+        m if m == SORTED_MAGIC => Ok(PartKind::Sorted(FingerprintVersion::Binary)),
+        m if m == SORTED_TEXT_MAGIC => Ok(PartKind::Sorted(FingerprintVersion::Text)),
         m if m == KEYS_MAGIC => Ok(PartKind::Keys),
         m if m == LEGACY_MAGIC => Ok(PartKind::Legacy),
         _ => Err(io::Error::new(
@@ -301,6 +414,48 @@ pub fn part_kind(path: &Path) -> io::Result<PartKind> {
         )),
     }
 }
+
+/// The fingerprint version of a committed state (its part files): a state keeps the version
+/// it was first written with. No state: the current version.
+pub fn state_fingerprint_version(parts: &[PathBuf]) -> io::Result<FingerprintVersion> {
+    for path in parts {
+        match part_kind(path)? {
+            PartKind::Sorted(v) => return Ok(v),
+            PartKind::Legacy => return Ok(FingerprintVersion::Text),
+            PartKind::Keys => {}
+        }
+    }
+    Ok(FingerprintVersion::Binary)
+}
+
+/// Hashes a key hash for a hash table: it already is a uniform hash, so its lower 64 bits
+/// are used as they are (std's default SipHash costs more than the rest of a lookup).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only used for key hashes (`write_u128`); anything else is mixed in byte by byte.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub type KeyHashing = std::hash::BuildHasherDefault<KeyHasher>;
+/// A map keyed by key hashes.
+pub type KeyMap<V> = std::collections::HashMap<u128, V, KeyHashing>;
+/// A set of key hashes.
+pub type KeySet = std::collections::HashSet<u128, KeyHashing>;
 
 /// The worker (of `peers`) that owns `key`: the key space is cut into `peers` contiguous
 /// ranges by the key hash's upper 64 bits, so each worker's keys are one range and the ranges
@@ -324,9 +479,10 @@ fn finish_file(mut out: BufWriter<File>, path: PathBuf) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes one sorted part of a snapshot's state: the magic `WHSNAP02`, then per row 16 bytes
-/// key hash and 16 bytes fingerprint (both little-endian), ascending by key hash. The fixed
-/// row size lets a reader binary-search a key range.
+/// Writes one sorted part of a snapshot's state: the magic (`WHSNAP03`, or `WHSNAP02` for
+/// version 1 fingerprints), then per row 16 bytes key hash and 16 bytes fingerprint (both
+/// little-endian), ascending by key hash. The fixed row size lets a reader binary-search a key
+/// range.
 pub struct SortedPartWriter {
     out: BufWriter<File>,
     path: PathBuf,
@@ -334,10 +490,14 @@ pub struct SortedPartWriter {
 }
 
 impl SortedPartWriter {
-    /// Creates (truncates) `path`.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    /// Creates (truncates) `path`, for fingerprints of `version`.
+    pub fn create(path: &Path, version: FingerprintVersion) -> io::Result<Self> {
+        let magic = match version {
+            FingerprintVersion::Binary => SORTED_MAGIC,
+            FingerprintVersion::Text => SORTED_TEXT_MAGIC,
+        };
         Ok(SortedPartWriter {
-            out: create_with_magic(path, SORTED_MAGIC)?,
+            out: create_with_magic(path, magic)?,
             path: path.to_path_buf(),
             last: None,
         })
@@ -498,7 +658,7 @@ impl KeyTextReader {
         let legacy = match part_kind(path)? {
             PartKind::Keys => false,
             PartKind::Legacy => true,
-            PartKind::Sorted => {
+            PartKind::Sorted(_) => {
                 return Err(invalid(path, "a sorted part holds no key texts"));
             }
         };
@@ -583,7 +743,7 @@ impl PreviousRange {
         let mut key = Vec::new();
         for path in parts {
             match part_kind(path)? {
-                PartKind::Sorted => {
+                PartKind::Sorted(_) => {
                     let mut r = SortedRangeReader::open(path, owner, peers)?;
                     heads.push((r.next_pair()?, r));
                 }
@@ -650,15 +810,12 @@ impl PreviousRange {
 
 /// The key texts whose hashes are in `wanted`, read from the key-text and legacy parts of
 /// `parts`.
-pub fn key_texts_of(
-    parts: &[PathBuf],
-    wanted: &std::collections::HashSet<u128>,
-) -> io::Result<Vec<String>> {
+pub fn key_texts_of(parts: &[PathBuf], wanted: &KeySet) -> io::Result<Vec<String>> {
     let mut out = Vec::with_capacity(wanted.len());
     let mut key = Vec::new();
     let mut pair = None;
     for path in parts {
-        if part_kind(path)? == PartKind::Sorted {
+        if let PartKind::Sorted(_) = part_kind(path)? {
             continue;
         }
         let mut r = KeyTextReader::open(path)?;
@@ -696,13 +853,16 @@ mod tests {
         let path = dir.path().join("part.snap");
         let mut keys: Vec<u128> = (0..5000u128).map(|i| xxh3_128(&i.to_le_bytes())).collect();
         keys.sort_unstable();
-        let mut w = SortedPartWriter::create(&path).unwrap();
+        let mut w = SortedPartWriter::create(&path, FingerprintVersion::Binary).unwrap();
         for &k in &keys {
             w.push(k, !k).unwrap();
         }
         assert!(w.push(keys[0], 0).is_err(), "out of order is refused");
         w.finish().unwrap();
-        assert_eq!(part_kind(&path).unwrap(), PartKind::Sorted);
+        assert_eq!(
+            part_kind(&path).unwrap(),
+            PartKind::Sorted(FingerprintVersion::Binary)
+        );
         for peers in [1, 2, 3] {
             let mut all = Vec::new();
             for o in 0..peers {
@@ -727,7 +887,7 @@ mod tests {
             w.push(k.as_bytes()).unwrap();
         }
         w.finish().unwrap();
-        let wanted = [xxh3_128(b"\"a\""), xxh3_128(long.as_bytes())]
+        let wanted: KeySet = [xxh3_128(b"\"a\""), xxh3_128(long.as_bytes())]
             .into_iter()
             .collect();
         let got = key_texts_of(&[path], &wanted).unwrap();
