@@ -60,19 +60,23 @@ fn batch(start: usize, end: usize, version: u32) -> RecordBatch {
 
 fn reader(rows: usize, version: u32) -> StartReader {
     Box::new(move |sender: SourceSender| {
-        std::thread::spawn(move || {
-            let mut start = 0;
-            while start < rows {
-                let end = (start + BATCH).min(rows);
-                if sender
-                    .send(SourceMessage::Batch(batch(start, end, version)))
-                    .is_err()
-                {
-                    return;
+        // Named, so that a profile tells the table's generation from the diff.
+        let spawned = std::thread::Builder::new()
+            .name("generator".into())
+            .spawn(move || {
+                let mut start = 0;
+                while start < rows {
+                    let end = (start + BATCH).min(rows);
+                    if sender
+                        .send(SourceMessage::Batch(batch(start, end, version)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    start = end;
                 }
-                start = end;
-            }
-        });
+            });
+        spawned.expect("generator thread");
     })
 }
 

@@ -360,10 +360,14 @@ pub fn snapshot_diff<'s>(
             Exchange::new(move |p: &(u128, u128)| owner(p.0, peers) as u64),
             "ClassifyChanges",
             move |cap, _info| {
-                let mut pairs: Vec<(u128, u128)> = Vec::new();
+                let mut pairs = Buckets::default();
                 let mut held = Some(cap.delayed(&epoch));
                 move |(input, frontier), output| {
-                    input.for_each(|_cap, data| pairs.append(data));
+                    input.for_each(|_cap, data| {
+                        for p in data.drain(..) {
+                            pairs.push(p);
+                        }
+                    });
                     if frontier.less_equal(&epoch) {
                         return;
                     }
@@ -741,12 +745,38 @@ fn duplicate_examples(
     out
 }
 
+/// Bits of the key hash that pick a [`Buckets`] bucket.
+const BUCKET_BITS: u32 = 12;
+
+/// A worker's `(key hash, fingerprint)` pairs, put into buckets by the key hash's top bits as
+/// they arrive: the buckets are in key order, and each is small enough (≈ rows / 4096) to sort
+/// in cache — about twice as fast as sorting one vector of them all.
+#[derive(Default)]
+struct Buckets(Vec<Vec<(u128, u128)>>);
+
+impl Buckets {
+    fn push(&mut self, pair: (u128, u128)) {
+        if self.0.is_empty() {
+            self.0.resize_with(1 << BUCKET_BITS, Vec::new);
+        }
+        self.0[(pair.0 >> (128 - BUCKET_BITS)) as usize].push(pair);
+    }
+
+    /// Sorts each bucket; iterating the result's buckets in turn gives the pairs in key order.
+    fn sort(mut self) -> Vec<Vec<(u128, u128)>> {
+        for b in &mut self.0 {
+            b.sort_unstable_by_key(|p| p.0);
+        }
+        self.0
+    }
+}
+
 /// Classifies key range `index` of `peers`: sorts `pairs` (this run's rows in the range) by
 /// key, reports duplicate keys (then stops: the run fails), else merges them with the previous
 /// snapshot's range — a key only now is an insert, in both with another fingerprint an update,
 /// only before a delete — and writes the range's new sorted part as it goes.
 fn classify(
-    mut pairs: Vec<(u128, u128)>,
+    pairs: Buckets,
     spec: &DiffSpec,
     index: usize,
     peers: usize,
@@ -754,14 +784,16 @@ fn classify(
     out: &mut dyn FnMut(Verdict),
 ) -> Result<(), String> {
     let t0 = std::time::Instant::now();
-    pairs.sort_unstable_by_key(|p| p.0);
+    let pairs = pairs.sort();
     let sorted = t0.elapsed();
     let mut dups: Vec<u128> = Vec::new();
-    for w in pairs.windows(2) {
-        if w[0].0 == w[1].0 && dups.len() < 10 && dups.last() != Some(&w[0].0) {
-            dups.push(w[0].0);
-            out(Verdict::Duplicate(w[0].0));
+    let mut last = None;
+    for &(k, _) in pairs.iter().flatten() {
+        if last == Some(k) && dups.len() < 10 && dups.last() != Some(&k) {
+            dups.push(k);
+            out(Verdict::Duplicate(k));
         }
+        last = Some(k);
     }
     if !dups.is_empty() {
         return Ok(());
@@ -773,19 +805,19 @@ fn classify(
     let first = spec.previous.is_empty();
     if first {
         // Every row is an insert; the rows are emitted without a per-key verdict.
-        for &(k, fp) in &pairs {
+        let mut n = 0u64;
+        for &(k, fp) in pairs.iter().flatten() {
             writer.push(k, fp).map_err(state)?;
+            n += 1;
         }
-        counts
-            .inserts
-            .fetch_add(pairs.len() as u64, Ordering::Relaxed);
+        counts.inserts.fetch_add(n, Ordering::Relaxed);
     } else {
         let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
         let mut prev = PreviousRange::open(&spec.previous, index, peers).map_err(previous)?;
         let mut old = prev.next_pair().map_err(previous)?;
         let (mut ins, mut upd) = (0u64, 0u64);
         let mut deleted = KeySet::default();
-        for &(k, fp) in &pairs {
+        for &(k, fp) in pairs.iter().flatten() {
             writer.push(k, fp).map_err(state)?;
             while let Some((ok, _)) = old.filter(|o| o.0 < k) {
                 deleted.insert(ok);
@@ -832,7 +864,7 @@ fn classify(
     let path = writer.finish().map_err(state)?;
     tracing::debug!(
         range = index,
-        rows = pairs.len(),
+        rows = pairs.iter().map(Vec::len).sum::<usize>(),
         ?sorted,
         total = ?t0.elapsed(),
         "snapshot range classified"
