@@ -129,6 +129,17 @@ async fn json_array_import_is_stored_and_counted() {
         (200, json!(1))
     );
     assert_eq!(r.events().unwrap().len(), 4);
+
+    // Events are stored as sent, one line each: a pretty-printed body too.
+    let two = vec![event(10), event(11)];
+    let pretty = import(&client, &r, STRICT)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec_pretty(&two).unwrap());
+    let (status, body) = send(pretty).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(r.events().unwrap()[4..], two);
+    let log = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
+    assert_eq!(log.lines().count(), 6);
     r.shutdown().await;
 }
 

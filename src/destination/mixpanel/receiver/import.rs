@@ -116,7 +116,7 @@ fn evaluate_import(
     *verbose = param(&params, "verbose") == Some("1");
     let mut strict = param(&params, "strict") == Some("1");
     let records = match content_type(headers).as_str() {
-        "application/json" => json_records(&body),
+        "application/json" => raw_json_records(&body),
         "application/x-ndjson" => ndjson_records(&body),
         "application/x-www-form-urlencoded" => std::str::from_utf8(&body)
             .map_err(|_| "form body is not UTF-8".to_string())
@@ -124,7 +124,7 @@ fn evaluate_import(
             .and_then(|form| {
                 *verbose |= param(&form, "verbose") == Some("1");
                 strict |= param(&form, "strict") == Some("1");
-                form_records(param(&form, "data"))
+                form_records(param(&form, "data"), raw_json_records)
             }),
         other => Err(format!("unsupported Content-Type {other:?}")),
     };
@@ -145,8 +145,17 @@ fn evaluate_import(
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_millis() as f64);
     let mut failed = Vec::new();
-    for (index, record) in records.iter().enumerate() {
-        let line = serde_json::to_vec(record).unwrap_or_default();
+    for (index, raw) in records.iter().enumerate() {
+        // Already checked to be JSON; a value too deep to parse is not an object either.
+        let record: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let text = raw.get();
+        // Stored as sent, one line per event (a pretty-printed record is written compactly).
+        let line = if text.contains(['\n', '\r']) {
+            serde_json::to_vec(&record).unwrap_or_default()
+        } else {
+            text.as_bytes().to_vec()
+        };
+        let record = &record;
         let checked = validate(record, line.len(), now_ms)
             .and_then(|()| stored_key(record).ok_or_else(|| fail("event", "no dedup key".into())));
         match checked {

@@ -294,7 +294,7 @@ fn read_updates(
             .and_then(parse_pairs)
             .and_then(|form| {
                 set_flags(&form);
-                form_records(param(&form, "data"))
+                form_records(param(&form, "data"), json_records)
             }),
         other => Err(format!("unsupported Content-Type {other:?}")),
     }
