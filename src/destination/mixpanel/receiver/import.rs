@@ -146,18 +146,30 @@ fn evaluate_import(
         .map_or(0.0, |d| d.as_millis() as f64);
     let mut failed = Vec::new();
     for (index, raw) in records.iter().enumerate() {
-        // Already checked to be JSON; a value too deep to parse is not an object either.
-        let record: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
         let text = raw.get();
         // Stored as sent, one line per event (a pretty-printed record is written compactly).
-        let line = if text.contains(['\n', '\r']) {
-            serde_json::to_vec(&record).unwrap_or_default()
+        let multiline = text.bytes().any(|b| b == b'\n' || b == b'\r');
+        let fast = if multiline {
+            None
         } else {
-            text.as_bytes().to_vec()
+            accept_fast(text, now_ms)
         };
-        let record = &record;
-        let checked = validate(record, line.len(), now_ms)
-            .and_then(|()| stored_key(record).ok_or_else(|| fail("event", "no dedup key".into())));
+        let (line, checked) = match fast {
+            Some(accepted) => (text.as_bytes().to_vec(), Ok(accepted)),
+            None => {
+                // Already checked to be JSON; a value too deep to parse is not an object either.
+                let record: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                let line = if multiline {
+                    serde_json::to_vec(&record).unwrap_or_default()
+                } else {
+                    text.as_bytes().to_vec()
+                };
+                let checked = validate(&record, line.len(), now_ms).and_then(|()| {
+                    stored_key(&record).ok_or_else(|| fail("event", "no dedup key".into()))
+                });
+                (line, checked.map_err(|f| (f, record)))
+            }
+        };
         match checked {
             Ok((key, distinct_id)) => {
                 if distinct_id.trim().is_empty() {
@@ -166,7 +178,7 @@ fn evaluate_import(
                 }
                 batch.accepted.push((line, key));
             }
-            Err(failure) => {
+            Err((failure, record)) => {
                 batch.rejected += 1;
                 let insert_id = record
                     .pointer("/properties/$insert_id")

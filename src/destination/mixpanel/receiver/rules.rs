@@ -117,14 +117,196 @@ pub(super) fn id_string(value: &Value) -> Option<String> {
 pub(super) fn stored_key(record: &Value) -> Option<(u128, String)> {
     let event = record.get("event")?.as_str()?;
     let props = record.get("properties")?.as_object()?;
-    let time = time_ms(props.get("time")?.as_f64()?).round() as i64;
+    let time = props.get("time")?.as_f64()?;
     let distinct_id = id_string(props.get("distinct_id")?)?;
     let insert_id = props.get("$insert_id")?.as_str()?;
+    Some((dedup_key(event, time, &distinct_id, insert_id), distinct_id))
+}
+
+fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128 {
+    let time = time_ms(time).round() as i64;
     let mut buf = Vec::with_capacity(event.len() + distinct_id.len() + insert_id.len() + 32);
-    for part in [event, distinct_id.as_str(), insert_id] {
+    for part in [event, distinct_id, insert_id] {
         buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
         buf.extend_from_slice(part.as_bytes());
     }
     buf.extend_from_slice(&time.to_le_bytes());
-    Some((xxhash_rust::xxh3::xxh3_128(&buf), distinct_id))
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// The fast path of [`validate`] + [`stored_key`] for one record's JSON text: reads only the
+/// fields the rules look at (the other properties are counted and skipped, never built into
+/// a `Value` tree). `Some` only for a record that passes; anything else — a failing record,
+/// duplicate keys, an unusual shape — is `None`, and the caller takes the `Value` path, which
+/// gives the same verdict for everything this accepts.
+pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(default, borrow)]
+        event: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        properties: Option<&'a RawValue>,
+    }
+    // A derived struct would also read a JSON array; only objects are records.
+    if !text.starts_with('{') {
+        return None;
+    }
+    let shape: Shape<'_> = serde_json::from_str(text).ok()?;
+    let props: FastProps<'_> = serde_json::from_str(shape.properties?.get()).ok()?;
+    let parse = |raw: Option<&RawValue>| -> Option<Value> { serde_json::from_str(raw?.get()).ok() };
+    let (event, time, distinct_id, insert_id) = (
+        parse(shape.event)?,
+        parse(props.time)?,
+        parse(props.distinct_id)?,
+        parse(props.insert_id)?,
+    );
+    let mut record = Map::new();
+    record.insert("event".into(), event);
+    let mut few = Map::new();
+    few.insert("time".into(), time);
+    few.insert("distinct_id".into(), distinct_id);
+    few.insert("$insert_id".into(), insert_id);
+    record.insert("properties".into(), Value::Object(few));
+    let record = Value::Object(record);
+    if props.count > MAX_PROPERTIES || validate(&record, text.len(), now_ms).is_err() {
+        return None;
+    }
+    stored_key(&record)
+}
+
+/// The properties object as [`accept_fast`] reads it: the three fields the rules check, and
+/// how many properties there are (`Err` on a repeated name, which the `Value` path counts
+/// once).
+struct FastProps<'a> {
+    time: Option<&'a serde_json::value::RawValue>,
+    distinct_id: Option<&'a serde_json::value::RawValue>,
+    insert_id: Option<&'a serde_json::value::RawValue>,
+    count: usize,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FastProps<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FastProps<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a properties object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = FastProps {
+                    time: None,
+                    distinct_id: None,
+                    insert_id: None,
+                    count: 0,
+                };
+                let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::with_capacity(32);
+                while let Some(name) = map.next_key::<Name<'de>>()? {
+                    let slot = match name.0.as_ref() {
+                        "time" => &mut out.time,
+                        "distinct_id" => &mut out.distinct_id,
+                        "$insert_id" => &mut out.insert_id,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            names.push(name.0);
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom("repeated property"));
+                    }
+                    *slot = Some(map.next_value()?);
+                    names.push(name.0);
+                }
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(serde::de::Error::custom("repeated property"));
+                }
+                out.count = names.len();
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A property name, borrowed from the body unless it had escapes.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a property name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slow(text: &str, now_ms: f64) -> Option<(u128, String)> {
+        let record: Value = serde_json::from_str(text).ok()?;
+        validate(&record, text.len(), now_ms).ok()?;
+        stored_key(&record)
+    }
+
+    /// The fast path accepts only what the `Value` path accepts, with the same key; and it
+    /// does accept ordinary records.
+    #[test]
+    fn the_fast_path_agrees_with_the_value_path() {
+        let now_ms = 1_764_400_000_000.0;
+        let many: String = (0..300).map(|i| format!(",\"p{i}\":1")).collect();
+        let ok = [
+            r#"{"event":"Signed Up","properties":{"time":1764396400,"distinct_id":"u1","$insert_id":"a-1","plan":"pro"}}"#.to_string(),
+            r#"{"properties":{"$insert_id":"b2","distinct_id":42,"time":1764396400000,"x":{"y":[1,2]}},"event":"E","extra":1}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"c3","caf\u00e9":1,"café2":2}}"#.to_string(),
+        ];
+        for text in &ok {
+            let fast = accept_fast(text, now_ms);
+            assert!(fast.is_some(), "{text}");
+            assert_eq!(fast, slow(text, now_ms), "{text}");
+        }
+        let refused = [
+            r#"["E",{"time":1764396400,"distinct_id":"u","$insert_id":"a"}]"#.to_string(),
+            r#"{"event":"","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":null,"properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":null,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":"1764396400","distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"null","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a_b"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u"}}"#.to_string(),
+            r#"{"event":"E","properties":[1]}"#.to_string(),
+            r#"{"event":"E","properties":{"time":99,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            format!(r#"{{"event":"E","properties":{{"time":1764396400,"distinct_id":"u","$insert_id":"a"{many}}}}}"#),
+        ];
+        for text in &refused {
+            assert_eq!(accept_fast(text, now_ms), None, "{text}");
+            assert_eq!(slow(text, now_ms), None, "{text}");
+        }
+        // Repeated names: the fast path defers; the `Value` path keeps the last value.
+        let repeated = [
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","p":1,"p":2}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"x","distinct_id":"u","$insert_id":"a"}}"#,
+            r#"{"event":"E","event":"F","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#,
+        ];
+        for text in repeated {
+            assert_eq!(accept_fast(text, now_ms), None, "{text}");
+            assert!(slow(text, now_ms).is_some(), "{text}");
+        }
+    }
 }
