@@ -310,30 +310,23 @@ fn legacy_state_is_read() {
     after.remove(&3);
     after.insert(7, (Some(9), None, None));
     after.insert(100, (None, None, None));
+    let spec = |previous: Vec<PathBuf>, next: String| DiffSpec {
+        hasher: hasher.clone(),
+        previous,
+        next_dir: dir.path().join(next),
+        spill_dir: dir.path().join("spill"),
+        memory_budget: 1 << 20,
+        emit: Emit::Changes,
+        send_deletes: true,
+    };
     for workers in [1, 2] {
-        let spec = DiffSpec {
-            hasher: hasher.clone(),
-            previous: previous.clone(),
-            next_dir: dir.path().join(format!("next-{workers}")),
-            spill_dir: dir.path().join("spill"),
-            memory_budget: 1 << 20,
-            emit: Emit::Changes,
-            send_deletes: true,
-        };
-        let (sets, counts) = diff_batches(workers, batches(&after, false, 5), spec).unwrap();
+        let first = spec(previous.clone(), format!("next-{workers}"));
+        let (sets, counts) = diff_batches(workers, batches(&after, false, 5), first).unwrap();
         assert_eq!(emitted(&sets), oracle(&before, &after));
         // The state keeps its (text) fingerprints, so the next run finds nothing changed.
         let parts = counts.parts.lock().unwrap().clone();
-        let spec = DiffSpec {
-            hasher: hasher.clone(),
-            previous: parts,
-            next_dir: dir.path().join(format!("again-{workers}")),
-            spill_dir: dir.path().join("spill"),
-            memory_budget: 1 << 20,
-            emit: Emit::Changes,
-            send_deletes: true,
-        };
-        let (sets, _) = diff_batches(workers, batches(&after, false, 5), spec).unwrap();
+        let again = spec(parts, format!("again-{workers}"));
+        let (sets, _) = diff_batches(workers, batches(&after, false, 5), again).unwrap();
         assert!(emitted(&sets).is_empty());
     }
 }
