@@ -14,7 +14,8 @@ pub(super) struct Store {
     pub(super) events_path: PathBuf,
     stats_path: PathBuf,
     file: File,
-    unique: HashSet<u128>,
+    /// Dedup keys (already xxh3 hashes: hashed again by their own bits, not SipHash).
+    unique: wharf_operators::snapshot::KeySet,
     pub(super) stats: ReceiverStats,
     pub(super) endpoints: EndpointStats,
     pub(super) empty_distinct_ids: u64,
@@ -44,7 +45,8 @@ impl Store {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let events_path = dir.join(EVENTS_FILE);
         let stats_path = dir.join(STATS_FILE);
-        let (mut unique, mut accepted, mut empty_distinct_ids) = (HashSet::new(), 0, 0);
+        let (mut unique, mut accepted, mut empty_distinct_ids) =
+            (wharf_operators::snapshot::KeySet::default(), 0, 0);
         scan_ndjson(&events_path, |event| {
             accepted += 1;
             if let Some((key, distinct_id)) = stored_key(&event) {
