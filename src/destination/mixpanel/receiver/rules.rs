@@ -215,9 +215,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FastProps<'a> {
                             continue;
                         }
                     };
-                    if slot.is_some() {
-                        return Err(serde::de::Error::custom("repeated property"));
-                    }
+                    // A repeated name is caught below, with the others.
                     *slot = Some(map.next_value()?);
                     names.push(name.0);
                 }
