@@ -425,19 +425,32 @@ pub fn batch_sink<'s>(
                                 .fetch_add(mapped.unapplied.len() as u64, Ordering::Relaxed);
                         }
                         control.settle(mapped.settled_without_request());
+                        // Runs of records that fit the request go into it in one copy.
                         let records = &mapped.records;
-                        for i in 0..records.len() {
-                            let rec = records.record(i);
-                            let over_bytes =
-                                state.buffer.byte_len() + rec.len() + 1 > limits.max_bytes;
-                            if !state.buffer.is_empty()
-                                && (state.buffer.len() >= limits.max_records || over_bytes)
+                        let (mut from, mut start) = (0, 0);
+                        let (mut count, mut bytes) = (state.buffer.len(), state.buffer.byte_len());
+                        for (i, &end) in records.ends.iter().enumerate() {
+                            let len = (end - start) as usize;
+                            start = end;
+                            if count > 0
+                                && (count >= limits.max_records || bytes + len > limits.max_bytes)
                             {
+                                state.buffer.extend_range(records, from..i);
                                 let full = std::mem::take(&mut state.buffer);
                                 send(epoch, full, state);
+                                (from, count, bytes) = (i, 0, 0);
                             }
-                            state.buffer.push_from(records, i);
+                            if count == 0 {
+                                // Room for a whole request of records like these.
+                                let avg = records.byte_len() / records.len();
+                                let want = (avg + avg / 8) * limits.max_records;
+                                state.buffer.data.reserve(want.min(limits.max_bytes));
+                                state.buffer.ends.reserve(limits.max_records);
+                            }
+                            count += 1;
+                            bytes += len;
                         }
+                        state.buffer.extend_range(records, from..records.len());
                         if state.buffer.len() >= limits.max_records {
                             let full = std::mem::take(&mut state.buffer);
                             send(epoch, full, state);

@@ -143,6 +143,9 @@ pub struct EventMapper {
     hidden: Vec<u8>,
     static_name: Option<Vec<u8>>,
     seed: u64,
+    /// The last batch's bytes per record: sizes the next batch's buffer, which then need not
+    /// grow (and be copied) while it is written.
+    record_len: std::sync::atomic::AtomicUsize,
 }
 
 /// The index of `column` in `schema`, or an error naming the setting (`role`) and the
@@ -322,6 +325,7 @@ impl EventMapper {
             hidden,
             static_name,
             seed,
+            record_len: std::sync::atomic::AtomicUsize::new(256),
         })
     }
 
@@ -432,7 +436,8 @@ impl RecordMapper for EventMapper {
         let encs: Vec<ColumnEncoder<'_>> = batch.columns().iter().map(ColumnEncoder::new).collect();
         let rows = batch.num_rows();
         let buf = &mut out.records.data;
-        buf.reserve(rows * 256);
+        let record_len = self.record_len.load(std::sync::atomic::Ordering::Relaxed);
+        buf.reserve(rows * (record_len + record_len / 8));
         let mut key_buf = Vec::new();
         let mut keys = Vec::with_capacity(rows * 16);
         let mut key_ends = Vec::with_capacity(rows);
@@ -645,6 +650,10 @@ impl RecordMapper for EventMapper {
                     });
                 }
             }
+        }
+        if let Some(len) = buf.len().checked_div(key_ends.len()) {
+            self.record_len
+                .store(len.max(64), std::sync::atomic::Ordering::Relaxed);
         }
         out.records.ops = vec![ChangeOp::Insert; key_ends.len()];
         out.records.keys = keys;

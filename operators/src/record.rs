@@ -138,15 +138,47 @@ impl EncodedRecords {
 
     /// Appends all records of `other`.
     pub fn extend_from(&mut self, other: &EncodedRecords) {
-        if self.is_keyed() || other.is_keyed() {
-            for i in 0..other.len() {
-                self.push_from(other, i);
-            }
+        self.extend_range(other, 0..other.len());
+    }
+
+    /// Appends records `range` of `other`, with their metadata, each part in one copy.
+    pub fn extend_range(&mut self, other: &EncodedRecords, range: std::ops::Range<usize>) {
+        if range.is_empty() {
             return;
         }
+        let (from, to) = (range.start, range.end);
+        let start = if from == 0 { 0 } else { other.ends[from - 1] };
         let base = self.data.len() as u32;
-        self.data.extend_from_slice(&other.data);
-        self.ends.extend(other.ends.iter().map(|e| e + base));
+        self.data
+            .extend_from_slice(&other.data[start as usize..other.ends[to - 1] as usize]);
+        self.ends
+            .extend(other.ends[from..to].iter().map(|e| e - start + base));
+        if other.is_keyed() {
+            // Records pushed without metadata so far get an empty key.
+            while self.key_ends.len() + (to - from) < self.ends.len() {
+                self.key_ends.push(self.keys.len() as u32);
+                self.ops.push(ChangeOp::Insert);
+            }
+            let key_start = if from == 0 {
+                0
+            } else {
+                other.key_ends[from - 1]
+            };
+            let key_base = self.keys.len() as u32;
+            self.keys.extend_from_slice(
+                &other.keys[key_start as usize..other.key_ends[to - 1] as usize],
+            );
+            self.key_ends.extend(
+                other.key_ends[from..to]
+                    .iter()
+                    .map(|e| e - key_start + key_base),
+            );
+            self.ops.extend_from_slice(&other.ops[from..to]);
+        } else if self.is_keyed() {
+            let empty = self.keys.len() as u32;
+            self.key_ends.resize(self.ends.len(), empty);
+            self.ops.resize(self.ends.len(), ChangeOp::Insert);
+        }
     }
 
     /// Splits into two halves by record count (used when a destination answers 413).
@@ -154,13 +186,8 @@ impl EncodedRecords {
         let mid = self.len() / 2;
         let mut a = EncodedRecords::default();
         let mut b = EncodedRecords::default();
-        for i in 0..self.len() {
-            if i < mid {
-                a.push_from(self, i)
-            } else {
-                b.push_from(self, i)
-            }
-        }
+        a.extend_range(self, 0..mid);
+        b.extend_range(self, mid..self.len());
         (a, b)
     }
 
@@ -216,5 +243,51 @@ impl MappedBatch {
     /// Rows settled without a request: rejected, unapplied or dropped.
     pub fn settled_without_request(&self) -> usize {
         self.rejects.len() + self.unapplied.len() + self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_by_one(into: &mut EncodedRecords, from: &EncodedRecords, range: std::ops::Range<usize>) {
+        for i in range {
+            into.push_from(from, i);
+        }
+    }
+
+    /// Copying a range at once gives what copying its records one by one gives, keyed or not,
+    /// into empty, plain or keyed buffers.
+    #[test]
+    fn extend_range_equals_record_by_record() {
+        let mut plain = EncodedRecords::default();
+        let mut keyed = EncodedRecords::default();
+        for i in 0..6 {
+            plain.push(format!("{{\"p\":{i}}}").as_bytes());
+            let key = if i == 2 {
+                String::new()
+            } else {
+                format!("{i}")
+            };
+            keyed.push_keyed(
+                format!("{{\"k\":{i}}}").as_bytes(),
+                key.as_bytes(),
+                ChangeOp::Update,
+            );
+        }
+        for source in [&plain, &keyed] {
+            for start in [EncodedRecords::default(), plain.clone(), keyed.clone()] {
+                for range in [0..0, 0..6, 1..4, 5..6] {
+                    let (mut bulk, mut each) = (start.clone(), start.clone());
+                    bulk.extend_range(source, range.clone());
+                    one_by_one(&mut each, source, range.clone());
+                    assert_eq!(bulk, each, "{range:?}");
+                }
+            }
+        }
+        let (a, b) = keyed.split_in_half();
+        assert_eq!((a.len(), b.len()), (3, 3));
+        assert_eq!(b.key(0), Some(&b"3"[..]));
+        assert_eq!(a.key(2), None);
     }
 }
