@@ -124,7 +124,7 @@ fn evaluate_import(
             .and_then(|form| {
                 *verbose |= param(&form, "verbose") == Some("1");
                 strict |= param(&form, "strict") == Some("1");
-                form_records(param(&form, "data"), raw_json_records)
+                form_records(param(&form, "data"), owned_json_records)
             }),
         other => Err(format!("unsupported Content-Type {other:?}")),
     };
@@ -145,24 +145,38 @@ fn evaluate_import(
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_millis() as f64);
     let mut failed = Vec::new();
-    for (index, raw) in records.iter().enumerate() {
-        let text = raw.get();
+    batch.lines.reserve(body.len() + records.len());
+    batch.keys.reserve(records.len());
+    for (index, text) in records.texts.iter().enumerate() {
         // Stored as sent, one line per event (a pretty-printed record is written compactly).
-        let multiline = text.bytes().any(|b| b == b'\n' || b == b'\r');
+        let multiline = records.lines.is_none() && text.bytes().any(|b| b == b'\n' || b == b'\r');
         let fast = if multiline {
             None
         } else {
             accept_fast(text, now_ms)
         };
         let (line, checked) = match fast {
-            Some(accepted) => (text.as_bytes().to_vec(), Ok(accepted)),
+            Some(accepted) => (Cow::Borrowed(text.as_bytes()), Ok(accepted)),
             None => {
-                // Already checked to be JSON; a value too deep to parse is not an object either.
-                let record: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                let record = match serde_json::from_str::<Value>(text) {
+                    Ok(record) => record,
+                    Err(e) => match &records.lines {
+                        // An NDJSON line that is not JSON fails the whole request.
+                        Some(lines) => {
+                            *batch = Batch::default();
+                            return Reply::bad_request(format!(
+                                "line {} is not JSON: {e}",
+                                lines[index]
+                            ));
+                        }
+                        // Already parsed once; a value too deep to build is not an object.
+                        None => Value::Null,
+                    },
+                };
                 let line = if multiline {
-                    serde_json::to_vec(&record).unwrap_or_default()
+                    Cow::Owned(serde_json::to_vec(&record).unwrap_or_default())
                 } else {
-                    text.as_bytes().to_vec()
+                    Cow::Borrowed(text.as_bytes())
                 };
                 let checked = validate(&record, line.len(), now_ms).and_then(|()| {
                     stored_key(&record).ok_or_else(|| fail("event", "no dedup key".into()))
@@ -176,7 +190,7 @@ fn evaluate_import(
                     tracing::debug!(index, "accepted event with an empty distinct_id");
                     batch.empty_distinct_ids += 1;
                 }
-                batch.accepted.push((line, key));
+                batch.accept(&line, key);
             }
             Err((failure, record)) => {
                 batch.rejected += 1;
@@ -190,7 +204,7 @@ fn evaluate_import(
             }
         }
     }
-    let (accepted, rejected) = (batch.accepted.len(), failed.len());
+    let (accepted, rejected) = (batch.keys.len(), failed.len());
     tracing::debug!(accepted, rejected, strict, "import");
     Reply::Imported {
         imported: accepted,

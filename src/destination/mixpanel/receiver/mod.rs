@@ -13,6 +13,7 @@
 //! apply to every endpoint alike. Tests read the state back through `GET /wharf/…` routes or
 //! the accessors of [`Receiver`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -532,7 +533,10 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 /// Reads at most `limit` bytes. A larger body is drained (bounded) before
 /// answering so the client can read the 413 instead of a connection reset.
 async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
-    let (mut buf, mut too_large, mut drained) = (Vec::new(), false, 0usize);
+    // Sized from Content-Length where there is one.
+    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
+    let mut buf = Vec::with_capacity(expected.min(limit));
+    let (mut too_large, mut drained) = (false, 0usize);
     let drain_cap = limit.saturating_mul(4).max(64 * 1024 * 1024);
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| Reply::bad_request(format!("could not read body: {e}")))?;

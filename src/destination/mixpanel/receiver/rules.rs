@@ -145,15 +145,16 @@ pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
     struct Shape<'a> {
         #[serde(default, borrow)]
         event: Option<&'a RawValue>,
+        // Read in place: the record's text is scanned once.
         #[serde(default, borrow)]
-        properties: Option<&'a RawValue>,
+        properties: Option<FastProps<'a>>,
     }
     // A derived struct would also read a JSON array; only objects are records.
     if !text.starts_with('{') {
         return None;
     }
     let shape: Shape<'_> = serde_json::from_str(text).ok()?;
-    let props: FastProps<'_> = serde_json::from_str(shape.properties?.get()).ok()?;
+    let props = shape.properties?;
     let parse = |raw: Option<&RawValue>| -> Option<Value> { serde_json::from_str(raw?.get()).ok() };
     let (event, time, distinct_id, insert_id) = (
         parse(shape.event)?,
@@ -176,8 +177,9 @@ pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
 }
 
 /// The properties object as [`accept_fast`] reads it: the three fields the rules check, and
-/// how many properties there are (`Err` on a repeated name, which the `Value` path counts
-/// once).
+/// how many names it has (`Err` when a checked field is repeated). Other repeated names are
+/// harmless: the record is stored as sent either way, and the `Value` path, which keeps one
+/// of them, would count fewer.
 struct FastProps<'a> {
     time: Option<&'a serde_json::value::RawValue>,
     distinct_id: Option<&'a serde_json::value::RawValue>,
@@ -203,27 +205,26 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FastProps<'a> {
                     insert_id: None,
                     count: 0,
                 };
-                let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::with_capacity(32);
                 while let Some(name) = map.next_key::<Name<'de>>()? {
+                    // Counted as written: with repeated names this is more than the `Value`
+                    // path's count, so it can only defer a record near the limit, never accept
+                    // one over it.
+                    out.count += 1;
                     let slot = match name.0.as_ref() {
                         "time" => &mut out.time,
                         "distinct_id" => &mut out.distinct_id,
                         "$insert_id" => &mut out.insert_id,
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
-                            names.push(name.0);
                             continue;
                         }
                     };
-                    // A repeated name is caught below, with the others.
+                    // The `Value` path keeps the last of repeated checked fields: defer.
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom("repeated property"));
+                    }
                     *slot = Some(map.next_value()?);
-                    names.push(name.0);
                 }
-                names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(serde::de::Error::custom("repeated property"));
-                }
-                out.count = names.len();
                 Ok(out)
             }
         }
@@ -296,9 +297,19 @@ mod tests {
             assert_eq!(accept_fast(text, now_ms), None, "{text}");
             assert_eq!(slow(text, now_ms), None, "{text}");
         }
-        // Repeated names: the fast path defers; the `Value` path keeps the last value.
+        // A repeated ordinary property: both accept, with the same key.
+        let text = r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","p":1,"p":2}}"#;
+        assert!(accept_fast(text, now_ms).is_some());
+        assert_eq!(accept_fast(text, now_ms), slow(text, now_ms));
+        // 255 distinct names written 256 times: the fast path defers, the `Value` path accepts.
+        let names: String = (0..252).map(|i| format!(",\"p{i}\":1")).collect();
+        let text = format!(
+            r#"{{"event":"E","properties":{{"time":1764396400,"distinct_id":"u","$insert_id":"a"{names},"p0":2}}}}"#
+        );
+        assert_eq!(accept_fast(&text, now_ms), None);
+        assert!(slow(&text, now_ms).is_some());
+        // Repeated checked fields: the fast path defers; the `Value` path keeps the last value.
         let repeated = [
-            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","p":1,"p":2}}"#,
             r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"x","distinct_id":"u","$insert_id":"a"}}"#,
             r#"{"event":"E","event":"F","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#,
         ];

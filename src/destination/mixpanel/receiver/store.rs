@@ -25,7 +25,10 @@ pub(super) struct Store {
 /// The effect of one `/import` request on the store.
 #[derive(Default)]
 pub(super) struct Batch {
-    pub(super) accepted: Vec<(Vec<u8>, u128)>,
+    /// The accepted events' texts, one line each.
+    pub(super) lines: Vec<u8>,
+    /// Their dedup keys.
+    pub(super) keys: Vec<u128>,
     pub(super) rejected: u64,
     pub(super) empty_distinct_ids: u64,
 }
@@ -38,6 +41,15 @@ pub(super) struct SavedStats {
     pub(super) import: ReceiverStats,
     #[serde(flatten)]
     pub(super) endpoints: EndpointStats,
+}
+
+impl Batch {
+    /// Adds an accepted event (its text has no newline).
+    pub(super) fn accept(&mut self, line: &[u8], key: u128) {
+        self.lines.extend_from_slice(line);
+        self.lines.push(b'\n');
+        self.keys.push(key);
+    }
 }
 
 impl Store {
@@ -114,23 +126,17 @@ impl Store {
     /// Counts one `/import` request and appends its accepted events in a single write.
     pub(super) fn record(&mut self, batch: Batch) -> io::Result<()> {
         self.stats.requests += 1;
-        let total = batch.accepted.len() as u64 + batch.rejected;
+        let total = batch.keys.len() as u64 + batch.rejected;
         self.stats.events_received += total;
-        let mut buf = Vec::new();
-        for (line, _) in &batch.accepted {
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-        }
-        let written = if buf.is_empty() {
+        let written = if batch.lines.is_empty() {
             Ok(())
         } else {
-            self.file.write_all(&buf)
+            self.file.write_all(&batch.lines)
         };
         if written.is_ok() {
-            self.stats.events_accepted += batch.accepted.len() as u64;
+            self.stats.events_accepted += batch.keys.len() as u64;
             self.stats.events_rejected += batch.rejected;
-            self.unique
-                .extend(batch.accepted.iter().map(|(_, key)| *key));
+            self.unique.extend(batch.keys.iter().copied());
             self.stats.unique_events = self.unique.len() as u64;
             self.empty_distinct_ids += batch.empty_distinct_ids;
         } else {
