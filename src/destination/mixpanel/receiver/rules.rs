@@ -20,29 +20,88 @@ macro_rules! reject {
     };
 }
 
+/// A checked field as the rules see it, read from a `Value` tree or straight from the text.
+pub(super) enum Field<'a> {
+    /// Absent or `null`.
+    Missing,
+    Str(Cow<'a, str>),
+    Num(serde_json::Number),
+    /// A boolean, array or object.
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn of(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Field::Missing,
+            Some(Value::String(s)) => Field::Str(Cow::Borrowed(s)),
+            Some(Value::Number(n)) => Field::Num(n.clone()),
+            Some(_) => Field::Other,
+        }
+    }
+
+    /// A `distinct_id`'s string form (numbers as `Value` prints them).
+    fn id_string(&self) -> Option<String> {
+        match self {
+            Field::Str(s) => Some(s.to_string()),
+            Field::Num(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The fields the rules look at: the event name, the three checked properties and how many
+/// properties there are.
+pub(super) struct Checked<'a> {
+    event: Field<'a>,
+    time: Field<'a>,
+    distinct_id: Field<'a>,
+    insert_id: Field<'a>,
+    properties: usize,
+}
+
 /// Mixpanel's strict-mode checks for one record.
 pub(super) fn validate(record: &Value, json_len: usize, now_ms: f64) -> Result<(), Failure> {
-    const TIME: &str = "properties.time";
-    const DISTINCT_ID: &str = "properties.distinct_id";
-    const INSERT_ID: &str = "properties.$insert_id";
     let Some(event) = record.as_object() else {
         reject!("event", "each record must be a JSON object")
     };
-    match event.get("event") {
-        Some(Value::String(name)) if !name.is_empty() => {}
-        Some(Value::String(_)) => reject!("event", "event name must not be empty"),
-        None | Some(Value::Null) => reject!("event", "event name is required"),
-        Some(_) => reject!("event", "event name must be a string"),
-    }
+    check_event(&Field::of(event.get("event")))?;
     let props: &Map<String, Value> = match event.get("properties") {
         Some(Value::Object(props)) => props,
         None | Some(Value::Null) => reject!("properties", "properties is required"),
         Some(_) => reject!("properties", "properties must be a JSON object"),
     };
-    let time = match props.get("time") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        None | Some(Value::Null) => reject!(TIME, "properties.time is required"),
-        Some(_) => reject!(TIME, "properties.time must be a number"),
+    check_properties(&checked_fields(event, props), json_len, now_ms).map(drop)
+}
+
+fn checked_fields<'a>(event: &'a Map<String, Value>, props: &'a Map<String, Value>) -> Checked<'a> {
+    Checked {
+        event: Field::of(event.get("event")),
+        time: Field::of(props.get("time")),
+        distinct_id: Field::of(props.get("distinct_id")),
+        insert_id: Field::of(props.get("$insert_id")),
+        properties: props.len(),
+    }
+}
+
+fn check_event(event: &Field<'_>) -> Result<(), Failure> {
+    match event {
+        Field::Str(name) if !name.is_empty() => Ok(()),
+        Field::Str(_) => reject!("event", "event name must not be empty"),
+        Field::Missing => reject!("event", "event name is required"),
+        _ => reject!("event", "event name must be a string"),
+    }
+}
+
+/// The checks after the event name and the properties' shape; the `distinct_id` on success.
+fn check_properties(fields: &Checked<'_>, json_len: usize, now_ms: f64) -> Result<String, Failure> {
+    const TIME: &str = "properties.time";
+    const DISTINCT_ID: &str = "properties.distinct_id";
+    const INSERT_ID: &str = "properties.$insert_id";
+    let time = match &fields.time {
+        Field::Num(n) => n.as_f64().unwrap_or(f64::NAN),
+        Field::Missing => reject!(TIME, "properties.time is required"),
+        _ => reject!(TIME, "properties.time must be a number"),
     };
     let ms = time_ms(time);
     if ms.is_nan() || ms < MIN_TIME_MS {
@@ -51,39 +110,39 @@ pub(super) fn validate(record: &Value, json_len: usize, now_ms: f64) -> Result<(
     if ms > now_ms + MAX_FUTURE_MS {
         reject!(TIME, "time {time} is more than 1 hour in the future");
     }
-    let distinct_id = match props.get("distinct_id") {
-        None | Some(Value::Null) => reject!(DISTINCT_ID, "properties.distinct_id is required"),
-        Some(value) => match id_string(value) {
+    let distinct_id = match &fields.distinct_id {
+        Field::Missing => reject!(DISTINCT_ID, "properties.distinct_id is required"),
+        field => match field.id_string() {
             Some(id) => id,
             None => reject!(DISTINCT_ID, "distinct_id must be a string or a number"),
         },
     };
-    let normalized = distinct_id.trim().to_ascii_lowercase();
+    let trimmed = distinct_id.trim();
     if BANNED_DISTINCT_IDS
         .split(' ')
-        .any(|banned| banned == normalized)
+        .any(|banned| banned.eq_ignore_ascii_case(trimmed))
     {
         reject!(
             DISTINCT_ID,
             "distinct_id {distinct_id:?} is an invalid placeholder value"
         );
     }
-    match props.get("$insert_id") {
-        Some(Value::String(id)) if id.is_empty() || id.len() > 36 => {
+    match &fields.insert_id {
+        Field::Str(id) if id.is_empty() || id.len() > 36 => {
             reject!(INSERT_ID, "$insert_id must be 1 to 36 characters long")
         }
-        Some(Value::String(id)) if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+        Field::Str(id) if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             reject!(INSERT_ID, "$insert_id may only contain [A-Za-z0-9-]")
         }
-        Some(Value::String(_)) => {}
-        None | Some(Value::Null) => reject!(INSERT_ID, "$insert_id is required"),
-        Some(_) => reject!(INSERT_ID, "$insert_id must be a string"),
+        Field::Str(_) => {}
+        Field::Missing => reject!(INSERT_ID, "$insert_id is required"),
+        _ => reject!(INSERT_ID, "$insert_id must be a string"),
     }
-    if props.len() > MAX_PROPERTIES {
+    if fields.properties > MAX_PROPERTIES {
         reject!(
             "properties",
             "{} properties; the maximum is {MAX_PROPERTIES}",
-            props.len()
+            fields.properties
         );
     }
     if json_len >= MAX_EVENT_BYTES {
@@ -92,7 +151,7 @@ pub(super) fn validate(record: &Value, json_len: usize, now_ms: f64) -> Result<(
             "event is {json_len} bytes; events must be under 1 MB"
         );
     }
-    Ok(())
+    Ok(distinct_id)
 }
 
 /// Seconds or milliseconds since the epoch (values > 1e11 are milliseconds) to milliseconds.
@@ -104,23 +163,29 @@ pub(super) fn time_ms(time: f64) -> f64 {
     }
 }
 
+/// A string or number's string form (as Mixpanel reads ids); `None` for other values.
 pub(super) fn id_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    Field::of(Some(value)).id_string()
 }
 
 /// Mixpanel's dedup key (event, distinct_id, time in ms, $insert_id) hashed to 128 bits,
 /// plus the distinct_id's string form.
 pub(super) fn stored_key(record: &Value) -> Option<(u128, String)> {
-    let event = record.get("event")?.as_str()?;
-    let props = record.get("properties")?.as_object()?;
-    let time = props.get("time")?.as_f64()?;
-    let distinct_id = id_string(props.get("distinct_id")?)?;
-    let insert_id = props.get("$insert_id")?.as_str()?;
-    Some((dedup_key(event, time, &distinct_id, insert_id), distinct_id))
+    let event = record.as_object()?;
+    let props = event.get("properties")?.as_object()?;
+    let fields = checked_fields(event, props);
+    let distinct_id = fields.distinct_id.id_string()?;
+    key_of(&fields, distinct_id)
+}
+
+fn key_of(fields: &Checked<'_>, distinct_id: String) -> Option<(u128, String)> {
+    let (Field::Str(event), Field::Num(time), Field::Str(insert_id)) =
+        (&fields.event, &fields.time, &fields.insert_id)
+    else {
+        return None;
+    };
+    let key = dedup_key(event, time.as_f64()?, &distinct_id, insert_id);
+    Some((key, distinct_id))
 }
 
 fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128 {
@@ -134,18 +199,17 @@ fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128
     xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
-/// The fast path of [`validate`] + [`stored_key`] for one record's JSON text: reads only the
-/// fields the rules look at (the other properties are counted and skipped, never built into
-/// a `Value` tree). `Some` only for a record that passes; anything else — a failing record,
-/// duplicate keys, an unusual shape — is `None`, and the caller takes the `Value` path, which
-/// gives the same verdict for everything this accepts.
+/// [`validate`] + [`stored_key`] straight from one record's JSON text, read once: the checked
+/// fields are read as [`Field`]s, the other properties counted and skipped (never built into
+/// a `Value` tree), and the same checks run on them. `Some` only for a record that passes;
+/// anything else — a failing record, a repeated checked field, an unusual shape — is `None`,
+/// and the caller takes the `Value` path, which gives the same verdict for everything this
+/// accepts.
 pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
-    use serde_json::value::RawValue;
     #[derive(serde::Deserialize)]
     struct Shape<'a> {
         #[serde(default, borrow)]
-        event: Option<&'a RawValue>,
-        // Read in place: the record's text is scanned once.
+        event: Option<Field<'a>>,
         #[serde(default, borrow)]
         properties: Option<FastProps<'a>>,
     }
@@ -155,25 +219,71 @@ pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
     }
     let shape: Shape<'_> = serde_json::from_str(text).ok()?;
     let props = shape.properties?;
-    let parse = |raw: Option<&RawValue>| -> Option<Value> { serde_json::from_str(raw?.get()).ok() };
-    let (event, time, distinct_id, insert_id) = (
-        parse(shape.event)?,
-        parse(props.time)?,
-        parse(props.distinct_id)?,
-        parse(props.insert_id)?,
-    );
-    let mut record = Map::new();
-    record.insert("event".into(), event);
-    let mut few = Map::new();
-    few.insert("time".into(), time);
-    few.insert("distinct_id".into(), distinct_id);
-    few.insert("$insert_id".into(), insert_id);
-    record.insert("properties".into(), Value::Object(few));
-    let record = Value::Object(record);
-    if props.count > MAX_PROPERTIES || validate(&record, text.len(), now_ms).is_err() {
-        return None;
+    let fields = Checked {
+        event: shape.event.unwrap_or(Field::Missing),
+        time: props.time.unwrap_or(Field::Missing),
+        distinct_id: props.distinct_id.unwrap_or(Field::Missing),
+        insert_id: props.insert_id.unwrap_or(Field::Missing),
+        properties: props.count,
+    };
+    check_event(&fields.event).ok()?;
+    let distinct_id = check_properties(&fields, text.len(), now_ms).ok()?;
+    key_of(&fields, distinct_id)
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            // Numbers become what a `Value` holds for the same text.
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Num(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Num(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(Field::Other, Field::Num))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Missing)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Missing)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
     }
-    stored_key(&record)
 }
 
 /// The properties object as [`accept_fast`] reads it: the three fields the rules check, and
@@ -181,9 +291,9 @@ pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
 /// harmless: the record is stored as sent either way, and the `Value` path, which keeps one
 /// of them, would count fewer.
 struct FastProps<'a> {
-    time: Option<&'a serde_json::value::RawValue>,
-    distinct_id: Option<&'a serde_json::value::RawValue>,
-    insert_id: Option<&'a serde_json::value::RawValue>,
+    time: Option<Field<'a>>,
+    distinct_id: Option<Field<'a>>,
+    insert_id: Option<Field<'a>>,
     count: usize,
 }
 
@@ -233,7 +343,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FastProps<'a> {
 }
 
 /// A property name, borrowed from the body unless it had escapes.
-struct Name<'de>(std::borrow::Cow<'de, str>);
+struct Name<'de>(Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Name<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -244,10 +354,10 @@ impl<'de> serde::Deserialize<'de> for Name<'de> {
                 f.write_str("a property name")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Name(std::borrow::Cow::Borrowed(v)))
+                Ok(Name(Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+                Ok(Name(Cow::Owned(v.to_owned())))
             }
         }
         d.deserialize_str(Visit)
@@ -274,6 +384,8 @@ mod tests {
             r#"{"event":"Signed Up","properties":{"time":1764396400,"distinct_id":"u1","$insert_id":"a-1","plan":"pro"}}"#.to_string(),
             r#"{"properties":{"$insert_id":"b2","distinct_id":42,"time":1764396400000,"x":{"y":[1,2]}},"event":"E","extra":1}"#.to_string(),
             r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"c3","caf\u00e9":1,"café2":2}}"#.to_string(),
+            r#"{"event":"Caf\u00e9","properties":{"time":1764396400.5,"distinct_id":-4.5,"$insert_id":"d4"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"\u0041nonymous2","$insert_id":"e5","o":{"a":[true,null]}}}"#.to_string(),
         ];
         for text in &ok {
             let fast = accept_fast(text, now_ms);
@@ -287,6 +399,11 @@ mod tests {
             r#"{"event":"E","properties":{"time":null,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
             r#"{"event":"E","properties":{"time":"1764396400","distinct_id":"u","$insert_id":"a"}}"#.to_string(),
             r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"null","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":" Und\u0065fined ","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":true,"$insert_id":"a"}}"#.to_string(),
+            r#"{"event":{"a":1},"properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":[1764396400],"distinct_id":"u","$insert_id":"a"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":7}}"#.to_string(),
             r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a_b"}}"#.to_string(),
             r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u"}}"#.to_string(),
             r#"{"event":"E","properties":[1]}"#.to_string(),
