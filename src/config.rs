@@ -214,6 +214,12 @@ pub enum WarehouseConfig {
     Duckdb {
         /// The database file.
         path: PathBuf,
+        /// DuckDB's `memory_limit` for wharf's reads (e.g. `"1GB"`); default 64MB. DuckDB
+        /// keeps the file's blocks it has read in memory up to this limit, so without one the
+        /// process grows with the table; queries that need more (the profile-history
+        /// window) spill to `<file>.tmp`.
+        #[serde(default)]
+        memory_limit: Option<String>,
     },
     /// A PostgreSQL server.
     Postgres(PostgresConfig),

@@ -176,6 +176,7 @@ state_dir = ".wharf"
 [warehouses.demo]
 type = "duckdb"
 path = "{warehouse_file}"
+# memory_limit = "64MB"   # DuckDB's memory for wharf's reads (more spills to disk)
 
 # The local Mixpanel-compatible receiver (`wharf mixpanel-receiver --port 8765 --data receiver`).
 # For the real Mixpanel, drop api_host, set region = "us" | "eu" | "in" and use real credentials:

@@ -134,3 +134,36 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
         Err(WarehouseError::MissingColumn { .. })
     ));
 }
+
+/// Reads run under a memory limit (DuckDB otherwise caches the file up to 80% of RAM); a read
+/// that needs more than the limit — the latest row per key over a table larger than it —
+/// spills to disk instead of failing, also on the read-only connection; a bad limit is an
+/// error naming the warehouse.
+#[test]
+fn reads_stay_within_the_memory_limit_and_spill_beyond_it() {
+    let fx = Fixture::new();
+    fx.sql(
+        "CREATE TABLE h AS SELECT i % 150000 AS id, i AS t, repeat(md5(i::VARCHAR), 8) AS pad
+         FROM range(600000) r(i);",
+    );
+    let wh = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some("24MB".into()));
+    let latest =
+        DuckDbWarehouse::latest_per_key(&SourceRef::Table("h".into()), &["id".into()], "t");
+    let (mut n, mut max_t) = (0, 0i64);
+    wh.read_snapshot(&latest, |b| {
+        n += b.num_rows();
+        let t = b.column_by_name("t").unwrap();
+        let t = t
+            .as_any()
+            .downcast_ref::<wharf_operators::arrow::array::Int64Array>()
+            .unwrap();
+        max_t = max_t.max(t.values().iter().copied().max().unwrap_or(0));
+        true
+    })
+    .unwrap();
+    assert_eq!((n, max_t), (150_000, 599_999));
+
+    let bad = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some("lots".into()));
+    let err = bad.check().unwrap_err().to_string();
+    assert!(err.contains("`wh`"), "{err}");
+}

@@ -18,7 +18,15 @@ use super::{quote_ident, quote_table, ColumnInfo, SourceRef, TableSchema, Wareho
 pub struct DuckDbWarehouse {
     name: String,
     path: PathBuf,
+    memory_limit: Option<String>,
 }
+
+/// DuckDB's memory limit for wharf's connections unless configured: DuckDB keeps the blocks a
+/// scan reads up to its limit (80% of RAM by default), so a sync's memory grew with the table
+/// (peak RSS 371 MB at 10M demo rows; 217 MB with this limit, 290 MB with 128MB, at the same
+/// speed). A scan streams within it; what needs more (the profile-history window over a
+/// large table) spills to disk.
+pub const DEFAULT_MEMORY_LIMIT: &str = "64MB";
 
 /// Rows per batch handed to the dataflow (at least; DuckDB's vectors are 2,048 rows).
 const COALESCE_ROWS: usize = 8192;
@@ -41,7 +49,14 @@ impl DuckDbWarehouse {
         DuckDbWarehouse {
             name: name.into(),
             path: path.into(),
+            memory_limit: None,
         }
+    }
+
+    /// DuckDB's `memory_limit` (e.g. `"1GB"`); `None` for [`DEFAULT_MEMORY_LIMIT`].
+    pub fn with_memory_limit(mut self, limit: Option<String>) -> Self {
+        self.memory_limit = limit;
+        self
     }
 
     /// The database file.
@@ -61,9 +76,12 @@ impl DuckDbWarehouse {
             });
         }
         let open = || -> duckdb::Result<Connection> {
+            let limit = self.memory_limit.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT);
             Connection::open_with_flags(
                 &self.path,
-                Config::default().access_mode(AccessMode::ReadOnly)?,
+                Config::default()
+                    .access_mode(AccessMode::ReadOnly)?
+                    .max_memory(limit)?,
             )
         };
         open().map_err(|e| WarehouseError::Open {

@@ -160,9 +160,10 @@ impl Warehouse {
     pub fn from_config(config: &crate::config::Config, name: &str) -> Option<Warehouse> {
         use crate::config::{SslModeConfig, WarehouseConfig};
         Some(match config.warehouses.get(name)? {
-            WarehouseConfig::Duckdb { path } => {
-                Warehouse::DuckDb(duckdb::DuckDbWarehouse::new(name, config.resolve(path)))
-            }
+            WarehouseConfig::Duckdb { path, memory_limit } => Warehouse::DuckDb(
+                duckdb::DuckDbWarehouse::new(name, config.resolve(path))
+                    .with_memory_limit(memory_limit.clone()),
+            ),
             WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) => {
                 let redshift = matches!(config.warehouses[name], WarehouseConfig::Redshift(_));
                 let settings = postgres::PgSettings {
