@@ -429,26 +429,7 @@ impl<'a> NestedEncoder<'a> {
                     .collect();
                 Self::Struct { array: a, fields }
             }
-            DataType::Boolean
-            | DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Binary
-            | DataType::LargeBinary
-            | DataType::Timestamp(_, _)
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Decimal128(_, _) => Self::Leaf(a, ColumnEncoder::new(array)),
+            t if is_scalar(t) => Self::Leaf(a, ColumnEncoder::new(array)),
             _ => Self::Other(a),
         }
     }
@@ -515,6 +496,33 @@ impl<'a> NestedEncoder<'a> {
         }
         true
     }
+}
+
+/// The types [`ColumnEncoder`] writes with a typed encoder of their own.
+fn is_scalar(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Decimal128(_, _)
+    )
 }
 
 /// A list's elements as a JSON array; an element without a JSON form is `null`.
@@ -606,26 +614,7 @@ pub fn write_value(a: &dyn Array, row: usize, out: &mut Vec<u8>) -> bool {
             return write_f64(out, v.to_f64());
         }
         DataType::Null => out.extend_from_slice(b"null"),
-        DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::Timestamp(_, _)
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Decimal128(_, _) => {
+        t if is_scalar(t) => {
             // Same rules as the typed top-level path.
             let array = arrow::array::make_array(a.to_data());
             return ColumnEncoder::new(&array).write(row, out);
