@@ -178,9 +178,7 @@ fn evaluate_import(
                 } else {
                     Cow::Borrowed(text.as_bytes())
                 };
-                let checked = validate(&record, line.len(), now_ms).and_then(|()| {
-                    stored_key(&record).ok_or_else(|| fail("event", "no dedup key".into()))
-                });
+                let checked = validate(&record, line.len(), now_ms);
                 (line, checked.map_err(|f| (f, record)))
             }
         };

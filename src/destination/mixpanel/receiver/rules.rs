@@ -60,8 +60,13 @@ pub(super) struct Checked<'a> {
     properties: usize,
 }
 
-/// Mixpanel's strict-mode checks for one record.
-pub(super) fn validate(record: &Value, json_len: usize, now_ms: f64) -> Result<(), Failure> {
+/// Mixpanel's strict-mode checks for one record; its dedup key and `distinct_id` when it
+/// passes.
+pub(super) fn validate(
+    record: &Value,
+    json_len: usize,
+    now_ms: f64,
+) -> Result<(u128, String), Failure> {
     let Some(event) = record.as_object() else {
         reject!("event", "each record must be a JSON object")
     };
@@ -71,7 +76,9 @@ pub(super) fn validate(record: &Value, json_len: usize, now_ms: f64) -> Result<(
         None | Some(Value::Null) => reject!("properties", "properties is required"),
         Some(_) => reject!("properties", "properties must be a JSON object"),
     };
-    check_properties(&checked_fields(event, props), json_len, now_ms).map(drop)
+    let fields = checked_fields(event, props);
+    let distinct_id = check_properties(&fields, json_len, now_ms)?;
+    key_of(&fields, distinct_id).ok_or_else(|| fail("event", "no dedup key".into()))
 }
 
 fn checked_fields<'a>(event: &'a Map<String, Value>, props: &'a Map<String, Value>) -> Checked<'a> {
@@ -370,8 +377,7 @@ mod tests {
 
     fn slow(text: &str, now_ms: f64) -> Option<(u128, String)> {
         let record: Value = serde_json::from_str(text).ok()?;
-        validate(&record, text.len(), now_ms).ok()?;
-        stored_key(&record)
+        validate(&record, text.len(), now_ms).ok()
     }
 
     /// The fast path accepts only what the `Value` path accepts, with the same key; and it
