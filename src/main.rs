@@ -399,7 +399,12 @@ fn check(config: &Config) -> Result<()> {
                 MixpanelImport::new(m, std::time::Duration::from_secs(15))
                     .map_err(|e| e.to_string())
                     .and_then(|c| rt.block_on(c.check()).map_err(|e| e.to_string()))
-                    .map(|_| String::new())
+                    .map(|_| {
+                        format!(
+                            " (gzip: {})",
+                            wharf::destination::gzip::backend().describe()
+                        )
+                    })
             }
             DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
             DestinationConfig::Kafka(k) => {

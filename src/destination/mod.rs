@@ -2,5 +2,6 @@
 //! [`wharf_pipelines::destination::Destination`].
 
 pub mod file;
+pub mod gzip;
 pub mod kafka;
 pub mod mixpanel;

@@ -4,7 +4,6 @@
 //! `failed_records` turns those records into rejects while the rest count as delivered,
 //! anything else is permanent. Credentials live only in a sensitive header value.
 
-use std::io::Write;
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
@@ -95,13 +94,7 @@ impl MixpanelImport {
 }
 
 fn gzip(data: &[u8]) -> Result<Vec<u8>, DestinationError> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(data)
-        .and_then(|_| enc.finish())
-        .map_err(|e| permanent(format!("gzip failed: {e}")))
+    crate::destination::gzip::gzip(data).map_err(|e| permanent(format!("gzip failed: {e}")))
 }
 
 /// A strict-mode 400: its `failed_records` become rejects and the rest counts as delivered;
