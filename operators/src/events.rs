@@ -15,9 +15,7 @@
 //!   or of the whole encoded row when no key is configured: identical across re-runs, so that
 //!   Mixpanel deduplicates replays.
 
-use std::collections::{BTreeMap, HashSet};
-
-use serde_json::value::RawValue;
+use std::collections::HashSet;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
@@ -138,7 +136,7 @@ pub struct EventMapper {
     /// (column index, pre-encoded `,"name":`)
     props: Vec<(usize, Vec<u8>)>,
     /// Names a JSON-column key may not take.
-    taken: HashSet<String>,
+    taken: NameSet,
     /// `{"event":"<static>","properties":{"time":` or `{"event":`.
     hidden: Vec<u8>,
     static_name: Option<Vec<u8>>,
@@ -321,7 +319,7 @@ impl EventMapper {
             json,
             keys,
             props,
-            taken,
+            taken: NameSet::new(taken),
             hidden,
             static_name,
             seed,
@@ -385,6 +383,11 @@ impl EventMapper {
         })
     }
 
+    /// Whether a JSON-column key names a column or a reserved property.
+    fn is_taken(&self, key: &str) -> bool {
+        self.taken.contains(key)
+    }
+
     fn key_json(&self, encs: &[ColumnEncoder<'_>], row: usize, insert_id: &str) -> String {
         if self.keys.is_empty() {
             let mut s = String::from("{\"$insert_id\":\"");
@@ -405,6 +408,58 @@ impl EventMapper {
         }
         out.push(b'}');
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A set of names looked up by one xxh3 hash (open addressing, at most a quarter full): most
+/// lookups of names not in it touch one empty slot and compare no text.
+#[derive(Debug)]
+struct NameSet {
+    mask: usize,
+    slots: Vec<Option<(u64, Box<str>)>>,
+}
+
+impl NameSet {
+    fn new(names: impl IntoIterator<Item = String>) -> Self {
+        let names: Vec<String> = names.into_iter().collect();
+        let size = (names.len() * 4).next_power_of_two().max(8);
+        let mut set = NameSet {
+            mask: size - 1,
+            slots: vec![None; size],
+        };
+        for name in names {
+            let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+            let mut i = hash as usize & set.mask;
+            while set.slots[i].is_some() {
+                i = (i + 1) & set.mask;
+            }
+            set.slots[i] = Some((hash, name.into_boxed_str()));
+        }
+        set
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        let mut i = hash as usize & self.mask;
+        loop {
+            match &self.slots[i] {
+                None => return false,
+                Some((h, n)) if *h == hash && **n == *name => return true,
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+    }
+}
+
+/// Sorts a JSON column's members by name, keeping repeated names in their order (a JSON
+/// object has a handful of members, often already sorted: insertion sort).
+fn sort_members(members: &mut [(&str, &str)]) {
+    for i in 1..members.len() {
+        let mut j = i;
+        while j > 0 && members[j - 1].0 > members[j].0 {
+            members.swap(j - 1, j);
+            j -= 1;
+        }
     }
 }
 
@@ -442,6 +497,7 @@ impl RecordMapper for EventMapper {
         let mut keys = Vec::with_capacity(rows * 16);
         let mut key_ends = Vec::with_capacity(rows);
         let mut json_buf = Vec::new();
+        let mut members: Vec<(&str, &str)> = Vec::new();
         for row in 0..rows {
             let start = buf.len();
             let mut reason: Option<String> = None;
@@ -536,23 +592,36 @@ impl RecordMapper for EventMapper {
                     };
                     // Fast path: copy the values' JSON text as it is, without building a tree.
                     // Keys with escapes, values spanning lines (pretty-printed JSON would
-                    // break NDJSON framing) and errors take the general path below.
-                    if let Some(map) = text.and_then(|t| {
-                        serde_json::from_str::<BTreeMap<&str, &RawValue>>(t)
-                            .ok()
-                            .filter(|m| m.values().all(|v| !v.get().contains(['\n', '\r'])))
-                    }) {
-                        for (k, v) in map {
-                            if v.get() == "null" || self.taken.contains(k) {
-                                continue;
+                    // break NDJSON framing) and anything the scanner leaves to serde_json
+                    // take the general path below. Keys come out sorted, a repeated key's
+                    // last value kept, as the general path's map does.
+                    if let Some(t) = text {
+                        members.clear();
+                        let mut escaped_name = false;
+                        let scanned = crate::json::object_members(t, |name, escaped, value| {
+                            escaped_name |= escaped;
+                            members.push((name, value));
+                        });
+                        let spans_lines = |saw_newline: bool| {
+                            saw_newline && members.iter().any(|(_, v)| v.contains(['\n', '\r']))
+                        };
+                        let fits = scanned
+                            .is_some_and(|saw_newline| !escaped_name && !spans_lines(saw_newline));
+                        if fits {
+                            sort_members(&mut members);
+                            for (n, &(k, v)) in members.iter().enumerate() {
+                                let repeated = members.get(n + 1).is_some_and(|next| next.0 == k);
+                                if repeated || v == "null" || self.is_taken(k) {
+                                    continue;
+                                }
+                                buf.push(b',');
+                                write_json_str(buf, k);
+                                buf.push(b':');
+                                buf.extend_from_slice(v.as_bytes());
+                                count += 1;
                             }
-                            buf.push(b',');
-                            write_json_str(buf, k);
-                            buf.push(b':');
-                            buf.extend_from_slice(v.get().as_bytes());
-                            count += 1;
+                            needs_tree = false;
                         }
-                        needs_tree = false;
                     }
                     let parsed = if !needs_tree {
                         Ok(serde_json::Value::Object(Default::default()))
@@ -569,7 +638,7 @@ impl RecordMapper for EventMapper {
                     match parsed {
                         Ok(serde_json::Value::Object(map)) => {
                             for (k, v) in map {
-                                if v.is_null() || self.taken.contains(&k) {
+                                if v.is_null() || self.is_taken(&k) {
                                     continue;
                                 }
                                 buf.push(b',');

@@ -6,6 +6,7 @@ pub mod dataflow;
 pub mod diff;
 pub mod encode;
 pub mod events;
+pub mod json;
 pub mod record;
 pub mod snapshot;
 pub mod watermark;

@@ -43,6 +43,7 @@ mod profile_state;
 mod profiles;
 mod request;
 mod rules;
+mod scan;
 mod store;
 
 use faults::Fault;

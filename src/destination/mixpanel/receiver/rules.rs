@@ -2,6 +2,7 @@
 //! Mixpanel's documentation independently of wharf's own mapping, so the two cannot drift
 //! into agreeing on a mistake.
 
+use super::scan::scan_record;
 use super::*;
 
 /// Why a record failed validation: the failing field path and a message.
@@ -206,32 +207,20 @@ fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128
     xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
-/// [`validate`] + [`stored_key`] straight from one record's JSON text, read once: the checked
-/// fields are read as [`Field`]s, the other properties counted and skipped (never built into
-/// a `Value` tree), and the same checks run on them. `Some` only for a record that passes;
-/// anything else — a failing record, a repeated checked field, an unusual shape — is `None`,
-/// and the caller takes the `Value` path, which gives the same verdict for everything this
-/// accepts.
+/// [`validate`] + [`stored_key`] straight from one record's JSON text, read once by
+/// [`scan_record`]: the checked fields are read as [`Field`]s, the other properties validated,
+/// counted and skipped (never built into a `Value` tree), and the same checks run on them.
+/// `Some` only for a record that passes; anything else — a failing record, a repeated checked
+/// field, an unusual shape — is `None`, and the caller takes the `Value` path, which gives the
+/// same verdict for everything this accepts.
 pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
-    #[derive(serde::Deserialize)]
-    struct Shape<'a> {
-        #[serde(default, borrow)]
-        event: Option<Field<'a>>,
-        #[serde(default, borrow)]
-        properties: Option<FastProps<'a>>,
-    }
-    // A derived struct would also read a JSON array; only objects are records.
-    if !text.starts_with('{') {
-        return None;
-    }
-    let shape: Shape<'_> = serde_json::from_str(text).ok()?;
-    let props = shape.properties?;
+    let scanned = scan_record(text)?;
     let fields = Checked {
-        event: shape.event.unwrap_or(Field::Missing),
-        time: props.time.unwrap_or(Field::Missing),
-        distinct_id: props.distinct_id.unwrap_or(Field::Missing),
-        insert_id: props.insert_id.unwrap_or(Field::Missing),
-        properties: props.count,
+        event: scanned.event,
+        time: scanned.time,
+        distinct_id: scanned.distinct_id,
+        insert_id: scanned.insert_id,
+        properties: scanned.properties,
     };
     check_event(&fields.event).ok()?;
     let distinct_id = check_properties(&fields, text.len(), now_ms).ok()?;
@@ -290,84 +279,6 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
             }
         }
         d.deserialize_any(Visit(std::marker::PhantomData))
-    }
-}
-
-/// The properties object as [`accept_fast`] reads it: the three fields the rules check, and
-/// how many names it has (`Err` when a checked field is repeated). Other repeated names are
-/// harmless: the record is stored as sent either way, and the `Value` path, which keeps one
-/// of them, would count fewer.
-struct FastProps<'a> {
-    time: Option<Field<'a>>,
-    distinct_id: Option<Field<'a>>,
-    insert_id: Option<Field<'a>>,
-    count: usize,
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for FastProps<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = FastProps<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a properties object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut out = FastProps {
-                    time: None,
-                    distinct_id: None,
-                    insert_id: None,
-                    count: 0,
-                };
-                while let Some(name) = map.next_key::<Name<'de>>()? {
-                    // Counted as written: with repeated names this is more than the `Value`
-                    // path's count, so it can only defer a record near the limit, never accept
-                    // one over it.
-                    out.count += 1;
-                    let slot = match name.0.as_ref() {
-                        "time" => &mut out.time,
-                        "distinct_id" => &mut out.distinct_id,
-                        "$insert_id" => &mut out.insert_id,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    // The `Value` path keeps the last of repeated checked fields: defer.
-                    if slot.is_some() {
-                        return Err(serde::de::Error::custom("repeated property"));
-                    }
-                    *slot = Some(map.next_value()?);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
-/// A property name, borrowed from the body unless it had escapes.
-struct Name<'de>(Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a property name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Name(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Name(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(Visit)
     }
 }
 
@@ -439,6 +350,82 @@ mod tests {
         for text in repeated {
             assert_eq!(accept_fast(text, now_ms), None, "{text}");
             assert!(slow(text, now_ms).is_some(), "{text}");
+        }
+    }
+
+    /// Soundness on mutated records: whatever the fast path accepts, the `Value` path accepts
+    /// with the same key. (It may defer more; it must never accept what serde_json refuses.)
+    #[test]
+    fn the_fast_path_never_accepts_what_the_value_path_refuses() {
+        let now_ms = 1_764_400_000_000.0;
+        let bases = [
+            r#"{"event":"Page View","properties":{"time":1764396400000,"distinct_id":"user_12","$device_id":"dev-3","$insert_id":"0f3a9c2e5b7d41a8","plan":"pro","revenue":12.5,"items":-3,"is_mobile":true,"tags":["new","vip"],"utm":{"source":"google","n":null},"city":"Z\u00fcrich \"q\" \\ \/","e":1.5e-7,"z":0}}"#,
+            r#"{"properties":{"$insert_id":"b2","distinct_id":42,"time":1764396400.25,"x":{"y":[1,2,{"z":[]}]}},"event":"E\n","extra":[true,false,null]}"#,
+            r#" {"event":"Kraków","properties":{"time":1764396400,"distinct_id":"東京","$insert_id":"c-3","a":"","b":[],"c":{}}} "#,
+        ];
+        let alphabet: Vec<char> = "\"{}[],:\\/0123456789-+.eEutrnlfabx \t\n\r\u{1}\u{7f}é$"
+            .chars()
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let (mut accepted, mut tried) = (0, 0);
+        for base in bases {
+            assert!(accept_fast(base, now_ms).is_some(), "{base}");
+            assert_eq!(accept_fast(base, now_ms), slow(base, now_ms));
+            for _ in 0..40_000 {
+                let mut chars: Vec<char> = base.chars().collect();
+                for _ in 0..rng.usize(1..=3) {
+                    let at = rng.usize(0..chars.len());
+                    match rng.u8(0..4) {
+                        0 => {
+                            chars.remove(at);
+                        }
+                        1 => chars.insert(at, alphabet[rng.usize(0..alphabet.len())]),
+                        2 => chars[at] = alphabet[rng.usize(0..alphabet.len())],
+                        _ => {
+                            let end = (at + rng.usize(1..8)).min(chars.len());
+                            let piece: Vec<char> = chars[at..end].to_vec();
+                            let to = rng.usize(0..chars.len());
+                            chars.splice(to..to, piece);
+                        }
+                    }
+                    if chars.is_empty() {
+                        break;
+                    }
+                }
+                let text: String = chars.into_iter().collect();
+                tried += 1;
+                if let Some(fast) = accept_fast(&text, now_ms) {
+                    accepted += 1;
+                    assert_eq!(Some(fast), slow(&text, now_ms), "{text}");
+                }
+            }
+        }
+        // The mutations must leave many records valid, or the test checks little.
+        assert!(accepted > tried / 20, "{accepted} of {tried}");
+        // What the fast path leaves to serde_json.
+        let deferred = [
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","s":"\ud800"}}"#.to_string(),
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","n":1e400}}"#.to_string(),
+            format!(r#"{{"event":"E","properties":{{"time":1764396400,"distinct_id":"u","$insert_id":"a","d":{}1{}}}}}"#, "[".repeat(120), "]".repeat(120)),
+        ];
+        for text in &deferred {
+            assert_eq!(accept_fast(text, now_ms), None, "{text}");
+        }
+        let invalid = [
+            "{\"event\":\"E\",\"properties\":{\"time\":1764396400,\"distinct_id\":\"u\",\"$insert_id\":\"a\",\"s\":\"\u{1}\"}}",
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","n":01}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","n":1.}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","n":-}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","s":"\x"}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","s":"\u12g4"}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","t":tru}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a",}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a"}} x"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","a":[1,]}}"#,
+        ];
+        for text in invalid {
+            assert_eq!(accept_fast(text, now_ms), None, "{text}");
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
         }
     }
 }

@@ -1,0 +1,421 @@
+//! A validating JSON scanner that builds nothing: it checks text against JSON's grammar while
+//! stepping over it, so callers can pick out the few values they need and copy the rest as
+//! text (the event mapper's JSON-properties column, the receiver's record checks).
+//!
+//! It is conservative: what serde_json might judge differently — a surrogate `\u` escape
+//! (serde_json checks their pairing), a number that may not fit an `f64`, nesting deeper than
+//! [`MAX_DEPTH`] — gives up (`None`) like invalid JSON does, so callers fall back to serde_json,
+//! which decides. Text a scanner accepts is therefore always text serde_json reads as the same
+//! JSON. The input is a `&str`, so UTF-8 is already valid.
+
+/// Nesting deeper than this gives up (serde_json refuses more than 128).
+pub const MAX_DEPTH: usize = 100;
+
+/// A cursor over JSON text.
+pub struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    /// The byte offset of the next unread byte.
+    pub at: usize,
+    /// Whether whitespace skipped so far held a line break (`\n` or `\r`).
+    pub saw_newline: bool,
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner at the start of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Scanner {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            saw_newline: false,
+        }
+    }
+
+    /// The text from `start` to the cursor.
+    pub fn since(&self, start: usize) -> &'a str {
+        &self.text[start..self.at]
+    }
+
+    /// Whether everything has been read.
+    pub fn at_end(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    /// The next byte.
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    /// Consumes `b` if it is next.
+    pub fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes `b`, or `None` if something else is next.
+    pub fn expect(&mut self, b: u8) -> Option<()> {
+        self.eat(b).then_some(())
+    }
+
+    /// Skips whitespace (noting line breaks in [`Scanner::saw_newline`]).
+    pub fn ws(&mut self) {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' => {}
+                b'\n' | b'\r' => self.saw_newline = true,
+                _ => return,
+            }
+            self.at += 1;
+        }
+    }
+
+    /// Skips one value, validating it.
+    pub fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                self.ws();
+                if self.eat(b'}') {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    if self.eat(b'}') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                }
+            }
+            b'[' => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.at += 1;
+                self.ws();
+                if self.eat(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    if self.eat(b']') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A number by JSON's grammar; `Some(true)` for a plain unsigned integer. Numbers that
+    /// might not fit an `f64` (serde_json refuses those) give up.
+    pub fn number(&mut self) -> Option<bool> {
+        let start = self.at;
+        let negative = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.at - start > 300 {
+            return None;
+        }
+        let mut plain = !negative;
+        if self.eat(b'.') {
+            plain = false;
+            let from = self.at;
+            self.digits();
+            if self.at == from {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            plain = false;
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            let from = self.at;
+            self.digits();
+            // No digits, or an exponent that might overflow: not ours to judge.
+            if self.at == from || self.at - from > 2 {
+                return None;
+            }
+        }
+        Some(plain)
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// A string at `"` (validated: escapes, no control characters); `Some(true)` if it had
+    /// escapes. Surrogate `\u` escapes give up (serde_json judges their pairing).
+    pub fn string(&mut self) -> Option<bool> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let mut escaped = false;
+        loop {
+            self.skip_plain();
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.at += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let hex = self.bytes.get(self.at + 1..self.at + 5)?;
+                            let hex = std::str::from_utf8(hex).ok()?;
+                            let code = u16::from_str_radix(hex, 16).ok()?;
+                            if !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                                || (0xD800..=0xDFFF).contains(&code)
+                            {
+                                return None;
+                            }
+                            self.at += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+    }
+
+    /// Advances over string bytes that need no attention.
+    fn skip_plain(&mut self) {
+        self.at += plain_len(&self.bytes[self.at..]);
+    }
+}
+
+/// The length of the longest prefix of `bytes` without `"`, `\\` or a control character (the
+/// bytes a JSON string can hold as they are), eight bytes at a time while it can.
+pub fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let slash = v ^ (ONES * u64::from(b'\\'));
+        // The lowest flagged byte is exact: a byte that is zero in `quote` or `slash`, or
+        // below 0x20 in `v` (bytes ≥ 0x80 are excluded by `!v`).
+        let flagged = ((quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (v.wrapping_sub(ONES * 0x20) & !v))
+            & HIGH;
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
+/// Calls `each(name, escaped, value)` for every member of the JSON object `text` (surrounded by
+/// optional whitespace), in order: `name` is the raw text between the name's quotes (still
+/// escaped when `escaped`), `value` the value's raw text. `None` when `text` is not an object,
+/// or anything [`Scanner`] gives up on; `Some(saw_newline)` otherwise, telling whether any
+/// whitespace in it held a line break.
+pub fn object_members<'a>(
+    text: &'a str,
+    mut each: impl FnMut(&'a str, bool, &'a str),
+) -> Option<bool> {
+    let mut s = Scanner::new(text);
+    s.ws();
+    s.expect(b'{')?;
+    s.ws();
+    if !s.eat(b'}') {
+        loop {
+            s.ws();
+            let start = s.at;
+            let escaped = s.string()?;
+            let name = s.since(start);
+            s.ws();
+            s.expect(b':')?;
+            s.ws();
+            let start = s.at;
+            s.value(1)?;
+            each(&name[1..name.len() - 1], escaped, s.since(start));
+            s.ws();
+            if s.eat(b'}') {
+                break;
+            }
+            s.expect(b',')?;
+        }
+    }
+    s.ws();
+    s.at_end().then_some(s.saw_newline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What serde_json makes of an object: its members in order, names decoded, values as
+    /// `Value`s.
+    fn serde_members(text: &str) -> Option<Vec<(String, serde_json::Value)>> {
+        use serde::de::{Deserializer, MapAccess, Visitor};
+        struct Ordered;
+        impl<'de> Visitor<'de> for Ordered {
+            type Value = Vec<(String, serde_json::Value)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(out)
+            }
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let members = de.deserialize_map(Ordered).ok()?;
+        de.end().ok()?;
+        Some(members)
+    }
+
+    fn scanned(text: &str) -> Option<Vec<(String, serde_json::Value)>> {
+        let mut out = Vec::new();
+        object_members(text, |name, _, value| {
+            let name: String = serde_json::from_str(&format!("\"{name}\"")).expect("a JSON name");
+            out.push((name, serde_json::from_str(value).expect("a JSON value")));
+        })?;
+        Some(out)
+    }
+
+    const BASE: &str = r#" {"browser":"Chrome","screen":{"w":1440,"h":[810,-0.5e-3]},"ok":true,"n":null,"f":false,"s":"a\"b\\c\/\u00e9\n","e":"","x":[],"y":{},"d":12.25E+2,"z":0} "#;
+
+    #[test]
+    fn plain_len_stops_at_the_first_byte_a_string_must_escape() {
+        for text in ["", "abc", "abcdefgh", "abcdefghijklmnop", "Zürich 東京 ok"] {
+            assert_eq!(plain_len(text.as_bytes()), text.len(), "{text:?}");
+        }
+        for (i, bad) in [b'"', b'\\', b'\n', 0u8, 0x1f].into_iter().enumerate() {
+            for at in 0..20 {
+                let mut bytes = vec![b'x'; 20];
+                bytes[at] = bad;
+                if at + 3 < 20 {
+                    bytes[at + 3] = b'"';
+                }
+                assert_eq!(plain_len(&bytes), at, "{i} at {at}");
+            }
+        }
+        assert_eq!(plain_len(&[0x7f, 0x80, 0xff, 0x20, b'"']), 4);
+    }
+
+    #[test]
+    fn reads_an_ordinary_object_like_serde_json() {
+        assert!(scanned(BASE).is_some());
+        assert_eq!(scanned(BASE), serde_members(BASE));
+        assert_eq!(object_members("{}", |_, _, _| {}), Some(false));
+        assert_eq!(object_members("{\"a\":\n1}", |_, _, _| {}), Some(true));
+    }
+
+    #[test]
+    fn gives_up_on_what_serde_json_judges() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(120), "]".repeat(120));
+        for text in [
+            r#"{"s":"\ud800"}"#,
+            r#"{"s":"\udc00\ud800"}"#,
+            r#"{"n":1e400}"#,
+            r#"{"n":1e-400}"#,
+            deep.as_str(),
+            r#"{"n":01}"#,
+            r#"{"n":1.}"#,
+            r#"{"n":-}"#,
+            r#"{"n":+1}"#,
+            r#"{"n":.5}"#,
+            r#"{"s":"\x"}"#,
+            r#"{"s":"\u12g4"}"#,
+            r#"{"s":"\u+123"}"#,
+            "{\"s\":\"\u{1}\"}",
+            r#"{"t":tru}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1} x"#,
+            r#"{"a" 1}"#,
+            r#"["a"]"#,
+            "",
+        ] {
+            assert_eq!(object_members(text, |_, _, _| {}), None, "{text}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the scanner accepts, serde_json reads as the same members.
+        #[test]
+        fn never_accepts_what_serde_json_reads_differently(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, prop::sample::select(
+                "\"{}[],:\\/0123456789-+.eEutrnlfabx \t\n\r\u{1}\u{7f}é$".chars().collect::<Vec<_>>()
+            )), 1..4)
+        ) {
+            let mut chars: Vec<char> = BASE.chars().collect();
+            for (at, kind, c) in edits {
+                if chars.is_empty() {
+                    break;
+                }
+                let at = at.index(chars.len());
+                match kind {
+                    0 => { chars.remove(at); }
+                    1 => chars.insert(at, c),
+                    2 => chars[at] = c,
+                    _ => {
+                        let end = (at + 5).min(chars.len());
+                        let piece: Vec<char> = chars[at..end].to_vec();
+                        chars.splice(at..at, piece);
+                    }
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Some(ours) = scanned(&text) {
+                prop_assert_eq!(Some(ours), serde_members(&text), "{}", text);
+            }
+        }
+    }
+}
