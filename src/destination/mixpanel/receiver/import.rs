@@ -183,8 +183,8 @@ fn evaluate_import(
             }
         };
         match checked {
-            Ok((key, distinct_id)) => {
-                if distinct_id.trim().is_empty() {
+            Ok((key, blank_distinct_id)) => {
+                if blank_distinct_id {
                     tracing::debug!(index, "accepted event with an empty distinct_id");
                     batch.empty_distinct_ids += 1;
                 }

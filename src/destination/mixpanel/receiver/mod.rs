@@ -63,8 +63,21 @@ const MAX_PROPERTIES: usize = 255;
 const MIN_TIME_MS: f64 = 31_536_000_000.0;
 const MAX_FUTURE_MS: f64 = 3_600_000.0;
 /// Placeholder distinct_ids Mixpanel rejects (compared case-insensitively after trimming).
-const BANNED_DISTINCT_IDS: &str =
-    "anon anonymous nil none null undefined unknown 0 -1 [] {} 00000000-0000-0000-0000-000000000000 <nil>";
+const BANNED_DISTINCT_IDS: [&str; 13] = [
+    "anon",
+    "anonymous",
+    "nil",
+    "none",
+    "null",
+    "undefined",
+    "unknown",
+    "0",
+    "-1",
+    "[]",
+    "{}",
+    "00000000-0000-0000-0000-000000000000",
+    "<nil>",
+];
 const STRICT_FAILURE: &str = "some data points in the request failed validation";
 
 /// How the receiver authenticates `POST /import` and `PUT /lookup-tables/{id}` (HTTP Basic

@@ -110,8 +110,12 @@ pub(super) fn owned_json_records(body: &[u8]) -> Result<Records<'static>, String
 pub(super) fn ndjson_records(body: &[u8]) -> Result<Records<'_>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "NDJSON body is not UTF-8".to_string())?;
     let (mut texts, mut lines) = (Vec::new(), Vec::new());
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.trim_ascii();
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    for (i, end) in ends.enumerate() {
+        // `\n` is ASCII: `start..end` are character boundaries.
+        let line = text[start..end].trim_ascii();
+        start = end + 1;
         if !line.is_empty() {
             texts.push(Cow::Borrowed(line));
             lines.push(i + 1);

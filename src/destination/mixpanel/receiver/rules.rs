@@ -42,10 +42,10 @@ impl<'a> Field<'a> {
     }
 
     /// A `distinct_id`'s string form (numbers as `Value` prints them).
-    fn id_string(&self) -> Option<String> {
+    fn id_str(&self) -> Option<Cow<'_, str>> {
         match self {
-            Field::Str(s) => Some(s.to_string()),
-            Field::Num(n) => Some(n.to_string()),
+            Field::Str(s) => Some(Cow::Borrowed(s.as_ref())),
+            Field::Num(n) => Some(Cow::Owned(n.to_string())),
             _ => None,
         }
     }
@@ -61,13 +61,13 @@ pub(super) struct Checked<'a> {
     properties: usize,
 }
 
-/// Mixpanel's strict-mode checks for one record; its dedup key and `distinct_id` when it
-/// passes.
+/// Mixpanel's strict-mode checks for one record; when it passes, its dedup key and whether its
+/// `distinct_id` is blank.
 pub(super) fn validate(
     record: &Value,
     json_len: usize,
     now_ms: f64,
-) -> Result<(u128, String), Failure> {
+) -> Result<(u128, bool), Failure> {
     let Some(event) = record.as_object() else {
         reject!("event", "each record must be a JSON object")
     };
@@ -79,7 +79,7 @@ pub(super) fn validate(
     };
     let fields = checked_fields(event, props);
     let distinct_id = check_properties(&fields, json_len, now_ms)?;
-    key_of(&fields, distinct_id).ok_or_else(|| fail("event", "no dedup key".into()))
+    key_of(&fields, &distinct_id).ok_or_else(|| fail("event", "no dedup key".into()))
 }
 
 fn checked_fields<'a>(event: &'a Map<String, Value>, props: &'a Map<String, Value>) -> Checked<'a> {
@@ -102,7 +102,11 @@ fn check_event(event: &Field<'_>) -> Result<(), Failure> {
 }
 
 /// The checks after the event name and the properties' shape; the `distinct_id` on success.
-fn check_properties(fields: &Checked<'_>, json_len: usize, now_ms: f64) -> Result<String, Failure> {
+fn check_properties<'f>(
+    fields: &'f Checked<'_>,
+    json_len: usize,
+    now_ms: f64,
+) -> Result<Cow<'f, str>, Failure> {
     const TIME: &str = "properties.time";
     const DISTINCT_ID: &str = "properties.distinct_id";
     const INSERT_ID: &str = "properties.$insert_id";
@@ -120,14 +124,14 @@ fn check_properties(fields: &Checked<'_>, json_len: usize, now_ms: f64) -> Resul
     }
     let distinct_id = match &fields.distinct_id {
         Field::Missing => reject!(DISTINCT_ID, "properties.distinct_id is required"),
-        field => match field.id_string() {
+        field => match field.id_str() {
             Some(id) => id,
             None => reject!(DISTINCT_ID, "distinct_id must be a string or a number"),
         },
     };
     let trimmed = distinct_id.trim();
     if BANNED_DISTINCT_IDS
-        .split(' ')
+        .iter()
         .any(|banned| banned.eq_ignore_ascii_case(trimmed))
     {
         reject!(
@@ -173,38 +177,53 @@ pub(super) fn time_ms(time: f64) -> f64 {
 
 /// A string or number's string form (as Mixpanel reads ids); `None` for other values.
 pub(super) fn id_string(value: &Value) -> Option<String> {
-    Field::of(Some(value)).id_string()
+    Field::of(Some(value)).id_str().map(Cow::into_owned)
 }
 
 /// Mixpanel's dedup key (event, distinct_id, time in ms, $insert_id) hashed to 128 bits,
-/// plus the distinct_id's string form.
-pub(super) fn stored_key(record: &Value) -> Option<(u128, String)> {
+/// and whether the distinct_id is blank.
+pub(super) fn stored_key(record: &Value) -> Option<(u128, bool)> {
     let event = record.as_object()?;
     let props = event.get("properties")?.as_object()?;
     let fields = checked_fields(event, props);
-    let distinct_id = fields.distinct_id.id_string()?;
-    key_of(&fields, distinct_id)
+    let distinct_id = fields.distinct_id.id_str()?;
+    key_of(&fields, &distinct_id)
 }
 
-fn key_of(fields: &Checked<'_>, distinct_id: String) -> Option<(u128, String)> {
+fn key_of(fields: &Checked<'_>, distinct_id: &str) -> Option<(u128, bool)> {
     let (Field::Str(event), Field::Num(time), Field::Str(insert_id)) =
         (&fields.event, &fields.time, &fields.insert_id)
     else {
         return None;
     };
-    let key = dedup_key(event, time.as_f64()?, &distinct_id, insert_id);
-    Some((key, distinct_id))
+    let key = dedup_key(event, time.as_f64()?, distinct_id, insert_id);
+    Some((key, distinct_id.trim().is_empty()))
 }
 
 fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128 {
     let time = time_ms(time).round() as i64;
-    let mut buf = Vec::with_capacity(event.len() + distinct_id.len() + insert_id.len() + 32);
-    for part in [event, distinct_id, insert_id] {
-        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        buf.extend_from_slice(part.as_bytes());
+    let parts = [event, distinct_id, insert_id];
+    let len = parts.iter().map(|p| p.len() + 8).sum::<usize>() + 8;
+    // Built on the stack when it fits (it nearly always does), hashed in one call.
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    for part in parts {
+        put(&(part.len() as u64).to_le_bytes());
+        put(part.as_bytes());
     }
-    buf.extend_from_slice(&time.to_le_bytes());
-    xxhash_rust::xxh3::xxh3_128(&buf)
+    put(&time.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(buf)
 }
 
 /// [`validate`] + [`stored_key`] straight from one record's JSON text, read once by
@@ -213,7 +232,7 @@ fn dedup_key(event: &str, time: f64, distinct_id: &str, insert_id: &str) -> u128
 /// `Some` only for a record that passes; anything else — a failing record, a repeated checked
 /// field, an unusual shape — is `None`, and the caller takes the `Value` path, which gives the
 /// same verdict for everything this accepts.
-pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
+pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, bool)> {
     let scanned = scan_record(text)?;
     let fields = Checked {
         event: scanned.event,
@@ -224,7 +243,7 @@ pub(super) fn accept_fast(text: &str, now_ms: f64) -> Option<(u128, String)> {
     };
     check_event(&fields.event).ok()?;
     let distinct_id = check_properties(&fields, text.len(), now_ms).ok()?;
-    key_of(&fields, distinct_id)
+    key_of(&fields, &distinct_id)
 }
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
@@ -286,7 +305,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
 mod tests {
     use super::*;
 
-    fn slow(text: &str, now_ms: f64) -> Option<(u128, String)> {
+    fn slow(text: &str, now_ms: f64) -> Option<(u128, bool)> {
         let record: Value = serde_json::from_str(text).ok()?;
         validate(&record, text.len(), now_ms).ok()
     }

@@ -61,9 +61,9 @@ impl Store {
             (wharf_operators::snapshot::KeySet::default(), 0, 0);
         scan_ndjson(&events_path, |event| {
             accepted += 1;
-            if let Some((key, distinct_id)) = stored_key(&event) {
+            if let Some((key, blank_distinct_id)) = stored_key(&event) {
                 unique.insert(key);
-                empty_distinct_ids += u64::from(distinct_id.trim().is_empty());
+                empty_distinct_ids += u64::from(blank_distinct_id);
             }
         })?;
         let saved: SavedStats = match fs::read(&stats_path) {
