@@ -63,6 +63,8 @@ const MAX_PROPERTIES: usize = 255;
 const MIN_TIME_MS: f64 = 31_536_000_000.0;
 const MAX_FUTURE_MS: f64 = 3_600_000.0;
 /// Placeholder distinct_ids Mixpanel rejects (compared case-insensitively after trimming).
+/// Deliberately its own copy of Mixpanel's list, not wharf's (`events::BANNED_DISTINCT_IDS`): the
+/// receiver's rules are written independently of the mapping so the two cannot drift together.
 const BANNED_DISTINCT_IDS: [&str; 13] = [
     "anon",
     "anonymous",
