@@ -383,11 +383,6 @@ impl EventMapper {
         })
     }
 
-    /// Whether a JSON-column key names a column or a reserved property.
-    fn is_taken(&self, key: &str) -> bool {
-        self.taken.contains(key)
-    }
-
     fn key_json(&self, encs: &[ColumnEncoder<'_>], row: usize, insert_id: &str) -> String {
         if self.keys.is_empty() {
             let mut s = String::from("{\"$insert_id\":\"");
@@ -447,18 +442,6 @@ impl NameSet {
                 Some((h, n)) if *h == hash && **n == *name => return true,
                 Some(_) => i = (i + 1) & self.mask,
             }
-        }
-    }
-}
-
-/// Sorts a JSON column's members by name, keeping repeated names in their order (a JSON
-/// object has a handful of members, often already sorted: insertion sort).
-fn sort_members(members: &mut [(&str, &str)]) {
-    for i in 1..members.len() {
-        let mut j = i;
-        while j > 0 && members[j - 1].0 > members[j].0 {
-            members.swap(j - 1, j);
-            j -= 1;
         }
     }
 }
@@ -608,10 +591,11 @@ impl RecordMapper for EventMapper {
                         let fits = scanned
                             .is_some_and(|saw_newline| !escaped_name && !spans_lines(saw_newline));
                         if fits {
-                            sort_members(&mut members);
+                            // Stable: a repeated name's values stay in order.
+                            members.sort_by(|a, b| a.0.cmp(b.0));
                             for (n, &(k, v)) in members.iter().enumerate() {
                                 let repeated = members.get(n + 1).is_some_and(|next| next.0 == k);
-                                if repeated || v == "null" || self.is_taken(k) {
+                                if repeated || v == "null" || self.taken.contains(k) {
                                     continue;
                                 }
                                 buf.push(b',');
@@ -638,7 +622,7 @@ impl RecordMapper for EventMapper {
                     match parsed {
                         Ok(serde_json::Value::Object(map)) => {
                             for (k, v) in map {
-                                if v.is_null() || self.is_taken(&k) {
+                                if v.is_null() || self.taken.contains(&k) {
                                     continue;
                                 }
                                 buf.push(b',');
