@@ -148,9 +148,10 @@ async fn ndjson_and_gzip_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path(), service_account()).await;
     let client = reqwest::Client::new();
-    let events: Vec<Value> = (0..5).map(event).collect();
+    let all: Vec<Value> = (0..12).map(event).collect();
+    let events = &all[..5];
     let mut ndjson = String::new();
-    for e in &events {
+    for e in events {
         ndjson.push_str(&e.to_string());
         ndjson.push_str("\n\n");
     }
@@ -163,32 +164,47 @@ async fn ndjson_and_gzip_bodies() {
     assert_eq!(body["num_records_imported"], 5);
 
     // Gzipped JSON array.
-    let more: Vec<Value> = (5..7).map(event).collect();
+    let more = &all[5..7];
     let rb = import(&client, &r, STRICT)
         .header("Content-Type", "application/json")
         .header("Content-Encoding", "gzip")
-        .body(gzip(&json_body(&more)));
+        .body(gzip(&json_body(more)));
     assert_eq!(send(rb).await.0, 200);
 
     // Plain NDJSON without compression.
     let rb = import(&client, &r, STRICT)
         .header("Content-Type", "application/x-ndjson")
-        .body(format!("{}\n", event(7)));
+        .body(format!("{}\n", all[7]));
+    assert_eq!(send(rb).await.0, 200);
+
+    // A last line without its newline (stored as the body came, plus the newline) and CRLF
+    // line ends (each line stored without its `\r`).
+    let rb = import(&client, &r, STRICT)
+        .header("Content-Type", "application/x-ndjson")
+        .body(format!("{}\n{}", all[8], all[9]));
+    assert_eq!(send(rb).await.0, 200);
+    let rb = import(&client, &r, STRICT)
+        .header("Content-Type", "application/x-ndjson")
+        .body(format!("{}\r\n{}\r\n", all[10], all[11]));
     assert_eq!(send(rb).await.0, 200);
 
     // A body claiming gzip that is not gzip.
     let rb = import(&client, &r, STRICT)
         .header("Content-Type", "application/json")
         .header("Content-Encoding", "gzip")
-        .body(json_body(&more));
+        .body(json_body(more));
     let (status, body) = send(rb).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], 400);
 
     let stored = r.events().unwrap();
-    assert_eq!(stored.len(), 8);
-    assert_eq!(stored[..5], events[..]);
-    assert_eq!(r.stats().events_accepted, 8);
+    assert_eq!(stored.len(), 12);
+    assert_eq!(stored, all);
+    assert_eq!(r.stats().events_accepted, 12);
+    // The log holds each event's text as sent, one line each.
+    let log = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
+    let want: String = all.iter().map(|e| format!("{e}\n")).collect();
+    assert_eq!(log, want);
     r.shutdown().await;
 }
 

@@ -134,14 +134,18 @@ pub fn to_micros(v: i64, unit: TimeUnit) -> i64 {
 }
 
 fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
+    let mut buf = itoa::Buffer::new();
     if scale <= 0 {
-        out.extend_from_slice(v.to_string().as_bytes());
-        for _ in 0..(-scale) {
-            out.push(b'0');
-        }
+        out.extend_from_slice(buf.format(v).as_bytes());
+        out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
         return;
     }
-    let digits = v.unsigned_abs().to_string();
+    let magnitude = v.unsigned_abs();
+    let digits = match u64::try_from(magnitude) {
+        Ok(small) => buf.format(small),
+        Err(_) => buf.format(magnitude),
+    }
+    .as_bytes();
     let scale = scale as usize;
     if v < 0 {
         out.push(b'-');
@@ -149,12 +153,12 @@ fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
     if digits.len() <= scale {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(digits);
     } else {
         let (int, frac) = digits.split_at(digits.len() - scale);
-        out.extend_from_slice(int.as_bytes());
+        out.extend_from_slice(int);
         out.push(b'.');
-        out.extend_from_slice(frac.as_bytes());
+        out.extend_from_slice(frac);
     }
 }
 
@@ -692,7 +696,15 @@ mod tests {
         write_decimal(&mut out, 5, 3);
         out.push(b' ');
         write_decimal(&mut out, 7, -2);
-        assert_eq!(String::from_utf8(out).unwrap(), "-12.30 0.005 700");
+        out.push(b' ');
+        write_decimal(&mut out, i128::MIN, 38);
+        out.push(b' ');
+        write_decimal(&mut out, -(1i128 << 70), 4);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-12.30 0.005 700 -1.70141183460469231731687303715884105728 \
+             -118059162071741130.3424"
+        );
     }
 
     /// The compiled nested encoder writes exactly what the generic path writes, for lists,

@@ -10,9 +10,16 @@
 //! compressing a sample and decompressing it with zlib-rs; a missing library, or one that fails
 //! the check, leaves zlib-rs in use. `WHARF_GZIP=zlib` forces zlib-rs.
 //!
-//! Only the stable public part of ISA-L's ABI is used (soname `libisal.so.2`): the two
-//! functions `isal_deflate_stateless_init` and `isal_deflate_stateless`, and the public fields at
-//! the start of `struct isal_zstream`, whose private remainder is left as opaque bytes.
+//! Only the stable public part of ISA-L's ABI is used (soname `libisal.so.2`): the functions
+//! `isal_deflate_stateless_init`, `isal_deflate_stateless`, `isal_inflate_init`,
+//! `isal_inflate_stateless` and `crc32_gzip_refl`, and the public fields at the start of
+//! `struct isal_zstream` and `struct inflate_state`, whose private remainders are left as
+//! opaque bytes.
+//!
+//! [`gunzip`] inflates request bodies (the Mixpanel receiver) the same way: a single-member
+//! body by igzip (raw deflate between a header and trailer checked here), anything else —
+//! several members, a trailer that does not match, no ISA-L — by zlib-rs, which also words
+//! the errors.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
@@ -57,6 +64,77 @@ pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     gzip_zlib(data)
 }
 
+/// Why [`gunzip`] gave up.
+#[derive(Debug)]
+pub enum GunzipError {
+    /// Not valid gzip (the message says why).
+    Invalid(String),
+    /// The data inflates to more than the limit.
+    TooLarge,
+}
+
+/// Inflates gzip `data` (one or more members), refusing to produce more than `limit` bytes.
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    if let Some(lib) = isal() {
+        if let Some(out) = lib.inflate_member(data, limit) {
+            return Ok(out);
+        }
+    }
+    gunzip_zlib(data, limit)
+}
+
+/// [`gunzip`] by zlib-rs.
+pub fn gunzip_zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    use std::io::Read;
+    // Sized from the trailer (the last member's length mod 2^32; a hint only), so inflating
+    // does not grow the buffer step by step.
+    let mut out = Vec::with_capacity(trailer_size(data).unwrap_or(0).min(limit + 1));
+    let read = flate2::read::MultiGzDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(e) => Err(GunzipError::Invalid(e.to_string())),
+        Ok(_) if out.len() > limit => Err(GunzipError::TooLarge),
+        Ok(_) => Ok(out),
+    }
+}
+
+/// ISIZE of the last member: the inflated size mod 2^32 if `data` is one member.
+fn trailer_size(data: &[u8]) -> Option<usize> {
+    let at = data.len().checked_sub(4)?;
+    let bytes: [u8; 4] = data[at..].try_into().ok()?;
+    Some(u32::from_le_bytes(bytes) as usize)
+}
+
+/// Where the deflate data of a gzip member starts (RFC 1952 header: magic, method 8, flags and
+/// their optional fields); `None` for anything else, reserved flags included.
+fn gzip_header_len(data: &[u8]) -> Option<usize> {
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    let (&[0x1f, 0x8b, 8, flags], rest) = data.split_first_chunk::<4>()? else {
+        return None;
+    };
+    if flags & 0xe0 != 0 || rest.len() < 6 {
+        return None;
+    }
+    let mut at = 10;
+    if flags & FEXTRA != 0 {
+        let len = data.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_le_bytes([len[0], len[1]]));
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            at += memchr::memchr(0, data.get(at..)?)? + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+    }
+    (at <= data.len()).then_some(at)
+}
+
 /// `data` as one gzip member, by zlib-rs.
 pub fn gzip_zlib(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
@@ -96,18 +174,52 @@ const IGZIP_GZIP: u16 = 1;
 /// `COMP_OK`.
 const COMP_OK: c_int = 0;
 
+/// The public head of `struct inflate_state` (igzip_lib.h); the rest (Huffman tables, the
+/// checksum mode, buffers: 87,368 bytes in all in ISA-L 2.30/2.31) is private here and left at
+/// what `isal_inflate_init` sets, which is raw deflate.
+#[repr(C)]
+struct InflateState {
+    next_out: *mut u8,
+    avail_out: u32,
+    total_out: u32,
+    next_in: *const u8,
+    read_in: u64,
+    avail_in: u32,
+    read_in_length: i32,
+    private: [u64; INFLATE_PRIVATE_WORDS],
+}
+
+const INFLATE_PRIVATE_WORDS: usize = 2 * 87_368 / 8;
+/// `ISAL_DECOMP_OK`.
+const DECOMP_OK: c_int = 0;
+
 type InitFn = unsafe extern "C" fn(*mut ZStream);
 type DeflateFn = unsafe extern "C" fn(*mut ZStream) -> c_int;
+type InflateInitFn = unsafe extern "C" fn(*mut InflateState);
+type InflateFn = unsafe extern "C" fn(*mut InflateState) -> c_int;
+type CrcFn = unsafe extern "C" fn(u32, *const u8, u64) -> u32;
 
 struct Isal {
     init: InitFn,
     deflate: DeflateFn,
+    inflate: Option<Inflate>,
+}
+
+/// The inflate half, used once it passed its own self-test.
+struct Inflate {
+    init: InflateInitFn,
+    inflate: InflateFn,
+    crc32: CrcFn,
 }
 
 /// A thread's stream and level buffer, reused by every call on that thread.
 struct Scratch {
     stream: Box<ZStream>,
     level_buf: Vec<u8>,
+}
+
+thread_local! {
+    static INFLATE_STATE: RefCell<Option<Box<InflateState>>> = const { RefCell::new(None) };
 }
 
 thread_local! {
@@ -123,16 +235,96 @@ impl Isal {
             if handle.is_null() {
                 return None;
             }
-            let init = libc::dlsym(handle, c"isal_deflate_stateless_init".as_ptr());
-            let deflate = libc::dlsym(handle, c"isal_deflate_stateless".as_ptr());
-            if init.is_null() || deflate.is_null() {
-                return None;
-            }
+            let symbol = |name: &std::ffi::CStr| {
+                let f = libc::dlsym(handle, name.as_ptr());
+                (!f.is_null()).then_some(f)
+            };
+            let init = symbol(c"isal_deflate_stateless_init")?;
+            let deflate = symbol(c"isal_deflate_stateless")?;
+            let inflate = match (
+                symbol(c"isal_inflate_init"),
+                symbol(c"isal_inflate_stateless"),
+                symbol(c"crc32_gzip_refl"),
+            ) {
+                (Some(init), Some(inflate), Some(crc32)) => Some(Inflate {
+                    init: std::mem::transmute::<*mut c_void, InflateInitFn>(init),
+                    inflate: std::mem::transmute::<*mut c_void, InflateFn>(inflate),
+                    crc32: std::mem::transmute::<*mut c_void, CrcFn>(crc32),
+                }),
+                _ => None,
+            };
             Some(Isal {
                 init: std::mem::transmute::<*mut c_void, InitFn>(init),
                 deflate: std::mem::transmute::<*mut c_void, DeflateFn>(deflate),
+                inflate,
             })
         }
+    }
+
+    /// A single-member gzip `data` inflated by igzip; `None` when it is not that (several
+    /// members, an unusual header, a declared size over `limit`) or does not check out (bad
+    /// deflate data, CRC or size): the caller then lets zlib-rs decide and word the error.
+    fn inflate_member(&self, data: &[u8], limit: usize) -> Option<Vec<u8>> {
+        let lib = self.inflate.as_ref()?;
+        let start = gzip_header_len(data)?;
+        let end = data.len().checked_sub(8).filter(|&end| end >= start)?;
+        let trailer = &data[end..];
+        let crc = u32::from_le_bytes(trailer[..4].try_into().ok()?);
+        let size = trailer_size(data)?;
+        if size > limit {
+            return None;
+        }
+        let deflated = &data[start..end];
+        let mut out: Vec<u8> = Vec::with_capacity(size);
+        INFLATE_STATE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            // SAFETY: plain old data; `isal_inflate_init` overwrites what it needs.
+            let state = slot.get_or_insert_with(|| Box::new(unsafe { std::mem::zeroed() }));
+            // SAFETY: `state` has the public layout of `struct inflate_state` and room for its
+            // private part; igzip reads at most `avail_in` bytes from `next_in` and writes at
+            // most `avail_out` bytes to `next_out`, both of which outlive the call.
+            unsafe {
+                (lib.init)(&mut **state);
+                state.next_in = deflated.as_ptr();
+                state.avail_in = u32::try_from(deflated.len()).ok()?;
+                state.next_out = out.as_mut_ptr();
+                state.avail_out = u32::try_from(size).ok()?;
+                // The member must end exactly where its trailer starts.
+                if (lib.inflate)(&mut **state) != DECOMP_OK
+                    || state.avail_in != 0
+                    || state.total_out as usize != size
+                {
+                    return None;
+                }
+                out.set_len(size);
+                ((lib.crc32)(0, out.as_ptr(), size as u64) == crc).then_some(())
+            }
+        })?;
+        Some(out)
+    }
+
+    /// Inflates zlib-rs's gzip of a sample and compares: an ABI that differs from the one
+    /// declared here fails this, and zlib-rs inflates instead.
+    fn inflate_self_test(&self) -> bool {
+        let sample = Self::sample();
+        gzip_zlib(&sample)
+            .ok()
+            .and_then(|packed| self.inflate_member(&packed, sample.len()))
+            .is_some_and(|out| out == sample)
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut sample = Vec::new();
+        for i in 0..2_000u32 {
+            let _ = writeln!(
+                sample,
+                "{{\"event\":\"e{}\",\"properties\":{{\"time\":{},\"n\":{}}}}}",
+                i % 7,
+                1_700_000_000_000u64 + u64::from(i),
+                i.wrapping_mul(2_654_435_761)
+            );
+        }
+        sample
     }
 
     /// `data` compressed in one call, or `None` if it did not fit the output buffer (data
@@ -183,16 +375,7 @@ impl Isal {
     /// Compresses a sample and reads it back with zlib-rs: a library whose ABI differs from the
     /// one declared here fails this and is not used.
     fn self_test(&self) -> bool {
-        let mut sample = Vec::new();
-        for i in 0..2_000u32 {
-            let _ = writeln!(
-                sample,
-                "{{\"event\":\"e{}\",\"properties\":{{\"time\":{},\"n\":{}}}}}",
-                i % 7,
-                1_700_000_000_000u64 + u64::from(i),
-                i.wrapping_mul(2_654_435_761)
-            );
-        }
+        let sample = Self::sample();
         let Some(packed) = self.compress(&sample) else {
             return false;
         };
@@ -211,10 +394,14 @@ fn isal() -> Option<&'static Isal> {
         if std::env::var("WHARF_GZIP").is_ok_and(|v| v.eq_ignore_ascii_case("zlib")) {
             return None;
         }
-        let Some(lib) = Isal::load() else {
+        let Some(mut lib) = Isal::load() else {
             tracing::debug!("libisal.so.2 not found; gzip uses zlib-rs");
             return None;
         };
+        if lib.inflate.is_some() && !lib.inflate_self_test() {
+            tracing::warn!("libisal.so.2's inflate failed its self-test; zlib-rs inflates");
+            lib.inflate = None;
+        }
         if lib.self_test() {
             tracing::debug!("gzip uses ISA-L igzip (libisal.so.2)");
             Some(lib)
@@ -231,7 +418,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn gunzip(data: &[u8]) -> Vec<u8> {
+    fn unzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(data)
             .read_to_end(&mut out)
@@ -257,8 +444,8 @@ mod tests {
     #[test]
     fn every_backend_round_trips() {
         for data in samples() {
-            assert_eq!(gunzip(&gzip(&data).unwrap()), data);
-            assert_eq!(gunzip(&gzip_zlib(&data).unwrap()), data);
+            assert_eq!(unzip(&gzip(&data).unwrap()), data);
+            assert_eq!(unzip(&gzip_zlib(&data).unwrap()), data);
         }
     }
 
@@ -274,7 +461,7 @@ mod tests {
         for data in samples() {
             // Incompressible data may not fit one call; then `gzip` falls back to zlib-rs.
             if let Some(packed) = lib.compress(&data) {
-                assert_eq!(gunzip(&packed), data);
+                assert_eq!(unzip(&packed), data);
             }
         }
         // Threads each get their own scratch state.
@@ -284,12 +471,93 @@ mod tests {
                     let data: Vec<u8> = (0..5_000)
                         .flat_map(|i| format!("{t}:{i}\n").into_bytes())
                         .collect();
-                    assert_eq!(gunzip(&gzip(&data).unwrap()), data);
+                    assert_eq!(unzip(&gzip(&data).unwrap()), data);
                 })
             })
             .collect();
         for h in handles {
             h.join().unwrap();
+        }
+    }
+
+    /// A gzip member with every optional header field (name, comment, extra, header CRC).
+    fn member_with_header_fields(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = flate2::GzBuilder::new()
+            .filename("events.ndjson")
+            .comment("a comment")
+            .extra(vec![1, 2, 3])
+            .write(&mut out, flate2::Compression::fast());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn gunzip_agrees_with_zlib_on_good_and_bad_input() {
+        let text = samples().swap_remove(2);
+        let one = gzip(&text).unwrap();
+        let mut two = gzip(b"first\n").unwrap();
+        two.extend_from_slice(&gzip_zlib(b"second\n").unwrap());
+        let mut bad_crc = one.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 1;
+        let mut bad_size = one.clone();
+        let at = bad_size.len() - 4;
+        bad_size[at] ^= 1;
+        let mut corrupt = one.clone();
+        corrupt[40] ^= 0x55;
+        let truncated = one[..one.len() - 12].to_vec();
+        // (case, gzip data, what it inflates to or `None` for invalid)
+        type Case<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
+        let cases: Vec<Case> = vec![
+            ("one member", one.clone(), Some(text.clone())),
+            (
+                "header fields",
+                member_with_header_fields(&text),
+                Some(text.clone()),
+            ),
+            ("two members", two, Some(b"first\nsecond\n".to_vec())),
+            ("empty", gzip(b"").unwrap(), Some(Vec::new())),
+            ("bad crc", bad_crc, None),
+            ("bad size", bad_size, None),
+            ("corrupt", corrupt, None),
+            ("truncated", truncated, None),
+            ("not gzip", text.clone(), None),
+        ];
+        for (name, data, want) in cases {
+            let got = gunzip(&data, usize::MAX >> 1);
+            let zlib = gunzip_zlib(&data, usize::MAX >> 1);
+            match want {
+                Some(want) => {
+                    assert_eq!(got.unwrap(), want, "{name}");
+                    assert_eq!(zlib.unwrap(), want, "{name}");
+                }
+                None => {
+                    assert!(
+                        matches!(got, Err(GunzipError::Invalid(_))),
+                        "{name}: {got:?}"
+                    );
+                    assert!(matches!(zlib, Err(GunzipError::Invalid(_))), "{name}");
+                }
+            }
+        }
+        // The limit holds whatever the trailer claims.
+        assert!(matches!(gunzip(&one, text.len()), Ok(out) if out == text));
+        assert!(matches!(
+            gunzip(&one, text.len() - 1),
+            Err(GunzipError::TooLarge)
+        ));
+        let mut lying = one.clone();
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&10u32.to_le_bytes());
+        assert!(matches!(gunzip(&lying, 1_000), Err(GunzipError::TooLarge)));
+        if let Some(lib) = isal() {
+            assert!(
+                lib.inflate.is_some(),
+                "ISA-L's inflate passed its self-test"
+            );
+            assert_eq!(lib.inflate_member(&one, usize::MAX >> 1), Some(text));
         }
     }
 }

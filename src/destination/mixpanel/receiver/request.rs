@@ -2,6 +2,7 @@
 //! and query/form parameters.
 
 use super::*;
+use crate::destination::gzip::GunzipError;
 
 pub(super) fn content_type(headers: &HeaderMap) -> String {
     let value = headers
@@ -22,24 +23,13 @@ pub(super) fn decode_content(
         .map(|v| v.to_str().unwrap_or("?"));
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "identity") => Ok(body),
-        Some("gzip" | "x-gzip") => {
-            // Sized from the gzip trailer (the last member's length mod 2^32; a hint only),
-            // so inflating does not grow the buffer step by step.
-            let hint = body.len().checked_sub(4).map_or(0, |at| {
-                u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize
-            });
-            let mut out = Vec::with_capacity(hint.min(limit + 1));
-            let mut decoder = flate2::read::MultiGzDecoder::new(body.as_slice());
-            let read = decoder
-                .by_ref()
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out);
-            match read {
-                Err(e) => Err(Reply::bad_request(format!("body is not valid gzip: {e}"))),
-                Ok(_) if out.len() > limit => Err(Reply::too_large()),
-                Ok(_) => Ok(out),
+        Some("gzip" | "x-gzip") => match crate::destination::gzip::gunzip(&body, limit) {
+            Ok(out) => Ok(out),
+            Err(GunzipError::TooLarge) => Err(Reply::too_large()),
+            Err(GunzipError::Invalid(e)) => {
+                Err(Reply::bad_request(format!("body is not valid gzip: {e}")))
             }
-        }
+        },
         Some(other) => Err(Reply::bad_request(format!(
             "unsupported Content-Encoding {other:?}"
         ))),
