@@ -853,8 +853,8 @@ fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
         stats.events_accepted, stats.unique_events
     );
     println!(
-        "   received events: {}",
-        dir.join("receiver").join("events.ndjson").display()
+        "   received events (NDJSON, gzipped; `zcat` reads it): {}",
+        dir.join("receiver").join("events.ndjson.gz").display()
     );
     println!(
         "   run history: `wharf --config {} status`",

@@ -59,6 +59,18 @@ fn json_body(events: &[Value]) -> Vec<u8> {
     serde_json::to_vec(events).unwrap()
 }
 
+/// The receiver's event log (NDJSON in gzip members) as text.
+fn event_log(dir: &Path) -> String {
+    let packed = std::fs::read(dir.join("events.ndjson.gz")).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&packed[..]),
+        &mut text,
+    )
+    .unwrap();
+    text
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
@@ -117,7 +129,7 @@ async fn json_array_import_is_stored_and_counted() {
             unique_events: 3
         }
     );
-    assert!(dir.path().join("events.ndjson").exists());
+    assert!(dir.path().join("events.ndjson.gz").exists());
 
     // A single event object is accepted too.
     let single = import(&client, &r, STRICT)
@@ -138,8 +150,7 @@ async fn json_array_import_is_stored_and_counted() {
     let (status, body) = send(pretty).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(r.events().unwrap()[4..], two);
-    let log = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
-    assert_eq!(log.lines().count(), 6);
+    assert_eq!(event_log(dir.path()).lines().count(), 6);
     r.shutdown().await;
 }
 
@@ -202,9 +213,12 @@ async fn ndjson_and_gzip_bodies() {
     assert_eq!(stored, all);
     assert_eq!(r.stats().events_accepted, 12);
     // The log holds each event's text as sent, one line each.
-    let log = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
     let want: String = all.iter().map(|e| format!("{e}\n")).collect();
-    assert_eq!(log, want);
+    assert_eq!(event_log(dir.path()), want);
+    // The first body (gzip, but with blank lines) was stored as its accepted lines, the
+    // third (plain NDJSON) gzipped here: each a member of its own.
+    let packed = std::fs::read(dir.path().join("events.ndjson.gz")).unwrap();
+    assert!(packed.starts_with(&[0x1f, 0x8b]));
     r.shutdown().await;
 }
 
@@ -580,6 +594,24 @@ async fn duplicates_count_as_accepted_but_not_unique() {
     r.shutdown().await;
 }
 
+/// A data directory of an earlier version (plain `events.ndjson`) is read, then the new log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_plain_event_log_is_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<Value> = (0..2).map(event).collect();
+    let text: String = old.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(dir.path().join("events.ndjson"), text).unwrap();
+    let r = start(dir.path(), service_account()).await;
+    assert_eq!((r.stats().events_accepted, r.stats().unique_events), (2, 2));
+    let client = reqwest::Client::new();
+    let new = vec![event(2), old[0].clone()];
+    assert_eq!(send(json_import(&client, &r, STRICT, &new)).await.0, 200);
+    assert_eq!((r.stats().events_accepted, r.stats().unique_events), (4, 3));
+    let all: Vec<Value> = old.into_iter().chain(new).collect();
+    assert_eq!(r.events().unwrap(), all);
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_on_same_directory_keeps_stats() {
     let dir = tempfile::tempdir().unwrap();
@@ -603,18 +635,22 @@ async fn restart_on_same_directory_keeps_stats() {
     assert_eq!(before.events_accepted, 11);
     assert_eq!(before.unique_events, 9);
     r.shutdown().await;
-    // A crash mid-write leaves a truncated last line; it is dropped on restart.
-    let path = dir.path().join("events.ndjson");
+    // A crash mid-write leaves a truncated last gzip member; it is dropped on restart (and
+    // cut off the file), whatever part of it made it to disk.
+    let path = dir.path().join("events.ndjson.gz");
+    let good_len = std::fs::metadata(&path).unwrap().len();
+    let member = gzip(format!("{}\n{}\n", event(90), event(91)).as_bytes());
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap();
-    file.write_all(br#"{"event":"half-writ"#).unwrap();
+    file.write_all(&member[..member.len() - 5]).unwrap();
     drop(file);
 
     let r = start(dir.path(), service_account()).await;
     assert_eq!(r.stats(), before);
     assert_eq!(r.events().unwrap(), stored);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
     assert_eq!(send(json_import(&client, &r, STRICT, &events)).await.0, 200);
     let after = r.stats();
     assert_eq!(after.requests, before.requests + 1);

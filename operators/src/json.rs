@@ -349,6 +349,30 @@ mod tests {
         assert_eq!(plain_len(&[0x7f, 0x80, 0xff, 0x20, b'"']), 4);
     }
 
+    proptest! {
+        /// The word-at-a-time scan agrees with the plain definition, wherever the first flagged byte
+        /// is (or none), over the byte values around the flagged ones.
+        #[test]
+        fn plain_len_agrees_with_a_byte_by_byte_scan(
+            bytes in proptest::collection::vec(prop::sample::select(
+                vec![0u8, 0x1f, 0x20, b'"', b'\\', b'a', b'~', 0x7f, 0x80, 0xc3, 0xff]
+            ), 0..80),
+            plain_prefix in 0usize..70,
+        ) {
+            let mut bytes = bytes;
+            for b in bytes.iter_mut().take(plain_prefix) {
+                if *b == b'"' || *b == b'\\' || *b < 0x20 {
+                    *b = b'x';
+                }
+            }
+            let want = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len());
+            prop_assert_eq!(plain_len(&bytes), want);
+        }
+    }
+
     #[test]
     fn reads_an_ordinary_object_like_serde_json() {
         assert!(scanned(BASE).is_some());

@@ -109,8 +109,10 @@ fn evaluate_import(
         tracing::debug!("rejected /import request: invalid credentials");
         return Reply::Error(StatusCode::UNAUTHORIZED, "Invalid credentials".into());
     }
-    let body = match body.and_then(|body| decode_content(headers, body, config.max_body_bytes)) {
-        Ok(body) => body,
+    let decoded =
+        body.and_then(|body| decode_content_keeping(headers, body, config.max_body_bytes));
+    let (body, gzipped) = match decoded {
+        Ok(decoded) => decoded,
         Err(reply) => return reply,
     };
     *verbose = param(&params, "verbose") == Some("1");
@@ -205,7 +207,8 @@ fn evaluate_import(
     }
     // An NDJSON body whose every line was accepted as it stands (no blank lines, no `\r` or
     // spaces trimmed: the lines and their newlines add up to the whole body) is stored as
-    // it came, without copying it line by line.
+    // it came: gzipped as the client sent it when it ends with a newline (the next member
+    // must start a new line), else without copying it line by line.
     let lines_len: usize = accepted.iter().map(|line| line.len() + 1).sum();
     let verbatim = records.lines.is_some()
         && !accepted.is_empty()
@@ -213,7 +216,9 @@ fn evaluate_import(
         && (lines_len == body.len() || lines_len == body.len() + 1);
     if verbatim {
         let mut body = body;
-        if body.last() != Some(&b'\n') {
+        if body.last() == Some(&b'\n') {
+            batch.gzipped = gzipped;
+        } else {
             body.push(b'\n');
         }
         batch.lines = body;

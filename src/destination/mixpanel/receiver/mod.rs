@@ -3,7 +3,7 @@
 //! It enforces Mixpanel's documented rules so wharf cannot drift into sending data real
 //! Mixpanel would reject:
 //! - `POST /import` (`import`, `rules`): auth, body encodings, request limits and strict
-//!   per-event validation; accepted events are appended to `<data_dir>/events.ndjson`.
+//!   per-event validation; accepted events are appended to `<data_dir>/events.ndjson.gz`.
 //! - `POST /engage` and `POST /groups` (`profiles`, `profile_state`): profile updates,
 //!   applied to user and group profiles; accepted updates are logged and replayed at start.
 //! - `PUT /lookup-tables/{id}` (`lookup`): whole-table CSV replacement, one file per table.
@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -366,11 +366,11 @@ impl Receiver {
         self.state.store().empty_distinct_ids
     }
 
-    /// All accepted events, in arrival order, read back from events.ndjson.
+    /// All accepted events, in arrival order, read back from the event log
+    /// (`events.ndjson.gz`).
     pub fn events(&self) -> Result<Vec<Value>, ReceiverError> {
-        let store = self.state.store();
         let mut events = Vec::new();
-        store::scan_ndjson(&store.events_path, |event| events.push(event))?;
+        self.state.store().events(|event| events.push(event))?;
         Ok(events)
     }
 

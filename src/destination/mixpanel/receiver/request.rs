@@ -18,13 +18,22 @@ pub(super) fn decode_content(
     body: Vec<u8>,
     limit: usize,
 ) -> Result<Vec<u8>, Reply> {
+    decode_content_keeping(headers, body, limit).map(|(body, _)| body)
+}
+
+/// [`decode_content`], also handing back a gzip body as it came (it checked out as gzip).
+pub(super) fn decode_content_keeping(
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), Reply> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"));
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("" | "identity") => Ok(body),
+        None | Some("" | "identity") => Ok((body, None)),
         Some("gzip" | "x-gzip") => match crate::destination::gzip::gunzip(&body, limit) {
-            Ok(out) => Ok(out),
+            Ok(out) => Ok((out, Some(body))),
             Err(GunzipError::TooLarge) => Err(Reply::too_large()),
             Err(GunzipError::Invalid(e)) => {
                 Err(Reply::bad_request(format!("body is not valid gzip: {e}")))
