@@ -140,9 +140,9 @@ impl Store {
         let total = batch.keys.len() as u64 + batch.rejected;
         self.stats.events_received += total;
         let written = match (&batch.gzipped, batch.lines.is_empty()) {
-            (Some(member), _) => self.file.write_all(member),
+            (Some(member), _) => self.append(member),
             (None, true) => Ok(()),
-            (None, false) => gzip(&batch.lines).and_then(|member| self.file.write_all(&member)),
+            (None, false) => gzip(&batch.lines).and_then(|member| self.append(&member)),
         };
         if written.is_ok() {
             self.stats.events_accepted += batch.keys.len() as u64;
@@ -155,6 +155,17 @@ impl Store {
         }
         self.save_stats();
         written
+    }
+
+    /// Appends one gzip member to the event log; a write that fails part way is cut off
+    /// again, so that later members do not follow a broken one.
+    fn append(&mut self, member: &[u8]) -> io::Result<()> {
+        let before = self.file.metadata()?.len();
+        self.file.write_all(member).inspect_err(|_| {
+            if let Err(e) = self.file.set_len(before) {
+                tracing::error!(error = %e, "could not cut a failed write off the event log");
+            }
+        })
     }
 
     /// Calls `each` for every stored event, in arrival order.
