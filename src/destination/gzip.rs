@@ -84,7 +84,7 @@ pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
 }
 
 /// [`gunzip`] by zlib-rs.
-pub fn gunzip_zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+fn gunzip_zlib(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
     use std::io::Read;
     // Sized from the trailer (the last member's length mod 2^32; a hint only), so inflating
     // does not grow the buffer step by step.
@@ -136,7 +136,7 @@ fn gzip_header_len(data: &[u8]) -> Option<usize> {
 }
 
 /// `data` as one gzip member, by zlib-rs.
-pub fn gzip_zlib(data: &[u8]) -> std::io::Result<Vec<u8>> {
+fn gzip_zlib(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(data.len() / 4 + 64),
         flate2::Compression::fast(),

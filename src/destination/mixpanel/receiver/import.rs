@@ -22,7 +22,9 @@ pub(super) async fn import(
             &mut batch,
             &mut verbose,
         );
-        match state.store().record(batch) {
+        // Compressed before the store's lock is taken: requests wait on that lock.
+        let packed = batch.pack();
+        match state.store().record(batch, packed) {
             Ok(()) => Handled::stored(reply.render(verbose)),
             Err(e) => {
                 tracing::error!(error = %e, "could not append events");

@@ -37,7 +37,8 @@ pub(super) struct Store {
 pub(super) struct Batch {
     /// The accepted events' texts, one line each.
     pub(super) lines: Vec<u8>,
-    /// The same lines as the client's gzip body, when that is exactly what it held.
+    /// The same lines as one or more gzip members: the client's gzip body when that is exactly
+    /// what it held, else [`Batch::pack`] makes it.
     pub(super) gzipped: Option<Vec<u8>>,
     /// Their dedup keys.
     pub(super) keys: Vec<u128>,
@@ -56,6 +57,14 @@ pub(super) struct SavedStats {
 }
 
 impl Batch {
+    /// Gzips the accepted lines for the event log, unless the client's body already is that.
+    pub(super) fn pack(&mut self) -> io::Result<()> {
+        if self.gzipped.is_none() && !self.lines.is_empty() {
+            self.gzipped = Some(gzip(&self.lines)?);
+        }
+        Ok(())
+    }
+
     /// Adds an accepted event's text (it has no newline); its key goes in `keys`.
     pub(super) fn accept(&mut self, line: &[u8]) {
         self.lines.extend_from_slice(line);
@@ -134,16 +143,16 @@ impl Store {
         }
     }
 
-    /// Counts one `/import` request and appends its accepted events in a single write.
-    pub(super) fn record(&mut self, batch: Batch) -> io::Result<()> {
+    /// Counts one `/import` request and appends its accepted events (`packed` by
+    /// [`Batch::pack`], or why that failed) in a single write.
+    pub(super) fn record(&mut self, batch: Batch, packed: io::Result<()>) -> io::Result<()> {
         self.stats.requests += 1;
         let total = batch.keys.len() as u64 + batch.rejected;
         self.stats.events_received += total;
-        let written = match (&batch.gzipped, batch.lines.is_empty()) {
-            (Some(member), _) => self.append(member),
-            (None, true) => Ok(()),
-            (None, false) => gzip(&batch.lines).and_then(|member| self.append(&member)),
-        };
+        let written = packed.and_then(|()| match &batch.gzipped {
+            Some(member) => self.append(member),
+            None => Ok(()),
+        });
         if written.is_ok() {
             self.stats.events_accepted += batch.keys.len() as u64;
             self.stats.events_rejected += batch.rejected;
