@@ -5,8 +5,8 @@
 //! logical; `tests/postgres-up.sh` sets it up). Rows: `WHARF_BENCH_ROWS` (default 1,000),
 //! poll interval: `WHARF_BENCH_INTERVAL` (default `100ms`). Prints p50/p90/p99/max.
 //!
-//! With `WHARF_BENCH_KAFKA=1` the destination is Kafka (a `tansu` broker started here from
-//! the test venv) and the time is taken when a consumer reads the record.
+//! With `WHARF_BENCH_KAFKA=1` the destination is Kafka (an Apache Kafka broker started here,
+//! see `tests/common/kafka.rs`) and the time is taken when a consumer reads the record.
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = std::env::var("WHARF_BENCH_KAFKA")
         .is_ok()
-        .then(common::Tansu::start);
+        .then(common::kafka::KafkaBroker::start);
     let destination = match &broker {
         Some(b) => format!(
             "[destinations.out]\ntype = \"kafka\"\nbrokers = \"{}\"\nlinger = \"0ms\"\npartitions = 1",

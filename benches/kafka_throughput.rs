@@ -1,4 +1,6 @@
-//! Records/s into a local Kafka broker (`tansu` from the test venv, in memory, 127.0.0.1):
+//! Records/s into a local Apache Kafka broker (one KRaft node on 127.0.0.1, started here from
+//! the jars `tests/kafka-up.sh` resolves from Maven Central), or into the brokers named by
+//! `WHARF_BENCH_BROKERS` (e.g. another Kafka-compatible broker started by hand):
 //!
 //! 1. the destination alone: pre-encoded change envelopes (≈ 300 bytes) sent by
 //!    `KafkaDestination` as the delivery loop would (requests of 50,000, 4 in flight);
@@ -6,7 +8,8 @@
 //!    produce, every delivery report awaited, commit).
 //!
 //! `cargo bench --bench kafka_throughput`; records: `WHARF_BENCH_ROWS` (default 1,000,000).
-//! The broker shares the machine's two cores with wharf.
+//! The broker shares the machine's two cores with wharf; its start-up time and resident memory
+//! (before and after) are printed too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,11 +144,29 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let broker = common::Tansu::start();
+    let (broker, brokers) = match std::env::var("WHARF_BENCH_BROKERS") {
+        Ok(b) => (None, b),
+        Err(_) => {
+            let broker = common::kafka::KafkaBroker::start();
+            println!(
+                "Apache Kafka broker: up in {:.1} s, {} MB resident",
+                broker.started_in.as_secs_f64(),
+                broker.rss_kib().unwrap_or(0) / 1024
+            );
+            let brokers = broker.brokers();
+            (Some(broker), brokers)
+        }
+    };
     for (compression, headers) in [("lz4", true), ("none", true), ("lz4", false)] {
-        destination_only(&broker.brokers(), rows, compression, headers);
+        destination_only(&brokers, rows, compression, headers);
     }
     for headers in [true, false] {
-        end_to_end(&broker.brokers(), rows, headers);
+        end_to_end(&brokers, rows, headers);
+    }
+    if let Some(b) = &broker {
+        println!(
+            "Apache Kafka broker: {} MB resident at the end",
+            b.rss_kib().unwrap_or(0) / 1024
+        );
     }
 }

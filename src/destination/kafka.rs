@@ -259,6 +259,40 @@ impl KafkaDestination {
         Ok(dest)
     }
 
+    /// `kafka_err`, except that a producer fenced by another one with the same
+    /// `transactional.id` (librdkafka reports it as a fatal error) says so plainly.
+    fn producer_err(&self, context: &str, e: &KafkaError) -> DestinationError {
+        let fatal = self.producer.client().fatal_error();
+        let fenced = |code: Option<RDKafkaErrorCode>| {
+            matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                        | RDKafkaErrorCode::Fenced
+                )
+            )
+        };
+        match (&self.settings.exactly_once, fatal) {
+            (Some(eo), fatal)
+                if fenced(e.rdkafka_error_code())
+                    || fenced(fatal.as_ref().map(|(code, _)| *code)) =>
+            {
+                DestinationError::Permanent {
+                    message: format!(
+                        "{context}: fenced: another producer started with transactional.id `{}` \
+                         (a second wharf process running this sync, or another sync sharing its \
+                         `transactional_id`); this process's transaction was aborted and it \
+                         commits nothing ({})",
+                        eo.transactional_id,
+                        fatal.map(|(_, m)| m).unwrap_or_else(|| e.to_string())
+                    ),
+                }
+            }
+            _ => kafka_err(context, e),
+        }
+    }
+
     /// The topic records go to.
     pub fn topic(&self) -> &str {
         &self.settings.topic
@@ -356,7 +390,7 @@ impl KafkaDestination {
         if *txn == Txn::Idle {
             self.producer
                 .begin_transaction()
-                .map_err(|e| kafka_err("cannot begin a Kafka transaction", &e))?;
+                .map_err(|e| self.producer_err("cannot begin a Kafka transaction", &e))?;
             *txn = Txn::Open;
         }
         Ok(())
@@ -407,7 +441,7 @@ impl KafkaDestination {
                     Err((e, _)) => {
                         // The records not produced will never report.
                         tracker.settle(records.len() - i);
-                        return Err(kafka_err("cannot produce", &e));
+                        return Err(self.producer_err("cannot produce", &e));
                     }
                 }
             }
@@ -415,7 +449,7 @@ impl KafkaDestination {
         tracker.wait().await;
         match tracker.failure() {
             None => Ok(records.len()),
-            Some(e) => Err(kafka_err("delivery failed", &e)),
+            Some(e) => Err(self.producer_err("delivery failed", &e)),
         }
     }
 
@@ -480,6 +514,7 @@ impl Destination for KafkaDestination {
                 }),
                 // Inside a transaction a failed record cannot be retried on its own: the
                 // transaction must be aborted, so the run fails and starts over.
+                Err(e @ DestinationError::Permanent { .. }) => Err(e),
                 Err(e) if self.settings.exactly_once.is_some() => {
                     Err(DestinationError::Permanent {
                         message: format!("{e} (inside the run's transaction; the run is aborted and sent again by the next run)"),
@@ -515,17 +550,17 @@ impl Destination for KafkaDestination {
                 .key(self.settings.sync.as_bytes())
                 .payload(position);
             if let Err((e, _)) = self.producer.send(record) {
-                return Err(kafka_err("cannot produce the progress record", &e));
+                return Err(self.producer_err("cannot produce the progress record", &e));
             }
             tracker.wait().await;
             if let Some(e) = tracker.failure() {
-                return Err(kafka_err("progress record not delivered", &e));
+                return Err(self.producer_err("progress record not delivered", &e));
             }
             let result = self
                 .blocking(|p| p.commit_transaction(ADMIN_TIMEOUT))
                 .await?;
             self.set_idle();
-            result.map_err(|e| kafka_err("cannot commit the Kafka transaction", &e))
+            result.map_err(|e| self.producer_err("cannot commit the Kafka transaction", &e))
         })
     }
 
