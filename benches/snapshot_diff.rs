@@ -1,6 +1,8 @@
-//! The snapshot diff at scale: a table of N rows (id + 4 value columns) is diffed twice —
+//! The snapshot diff at scale: a table of N rows (id + 4 value columns) is diffed three times —
 //! run 1 against nothing (every row an insert, the state written), run 2 with 1% of the rows
-//! changed — and each run's wall time and the process's peak RSS are printed.
+//! changed, and run 3 as after run 2 was killed without committing (run 1's state committed,
+//! run 2's pending: the 1% it may have sent are sent again) — and each run's wall time and the
+//! process's peak RSS are printed.
 //!
 //! `cargo bench --bench snapshot_diff -- [ROWS] [WORKERS]` (default 1000000 rows, 2 workers).
 
@@ -12,7 +14,7 @@ use wharf_operators::arrow::array::{Float64Array, Int64Array, RecordBatch, Strin
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::dataflow::{SourceMessage, SourceSender, StartReader};
 use wharf_operators::diff::{diff_run, DiffSpec, Emit};
-use wharf_operators::snapshot::RowHasher;
+use wharf_operators::snapshot::{PendingSnapshot, RowHasher};
 
 const BATCH: usize = 8192;
 
@@ -106,10 +108,20 @@ fn main() {
     let hasher =
         Arc::new(RowHasher::new(&schema(), &["id".to_string()], &[], &[]).expect("hasher"));
     let mut previous = Vec::new();
-    for (run, version) in [(1, 0u32), (2, 1u32)] {
+    let mut first_state = Vec::new();
+    for (run, version) in [(1, 0u32), (2, 1u32), (3, 0u32)] {
+        let pending = if run == 3 {
+            // Run 2 did not commit: run 1's state is the committed one, run 2's is pending.
+            previous = first_state.clone();
+            let p = PendingSnapshot::load(&dir.path().join("run-2")).expect("pending");
+            vec![p.expect("run 2 finished its parts")]
+        } else {
+            Vec::new()
+        };
         let spec = DiffSpec {
             hasher: hasher.clone(),
             previous: previous.clone(),
+            pending,
             next_dir: dir.path().join(format!("run-{run}")),
             spill_dir: dir.path().join("spill"),
             memory_budget: 64 << 20,
@@ -140,5 +152,8 @@ fn main() {
             peak_rss_mb()
         );
         previous = counts.parts.lock().map(|p| p.clone()).unwrap_or_default();
+        if run == 1 {
+            first_state = previous.clone();
+        }
     }
 }

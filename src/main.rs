@@ -85,6 +85,10 @@ enum Command {
         /// `exactly_once`) committed and before the state store commits, as a crash would.
         #[arg(long, hide = true, env = "WHARF_CRASH_AFTER_DESTINATION_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
         crash_after_destination_commit: bool,
+        /// Most changes one change-stream run takes (default 100,000); `wharf sync` runs
+        /// again until it has drained the stream up to where it stood at its start.
+        #[arg(long, hide = true, env = "WHARF_MAX_CHANGES_PER_RUN")]
+        max_changes_per_run: Option<usize>,
         /// Keep running: poll again every `--interval` and send changes as they come (mirror
         /// syncs with change capture send each change within about one interval). Ctrl-C
         /// stops after the current run.
@@ -218,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             summary_json,
             crash_before_commit,
             crash_after_destination_commit,
+            max_changes_per_run,
             continuous,
             interval,
         } => {
@@ -229,6 +234,9 @@ fn run(cli: Cli) -> Result<()> {
                 crash_before_commit,
                 crash_after_destination_commit,
                 skip_idle: continuous,
+                max_changes: max_changes_per_run
+                    .unwrap_or(wharf::sync::MAX_CHANGES_PER_POLL)
+                    .max(1),
                 ..SyncOptions::default()
             };
             if continuous {
@@ -249,12 +257,15 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("wharf: {runs} run(s) committed");
                 return Ok(());
             }
-            let report = run_sync(&config, &sync, &options, &rt)?;
-            if summary_json {
-                println!("{}", summary_json_line(&report));
-            } else {
-                print_report(&report);
-            }
+            let print = |r: &SyncReport| {
+                if summary_json {
+                    println!("{}", summary_json_line(r));
+                } else {
+                    print_report(r);
+                }
+            };
+            let report = run_sync(&config, &sync, &options, &rt, print)?;
+            print(&report);
             Ok(())
         }
         Command::Status { runs } => status(&load(&cli.config)?, runs),
@@ -839,11 +850,11 @@ fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
         progress: true,
         ..SyncOptions::default()
     };
-    let first = run_sync(&config, "demo_events", &options, &rt)?;
+    let first = run_sync(&config, "demo_events", &options, &rt, |_| {})?;
     print!("3. first run:  ");
     print_report(&first);
     let total = demo::append_demo_events(&warehouse, 1_000)?;
-    let second = run_sync(&config, "demo_events", &options, &rt)?;
+    let second = run_sync(&config, "demo_events", &options, &rt, |_| {})?;
     print!("4. 1000 new rows arrived; second run: ");
     print_report(&second);
     let stats = receiver.stats();

@@ -97,6 +97,10 @@ pub struct SnapshotState {
     pub rows: u64,
     /// Part files, relative to the state directory.
     pub parts: Vec<PathBuf>,
+    /// With PostgreSQL change capture: which transactions the snapshot saw, so the change
+    /// stream skips them (absent in states written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<crate::warehouse::postgres::logical::SnapshotVisibility>,
 }
 
 /// The embedded state store.

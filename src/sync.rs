@@ -15,7 +15,7 @@ use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
 use wharf_operators::events::{
     find_column, EpochUnit, EventMapper, EventMapping, EventName, MappingError,
 };
-use wharf_operators::snapshot::RowHasher;
+use wharf_operators::snapshot::{PendingSnapshot, RowHasher};
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_operators::RecordMapper;
 use wharf_pipelines::delivery::RetryPolicy;
@@ -37,7 +37,7 @@ use crate::destination::mixpanel::lookup::MixpanelLookupTable;
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
-use crate::warehouse::postgres::logical::{Capture, ChangePoll};
+use crate::warehouse::postgres::logical::{Capture, ChangePoll, SnapshotVisibility};
 use crate::warehouse::postgres::PostgresWarehouse;
 use crate::warehouse::{check_cursor, SourceRef, TableSchema, Warehouse, WarehouseError};
 
@@ -87,6 +87,16 @@ pub enum SyncError {
         /// What was found.
         anomaly: VolumeAnomaly,
     },
+    /// A snapshot state folder cannot be read.
+    #[error("sync `{sync}`: the snapshot state in {path} cannot be read: {message}; `wharf reset {sync}` starts the sync over (the next run resends every row)")]
+    UnreadableSnapshot {
+        /// The sync.
+        sync: String,
+        /// The folder.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The run failed; nothing was committed, the next run resends it.
     #[error("sync `{sync}` run {run_id} failed, nothing committed: {reason}")]
     RunFailed {
@@ -117,6 +127,11 @@ pub struct SyncOptions {
     pub live: Option<LiveSlot>,
     /// Compare the run's row count with the sync's recent runs before sending.
     pub volume: Option<VolumeCheck>,
+    /// A change-stream run reads only transactions committed before this position (set by
+    /// [`run_sync`] while it drains the stream up to where it stood at its start).
+    pub capture_upto: Option<u64>,
+    /// Most changes a change-stream run reads (whole transactions: a larger one comes whole).
+    pub max_changes: usize,
 }
 
 /// The running run of a sync, as the service sees it.
@@ -214,6 +229,8 @@ impl Default for SyncOptions {
             skip_idle: false,
             live: None,
             volume: None,
+            capture_upto: None,
+            max_changes: MAX_CHANGES_PER_POLL,
         }
     }
 }
@@ -229,6 +246,9 @@ pub struct SyncReport {
     pub rejects_path: PathBuf,
     /// The run was sent although [`SyncOptions::volume`] found it anomalous.
     pub anomaly: Option<VolumeAnomaly>,
+    /// A change-stream run stopped at its change limit: more changes wait, up to this
+    /// position of the stream (its head when the run polled).
+    pub backlog: Option<u64>,
 }
 
 /// The resolved pieces of a sync, shared by `check`, `preview` and `sync`.
@@ -738,16 +758,36 @@ pub fn run_sync(
     name: &str,
     options: &SyncOptions,
     runtime: &tokio::runtime::Runtime,
+    mut on_run: impl FnMut(&SyncReport),
 ) -> Result<SyncReport, SyncError> {
-    let options = SyncOptions {
+    let mut options = SyncOptions {
         skip_idle: false,
         ..options.clone()
     };
-    run_sync_polled(config, name, &options, runtime)?.ok_or_else(|| SyncError::RunFailed {
-        sync: name.to_string(),
-        run_id: 0,
-        reason: "no run was made".into(),
-    })
+    let mut session = Session::default();
+    let store = StateStore::open(&config.state_dir())?;
+    loop {
+        let report = run_in_session(config, name, &options, runtime, &mut session, &store)?
+            .ok_or_else(|| SyncError::RunFailed {
+                sync: name.to_string(),
+                run_id: 0,
+                reason: "no run was made".into(),
+            })?;
+        // A change stream with more waiting than one run takes: further runs, each committed,
+        // until the position the stream had when this sync started.
+        match report.backlog {
+            Some(upto) => {
+                tracing::info!(
+                    sync = name,
+                    run = report.run.run_id,
+                    "more changes are waiting; running again up to where the stream stood at the start"
+                );
+                on_run(&report);
+                options.capture_upto = Some(upto);
+            }
+            None => return Ok(report),
+        }
+    }
 }
 
 /// Runs `name` back to back every `interval` until `stop` is set, sending each change as soon
@@ -868,6 +908,7 @@ pub fn run_in_session(
     let state_dir = config.state_dir();
     let committed = store.snapshot(name)?;
     let capture = capture_mode(&resolved, store)?;
+    let mut backlog = None;
     // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
     let poll = match &capture {
         CaptureMode::Logical {
@@ -875,11 +916,30 @@ pub fn run_in_session(
             capture,
             initial: None,
         } => {
+            let werr = |e| SyncError::Warehouse(name.to_string(), e);
+            let seen = committed.as_ref().and_then(|c| c.seen.as_ref());
             let poll = pg
-                .poll_capture(capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
-                .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
+                .poll_capture(
+                    capture,
+                    &sync.key_columns(),
+                    options.max_changes,
+                    options.capture_upto,
+                    seen,
+                )
+                .map_err(werr)?;
             if poll.changes_read == 0 && options.skip_idle {
+                if let (true, Some(lsn)) = (poll.changes_skipped > 0, poll.end_lsn) {
+                    // Only transactions the first snapshot held: move past them.
+                    pg.confirm_capture(capture, lsn).map_err(werr)?;
+                    store.advance_watermark(name, lsn_watermark(lsn))?;
+                }
                 return Ok(None);
+            }
+            if poll.capped {
+                backlog = match options.capture_upto {
+                    Some(upto) => Some(upto),
+                    None => Some(pg.current_lsn(capture).map_err(werr)?),
+                };
             }
             Some(poll)
         }
@@ -898,7 +958,7 @@ pub fn run_in_session(
             Some(ChangePoll {
                 batches: compacted.batches,
                 changes_read: compacted.changes_read,
-                end_lsn: None,
+                ..ChangePoll::default()
             })
         }
         _ => None,
@@ -956,6 +1016,7 @@ pub fn run_in_session(
         });
     }
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
+    let snapshot_seen: Arc<Mutex<Option<SnapshotVisibility>>> = Arc::default();
     let snapshots_dir = state_dir.join("snapshots").join(name);
     let next_dir = snapshots_dir.join(format!("run-{}", run.run_id));
     let envelope = Envelope::new(
@@ -1003,14 +1064,13 @@ pub fn run_in_session(
             )
         }
         Some(hasher) => {
-            // Leftovers of runs that never committed (snapshot folders, spilled batches).
-            remove_snapshots_except(&snapshots_dir, committed.as_ref().map(|c| c.run_id));
             let spill_dir = state_dir.join("tmp").join(name);
             let _ = std::fs::remove_dir_all(&spill_dir);
             let counts = Arc::new(DiffCounts::default());
             let spec = DiffSpec {
                 hasher: hasher.clone(),
                 previous: committed_parts(committed.as_ref(), &state_dir),
+                pending: pending_snapshots(name, &snapshots_dir, committed.as_ref(), true)?,
                 next_dir: next_dir.clone(),
                 spill_dir,
                 memory_budget: 64 << 20,
@@ -1047,6 +1107,15 @@ pub fn run_in_session(
             resolved.source.clone(),
             watermark.clone(),
         );
+        // The first snapshot of a change-captured table says which transactions it saw.
+        let first_capture = match &capture {
+            CaptureMode::Logical {
+                pg,
+                initial: Some(_),
+                ..
+            } => Some((pg.clone(), snapshot_seen.clone())),
+            _ => None,
+        };
         let cursor = resolved.cursor.clone();
         let cursor_idx = cursor
             .as_ref()
@@ -1063,9 +1132,20 @@ pub fn run_in_session(
                             sender.send(SourceMessage::Batch(batch)).is_ok()
                         })
                     }
-                    None => warehouse.read_snapshot(&source, |batch| {
-                        sender.send(SourceMessage::Batch(batch)).is_ok()
-                    }),
+                    None => match &first_capture {
+                        Some((pg, seen)) => pg
+                            .read_snapshot_seen(&source, |batch| {
+                                sender.send(SourceMessage::Batch(batch)).is_ok()
+                            })
+                            .map(|v| {
+                                if let Ok(mut s) = seen.lock() {
+                                    *s = Some(v);
+                                }
+                            }),
+                        None => warehouse.read_snapshot(&source, |batch| {
+                            sender.send(SourceMessage::Batch(batch)).is_ok()
+                        }),
+                    },
                 };
                 tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
                 if let Err(e) = result {
@@ -1162,6 +1242,7 @@ pub fn run_in_session(
                             .iter()
                             .map(|p| p.strip_prefix(&state_dir).unwrap_or(p).to_path_buf())
                             .collect(),
+                        seen: snapshot_seen.lock().ok().and_then(|mut s| s.take()),
                     })
                 }
                 None => None,
@@ -1230,6 +1311,7 @@ pub fn run_in_session(
                 outcome,
                 rejects_path,
                 anomaly,
+                backlog,
             }))
         }
         Err(e) => {
@@ -1249,9 +1331,8 @@ pub fn run_in_session(
                 RunStatus::Failed
             };
             store.end_run_uncommitted(failed, status, Some(e.0.clone()))?;
-            if diff_counts.is_some() {
-                let _ = std::fs::remove_dir_all(&next_dir);
-            }
+            // The run's snapshot folder stays: it may have delivered changes, which the next
+            // diff must know (see `pending_snapshots`).
             if cancelled {
                 return Err(SyncError::Cancelled {
                     sync: name.to_string(),
@@ -1381,8 +1462,69 @@ fn committed_parts(committed: Option<&SnapshotState>, state_dir: &std::path::Pat
         .collect()
 }
 
-/// Removes the snapshot folders of `dir` other than `run-<keep>` (uncommitted leftovers and
-/// superseded snapshots). Best effort: a leftover only costs disk space.
+/// The snapshots of runs after the committed one (`run-<id>` folders of `dir` with a larger
+/// id) that may have delivered changes without committing: killed or failed runs. Each stays
+/// until a run commits, and every diff until then treats its keys as possibly delivered, so a
+/// row such a run sent and the table then lost is deleted, and a value it sent that the table
+/// no longer has is corrected. With `clean_up`, folders of no use are removed: those of runs
+/// up to the committed one (a crash after the commit left them) and those of runs that
+/// finished no part (they sent nothing).
+fn pending_snapshots(
+    sync: &str,
+    dir: &std::path::Path,
+    committed: Option<&SnapshotState>,
+    clean_up: bool,
+) -> Result<Vec<PendingSnapshot>, SyncError> {
+    let committed_run = committed.map(|c| c.run_id);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut runs: Vec<(u64, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("run-")?.parse::<u64>().ok()?;
+            Some((id, e.path()))
+        })
+        .collect();
+    runs.sort();
+    let mut pending = Vec::new();
+    for (id, path) in runs {
+        if Some(id) == committed_run {
+            continue;
+        }
+        let loaded = if committed_run.is_some_and(|c| id < c) {
+            None
+        } else {
+            PendingSnapshot::load(&path).map_err(|e| SyncError::UnreadableSnapshot {
+                sync: sync.to_string(),
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        };
+        match loaded {
+            Some(p) => pending.push(p),
+            None if clean_up => {
+                if let Err(err) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %err, "cannot remove an old snapshot");
+                }
+            }
+            None => {}
+        }
+    }
+    if !pending.is_empty() {
+        tracing::info!(
+            sync,
+            runs = pending.len(),
+            "runs that did not commit may have delivered changes: their keys are checked again"
+        );
+    }
+    Ok(pending)
+}
+
+/// Removes the snapshot folders of `dir` other than `run-<keep>` (superseded snapshots and
+/// those of runs that did not commit, once a later run has). Best effort: a leftover only
+/// costs disk space.
 fn remove_snapshots_except(dir: &std::path::Path, keep: Option<u64>) {
     let keep = keep.map(|k| format!("run-{k}"));
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -1430,7 +1572,11 @@ pub fn preview_changes(
     let committed = store.snapshot(name)?;
     let position = store.watermark(name)?;
     drop(store);
-    if let Some(p) = preview_captured(resolved, position)? {
+    if let Some(p) = preview_captured(
+        resolved,
+        position,
+        committed.as_ref().and_then(|c| c.seen.as_ref()),
+    )? {
         return Ok(p);
     }
     let state_dir = config.state_dir();
@@ -1440,6 +1586,12 @@ pub fn preview_changes(
     let spec = DiffSpec {
         hasher: hasher.clone(),
         previous: committed_parts(committed.as_ref(), &state_dir),
+        pending: pending_snapshots(
+            name,
+            &state_dir.join("snapshots").join(name),
+            committed.as_ref(),
+            false,
+        )?,
         next_dir: scratch.clone(),
         spill_dir: scratch.clone(),
         memory_budget: 64 << 20,
@@ -1479,6 +1631,7 @@ pub fn preview_changes(
 fn preview_captured(
     resolved: &ResolvedSync,
     position: Option<Watermark>,
+    seen: Option<&SnapshotVisibility>,
 ) -> Result<Option<ChangePreview>, SyncError> {
     let sync = &resolved.sync;
     let (SourceRef::Table(table), SyncMode::Mirror, Some(position)) =
@@ -1496,9 +1649,15 @@ fn preview_captured(
             if !pg.capture_exists(&capture).map_err(werr)? {
                 return Ok(None);
             }
-            pg.poll_capture(&capture, &sync.key_columns(), MAX_CHANGES_PER_POLL)
-                .map_err(werr)?
-                .batches
+            pg.poll_capture(
+                &capture,
+                &sync.key_columns(),
+                MAX_CHANGES_PER_POLL,
+                None,
+                seen,
+            )
+            .map_err(werr)?
+            .batches
         }
         // A committed position of a change function: what the next run would read.
         w if w.has_change_function() => {

@@ -71,7 +71,7 @@ fn every_type_nulls_unicode_json_and_rejects_reach_the_receiver() {
         &events_config(".state", &receiver.base_url(), "typed", TYPES_MAPPING),
     );
     let config = Config::load(&cfg).unwrap();
-    let report = run_sync(&config, "s", &SyncOptions::default(), &fx.rt).unwrap();
+    let report = run_sync(&config, "s", &SyncOptions::default(), &fx.rt, |_| {}).unwrap();
     assert_eq!(report.outcome.rows_read, 7);
     assert_eq!(report.outcome.delivered, 2);
     assert_eq!(report.outcome.rejected, 5);

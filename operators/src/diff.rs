@@ -44,8 +44,8 @@ use crate::changes::ChangeMapper;
 use crate::dataflow::{ArrowBatch, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{
-    identity_changed, key_texts_of, owner, state_fingerprint_version, KeyMap, KeySet,
-    KeyTextWriter, PreviousRange, RowHasher, SortedPartWriter,
+    identity_changed, key_texts_of, owner, sorted_part_name, state_fingerprint_version, KeyMap,
+    KeySet, KeyTextWriter, PendingSnapshot, PreviousRange, RowHasher, SortedPartWriter,
 };
 
 pub use crate::record::ChangeOp;
@@ -113,7 +113,12 @@ pub struct DiffSpec {
     pub hasher: Arc<RowHasher>,
     /// The last committed snapshot's part files (empty on the first run).
     pub previous: Vec<PathBuf>,
-    /// Directory for this run's new part files (`part-<worker>.snap`).
+    /// Snapshots of runs after it that did not commit but may have delivered changes: each
+    /// key they cover may hold their value in the destination, so a key whose value differs
+    /// between them, the committed snapshot and now is sent again (or deleted).
+    pub pending: Vec<PendingSnapshot>,
+    /// Directory for this run's new part files (`part-<worker>-of-<workers>.snap`,
+    /// `keys-<worker>.snap`).
     pub next_dir: PathBuf,
     /// Directory for spilled batches.
     pub spill_dir: PathBuf,
@@ -123,6 +128,23 @@ pub struct DiffSpec {
     pub emit: Emit,
     /// Emit deleted keys (mirror); otherwise they are only counted (full).
     pub send_deletes: bool,
+}
+
+impl DiffSpec {
+    /// Nothing was delivered before: every row is an insert.
+    pub fn is_first(&self) -> bool {
+        self.previous.is_empty() && self.pending.is_empty()
+    }
+
+    /// Every part file a deleted key's text may be in: the committed state's, then the
+    /// pending snapshots'.
+    fn key_text_sources(&self) -> Vec<PathBuf> {
+        let mut parts = self.previous.clone();
+        for p in &self.pending {
+            parts.extend(p.parts.iter().cloned());
+        }
+        parts
+    }
 }
 
 /// Counts of one diff (shared by the workers).
@@ -302,7 +324,11 @@ pub fn snapshot_diff<'s>(
         rows.unary_frontier::<CapacityContainerBuilder<Vec<(u128, u128)>>, _, _, _>(
             Exchange::new(|b: &ArrowBatch| b.seq),
             "HashRows",
-            move |_cap, _info| {
+            move |cap, _info| {
+                // Held until this worker's key-text part is finished, so that no range is
+                // classified (and no change leaves) before every key text of the run is on
+                // disk: a later run may need them to delete what this one sent.
+                let mut held = Some(cap);
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let mut session = output.session(&cap);
@@ -346,6 +372,8 @@ pub fn snapshot_diff<'s>(
                                 Err(e) => control.fail(format!("cannot write snapshot state: {e}")),
                             }
                         }
+                        // Dropping the capability lets the classification start.
+                        drop(held.take());
                     }
                 }
             },
@@ -449,7 +477,7 @@ pub fn snapshot_diff<'s>(
                         return;
                     }
                     let Some(cap) = held.as_ref() else { return };
-                    let first = spec.previous.is_empty();
+                    let first = spec.is_first();
                     if iter.is_none() {
                         if !dups.is_empty() {
                             let examples = duplicate_examples(&stash, &spec.hasher, &dups);
@@ -799,11 +827,11 @@ fn classify(
         return Ok(());
     }
     let state = |e: std::io::Error| format!("cannot write snapshot state: {e}");
-    let path = spec.next_dir.join(format!("part-{index}.snap"));
+    let path = spec.next_dir.join(sorted_part_name(index, peers));
     let mut writer =
         SortedPartWriter::create(&path, spec.hasher.fingerprint_version()).map_err(state)?;
-    let first = spec.previous.is_empty();
-    if first {
+    let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
+    if spec.is_first() {
         // Every row is an insert; the rows are emitted without a per-key verdict.
         let mut n = 0u64;
         for &(k, fp) in pairs.iter().flatten() {
@@ -811,8 +839,10 @@ fn classify(
             n += 1;
         }
         counts.inserts.fetch_add(n, Ordering::Relaxed);
+    } else if !spec.pending.is_empty() {
+        let deleted = merge_with_pending(&pairs, spec, index, peers, counts, &mut writer, out)?;
+        send_deletes(spec, &deleted, out)?;
     } else {
-        let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
         let mut prev = PreviousRange::open(&spec.previous, index, peers).map_err(previous)?;
         let mut old = prev.next_pair().map_err(previous)?;
         let (mut ins, mut upd) = (0u64, 0u64);
@@ -854,12 +884,7 @@ fn classify(
         counts
             .deletes
             .fetch_add(deleted.len() as u64, Ordering::Relaxed);
-        if !deleted.is_empty() && spec.send_deletes {
-            // Deleted keys' texts come from the previous snapshot's key-text parts.
-            for t in key_texts_of(&spec.previous, &deleted).map_err(previous)? {
-                out(Verdict::Deleted(t));
-            }
-        }
+        send_deletes(spec, &deleted, out)?;
     }
     let path = writer.finish().map_err(state)?;
     tracing::debug!(
@@ -873,6 +898,132 @@ fn classify(
         parts.push(path);
     }
     Ok(())
+}
+
+/// Deleted keys' texts (from the committed and pending snapshots' key-text parts) out as
+/// verdicts, when deletes are sent.
+fn send_deletes(
+    spec: &DiffSpec,
+    deleted: &KeySet,
+    out: &mut dyn FnMut(Verdict),
+) -> Result<(), String> {
+    if deleted.is_empty() || !spec.send_deletes {
+        return Ok(());
+    }
+    let texts = key_texts_of(&spec.key_text_sources(), deleted)
+        .map_err(|e| format!("cannot read the last snapshot's state: {e}"))?;
+    for t in texts {
+        out(Verdict::Deleted(t));
+    }
+    Ok(())
+}
+
+/// One state a key may have in the destination: the committed snapshot's range, or a pending
+/// snapshot's (which says nothing about keys outside the ranges it completed).
+struct Baseline<'a> {
+    range: PreviousRange,
+    head: Option<(u128, u128)>,
+    pending: Option<&'a PendingSnapshot>,
+}
+
+impl Baseline<'_> {
+    /// This baseline's fingerprint of `key` (`Some(None)`: absent from it; `None`: it says
+    /// nothing), after skipping its keys below `key` into `deleted`.
+    fn at(&mut self, key: u128, deleted: &mut KeySet) -> std::io::Result<Option<Option<u128>>> {
+        while let Some((k, _)) = self.head.filter(|h| h.0 < key) {
+            deleted.insert(k);
+            self.head = self.range.next_pair()?;
+        }
+        match self.head {
+            Some((k, fp)) if k == key => {
+                self.head = self.range.next_pair()?;
+                Ok(Some(Some(fp)))
+            }
+            _ if self.pending.is_some_and(|p| !p.covers(key)) => Ok(None),
+            _ => Ok(Some(None)),
+        }
+    }
+}
+
+/// The merge of [`classify`] when runs after the committed snapshot did not commit: a key is
+/// unchanged only if the committed snapshot and every pending snapshot that covers it hold
+/// its current fingerprint; otherwise it is sent — an insert if the committed snapshot lacks
+/// it, else an update; a key that any of them holds and the table no longer does is deleted. So whatever an
+/// uncommitted run may have sent is corrected (or deleted) by this run. Returns the deleted
+/// keys (counted here).
+fn merge_with_pending(
+    pairs: &[Vec<(u128, u128)>],
+    spec: &DiffSpec,
+    index: usize,
+    peers: usize,
+    counts: &DiffCounts,
+    writer: &mut SortedPartWriter,
+    out: &mut dyn FnMut(Verdict),
+) -> Result<KeySet, String> {
+    let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
+    let state = |e: std::io::Error| format!("cannot write snapshot state: {e}");
+    let mut baselines = Vec::with_capacity(1 + spec.pending.len());
+    let committed = std::iter::once((&spec.previous, None));
+    let pending = spec.pending.iter().map(|p| (&p.parts, Some(p)));
+    for (parts, pending) in committed.chain(pending) {
+        let mut range = PreviousRange::open(parts, index, peers).map_err(previous)?;
+        let head = range.next_pair().map_err(previous)?;
+        baselines.push(Baseline {
+            range,
+            head,
+            pending,
+        });
+    }
+    let (mut ins, mut upd) = (0u64, 0u64);
+    let mut deleted = KeySet::default();
+    let mut states: Vec<u128> = Vec::with_capacity(baselines.len());
+    for &(k, fp) in pairs.iter().flatten() {
+        writer.push(k, fp).map_err(state)?;
+        states.clear();
+        let mut absent = 0;
+        let mut committed = false;
+        for (i, b) in baselines.iter_mut().enumerate() {
+            match b.at(k, &mut deleted).map_err(previous)? {
+                Some(Some(old)) => {
+                    committed |= i == 0;
+                    states.push(old);
+                }
+                Some(None) => absent += 1,
+                None => {}
+            }
+        }
+        if absent == 0 && states.iter().all(|&old| old == fp) {
+            continue;
+        }
+        // New to the committed state: an insert (a pending run may have sent it already,
+        // which the destination takes as the same upsert); else an update.
+        let change = if committed {
+            upd += 1;
+            RowChange {
+                op: ChangeOp::Update,
+                identity_changed: states.iter().any(|&old| identity_changed(old, fp)),
+            }
+        } else {
+            ins += 1;
+            RowChange {
+                op: ChangeOp::Insert,
+                identity_changed: false,
+            }
+        };
+        out(Verdict::Changed(k, change));
+    }
+    for b in &mut baselines {
+        while let Some((k, _)) = b.head {
+            deleted.insert(k);
+            b.head = b.range.next_pair().map_err(previous)?;
+        }
+    }
+    counts.inserts.fetch_add(ins, Ordering::Relaxed);
+    counts.updates.fetch_add(upd, Ordering::Relaxed);
+    counts
+        .deletes
+        .fetch_add(deleted.len() as u64, Ordering::Relaxed);
+    Ok(deleted)
 }
 
 /// Runs one snapshot diff on its own (no destination): `batches` are the snapshot, `spec`

@@ -464,19 +464,102 @@ pub fn owner(key: u128, peers: usize) -> usize {
     (((key >> 64) * peers as u128) >> 64) as usize
 }
 
+/// Where a part is written until it is complete: `<path>.partial`. Only a finished part has
+/// its own name, so a part file that exists is whole (a run killed while writing leaves a
+/// `.partial` file, never a short part that looks valid).
+fn partial_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".partial");
+    PathBuf::from(p)
+}
+
 fn create_with_magic(path: &Path, magic: &[u8; 8]) -> io::Result<BufWriter<File>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(partial_path(path))?);
     out.write_all(magic)?;
     Ok(out)
 }
 
+/// Flushes and syncs the part, then gives it its name (and syncs the folder, so the name
+/// survives a power loss too).
 fn finish_file(mut out: BufWriter<File>, path: PathBuf) -> io::Result<PathBuf> {
     out.flush()?;
     out.get_ref().sync_all()?;
+    std::fs::rename(partial_path(&path), &path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
     Ok(path)
+}
+
+/// The name of worker `index`'s sorted part in a run of `peers` workers.
+pub fn sorted_part_name(index: usize, peers: usize) -> String {
+    format!("part-{index}-of-{peers}.snap")
+}
+
+/// The state a run that did not commit may have delivered: the complete sorted parts and
+/// key-text parts of its snapshot folder. A later diff must treat each key of a range it
+/// covers as possibly in the destination with this snapshot's value (see `diff`).
+///
+/// A range's sorted part is finished before any change of that range leaves the diff, and
+/// every key-text part before any sorted part: a range without a finished part delivered
+/// nothing, so the snapshot says nothing about its keys ([`PendingSnapshot::covers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSnapshot {
+    /// The worker count of the run that wrote it.
+    pub peers: usize,
+    /// Ranges (of `peers`) whose sorted part is complete.
+    pub complete: Vec<usize>,
+    /// Its finished part files: sorted parts and key-text parts.
+    pub parts: Vec<PathBuf>,
+}
+
+impl PendingSnapshot {
+    /// Reads the finished parts in `dir` (a run's snapshot folder). `None` when no sorted part
+    /// was finished there: such a run delivered no change, so it can be forgotten.
+    pub fn load(dir: &Path) -> io::Result<Option<PendingSnapshot>> {
+        let mut peers = None;
+        let mut complete = Vec::new();
+        let mut parts = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name
+                .strip_prefix("part-")
+                .and_then(|r| r.strip_suffix(".snap"))
+            {
+                let Some((i, n)) = rest.split_once("-of-") else {
+                    continue;
+                };
+                let (Ok(i), Ok(n)) = (i.parse::<usize>(), n.parse::<usize>()) else {
+                    continue;
+                };
+                if n == 0 || i >= n || peers.is_some_and(|p| p != n) {
+                    return Err(invalid(&entry.path(), "parts of two worker counts"));
+                }
+                peers = Some(n);
+                complete.push(i);
+                parts.push(entry.path());
+            } else if name.starts_with("keys-") && name.ends_with(".snap") {
+                parts.push(entry.path());
+            }
+        }
+        let Some(peers) = peers else { return Ok(None) };
+        complete.sort_unstable();
+        parts.sort();
+        Ok(Some(PendingSnapshot {
+            peers,
+            complete,
+            parts,
+        }))
+    }
+
+    /// Whether this snapshot says anything about `key`: its range's part is complete.
+    pub fn covers(&self, key: u128) -> bool {
+        self.complete.binary_search(&owner(key, self.peers)).is_ok()
+    }
 }
 
 /// Writes one sorted part of a snapshot's state: the magic (`WHSNAP03`, or `WHSNAP02` for
@@ -809,18 +892,23 @@ impl PreviousRange {
 }
 
 /// The key texts whose hashes are in `wanted`, read from the key-text and legacy parts of
-/// `parts`.
+/// `parts`; each once, also where several snapshots' parts hold it.
 pub fn key_texts_of(parts: &[PathBuf], wanted: &KeySet) -> io::Result<Vec<String>> {
     let mut out = Vec::with_capacity(wanted.len());
+    let mut found = KeySet::default();
     let mut key = Vec::new();
     let mut pair = None;
     for path in parts {
+        if found.len() == wanted.len() {
+            break;
+        }
         if let PartKind::Sorted(_) = part_kind(path)? {
             continue;
         }
         let mut r = KeyTextReader::open(path)?;
         while r.next_key(&mut key, &mut pair)? {
-            if wanted.contains(&xxh3_128(&key)) {
+            let h = xxh3_128(&key);
+            if wanted.contains(&h) && found.insert(h) {
                 out.push(String::from_utf8_lossy(&key).into_owned());
             }
         }

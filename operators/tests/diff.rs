@@ -121,6 +121,148 @@ fn emitted(sets: &[ChangeSet]) -> BTreeSet<(String, ChangeOp)> {
     out
 }
 
+/// Applies `steps` to `table` (column `c` exists once `with_c`).
+fn apply(table: &mut BTreeMap<i64, Row>, with_c: &mut bool, steps: &[Step]) {
+    for s in steps {
+        let keys: Vec<i64> = table.keys().copied().collect();
+        match s.clone() {
+            Step::Insert(k, mut r) => {
+                if !*with_c {
+                    r.2 = None;
+                }
+                table.entry(k).or_insert(r);
+            }
+            Step::Update(i, mut r) if !keys.is_empty() => {
+                if !*with_c {
+                    r.2 = None;
+                }
+                table.insert(keys[i % keys.len()], r);
+            }
+            Step::Delete(i) if !keys.is_empty() => {
+                table.remove(&keys[i % keys.len()]);
+            }
+            Step::ChangeKey(i, k) if !keys.is_empty() && !table.contains_key(&k) => {
+                let r = table.remove(&keys[i % keys.len()]).unwrap();
+                table.insert(k, r);
+            }
+            Step::AddColumn => *with_c = true,
+            _ => {}
+        }
+    }
+}
+
+fn hasher_for(input: &[RecordBatch], with_c: bool) -> RowHasher {
+    let schema = input
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| batches(&[(0, (None, None, None))].into(), with_c, 1)[0].schema());
+    RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap()
+}
+
+/// How a run of [`run_with_failures`] ends.
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// Every change delivered, the state committed.
+    Commit,
+    /// Killed: the ranges in `unfinished` (bits, of the run's workers) never finished their
+    /// part (so sent nothing), and of the others' changes only those picked by `seed` reached
+    /// the destination.
+    Killed { unfinished: u8, seed: u64 },
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        Just(Outcome::Commit),
+        (any::<u8>(), any::<u64>())
+            .prop_map(|(unfinished, seed)| Outcome::Killed { unfinished, seed }),
+    ]
+}
+
+/// Runs `steps` where runs may be killed after delivering part of their changes (`outcomes`),
+/// into a model destination; the last run commits. After every committed run the destination
+/// must equal the table: whatever a killed run delivered is known to the next diffs.
+fn run_with_failures(
+    steps: &[Vec<Step>],
+    outcomes: &[Outcome],
+    workers: &[usize],
+) -> Result<(), TestCaseError> {
+    use wharf_operators::snapshot::{owner, sorted_part_name, PendingSnapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let mut table: BTreeMap<i64, Row> = BTreeMap::new();
+    let mut with_c = false;
+    let mut previous: Vec<PathBuf> = Vec::new();
+    let mut pending_dirs: Vec<PathBuf> = Vec::new();
+    let mut destination: BTreeMap<String, Row> = BTreeMap::new();
+    for (run, batch_steps) in steps.iter().enumerate() {
+        apply(&mut table, &mut with_c, batch_steps);
+        let input = batches(&table, with_c, 3);
+        let next_dir = dir.path().join(format!("run-{run}"));
+        let workers = workers[run % workers.len()];
+        let pending = pending_dirs
+            .iter()
+            .filter_map(|d| PendingSnapshot::load(d).unwrap())
+            .collect();
+        let spec = DiffSpec {
+            hasher: Arc::new(hasher_for(&input, with_c)),
+            previous: previous.clone(),
+            pending,
+            next_dir: next_dir.clone(),
+            spill_dir: dir.path().join("spill"),
+            memory_budget: 1 << 30,
+            emit: Emit::Changes,
+            send_deletes: true,
+        };
+        let (sets, counts) = diff_batches(workers, input, spec).map_err(TestCaseError::fail)?;
+        let last = run + 1 == steps.len();
+        let outcome = if last {
+            Outcome::Commit
+        } else {
+            outcomes[run % outcomes.len()].clone()
+        };
+        let delivered = |key: &str| match outcome {
+            Outcome::Commit => true,
+            Outcome::Killed { unfinished, seed } => {
+                let range = owner(xxhash_rust::xxh3::xxh3_128(key.as_bytes()), workers);
+                let finished = unfinished & (1 << range) == 0;
+                let picked = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed) % 2 == 0;
+                finished && picked
+            }
+        };
+        for (key, op) in emitted(&sets) {
+            if !delivered(&key) {
+                continue;
+            }
+            match op {
+                ChangeOp::Delete => {
+                    destination.remove(&key);
+                }
+                _ => {
+                    let row = table[&key.parse::<i64>().unwrap()].clone();
+                    destination.insert(key, row);
+                }
+            }
+        }
+        match outcome {
+            Outcome::Commit => {
+                previous = counts.parts.lock().unwrap().clone();
+                pending_dirs.clear();
+                let want: BTreeMap<String, Row> = table
+                    .iter()
+                    .map(|(k, r)| (k.to_string(), r.clone()))
+                    .collect();
+                prop_assert_eq!(&destination, &want, "after committed run {}", run);
+            }
+            Outcome::Killed { unfinished, .. } => {
+                for range in (0..workers).filter(|r| unfinished & (1 << r) != 0) {
+                    std::fs::remove_file(next_dir.join(sorted_part_name(range, workers))).unwrap();
+                }
+                pending_dirs.push(next_dir);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `steps`, run `r` with `workers[r % workers.len()]` workers (the state of a run with
 /// one worker count is read by a run with another).
 fn run(steps: &[Vec<Step>], workers: &[usize], chunk: usize) -> Result<(), TestCaseError> {
@@ -130,43 +272,15 @@ fn run(steps: &[Vec<Step>], workers: &[usize], chunk: usize) -> Result<(), TestC
     let mut previous: Vec<PathBuf> = Vec::new();
     for (run, batch_steps) in steps.iter().enumerate() {
         let before = table.clone();
-        for s in batch_steps {
-            let keys: Vec<i64> = table.keys().copied().collect();
-            match s.clone() {
-                Step::Insert(k, mut r) => {
-                    if !with_c {
-                        r.2 = None;
-                    }
-                    table.entry(k).or_insert(r);
-                }
-                Step::Update(i, mut r) if !keys.is_empty() => {
-                    if !with_c {
-                        r.2 = None;
-                    }
-                    table.insert(keys[i % keys.len()], r);
-                }
-                Step::Delete(i) if !keys.is_empty() => {
-                    table.remove(&keys[i % keys.len()]);
-                }
-                Step::ChangeKey(i, k) if !keys.is_empty() && !table.contains_key(&k) => {
-                    let r = table.remove(&keys[i % keys.len()]).unwrap();
-                    table.insert(k, r);
-                }
-                Step::AddColumn => with_c = true,
-                _ => {}
-            }
-        }
+        apply(&mut table, &mut with_c, batch_steps);
         let input = batches(&table, with_c, chunk);
-        let schema = input
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| batches(&[(0, (None, None, None))].into(), with_c, 1)[0].schema());
-        let hasher = RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap();
+        let hasher = hasher_for(&input, with_c);
         let next_dir = dir.path().join(format!("run-{run}"));
         let workers = workers[run % workers.len()];
         let spec = DiffSpec {
             hasher: Arc::new(hasher),
             previous: previous.clone(),
+            pending: Vec::new(),
             next_dir,
             spill_dir: dir.path().join("spill"),
             // A tiny budget so the spill path is exercised too.
@@ -188,6 +302,16 @@ fn run(steps: &[Vec<Step>], workers: &[usize], chunk: usize) -> Result<(), TestC
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn killed_runs_are_corrected_by_the_next_committed_run(
+        steps in proptest::collection::vec(proptest::collection::vec(step(), 0..25), 2..8),
+        outcomes in proptest::collection::vec(outcome(), 1..5),
+    ) {
+        for workers in [&[1][..], &[2], &[1, 2, 4], &[4, 2]] {
+            run_with_failures(&steps, &outcomes, workers)?;
+        }
+    }
 
     #[test]
     fn diff_matches_oracle(
@@ -220,6 +344,7 @@ fn duplicate_keys_are_an_error_naming_them() {
         let spec = DiffSpec {
             hasher: Arc::new(RowHasher::new(&schema, &["id".to_string()], &[], &[]).unwrap()),
             previous: Vec::new(),
+            pending: Vec::new(),
             next_dir: dir.path().join(format!("w{workers}")),
             spill_dir: dir.path().join("spill"),
             memory_budget: 1 << 20,
@@ -313,6 +438,7 @@ fn legacy_state_is_read() {
     let spec = |previous: Vec<PathBuf>, next: String| DiffSpec {
         hasher: hasher.clone(),
         previous,
+        pending: Vec::new(),
         next_dir: dir.path().join(next),
         spill_dir: dir.path().join("spill"),
         memory_budget: 1 << 20,

@@ -36,9 +36,19 @@ impl FileDestination {
         }
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(fail)?;
+        let cut = cut_torn_line(&file).map_err(fail)?;
+        if cut > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = cut,
+                "removed the unfinished last line a stopped run left (its run did not commit: \
+                 it is sent again)"
+            );
+        }
         Ok(FileDestination {
             path: Some(path.to_path_buf()),
             out: Mutex::new(Out::File(BufWriter::with_capacity(1 << 20, file))),
@@ -50,6 +60,29 @@ impl FileDestination {
             message: format!("cannot write {}: {e}", self.describe()),
         }
     }
+}
+
+/// Cuts an unfinished last line off `file` (a run killed while writing leaves one; appending
+/// to it would glue the next record onto it). Returns the bytes cut.
+fn cut_torn_line(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+    }
+    Ok(len - end)
 }
 
 impl Destination for FileDestination {
@@ -93,5 +126,32 @@ impl Destination for FileDestination {
                 Out::Stdout(s) => s.flush().map_err(|e| self.io_err(e)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_last_line_is_cut_and_whole_lines_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        for (content, kept) in [
+            ("", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("{\"b\":", ""),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let d = FileDestination::open(&path).unwrap();
+            drop(d);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        }
+        // A torn line longer than one read chunk.
+        let long = format!("{{\"x\":1}}\n{}", "y".repeat(200_000));
+        std::fs::write(&path, long).unwrap();
+        drop(FileDestination::open(&path).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"x\":1}\n");
     }
 }

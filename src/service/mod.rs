@@ -547,9 +547,12 @@ fn after_run(
             .next_after(shared.started, now)
             .map(|t| with_jitter(t, st.jitter)),
     };
+    let mut backlog = false;
     match result {
         Ok(Some(report)) => {
             shared.metrics.record(&report.run, elapsed, counters);
+            // A change stream with more waiting than one run takes: the next run goes now.
+            backlog = report.backlog.is_some();
             if let Some(anomaly) = &report.anomaly {
                 tracing::warn!(sync = %name, run = report.run.run_id, %anomaly, "volume anomaly (sent)");
                 shared.alerts.send(Alert::volume_anomaly(
@@ -604,7 +607,7 @@ fn after_run(
                 .send(Alert::run_failed(name, run_id, &e.to_string(), st.failures));
         }
     }
-    st.next_run = next(&st);
+    st.next_run = if backlog { Some(now) } else { next(&st) };
 }
 
 /// Adds a finished run (failed or cancelled) from the state store to the metrics.

@@ -10,10 +10,13 @@
 //!   after the destination acknowledged every change of it. A crash in between replays the
 //!   same changes on the next poll, which is harmless: every operation wharf sends is
 //!   idempotent (upserts and deletes by key, events by a deterministic `$insert_id`).
-//! - **Initial snapshot**: the slot is created first, then the table is read in full. Every
-//!   change committed after the slot's creation is streamed afterwards, including some that
-//!   the snapshot already holds; replaying those in commit order converges on the table's
-//!   state, so nothing is lost and nothing stays wrong.
+//! - **Initial snapshot**: the slot is created first, then the table is read in full, and
+//!   the read's MVCC snapshot (`pg_current_snapshot()`: xmin, xmax, in-progress xids) is kept
+//!   with the committed state as a [`SnapshotVisibility`]. The slot then streams every
+//!   transaction committed since its creation; those the snapshot already saw are skipped
+//!   (by xid), so no change older than a value already sent is sent after it — also when the
+//!   slot was created by an earlier, killed first run. Transactions committed after the
+//!   snapshot (commit LSN at or past its insert position) are always streamed.
 //! - **One poll**: at most `max_changes` changes (PostgreSQL rounds up to whole
 //!   transactions, so a large transaction arrives in one poll). Changes are compacted per
 //!   key (the last change of a key within a poll wins; a delete followed by an insert
@@ -34,6 +37,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use wharf_operators::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
@@ -95,6 +100,58 @@ pub struct ChangePoll {
     pub changes_read: usize,
     /// The end of the last transaction read: where the slot moves once these are delivered.
     pub end_lsn: Option<u64>,
+    /// Changes skipped because the first snapshot already held them.
+    pub changes_skipped: usize,
+    /// The poll stopped at its change limit: more changes may be waiting.
+    pub capped: bool,
+}
+
+/// Which transactions the first snapshot of a captured table saw: its MVCC snapshot, and
+/// the WAL insert position taken right after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotVisibility {
+    /// Every transaction id below it had finished (`pg_current_snapshot()`'s xmin).
+    pub xmin: u64,
+    /// No transaction id from it on had finished (its xmax).
+    pub xmax: u64,
+    /// Transaction ids between the two that were still running.
+    pub xip: Vec<u64>,
+    /// The WAL insert position just after the snapshot was taken: a transaction committed at
+    /// or past it is not in the snapshot.
+    pub lsn: u64,
+}
+
+impl SnapshotVisibility {
+    /// Parses `pg_current_snapshot()::text` (`xmin:xmax:xip,xip…`) and the insert position.
+    pub fn parse(snapshot: &str, lsn: &str) -> Option<SnapshotVisibility> {
+        let mut it = snapshot.split(':');
+        let xmin = it.next()?.parse().ok()?;
+        let xmax = it.next()?.parse().ok()?;
+        let xip = match it.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        Some(SnapshotVisibility {
+            xmin,
+            xmax,
+            xip,
+            lsn: parse_lsn(lsn)?,
+        })
+    }
+
+    /// Whether the snapshot saw the transaction `xid` (32-bit, as the change stream carries
+    /// it) that committed at `commit_lsn`. Ids compare as PostgreSQL compares them: modulo
+    /// 2^32, within 2^31 of each other (true for transactions streamed after the snapshot).
+    pub fn sees(&self, xid: u32, commit_lsn: u64) -> bool {
+        if commit_lsn >= self.lsn {
+            return false;
+        }
+        let precedes = |a: u32, b: u32| (a.wrapping_sub(b) as i32) < 0;
+        precedes(xid, self.xmax as u32) && !self.xip.iter().any(|&x| x as u32 == xid)
+    }
 }
 
 /// Parses `X/Y` (hex halves).
@@ -278,24 +335,49 @@ impl PostgresWarehouse {
         })
     }
 
-    /// Reads (without consuming) up to about `max_changes` changes of the table.
+    /// The WAL insert position now: a poll up to it reads every change committed so far.
+    pub fn current_lsn(&self, capture: &Capture) -> Result<u64, WarehouseError> {
+        let src = Self::capture_src(capture);
+        self.block(async {
+            let c = self.connect().await?;
+            let row = c
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(|e| self.err(&src, e))?;
+            let lsn: String = row.get(0);
+            parse_lsn(&lsn).ok_or_else(|| WarehouseError::Query {
+                source_ref: src.clone(),
+                message: format!("unexpected LSN `{lsn}`"),
+                transient: false,
+            })
+        })
+    }
+
+    /// Reads (without consuming) up to about `max_changes` changes of the table, of
+    /// transactions committed before `upto` (all when `None`); those `seen` by the first
+    /// snapshot are skipped.
     pub fn poll_capture(
         &self,
         capture: &Capture,
         keys: &[String],
         max_changes: usize,
+        upto: Option<u64>,
+        seen: Option<&SnapshotVisibility>,
     ) -> Result<ChangePoll, WarehouseError> {
         let src = Self::capture_src(capture);
+        let max_changes = max_changes.clamp(1, i32::MAX as usize);
         self.block(async {
             let c = self.connect().await?;
             let layout = self.layout(&c, &src).await?;
+            let upto = upto.map(format_lsn);
             let rows = c
                 .query(
-                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $2::int, \
-                     'proto_version', '1', 'publication_names', $3)",
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, \
+                     $3::int, 'proto_version', '1', 'publication_names', $4)",
                     &[
                         &capture.slot,
-                        &(max_changes.min(i32::MAX as usize) as i32),
+                        &upto,
+                        &(max_changes as i32),
                         &capture.publication,
                     ],
                 )
@@ -306,12 +388,16 @@ impl PostgresWarehouse {
                 message,
                 transient: false,
             };
-            let mut decoder = Decoder::new(&layout, keys).map_err(bad)?;
+            let mut decoder = Decoder::new(&layout, keys, seen.cloned()).map_err(bad)?;
             for row in &rows {
                 let data: &[u8] = row.get(0);
                 decoder.message(data).map_err(bad)?;
             }
-            decoder.finish(&layout).map_err(bad)
+            let mut poll = decoder.finish(&layout).map_err(bad)?;
+            // PostgreSQL counts every row of the stream (Begin, Relation, Commit too) against
+            // the limit and finishes the transaction it is in.
+            poll.capped = rows.len() >= max_changes;
+            Ok(poll)
         })
     }
 }
@@ -335,6 +421,11 @@ struct Decoder {
     end_lsn: Option<u64>,
     /// Inside a transaction (a Begin without its Commit yet).
     pending_end: bool,
+    /// The first snapshot's visibility, while the stream may still hold what it saw.
+    seen: Option<SnapshotVisibility>,
+    /// The current transaction was seen by the first snapshot: its changes are skipped.
+    skipping: bool,
+    skipped: usize,
 }
 
 struct Reader<'a> {
@@ -404,7 +495,11 @@ impl<'a> Reader<'a> {
 }
 
 impl Decoder {
-    fn new(layout: &Layout, keys: &[String]) -> Result<Decoder, String> {
+    fn new(
+        layout: &Layout,
+        keys: &[String],
+        seen: Option<SnapshotVisibility>,
+    ) -> Result<Decoder, String> {
         let key_idx = keys
             .iter()
             .map(|k| {
@@ -424,19 +519,34 @@ impl Decoder {
             read: 0,
             end_lsn: None,
             pending_end: false,
+            seen,
+            skipping: false,
+            skipped: 0,
         })
     }
 
     fn message(&mut self, data: &[u8]) -> Result<(), String> {
         use wharf_operators::diff::ChangeOp;
         let mut r = Reader { data, pos: 0 };
-        match r.u8()? {
-            b'B' => self.pending_end = true,
+        let kind = r.u8()?;
+        if self.skipping && matches!(kind, b'I' | b'U' | b'D' | b'T') {
+            self.skipped += 1;
+            return Ok(());
+        }
+        match kind {
+            b'B' => {
+                let commit_lsn = r.u64()?;
+                let _commit_time = r.u64()?;
+                let xid = r.u32()?;
+                self.pending_end = true;
+                self.skipping = self.seen.as_ref().is_some_and(|s| s.sees(xid, commit_lsn));
+            }
             b'C' => {
                 let _flags = r.u8()?;
                 let _commit_lsn = r.u64()?;
                 self.end_lsn = Some(r.u64()?);
                 self.pending_end = false;
+                self.skipping = false;
             }
             b'R' => {
                 let id = r.u32()?;
@@ -625,6 +735,8 @@ impl Decoder {
             batches,
             changes_read: self.read,
             end_lsn: self.end_lsn,
+            changes_skipped: self.skipped,
+            capped: false,
         })
     }
 }
@@ -632,6 +744,29 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_sees_transactions_finished_before_it_only() {
+        let v = SnapshotVisibility::parse("100:105:101,103", "0/5000").unwrap();
+        assert_eq!(
+            (v.xmin, v.xmax, v.xip.clone(), v.lsn),
+            (100, 105, vec![101, 103], 0x5000)
+        );
+        assert!(v.sees(99, 0x4000), "finished before xmin");
+        assert!(v.sees(102, 0x4000), "finished between, not in progress");
+        assert!(!v.sees(101, 0x4000), "in progress at the snapshot");
+        assert!(!v.sees(105, 0x4000), "started after it");
+        assert!(
+            !v.sees(99, 0x5000),
+            "committed at or after its insert position"
+        );
+        let none = SnapshotVisibility::parse("7:7:", "1/0").unwrap();
+        assert!(none.xip.is_empty() && none.sees(6, 0) && !none.sees(7, 0));
+        // Ids wrap at 2^32: a 64-bit snapshot compares with 32-bit stream ids.
+        let wrapped = SnapshotVisibility::parse("4294967290:4294967300:", "0/10").unwrap();
+        assert!(wrapped.sees(4294967295, 1) && wrapped.sees(2, 1) && !wrapped.sees(4, 1));
+        assert!(SnapshotVisibility::parse("nope", "0/1").is_none());
+    }
 
     #[test]
     fn lsns_round_trip() {

@@ -613,6 +613,21 @@ impl PostgresWarehouse {
         self.stream(src, "", None, None, each)
     }
 
+    /// Streams the whole of `src` (PostgreSQL only) and says which transactions the read saw,
+    /// so that a change stream started before it can skip them.
+    pub fn read_snapshot_seen(
+        &self,
+        src: &SourceRef,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<logical::SnapshotVisibility, WarehouseError> {
+        self.stream_in(src, "", None, None, true, each)?
+            .ok_or_else(|| WarehouseError::Query {
+                source_ref: src.clone(),
+                message: "the server did not describe its snapshot".into(),
+                transient: false,
+            })
+    }
+
     /// The first `limit` rows of `src`.
     pub fn preview(
         &self,
@@ -633,8 +648,24 @@ impl PostgresWarehouse {
         clause: &str,
         param: Option<i64>,
         limit: Option<usize>,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
+        self.stream_in(src, clause, param, limit, false, each)
+            .map(|_| ())
+    }
+
+    /// [`Self::stream`] in one `REPEATABLE READ` transaction; with `seen`, the transaction's
+    /// snapshot and the WAL insert position are read first (the first statement takes the
+    /// snapshot) and returned.
+    fn stream_in(
+        &self,
+        src: &SourceRef,
+        clause: &str,
+        param: Option<i64>,
+        limit: Option<usize>,
+        seen: bool,
+        mut each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<Option<logical::SnapshotVisibility>, WarehouseError> {
         self.block(async {
             let mut client = self.connect().await?;
             let layout = self.layout(&client, src).await?;
@@ -651,6 +682,27 @@ impl PostgresWarehouse {
                 .start()
                 .await
                 .map_err(|e| self.err(src, e))?;
+            let visibility = if seen {
+                let row = tx
+                    .query_one(
+                        "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| self.err(src, e))?;
+                let (snapshot, lsn): (String, String) = (row.get(0), row.get(1));
+                Some(
+                    logical::SnapshotVisibility::parse(&snapshot, &lsn).ok_or_else(|| {
+                        WarehouseError::Query {
+                            source_ref: src.clone(),
+                            message: format!("unexpected snapshot `{snapshot}` at `{lsn}`"),
+                            transient: false,
+                        }
+                    })?,
+                )
+            } else {
+                None
+            };
             let stmt = tx.prepare(&sql).await.map_err(|e| self.err(src, e))?;
             let params: Vec<&(dyn ToSql + Sync)> = match &param {
                 Some(p) => vec![p],
@@ -687,7 +739,7 @@ impl PostgresWarehouse {
                                 transient: false,
                             })?;
                     if !each(batch) {
-                        return Ok(());
+                        return Ok(visibility);
                     }
                 }
                 if done {
@@ -695,7 +747,7 @@ impl PostgresWarehouse {
                 }
             }
             tx.commit().await.map_err(|e| self.err(src, e))?;
-            Ok(())
+            Ok(visibility)
         })
     }
 }
