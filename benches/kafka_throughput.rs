@@ -157,11 +157,30 @@ fn main() {
             (Some(broker), brokers)
         }
     };
+    // The broker's CPU seconds in each phase: how much of the two cores it takes.
+    let broker_cpu = || broker.as_ref().and_then(|b| b.cpu_seconds());
+    let phase = |name: String, f: &dyn Fn()| {
+        let (cpu, wall) = (broker_cpu(), Instant::now());
+        f();
+        if let (Some(before), Some(after)) = (cpu, broker_cpu()) {
+            let secs = wall.elapsed().as_secs_f64();
+            println!(
+                "  broker during {name}: {:.2} CPU s in {secs:.2} s ({:.0}% of one core)",
+                after - before,
+                (after - before) / secs * 100.0
+            );
+        }
+    };
     for (compression, headers) in [("lz4", true), ("none", true), ("lz4", false)] {
-        destination_only(&brokers, rows, compression, headers);
+        phase(
+            format!("destination only, {compression}, headers {headers}"),
+            &|| destination_only(&brokers, rows, compression, headers),
+        );
     }
     for headers in [true, false] {
-        end_to_end(&brokers, rows, headers);
+        phase(format!("end to end, headers {headers}"), &|| {
+            end_to_end(&brokers, rows, headers)
+        });
     }
     if let Some(b) = &broker {
         println!(

@@ -194,6 +194,18 @@ num.io.threads=4
             .and_then(|v| v.parse().ok())
     }
 
+    /// CPU seconds (user + system) the JVM has used so far (Linux).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): state is field 3.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("broker.log")
     }
