@@ -24,8 +24,10 @@ echo "== resolving Apache Kafka's jars from Maven Central into $home/libs"
 rm -rf "$home/libs" "$home/template" "$home"/ready-*
 mkdir -p "$home"
 # The build directory goes to the cache too, so nothing is written into the checkout.
+# (Maven 3.8 prints colour resets even in batch mode: they are taken out.)
 mvn -B -q -Dstyle.color=never -f "$pom" -Dproject.build.directory="$home/maven-build" \
-  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$home/libs"
+  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$home/libs" 2>&1 \
+  | sed 's/\x1b\[[0-9;]*m//g'
 rm -rf "$home/maven-build"
 ls "$home"/libs/kafka_2.13-*.jar >/dev/null
 
