@@ -36,7 +36,8 @@ fn seed() -> u64 {
 }
 
 /// Kills at random moments: each delay is drawn from (0, 1.2 × the longest run seen to end
-/// on its own), so kills spread over whole runs whatever the machine's speed.
+/// on its own), so kills spread over whole runs whatever the machine's speed; while no run
+/// ends on its own, the window grows by a quarter after each kill.
 struct Killer {
     rng: fastrand::Rng,
     longest: Duration,
@@ -62,6 +63,9 @@ impl Killer {
         self.tries += 1;
         if kill_after(f, sync, after, envs) {
             self.kills += 1;
+            if after * 2 > self.longest {
+                self.longest = self.longest.mul_f64(1.25);
+            }
         } else {
             self.longest = self.longest.max(started.elapsed());
         }
