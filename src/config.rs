@@ -206,9 +206,8 @@ pub enum AnomalyAction {
     Pause,
 }
 
-/// A warehouse connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// A warehouse connection (chosen by its `type` key; see [`tagged`]).
+#[derive(Debug, Clone)]
 pub enum WarehouseConfig {
     /// An embedded DuckDB database file.
     Duckdb {
@@ -218,7 +217,6 @@ pub enum WarehouseConfig {
         /// keeps the file's blocks it has read in memory up to this limit, so without one the
         /// process grows with the table; queries that need more (the profile-history
         /// window) spill to `<file>.tmp`.
-        #[serde(default)]
         memory_limit: Option<String>,
     },
     /// A PostgreSQL server.
@@ -231,6 +229,80 @@ pub enum WarehouseConfig {
     Databricks(DatabricksConfig),
     /// Google BigQuery (its REST API).
     Bigquery(BigQueryConfig),
+}
+
+/// `type = "duckdb"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DuckdbFields {
+    path: PathBuf,
+    #[serde(default)]
+    memory_limit: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for WarehouseConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const TYPES: &[&str] = &[
+            "duckdb",
+            "postgres",
+            "redshift",
+            "snowflake",
+            "databricks",
+            "bigquery",
+        ];
+        let (kind, rest) = tagged::<D>(d, TYPES)?;
+        Ok(match kind.as_str() {
+            "duckdb" => {
+                let f: DuckdbFields = tagged_fields::<D, _>(rest)?;
+                WarehouseConfig::Duckdb {
+                    path: f.path,
+                    memory_limit: f.memory_limit,
+                }
+            }
+            "postgres" => WarehouseConfig::Postgres(tagged_fields::<D, _>(rest)?),
+            "redshift" => WarehouseConfig::Redshift(tagged_fields::<D, _>(rest)?),
+            "snowflake" => WarehouseConfig::Snowflake(tagged_fields::<D, _>(rest)?),
+            "databricks" => WarehouseConfig::Databricks(tagged_fields::<D, _>(rest)?),
+            _ => WarehouseConfig::Bigquery(tagged_fields::<D, _>(rest)?),
+        })
+    }
+}
+
+/// Marks the key path inside a `type`-tagged table in an error message
+/// (`MARK path MARK message`): serde's tagged enums lose the path, so [`tagged_fields`] keeps
+/// it and [`Config::parse`] joins it to the outer one.
+const INNER_PATH: char = '\u{1f}';
+
+/// Splits a `type`-tagged table into its type (one of `types`) and its other keys.
+fn tagged<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    types: &'static [&'static str],
+) -> Result<(String, toml::Value), D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(d)?;
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(k)) if types.contains(&k.as_str()) => k,
+        Some(toml::Value::String(k)) => return Err(D::Error::unknown_variant(&k, types)),
+        Some(_) => {
+            return Err(D::Error::custom(format!(
+                "`type` must be a string, one of {}",
+                types.join(", ")
+            )))
+        }
+        None => return Err(D::Error::missing_field("type")),
+    };
+    Ok((kind, toml::Value::Table(table)))
+}
+
+/// Deserializes the keys of a `type`-tagged table, keeping the key path of an error.
+fn tagged_fields<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    rest: toml::Value,
+) -> Result<T, D::Error> {
+    use serde::de::Error;
+    serde_path_to_error::deserialize(rest).map_err(|e| {
+        let path = e.path().to_string();
+        D::Error::custom(format!("{INNER_PATH}{path}{INNER_PATH}{}", e.into_inner()))
+    })
 }
 
 /// `type = "bigquery"`.
@@ -437,9 +509,8 @@ pub struct MixpanelConfig {
     pub give_up_after: Option<String>,
 }
 
-/// A destination.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// A destination (chosen by its `type` key).
+#[derive(Debug, Clone)]
 pub enum DestinationConfig {
     /// Mixpanel's ingestion API.
     Mixpanel(Box<MixpanelConfig>),
@@ -450,6 +521,26 @@ pub enum DestinationConfig {
     },
     /// Kafka topics.
     Kafka(Box<KafkaConfig>),
+}
+
+/// `type = "file"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFields {
+    path: String,
+}
+
+impl<'de> Deserialize<'de> for DestinationConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, rest) = tagged::<D>(d, &["mixpanel", "file", "kafka"])?;
+        Ok(match kind.as_str() {
+            "mixpanel" => DestinationConfig::Mixpanel(Box::new(tagged_fields::<D, _>(rest)?)),
+            "file" => DestinationConfig::File {
+                path: tagged_fields::<D, FileFields>(rest)?.path,
+            },
+            _ => DestinationConfig::Kafka(Box::new(tagged_fields::<D, _>(rest)?)),
+        })
+    }
 }
 
 /// What a Kafka record's value holds.
@@ -822,9 +913,20 @@ impl Config {
         let mut value = toml::Value::Table(table);
         expand_env(&mut value, "", file)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
+            let mut key = e.path().to_string();
             // serde's messages can quote the offending value; keep them only when no secret
             // could be involved (values of other keys never reach this message).
+            let mut message = e.into_inner().to_string();
+            // An error inside a `type`-tagged table carries its own key path.
+            if let Some((inner, rest)) = message
+                .strip_prefix(INNER_PATH)
+                .and_then(|m| m.split_once(INNER_PATH))
+            {
+                if inner != "." {
+                    key = format!("{key}.{inner}");
+                }
+                message = rest.to_string();
+            }
             ConfigError {
                 file: file.into(),
                 key: if key == "." {
@@ -832,7 +934,7 @@ impl Config {
                 } else {
                     key
                 },
-                message: e.into_inner().to_string(),
+                message,
             }
         })?;
         config.validate(file)?;

@@ -47,6 +47,25 @@ fn bad_configs_are_named() {
         &["check"],
         &["syncs[0].mode", "invalid type"],
     );
+    // A wrong value inside a warehouse or destination (tables chosen by `type`) names its key.
+    assert_fails(
+        &fx,
+        &good.replace(
+            "path = \"wh.duckdb\"",
+            "path = \"wh.duckdb\"\nmemory_limit = 3",
+        ),
+        &["check"],
+        &["warehouses.wh.memory_limit", "invalid type"],
+    );
+    assert_fails(
+        &fx,
+        &good.replace(
+            "project_id = \"42\"",
+            "project_id = \"42\"\nregion = \"asia\"",
+        ),
+        &["check"],
+        &["destinations.mp.region", "unknown variant `asia`"],
+    );
     // Missing key.
     assert_fails(
         &fx,
@@ -255,5 +274,25 @@ fn reset_makes_a_sync_start_over() {
         String::from_utf8_lossy(&out.stdout).lines().count(),
         3,
         "history kept"
+    );
+}
+
+/// Log lines going to a pipe or a file carry no ANSI colour codes (they do on a terminal,
+/// unless `NO_COLOR` is set).
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    let fx = fixture_with_table();
+    let rx = fx.receiver("rx", ReceiverAuth::AnyCredentials);
+    fx.write_config(
+        "wharf.toml",
+        &events_config(".state", &rx.base_url(), "ev", MAPPING),
+    );
+    let out = fx.wharf(&["sync", "s"], &[("RUST_LOG", "info")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run committed"), "{}", text(&out));
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a piped log: {err:?}"
     );
 }

@@ -125,6 +125,11 @@ impl MixpanelProfiles {
         })
     }
 
+    /// Where requests go.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The endpoint this client sends to.
     pub fn endpoint(&self) -> ProfileEndpoint {
         self.endpoint

@@ -69,6 +69,11 @@ impl MixpanelImport {
         })
     }
 
+    /// Where requests go (with `project_id`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Checks that the host answers and accepts the credentials (an empty import).
     pub async fn check(&self) -> Result<(), DestinationError> {
         let request = self
@@ -104,9 +109,7 @@ fn partial_failure(answer: &HttpAnswer, sent: usize) -> Result<SendOutcome, Dest
     match parsed {
         Some(a) if !a.failed_records.is_empty() => {
             let rejects: Vec<Reject> = a.failed_records.iter().map(reject).collect();
-            let delivered = a
-                .num_records_imported
-                .unwrap_or(sent.saturating_sub(rejects.len()));
+            let delivered = acknowledged(sent.saturating_sub(rejects.len()), &a);
             Ok(SendOutcome { delivered, rejects })
         }
         other => Err(permanent(format!(
@@ -116,6 +119,20 @@ fn partial_failure(answer: &HttpAnswer, sent: usize) -> Result<SendOutcome, Dest
                 .unwrap_or_else(|| snippet(&answer.body))
         ))),
     }
+}
+
+/// What counts as delivered: the records sent and not rejected. The server's own count is
+/// only compared with it (a server may count differently, e.g. records it had already): a
+/// run never reports more delivered than it read.
+fn acknowledged(accepted: usize, answer: &ImportAnswer) -> usize {
+    if let Some(n) = answer.num_records_imported.filter(|n| *n != accepted) {
+        tracing::warn!(
+            sent = accepted,
+            server_count = n,
+            "the server's num_records_imported differs from the records sent and not rejected; counting those sent"
+        );
+    }
+    accepted
 }
 
 fn reject(f: &FailedRecord) -> Reject {
@@ -154,12 +171,12 @@ impl Destination for MixpanelImport {
             let answer = HttpAnswer::fetch(request).await?;
             match answer.status {
                 s if s.is_success() => {
-                    let n = serde_json::from_str::<ImportAnswer>(&answer.body)
-                        .ok()
-                        .and_then(|a| a.num_records_imported)
-                        .unwrap_or(records.len());
+                    let delivered = match serde_json::from_str::<ImportAnswer>(&answer.body) {
+                        Ok(a) => acknowledged(records.len(), &a),
+                        Err(_) => records.len(),
+                    };
                     Ok(SendOutcome {
-                        delivered: n,
+                        delivered,
                         rejects: Vec::new(),
                     })
                 }
@@ -167,5 +184,38 @@ impl Destination for MixpanelImport {
                 _ => Err(answer.error(records.len())),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> HttpAnswer {
+        HttpAnswer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: body.to_string(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn delivered_counts_what_was_sent_whatever_the_server_counts() {
+        let more: ImportAnswer =
+            serde_json::from_str(r#"{"code":200,"num_records_imported":1002,"status":"OK"}"#)
+                .unwrap();
+        assert_eq!(acknowledged(1000, &more), 1000);
+        let fewer: ImportAnswer = serde_json::from_str(r#"{"num_records_imported":990}"#).unwrap();
+        assert_eq!(acknowledged(1000, &fewer), 1000);
+        let partial = partial_failure(
+            &answer(
+                400,
+                r#"{"code":400,"num_records_imported":9,"failed_records":[{"index":3,"$insert_id":"a","field":"properties.time","message":"bad"},{"index":7,"$insert_id":"b","field":"event","message":"bad"}]}"#,
+            ),
+            10,
+        )
+        .unwrap();
+        assert_eq!(partial.delivered, 8, "10 sent, 2 rejected");
+        assert_eq!(partial.rejects.len(), 2);
     }
 }

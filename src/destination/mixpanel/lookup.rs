@@ -135,6 +135,11 @@ impl MixpanelLookupTable {
         })
     }
 
+    /// Where the table is replaced (with `project_id`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Lowers the size limit (tests); the default is [`LOOKUP_TABLE_MAX_BYTES`].
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
