@@ -17,6 +17,8 @@ const RUNS: TableDefinition<(&str, u64), &str> = TableDefinition::new("runs");
 const SNAPSHOTS: TableDefinition<&str, &str> = TableDefinition::new("snapshots");
 /// sync → why it was paused (`wharf run` does not start its runs until it is resumed).
 const PAUSED: TableDefinition<&str, &str> = TableDefinition::new("paused");
+/// sync → the last run id when it was reset: runs up to it belong to the time before.
+const RESETS: TableDefinition<&str, u64> = TableDefinition::new("resets");
 /// Run records kept per sync.
 pub const MAX_RUNS_PER_SYNC: usize = 100;
 
@@ -131,6 +133,7 @@ impl StateStore {
             txn.open_table(RUNS)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(PAUSED)?;
+            txn.open_table(RESETS)?;
             Ok(())
         })?;
         Ok(store)
@@ -180,12 +183,29 @@ impl StateStore {
     /// whether there was anything to forget.
     pub fn reset(&self, sync: &str) -> Result<bool, StateError> {
         let mut had = false;
+        let last = self.runs(sync, 1)?.first().map(|r| r.run_id).unwrap_or(0);
+        let succeeded_since = self.runs(sync, MAX_RUNS_PER_SYNC)?.iter().any(|r| {
+            r.status == RunStatus::Succeeded && r.run_id > self.reset_point(sync).unwrap_or(0)
+        });
         self.write(|txn| {
             had |= txn.open_table(WATERMARKS)?.remove(sync)?.is_some();
             had |= txn.open_table(SNAPSHOTS)?.remove(sync)?.is_some();
+            txn.open_table(RESETS)?.insert(sync, last)?;
             Ok(())
         })?;
-        Ok(had)
+        Ok(had || succeeded_since)
+    }
+
+    /// The last run id of `sync` when it was last reset (0: never): earlier runs belong to the
+    /// time before (a one-time sync's load among them).
+    pub fn reset_point(&self, sync: &str) -> Result<u64, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RESETS).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(sync)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Records a new RUNNING run and returns it.

@@ -87,6 +87,16 @@ pub enum SyncError {
         /// What was found.
         anomaly: VolumeAnomaly,
     },
+    /// A one-time sync that already loaded its table.
+    #[error("sync `{sync}` is one_time and already loaded its table (run {run_id}, {at}); run `wharf reset {sync}` to load it again, or use mode = \"append\" for repeated loads")]
+    AlreadyLoaded {
+        /// The sync.
+        sync: String,
+        /// The run that loaded it.
+        run_id: u64,
+        /// When that run ended.
+        at: String,
+    },
     /// A snapshot state folder cannot be read.
     #[error("sync `{sync}`: the snapshot state in {path} cannot be read: {message}; `wharf reset {sync}` starts the sync over (the next run resends every row)")]
     UnreadableSnapshot {
@@ -855,6 +865,16 @@ pub fn run_sync_polled(
     )
 }
 
+/// The run that loaded a one-time sync's table, if it did (its last successful run; `wharf
+/// reset` forgets it).
+pub fn one_time_load(store: &StateStore, name: &str) -> Result<Option<RunRecord>, StateError> {
+    let since = store.reset_point(name)?;
+    Ok(store
+        .runs(name, crate::state::MAX_RUNS_PER_SYNC)?
+        .into_iter()
+        .find(|r| r.status == RunStatus::Succeeded && r.run_id > since))
+}
+
 /// What consecutive runs of one sync in one process share: its connected destinations.
 /// Drop it (or start a new one) after a failed run or a config change.
 #[derive(Default)]
@@ -893,15 +913,11 @@ pub fn run_in_session(
         _ => None,
     };
     if sync.mode == SyncMode::OneTime {
-        let history = store.runs(name, crate::state::MAX_RUNS_PER_SYNC)?;
-        if let Some(done) = history.iter().find(|r| r.status == RunStatus::Succeeded) {
-            return Err(SyncError::Unsupported {
+        if let Some(done) = one_time_load(store, name)? {
+            return Err(SyncError::AlreadyLoaded {
                 sync: name.to_string(),
-                what: format!(
-                    "running a one_time sync again (run {} succeeded at {}; use mode = \"append\" for repeated loads)",
-                    done.run_id,
-                    done.ended_at.as_deref().unwrap_or("?")
-                ),
+                run_id: done.run_id,
+                at: done.ended_at.unwrap_or_else(|| "?".into()),
             });
         }
     }
@@ -1359,7 +1375,10 @@ pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError>
     let store = StateStore::open(&config.state_dir())?;
     let mut cleared = Vec::new();
     if store.reset(name)? {
-        cleared.push("the committed watermark / position and snapshot state".to_string());
+        cleared.push(
+            "the committed watermark / position, snapshot state and record of a one-time load"
+                .to_string(),
+        );
     }
     let snapshots = config.state_dir().join("snapshots").join(name);
     if snapshots.exists() {

@@ -432,6 +432,65 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
     assert_eq!(recv.stats().unique_events, 20);
 }
 
+/// A one-time sync under `wharf run` loads its table once and then shows as done: no more
+/// runs on its schedule, no failure, no retry, no alert, a manual run refused with the way to
+/// load it again; after a restart it is still done.
+#[test]
+fn a_one_time_sync_is_done_after_its_load_not_failing() {
+    let fx = Fixture::new();
+    events_table(&fx, "ev", 0, 20);
+    events_table(&fx, "once_table", 0, 30);
+    let (hook, alerts) = webhook(&fx);
+    let recv = receiver(&fx, None);
+    let port = free_port();
+    let text = config(
+        &recv.base_url(),
+        port,
+        &format!("[alerts]\nwebhook_url = \"{hook}\""),
+        &[("good", "ev", "1s"), ("once", "once_table", "1s")],
+    );
+    let one_time = "name = \"once\"\nwarehouse = \"wh\"\ntable = \"once_table\"\ntable_type = \"events\"\nmode = \"append\"";
+    assert!(text.contains(one_time));
+    fx.write_config(
+        "wharf.toml",
+        &text.replace(one_time, &one_time.replace("append", "one_time")),
+    );
+    let svc = Service::start(&fx, port, None);
+    svc.wait_runs("good", "3 successful runs", |r| succeeded(r).len() >= 3);
+    let runs = svc.runs("once");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "SUCCEEDED");
+    let status = svc.sync("once");
+    assert_eq!(status["state"], "done", "{status}");
+    assert!(
+        status["done"]
+            .as_str()
+            .unwrap()
+            .starts_with("loaded by run 1 at "),
+        "{status}"
+    );
+    assert_eq!(status["failures"], 0);
+    assert!(
+        status["last_error"].is_null() && status["next_run_at"].is_null(),
+        "{status}"
+    );
+    let (code, body) = svc.post("/syncs/once/run");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("wharf reset once"), "{body}");
+    assert!(
+        !alerts.lock().unwrap().iter().any(|a| a["sync"] == "once"),
+        "no alert for a finished one-time sync"
+    );
+    drop(svc);
+    let svc = Service::start(&fx, port, None);
+    svc.wait_runs("good", "a run after the restart", |r| {
+        succeeded(r).len() >= 4
+    });
+    assert_eq!(svc.sync("once")["state"], "done");
+    assert_eq!(svc.runs("once").len(), 1, "still one run");
+    assert_eq!(recv.stats().unique_events, 50);
+}
+
 #[test]
 fn manual_trigger_pause_resume_and_metrics_over_http() {
     let fx = Fixture::new();

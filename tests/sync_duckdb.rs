@@ -260,3 +260,57 @@ fn one_and_two_workers_deliver_identical_events() {
     }
     assert_eq!(received[0], received[1]);
 }
+
+/// `mode = "one_time"`: the first run loads every row once; running it again is refused with a
+/// message that points at `wharf reset`, which makes the next run load the table again.
+#[test]
+fn a_one_time_sync_loads_once_and_again_only_after_reset() {
+    let fx = Fixture::new();
+    fx.sql(
+        "CREATE TABLE ev AS SELECT i AS id, 'E' AS name, TIMESTAMP '2024-01-01' + to_seconds(i) AS ts,
+           'u' || (i % 7) AS uid FROM range(500) t(i);",
+    );
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    fx.write_config(
+        "wharf.toml",
+        &events_config(
+            ".state",
+            &receiver.base_url(),
+            "ev",
+            "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]",
+        )
+        .replace("mode = \"append\"", "mode = \"one_time\""),
+    );
+    let out = fx.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(receiver.stats().events_received, 500);
+    // More rows arrive; a one-time sync does not pick them up.
+    fx.sql(
+        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i), 'u1' FROM range(500, 600) t(i);",
+    );
+    let again = fx.wharf(&["sync", "s"], &[]);
+    assert!(!again.status.success(), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("one_time and already loaded its table (run 1")
+            && err.contains("`wharf reset s`"),
+        "{err}"
+    );
+    assert!(!err.contains("not supported"), "{err}");
+    assert_eq!(receiver.stats().events_received, 500, "nothing sent");
+    let reset = fx.wharf(&["reset", "s"], &[]);
+    assert!(reset.status.success(), "{}", text(&reset));
+    assert!(
+        String::from_utf8_lossy(&reset.stdout).contains("one-time load"),
+        "{}",
+        text(&reset)
+    );
+    let reload = fx.wharf(&["sync", "s"], &[]);
+    assert!(reload.status.success(), "{}", text(&reload));
+    assert_eq!(receiver.stats().events_received, 1100);
+    assert_eq!(
+        receiver.stats().unique_events,
+        600,
+        "the reload resent the same $insert_ids"
+    );
+}

@@ -8,7 +8,7 @@
 //! | `GET /syncs` | every sync: state, schedule, next run, last run, progress of a running run |
 //! | `GET /syncs/{name}` | one sync |
 //! | `GET /syncs/{name}/runs?limit=N` | its run history, newest first (default 50) |
-//! | `POST /syncs/{name}/run` | run it now (202; 409 when paused or shutting down) |
+//! | `POST /syncs/{name}/run` | run it now (202; 409 when paused, shutting down, or a one-time sync that is done) |
 //! | `POST /syncs/{name}/pause`, `/resume` | pause or resume it (kept across restarts) |
 //! | `GET /metrics` | Prometheus text format |
 //!

@@ -73,6 +73,9 @@ struct SlotState {
     running: bool,
     /// Removed from the config: the thread ends after its current run.
     removed: bool,
+    /// A one-time sync that loaded its table: what and when (it is not run again until
+    /// `wharf reset`).
+    done: Option<String>,
 }
 
 /// One sync's scheduler state, its running run and its wake-up signal.
@@ -153,6 +156,12 @@ fn slot_state(
         .as_ref()
         .and_then(|s| Schedule::parse(&s.schedule).ok())
         .unwrap_or(Schedule::Manual);
+    let done = match &sync {
+        Some(s) if s.mode == crate::config::SyncMode::OneTime => {
+            crate::sync::one_time_load(store, name)?.map(|r| loaded(&r))
+        }
+        _ => None,
+    };
     let jitter = sync
         .and_then(|s| s.jitter)
         .and_then(|j| crate::config::parse_duration(&j));
@@ -168,14 +177,27 @@ fn slot_state(
         last_error: None,
         running: false,
         removed: false,
+        done,
     };
     state.next_run = first_run(&state, now);
     Ok(state)
 }
 
+/// How a one-time sync's load is shown.
+fn loaded(run: &RunRecord) -> String {
+    format!(
+        "loaded by run {} at {}",
+        run.run_id,
+        run.ended_at.as_deref().unwrap_or("?")
+    )
+}
+
 /// When a sync's first run is due: at once for intervals and continuous syncs, at the next
 /// matching time for cron expressions.
 fn first_run(state: &SlotState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if state.done.is_some() {
+        return None;
+    }
     match &state.schedule {
         Schedule::Manual => None,
         Schedule::Continuous | Schedule::Every(_) => Some(now),
@@ -393,6 +415,11 @@ impl Shared {
                 "the sync is paused ({why}); resume it first"
             )));
         }
+        if let Some(done) = &st.done {
+            return Err(ApiRefusal::Conflict(format!(
+                "the one_time sync is done ({done}); run `wharf reset {name}` to load it again"
+            )));
+        }
         st.triggered = true;
         let running = st.running;
         drop(st);
@@ -548,7 +575,24 @@ fn after_run(
             .map(|t| with_jitter(t, st.jitter)),
     };
     let mut backlog = false;
+    let one_time = config
+        .sync(name)
+        .is_some_and(|s| s.mode == crate::config::SyncMode::OneTime);
     match result {
+        Ok(Some(report)) if one_time => {
+            shared.metrics.record(&report.run, elapsed, counters);
+            tracing::info!(sync = %name, run = report.run.run_id, "one-time load done");
+            st.done = Some(loaded(&report.run));
+            st.failures = 0;
+            st.retry_at = None;
+            st.last_error = None;
+        }
+        Err(SyncError::AlreadyLoaded { run_id, at, .. }) => {
+            st.done = Some(format!("loaded by run {run_id} at {at}"));
+            st.failures = 0;
+            st.retry_at = None;
+            st.last_error = None;
+        }
         Ok(Some(report)) => {
             shared.metrics.record(&report.run, elapsed, counters);
             // A change stream with more waiting than one run takes: the next run goes now.
@@ -607,7 +651,13 @@ fn after_run(
                 .send(Alert::run_failed(name, run_id, &e.to_string(), st.failures));
         }
     }
-    st.next_run = if backlog { Some(now) } else { next(&st) };
+    st.next_run = if st.done.is_some() {
+        None
+    } else if backlog {
+        Some(now)
+    } else {
+        next(&st)
+    };
 }
 
 /// Adds a finished run (failed or cancelled) from the state store to the metrics.
@@ -654,8 +704,11 @@ pub struct SyncStatus {
     pub table_type: String,
     /// Its schedule as written.
     pub schedule: String,
-    /// `running`, `paused`, `retrying`, `scheduled` or `idle` (manual, nothing due).
+    /// `running`, `done` (a one-time sync that loaded its table), `paused`, `retrying`,
+    /// `scheduled` or `idle` (manual, nothing due).
     pub state: String,
+    /// A one-time sync's load: which run, when.
+    pub done: Option<String>,
     /// Why it is paused.
     pub paused: Option<String>,
     /// When the next scheduled run (or retry) is due.
@@ -733,6 +786,8 @@ impl Shared {
         });
         let state = if st.running {
             "running"
+        } else if st.done.is_some() {
+            "done"
         } else if st.paused.is_some() {
             "paused"
         } else if st.retry_at.is_some() {
@@ -752,6 +807,7 @@ impl Shared {
                 .unwrap_or_default(),
             schedule: sync.map(|s| s.schedule.clone()).unwrap_or_default(),
             state: state.into(),
+            done: st.done.clone(),
             paused: st.paused.clone(),
             next_run_at: st
                 .retry_at
