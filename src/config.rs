@@ -755,8 +755,10 @@ pub struct SyncConfig {
     pub mode: SyncMode,
     /// Names of `[destinations.*]` entries.
     pub destinations: Vec<String>,
-    /// Under `wharf run`: `manual` (default), `continuous`, an interval such as `30s`, `15m`,
-    /// `1h`, or a cron expression in UTC such as `*/15 * * * *` (see [`crate::schedule`]).
+    /// Under `wharf run`: `hourly` (default: every table stays in sync once it is configured),
+    /// `daily`, `weekly`, `manual`, `continuous`, an interval such as `30s`, `15m`, `1h`
+    /// (on the wall clock), or a cron expression in UTC such as `*/15 * * * *` (see
+    /// [`crate::schedule`]).
     #[serde(default = "default_schedule")]
     pub schedule: String,
     /// Under `wharf run`: each scheduled run starts up to this much later, at random
@@ -808,7 +810,7 @@ impl SyncConfig {
 }
 
 fn default_schedule() -> String {
-    "manual".into()
+    "hourly".into()
 }
 
 /// Parses `30s`, `15m`, `1h`, `2d`, `250ms`.

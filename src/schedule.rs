@@ -1,5 +1,10 @@
-//! When a sync runs under `wharf run`: `manual`, `continuous`, an interval (`30s`, `1h`) or a
-//! cron expression (UTC).
+//! When a sync runs under `wharf run`: `manual`, `continuous`, `hourly` (the default), `daily`,
+//! `weekly`, an interval (`30s`, `15m`, `1h`) or a cron expression (UTC).
+//!
+//! Every timed schedule is on the wall clock (UTC): `hourly` runs at :00, `daily` at 00:00,
+//! `weekly` on Mondays at 00:00, an interval at the multiples of its length since the Unix
+//! epoch (`15m` at :00, :15, :30 and :45; `1h` at :00), so runs do not depend on when the
+//! service started; a sync's `jitter` delays each one by a random amount.
 //!
 //! Cron expressions have five fields (`minute hour day-of-month month day-of-week`) or six with
 //! a leading seconds field. Each field takes `*`, numbers, ranges `a-b`, steps `*/n` and
@@ -19,21 +24,29 @@ pub enum Schedule {
     Manual,
     /// Back to back: poll again as soon as a run ends (after the service's poll interval).
     Continuous,
-    /// Every interval, counted from the service's start.
+    /// Every interval, at its multiples since the Unix epoch (UTC).
     Every(Duration),
     /// At the times a cron expression names.
     Cron(Box<Cron>),
 }
 
 impl Schedule {
-    /// Parses `manual`, `continuous`, an interval (`250ms`, `30s`, `15m`, `1h`, `1d`) or a
-    /// cron expression. The error says what is expected.
+    /// Parses `manual`, `continuous`, `hourly`, `daily`, `weekly`, an interval (`250ms`,
+    /// `30s`, `15m`, `1h`, `1d`) or a cron expression. The error says what is expected.
     pub fn parse(s: &str) -> Result<Schedule, String> {
         let t = s.trim();
-        match t {
+        let keyword = match t {
             "manual" => return Ok(Schedule::Manual),
             "continuous" => return Ok(Schedule::Continuous),
-            _ => {}
+            "hourly" => Some("0 * * * *"),
+            "daily" => Some("0 0 * * *"),
+            "weekly" => Some("0 0 * * mon"),
+            _ => None,
+        };
+        if let Some(expr) = keyword {
+            let mut cron = Cron::parse(expr)?;
+            cron.text = t.to_string();
+            return Ok(Schedule::Cron(Box::new(cron)));
         }
         if t.split_whitespace().count() >= 5 {
             return Cron::parse(t).map(|c| Schedule::Cron(Box::new(c)));
@@ -44,24 +57,29 @@ impl Schedule {
                 "`{s}`: an interval must be longer than zero (or use `continuous`)"
             )),
             None => Err(format!(
-                "`{s}`: write `manual`, `continuous`, an interval like `15m`, or a cron expression like `*/5 * * * *`"
+                "`{s}`: write `manual`, `continuous`, `hourly`, `daily`, `weekly`, an interval like `15m`, or a cron expression like `*/5 * * * *`"
             )),
         }
     }
 
     /// The first time strictly after `after` at which a run is due, or `None` (manual and
-    /// continuous runs are not timed). Intervals count from `origin`, so runs do not drift.
-    pub fn next_after(&self, origin: DateTime<Utc>, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// continuous runs are not timed). Intervals are multiples of their length since the Unix
+    /// epoch, so runs do not drift and do not depend on when the service started.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Manual | Schedule::Continuous => None,
             Schedule::Every(d) => {
                 let step = ChronoDuration::from_std(*d).ok()?.num_milliseconds().max(1);
-                let elapsed = (after - origin).num_milliseconds();
-                let n = if elapsed < 0 { 0 } else { elapsed / step + 1 };
-                Some(origin + ChronoDuration::milliseconds(n * step))
+                let n = after.timestamp_millis().div_euclid(step) + 1;
+                DateTime::from_timestamp_millis(n.checked_mul(step)?)
             }
             Schedule::Cron(c) => c.next_after(after),
         }
+    }
+
+    /// Whether runs are timed (not `manual` or `continuous`).
+    pub fn is_timed(&self) -> bool {
+        matches!(self, Schedule::Every(_) | Schedule::Cron(_))
     }
 }
 
@@ -71,6 +89,7 @@ impl fmt::Display for Schedule {
             Schedule::Manual => f.write_str("manual"),
             Schedule::Continuous => f.write_str("continuous"),
             Schedule::Every(d) => write!(f, "every {d:?}"),
+            Schedule::Cron(c) if !c.text.contains(' ') => f.write_str(&c.text),
             Schedule::Cron(c) => write!(f, "cron {}", c.text),
         }
     }
@@ -249,7 +268,7 @@ mod tests {
     fn next(expr: &str, after: &str) -> String {
         Schedule::parse(expr)
             .unwrap()
-            .next_after(at("2026-01-01T00:00:00Z"), at(after))
+            .next_after(at(after))
             .unwrap()
             .to_rfc3339()
     }
@@ -314,39 +333,73 @@ mod tests {
     #[test]
     fn a_cron_that_never_fires_says_none() {
         let s = Schedule::parse("0 0 30 2 *").unwrap();
-        assert_eq!(s.next_after(Utc::now(), Utc::now()), None);
+        assert_eq!(s.next_after(Utc::now()), None);
     }
 
     #[test]
-    fn intervals_count_from_the_origin_without_drift() {
+    fn intervals_are_on_the_wall_clock_without_drift() {
         let origin = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
         let s = Schedule::parse("30s").unwrap();
         assert_eq!(
-            s.next_after(origin, origin - ChronoDuration::seconds(5)),
+            s.next_after(origin - ChronoDuration::seconds(5)),
             Some(origin)
         );
         assert_eq!(
-            s.next_after(origin, origin),
+            s.next_after(origin),
             Some(origin + ChronoDuration::seconds(30))
         );
         // A run that ended late does not shift the grid.
         assert_eq!(
-            s.next_after(origin, origin + ChronoDuration::milliseconds(31_200)),
+            s.next_after(origin + ChronoDuration::milliseconds(31_200)),
             Some(origin + ChronoDuration::seconds(60))
         );
+        // 15 minutes: :00, :15, :30, :45; an hour: :00 — whenever the service started.
         assert_eq!(
-            Schedule::parse("manual")
-                .unwrap()
-                .next_after(origin, origin),
-            None
+            next("15m", "2026-11-30T10:37:12Z"),
+            "2026-11-30T10:45:00+00:00"
         );
+        assert_eq!(
+            next("1h", "2026-11-30T10:37:12Z"),
+            "2026-11-30T11:00:00+00:00"
+        );
+        assert_eq!(
+            next("1d", "2026-11-30T10:37:12Z"),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(Schedule::parse("manual").unwrap().next_after(origin), None);
         assert_eq!(Schedule::parse("continuous").unwrap(), Schedule::Continuous);
+    }
+
+    #[test]
+    fn hourly_daily_and_weekly_are_on_the_wall_clock() {
+        assert_eq!(
+            next("hourly", "2026-11-30T10:37:12Z"),
+            "2026-11-30T11:00:00+00:00"
+        );
+        assert_eq!(
+            next("hourly", "2026-11-30T11:00:00Z"),
+            "2026-11-30T12:00:00+00:00"
+        );
+        assert_eq!(
+            next("daily", "2026-11-30T10:37:12Z"),
+            "2026-12-01T00:00:00+00:00"
+        );
+        // 2026-12-04 is a Friday: the next Monday is the 7th.
+        assert_eq!(
+            next("weekly", "2026-12-04T10:37:12Z"),
+            "2026-12-07T00:00:00+00:00"
+        );
+        assert_eq!(Schedule::parse("hourly").unwrap().to_string(), "hourly");
+        assert_eq!(
+            Schedule::parse("*/5 * * * *").unwrap().to_string(),
+            "cron */5 * * * *"
+        );
     }
 
     #[test]
     fn bad_schedules_say_what_is_expected() {
         for (text, says) in [
-            ("soon", "write `manual`, `continuous`"),
+            ("soon", "write `manual`, `continuous`, `hourly`"),
             ("0s", "longer than zero"),
             ("61 * * * *", "minute field `61`: 61 is outside 0-59"),
             ("* * * * * * *", "5 fields"),

@@ -282,8 +282,10 @@ fn schedules_fire_at_their_times_and_history_survives_a_restart() {
     let port = svc.port;
     let cron = svc.wait_runs("cron", "4 successful runs", |r| succeeded(r).len() >= 4);
     let every = svc.wait_runs("every", "4 successful runs", |r| succeeded(r).len() >= 4);
-    // Cron runs start on even seconds, just after the second begins, 2 s apart.
-    let cron_starts: Vec<_> = succeeded(&cron).iter().map(|r| started_at(r)).collect();
+    // A sync that never ran runs at once when the service starts (its initial load); after
+    // that, cron runs start on even seconds, just after the second begins, 2 s apart.
+    let mut cron_starts: Vec<_> = succeeded(&cron).iter().map(|r| started_at(r)).collect();
+    cron_starts.pop();
     for t in &cron_starts {
         use chrono::Timelike;
         assert_eq!(t.second() % 2, 0, "cron run at {t}");
@@ -293,8 +295,10 @@ fn schedules_fire_at_their_times_and_history_survives_a_restart() {
         let gap = (w[0] - w[1]).num_milliseconds();
         assert!((1600..=2400).contains(&gap), "cron gaps: {cron_starts:?}");
     }
-    // The interval sync runs every second, on a grid from the service's start.
-    let every_starts: Vec<_> = succeeded(&every).iter().map(|r| started_at(r)).collect();
+    // The interval sync runs every second, on the wall clock's seconds (after its initial
+    // load at the start).
+    let mut every_starts: Vec<_> = succeeded(&every).iter().map(|r| started_at(r)).collect();
+    every_starts.pop();
     for w in every_starts.windows(2) {
         let gap = (w[0] - w[1]).num_milliseconds();
         assert!(
@@ -430,6 +434,36 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
         "no alert for the good sync"
     );
     assert_eq!(recv.stats().unique_events, 20);
+}
+
+/// A sync without a schedule runs hourly under `wharf run`, on the wall clock: its initial load
+/// at once, then at the next :00.
+#[test]
+fn a_sync_without_a_schedule_runs_hourly_on_the_hour() {
+    let fx = Fixture::new();
+    events_table(&fx, "ev", 0, 10);
+    let recv = receiver(&fx, None);
+    let port = free_port();
+    let text = config(&recv.base_url(), port, "", &[("plain", "ev", "manual")]);
+    fx.write_config("wharf.toml", &text.replace("schedule = \"manual\"\n", ""));
+    let svc = Service::start(&fx, port, None);
+    svc.wait_runs("plain", "the initial load", |r| succeeded(r).len() == 1);
+    let status = svc.sync("plain");
+    assert_eq!(status["schedule"], "hourly", "{status}");
+    assert_eq!(status["state"], "scheduled", "{status}");
+    let next: chrono::DateTime<chrono::Utc> = status["next_run_at"]
+        .as_str()
+        .expect("a next run")
+        .parse()
+        .expect("a time");
+    use chrono::Timelike;
+    assert_eq!((next.minute(), next.second()), (0, 0), "{status}");
+    let until = next - chrono::Utc::now();
+    assert!(
+        until > chrono::Duration::zero() && until <= chrono::Duration::hours(1),
+        "{status}"
+    );
+    assert_eq!(recv.stats().unique_events, 10);
 }
 
 /// A one-time sync under `wharf run` loads its table once and then shows as done: no more

@@ -179,7 +179,14 @@ fn slot_state(
         removed: false,
         done,
     };
-    state.next_run = first_run(&state, now);
+    // The last successful run: a sync whose last run failed or was cancelled runs again.
+    let last_started = store
+        .runs(name, crate::state::MAX_RUNS_PER_SYNC)?
+        .iter()
+        .find(|r| r.status == RunStatus::Succeeded)
+        .and_then(|r| DateTime::parse_from_rfc3339(&r.started_at).ok())
+        .map(|t| t.with_timezone(&Utc));
+    state.next_run = first_run(&state, last_started, now);
     Ok(state)
 }
 
@@ -192,16 +199,27 @@ fn loaded(run: &RunRecord) -> String {
     )
 }
 
-/// When a sync's first run is due: at once for intervals and continuous syncs, at the next
-/// matching time for cron expressions.
-fn first_run(state: &SlotState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+/// When a sync's first run is due: continuous syncs at once; timed ones at once if they never
+/// succeeded, or their last success (`last_started`) was followed by a scheduled time that has
+/// passed (the service was down then, or the run failed: one catch-up run), else at their next
+/// scheduled time (plus jitter).
+fn first_run(
+    state: &SlotState,
+    last_started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     if state.done.is_some() {
         return None;
     }
     match &state.schedule {
         Schedule::Manual => None,
-        Schedule::Continuous | Schedule::Every(_) => Some(now),
-        Schedule::Cron(c) => c.next_after(now).map(|t| with_jitter(t, state.jitter)),
+        Schedule::Continuous => Some(now),
+        timed => match last_started.map(|t| timed.next_after(t)) {
+            None => Some(now),
+            Some(Some(due)) if due <= now => Some(now),
+            Some(Some(_)) => timed.next_after(now).map(|t| with_jitter(t, state.jitter)),
+            Some(None) => None,
+        },
     }
 }
 
@@ -386,7 +404,7 @@ impl Shared {
                 if fresh.schedule != st.schedule || fresh.jitter != st.jitter {
                     st.schedule = fresh.schedule;
                     st.jitter = fresh.jitter;
-                    st.next_run = first_run(&st, now);
+                    st.next_run = fresh.next_run;
                 }
             }
             drop(st);
@@ -570,9 +588,7 @@ fn after_run(
             now + chrono::Duration::from_std(config.service.duration("poll_interval"))
                 .unwrap_or_default(),
         ),
-        s => s
-            .next_after(shared.started, now)
-            .map(|t| with_jitter(t, st.jitter)),
+        s => s.next_after(now).map(|t| with_jitter(t, st.jitter)),
     };
     let mut backlog = false;
     let one_time = config
