@@ -764,6 +764,11 @@ pub struct SyncConfig {
     /// Under `wharf run`: each scheduled run starts up to this much later, at random
     /// (e.g. `30s`), so that syncs sharing a schedule do not all start at once.
     pub jitter: Option<String>,
+    /// Append: each run also re-reads the rows whose insert time lies within this window
+    /// before the watermark (e.g. `2h`), so rows that arrive late with an older insert time
+    /// are still sent; rows re-read are sent again (same `$insert_id`: deduplicated).
+    /// Needs a TIMESTAMP or DATE insert-time column.
+    pub lookback: Option<String>,
     /// Column mapping.
     #[serde(default)]
     pub mapping: MappingConfig,
@@ -1245,6 +1250,20 @@ impl Config {
                     ));
                 }
             }
+            if let Some(l) = &s.lookback {
+                if parse_duration(l).is_none() {
+                    return Err(err(
+                        key("lookback"),
+                        format!("`{l}` is not a duration; write e.g. `2h`"),
+                    ));
+                }
+                if s.mode != SyncMode::Append {
+                    return Err(err(
+                        key("lookback"),
+                        "only append syncs have a watermark to look back from; remove it or use mode = \"append\"".into(),
+                    ));
+                }
+            }
             if s.table_type == TableType::Events {
                 let m = &s.mapping;
                 if m.time_column.is_none() {
@@ -1455,6 +1474,20 @@ time_column = "ts"
     fn parses_a_good_file() {
         let c = Config::parse(OK, "wharf.toml").unwrap();
         assert_eq!(c.syncs[0].mapping.time_column.as_deref(), Some("ts"));
+        assert_eq!(c.syncs[0].schedule, "hourly", "the default schedule");
+    }
+
+    #[test]
+    fn lookback_is_a_duration_of_append_syncs() {
+        let with = |extra: &str| OK.replace("mode = \"append\"", extra);
+        let c = Config::parse(&with("mode = \"append\"\nlookback = \"2h\""), "w.toml").unwrap();
+        assert_eq!(c.syncs[0].lookback.as_deref(), Some("2h"));
+        let e =
+            Config::parse(&with("mode = \"append\"\nlookback = \"soon\""), "w.toml").unwrap_err();
+        assert_eq!(e.key, "syncs[0].lookback", "{e}");
+        let e = Config::parse(&with("mode = \"full\"\nlookback = \"2h\""), "w.toml").unwrap_err();
+        assert_eq!(e.key, "syncs[0].lookback", "{e}");
+        assert!(e.message.contains("only append syncs"), "{e}");
     }
 
     #[test]

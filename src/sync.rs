@@ -405,6 +405,14 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     } else {
         let cursor_name = m.insert_time_column.clone().unwrap_or(time_column);
         let cursor_type = check_cursor(&source, &schema, &cursor_name).map_err(werr)?;
+        if sync.lookback.is_some() && cursor_type.is_integer() {
+            return Err(merr(MappingError::WrongType {
+                column: cursor_name,
+                role: "the insert-time cursor of a sync with `lookback`",
+                found: format!("{cursor_type:?}"),
+                expected: "a TIMESTAMP or DATE column (an integer has no unit to look back by)",
+            }));
+        }
         cursor = Some((cursor_name, cursor_type));
     }
     Ok(ResolvedSync {
@@ -912,6 +920,12 @@ pub fn run_in_session(
         SyncMode::Append => store.watermark(name)?,
         _ => None,
     };
+    // With a look-back window the read starts that much before the watermark (late rows);
+    // the watermark itself never moves back.
+    let read_from = match (&sync.lookback, after) {
+        (Some(window), Some(w)) => parse_duration(window).and_then(|d| w.earlier_by(d)),
+        _ => after,
+    };
     if sync.mode == SyncMode::OneTime {
         if let Some(done) = one_time_load(store, name)? {
             return Err(SyncError::AlreadyLoaded {
@@ -983,7 +997,7 @@ pub fn run_in_session(
         (_, Some(p)) => Some(p.batches.iter().map(|b| b.num_rows() as u64).sum()),
         (Some((cursor, cursor_type)), None) => resolved
             .warehouse
-            .count_after(&resolved.source, cursor, cursor_type, after)
+            .count_after(&resolved.source, cursor, cursor_type, read_from)
             .ok(),
         (None, None) => resolved.warehouse.count(&resolved.source).ok(),
     };
@@ -1143,7 +1157,7 @@ pub fn run_in_session(
                 let mut max = None;
                 let result = match &cursor {
                     Some((cursor, cursor_type)) => {
-                        warehouse.read_after(&source, cursor, cursor_type, after, |batch| {
+                        warehouse.read_after(&source, cursor, cursor_type, read_from, |batch| {
                             max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
                             sender.send(SourceMessage::Batch(batch)).is_ok()
                         })

@@ -314,3 +314,65 @@ fn a_one_time_sync_loads_once_and_again_only_after_reset() {
         "the reload resent the same $insert_ids"
     );
 }
+
+/// A row that arrives late, with an insert time older than the watermark: a sync with
+/// `lookback` covering it sends it; one without (documented) never does.
+#[test]
+fn late_rows_are_sent_within_the_lookback_window_and_missed_without_it() {
+    let fx = Fixture::new();
+    fx.sql(
+        "CREATE TABLE ev AS SELECT i AS id, 'E' AS name, TIMESTAMP '2024-01-01 10:00:00' + to_minutes(i) AS ts,
+           'u' || (i % 7) AS uid, TIMESTAMP '2024-01-01 10:00:00' + to_minutes(i) AS inserted_at
+         FROM range(10) t(i);",
+    );
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let mapping = "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\ninsert_time_column = \"inserted_at\"\nkey_columns = [\"id\"]";
+    let base = events_config(".state", &receiver.base_url(), "ev", mapping);
+    let sync_start = base.find("[[syncs]]").expect("a sync");
+    let with_window = base[sync_start..]
+        .replace("name = \"s\"", "name = \"late\"")
+        .replace("mode = \"append\"", "mode = \"append\"\nlookback = \"1h\"");
+    fx.write_config("wharf.toml", &format!("{base}\n{with_window}"));
+    for sync in ["s", "late"] {
+        let out = fx.wharf(&["sync", sync], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Inserted now, but with an insert time 30 minutes before the watermark (10:09).
+    fx.sql("INSERT INTO ev VALUES (100, 'E', TIMESTAMP '2024-01-01 09:40:00', 'u1', TIMESTAMP '2024-01-01 09:39:00');");
+    for sync in ["s", "late"] {
+        let out = fx.wharf(&["sync", sync], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let ids_of = |sync: &str| -> Vec<i64> {
+        let mut ids: Vec<i64> = receiver
+            .events()
+            .unwrap()
+            .iter()
+            .filter(|e| e["properties"]["$wharf_sync"] == sync)
+            .map(|e| e["properties"]["id"].as_i64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    assert!(
+        !ids_of("s").contains(&100),
+        "without lookback the late row is missed"
+    );
+    assert_eq!(ids_of("s").len(), 10);
+    assert!(
+        ids_of("late").contains(&100),
+        "the window covers the late row"
+    );
+    assert_eq!(ids_of("late").len(), 11);
+    // Rows in the window were sent again, under the same $insert_id (deduplicated).
+    let stats = receiver.stats();
+    assert_eq!(stats.unique_events, 21, "{stats:?}");
+    // The watermark never moves back.
+    let status = fx.wharf(&["status"], &[]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("2024-01-01T10:09:00"),
+        "{}",
+        text(&status)
+    );
+}

@@ -37,6 +37,26 @@ impl std::fmt::Display for Watermark {
     }
 }
 
+impl Watermark {
+    /// The position `window` earlier (a look-back for late rows); `None` for integer cursors,
+    /// which have no unit of time. Dates step back by whole days, rounded up.
+    pub fn earlier_by(self, window: std::time::Duration) -> Option<Watermark> {
+        match self {
+            Watermark::Integer(_) => None,
+            Watermark::TimestampMicros(us) => {
+                let back = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+                Some(Watermark::TimestampMicros(us.saturating_sub(back)))
+            }
+            Watermark::Date(d) => {
+                let days = window.as_secs().div_ceil(86_400);
+                Some(Watermark::Date(
+                    d.saturating_sub(i32::try_from(days).unwrap_or(i32::MAX)),
+                ))
+            }
+        }
+    }
+}
+
 /// Whether a column of this type can serve as an append cursor.
 pub fn is_cursor_type(t: &DataType) -> bool {
     matches!(t, DataType::Timestamp(_, _) | DataType::Date32) || t.is_integer()
