@@ -1,6 +1,8 @@
 //! One run of a configured sync: resolve the config into a warehouse reader, a mapper and a
 //! destination, run the dataflow, and commit — or not.
 
+mod probe;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -829,6 +831,8 @@ pub fn run_continuous(
     // Destinations (Kafka producers, HTTP clients) live across runs; a failed run drops them.
     let mut session = Session::default();
     let store = StateStore::open(&config.state_dir())?;
+    // Idle polls record no run; one log line says since when the sync is idle.
+    let mut idle = false;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let result = run_in_session(config, name, &options, runtime, &mut session, &store);
         if result.is_err() {
@@ -837,9 +841,17 @@ pub fn run_continuous(
         match result {
             Ok(report) => {
                 backoff = interval;
-                if let Some(r) = report {
-                    runs += 1;
-                    on_run(&r);
+                match report {
+                    Some(r) => {
+                        runs += 1;
+                        idle = false;
+                        on_run(&r);
+                    }
+                    None if !idle => {
+                        idle = true;
+                        tracing::info!(sync = name, "nothing new: idle (polls record no run)");
+                    }
+                    None => {}
                 }
                 std::thread::sleep(interval);
             }
@@ -888,6 +900,8 @@ pub fn one_time_load(store: &StateStore, name: &str) -> Result<Option<RunRecord>
 #[derive(Default)]
 pub struct Session {
     destinations: Option<Vec<BuiltDestination>>,
+    /// Continuous runs: the cheap check made before each run (see [`probe`]).
+    probe: Option<probe::Probe>,
 }
 
 /// Runs `name` once in `session` (see [`run_sync_polled`]), recording it in `store` (one
@@ -900,6 +914,14 @@ pub fn run_in_session(
     session: &mut Session,
     store: &StateStore,
 ) -> Result<Option<SyncReport>, SyncError> {
+    // Continuous runs look first, with one cheap statement, whether anything is new.
+    let mut probed_rows = None;
+    if let (true, Some(p)) = (options.skip_idle, session.probe.as_mut()) {
+        match p.look(store, name) {
+            probe::Probed::Idle => return Ok(None),
+            probe::Probed::Busy(rows) => probed_rows = rows,
+        }
+    }
     let resolved = resolve(config, name)?;
     let sync = &resolved.sync;
     if session.destinations.is_none() {
@@ -922,10 +944,8 @@ pub fn run_in_session(
     };
     // With a look-back window the read starts that much before the watermark (late rows);
     // the watermark itself never moves back.
-    let read_from = match (&sync.lookback, after) {
-        (Some(window), Some(w)) => parse_duration(window).and_then(|d| w.earlier_by(d)),
-        _ => after,
-    };
+    let lookback = sync.lookback.as_deref().and_then(parse_duration);
+    let read_from = probe::read_position(after, lookback);
     if sync.mode == SyncMode::OneTime {
         if let Some(done) = one_time_load(store, name)? {
             return Err(SyncError::AlreadyLoaded {
@@ -938,6 +958,22 @@ pub fn run_in_session(
     let state_dir = config.state_dir();
     let committed = store.snapshot(name)?;
     let capture = capture_mode(&resolved, store)?;
+    if options.skip_idle && session.probe.is_none() {
+        session.probe = match (&capture, &resolved.cursor) {
+            (CaptureMode::Logical { pg, capture, .. }, _) => {
+                Some(probe::Probe::logical(pg.clone(), capture.clone()))
+            }
+            (CaptureMode::Snapshot, Some(cursor)) if sync.mode == SyncMode::Append => {
+                Some(probe::Probe::append(
+                    resolved.warehouse.clone(),
+                    resolved.source.clone(),
+                    cursor.clone(),
+                    lookback,
+                ))
+            }
+            _ => None,
+        };
+    }
     let mut backlog = None;
     // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
     let poll = match &capture {
@@ -995,6 +1031,7 @@ pub fn run_in_session(
     };
     let total = match (&resolved.cursor, &poll) {
         (_, Some(p)) => Some(p.batches.iter().map(|b| b.num_rows() as u64).sum()),
+        (Some(_), None) if probed_rows.is_some() => probed_rows,
         (Some((cursor, cursor_type)), None) => resolved
             .warehouse
             .count_after(&resolved.source, cursor, cursor_type, read_from)
@@ -1003,6 +1040,9 @@ pub fn run_in_session(
     };
     let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
     let stream_batches = poll.map(|p| p.batches);
+    if options.skip_idle && sync.mode == SyncMode::Append && total == Some(0) {
+        return Ok(None);
+    }
     let mode_name = format!("{:?}", sync.mode).to_lowercase();
     let anomaly = match (&options.volume, total) {
         (Some(check), Some(rows)) => check.check(store, name, rows)?,

@@ -11,7 +11,9 @@ PSQL=(psql -X -h 127.0.0.1 -p 5432 -U postgres -Atq)
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 answers() { "${PSQL[@]}" -d "$1" -c "SELECT 1" >/dev/null 2>&1; }
 ready() {
-  answers test && [ "$("${PSQL[@]}" -d test -c 'SHOW wal_level' 2>/dev/null)" = logical ]
+  answers test \
+    && [ "$("${PSQL[@]}" -d test -c 'SHOW wal_level' 2>/dev/null)" = logical ] \
+    && [ "$("${PSQL[@]}" -d test -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null)" = 1 ]
 }
 say_up() {
   echo "== PostgreSQL $("${PSQL[@]}" -d test -c 'SHOW server_version') up on 127.0.0.1:5432 (database test, wal_level = $("${PSQL[@]}" -d test -c 'SHOW wal_level'))"
@@ -38,7 +40,7 @@ fi
 
 # 3. Configuration: trust for connections from this machine (first matching pg_hba line wins,
 # so ours go first), and the settings the tests need in a conf.d file of our own (Debian's
-# postgresql.conf includes conf.d). A wal_level left in postgresql.auto.conf by ALTER SYSTEM
+# postgresql.conf includes conf.d): logical decoding, and pg_stat_statements. A wal_level left in postgresql.auto.conf by ALTER SYSTEM
 # would override ours: it is removed.
 changed=""
 hba="$conf/pg_hba.conf"
@@ -59,7 +61,9 @@ settings="listen_addresses = '127.0.0.1'
 port = 5432
 wal_level = logical
 max_replication_slots = 20
-max_wal_senders = 20"
+max_wal_senders = 20
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all"
 as_root mkdir -p "$conf/conf.d"
 if [ "$(as_root cat "$conf/conf.d/wharf-tests.conf" 2>/dev/null)" != "$settings" ]; then
   as_root sh -c "printf '%s\n' \"$settings\" > '$conf/conf.d/wharf-tests.conf'"
@@ -75,7 +79,8 @@ fi
 as_root install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 cluster() { as_root pg_ctlcluster --skip-systemctl-redirect "$version" main "$1"; }
 if as_root pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
-  if [ -n "$changed" ] || ! answers postgres; then
+  if [ -n "$changed" ] || ! answers postgres \
+    || ! "${PSQL[@]}" -d postgres -c 'SHOW shared_preload_libraries' | grep -q pg_stat_statements; then
     echo "== restarting PostgreSQL $version with the tests' settings"
     cluster restart
   fi
@@ -90,10 +95,11 @@ answers postgres || {
   exit 1
 }
 
-# 5. The database.
+# 5. The database, with pg_stat_statements (tests count the statements wharf runs).
 if ! answers test; then
   "${PSQL[@]}" -d postgres -c "CREATE DATABASE test"
 fi
+"${PSQL[@]}" -d test -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 ready || {
   echo "PostgreSQL is up but not as the tests need it (wal_level: $("${PSQL[@]}" -d test -c 'SHOW wal_level' 2>&1))" >&2
   exit 1

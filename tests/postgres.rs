@@ -188,6 +188,99 @@ fn every_type_reads_the_same_through_snapshots_and_logical_decoding() {
     assert_eq!(second[0]["after"], snap);
 }
 
+/// Calls of the statements that name `schema` (pg_stat_statements keeps identifiers), by
+/// their first words.
+fn statements_on(schema: &str) -> BTreeMap<String, i64> {
+    let w = warehouse();
+    let sql = format!(
+        "SELECT left(query, 30), sum(calls)::bigint FROM pg_stat_statements \
+         WHERE query LIKE '%{schema}%' AND query NOT LIKE '%pg_stat_statements%' GROUP BY 1"
+    );
+    let rows = w
+        .block(async {
+            let c = w.connect().await?;
+            c.query(&sql, &[])
+                .await
+                .map_err(|e| w.err(&SourceRef::Query(sql.clone()), e))
+        })
+        .expect("pg_stat_statements (tests/postgres-up.sh loads it)");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// A continuous append sync with nothing new costs one statement per poll (a count past the
+/// watermark) and records no run; new rows are read and sent at the next poll.
+#[test]
+fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
+    let f = Fixture::new();
+    let pg = Pg::new("idle");
+    pg.exec(
+        "CREATE TABLE t (id int, name text, at timestamptz);
+         INSERT INTO t SELECT g, 'e' || g, timestamptz '2024-01-01' + g * interval '1 minute'
+         FROM generate_series(1, 100) g;",
+    );
+    let extra = "[syncs.mapping]\nevent_name_column = \"name\"\ntime_column = \"at\"";
+    f.write_config(
+        "wharf.toml",
+        &pg.config("postgres", "events", "append", extra),
+    );
+    let mut seen = 0;
+    assert_eq!(sync(&f, &pg, &mut seen).len(), 100);
+    let before = statements_on(&pg.schema);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "sync",
+            &pg.schema,
+            "-c",
+            "wharf.toml",
+            "--continuous",
+            "--interval",
+            "100ms",
+        ])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start wharf");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let idle = statements_on(&pg.schema);
+    let delta = |key: &str, a: &BTreeMap<String, i64>, b: &BTreeMap<String, i64>| -> i64 {
+        b.iter()
+            .filter(|(q, _)| q.starts_with(key))
+            .map(|(q, n)| n - a.get(q).copied().unwrap_or(0))
+            .sum()
+    };
+    let probes = delta("SELECT count(*)", &before, &idle);
+    let reads = delta("SELECT \"id\"", &before, &idle);
+    let all = delta("", &before, &idle);
+    assert!(
+        probes >= 10,
+        "about 30 polls in 3 s: {probes} probes; {idle:?}"
+    );
+    assert_eq!(reads, 0, "idle polls read nothing: {idle:?}");
+    assert_eq!(all, probes, "one statement per idle poll: {idle:?}");
+    pg.exec("INSERT INTO t VALUES (101, 'new', timestamptz '2025-01-01')");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while read_ndjson(&f.path("out.ndjson")).len() < 101 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new row never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let history = f.wharf(&["history", &pg.schema, "--json", "-c", "wharf.toml"], &[]);
+    let runs = String::from_utf8_lossy(&history.stdout).lines().count();
+    assert_eq!(
+        runs,
+        2,
+        "the first load and the run that found the new row: {}",
+        text(&history)
+    );
+}
+
 #[test]
 fn append_sends_rows_past_the_watermark() {
     let f = Fixture::new();

@@ -436,6 +436,22 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
     assert_eq!(recv.stats().unique_events, 20);
 }
 
+/// A continuous sync with nothing new records no run: its status says since when it is idle.
+#[test]
+fn an_idle_continuous_sync_records_no_runs_and_says_since_when() {
+    let fx = Fixture::new();
+    events_table(&fx, "ev", 0, 10);
+    let (recv, svc) = serve(&fx, None, "", &[("live", "ev", "continuous")]);
+    svc.wait_runs("live", "the first load", |r| succeeded(r).len() == 1);
+    wait_for("idle_since", || !svc.sync("live")["idle_since"].is_null());
+    // poll_interval is 200 ms: many idle polls, no new run.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(svc.runs("live").len(), 1, "{:#?}", svc.runs("live"));
+    let status = svc.sync("live");
+    assert_eq!(status["failures"], 0, "{status}");
+    assert_eq!(recv.stats().unique_events, 10);
+}
+
 /// A sync without a schedule runs hourly under `wharf run`, on the wall clock: its initial load
 /// at once, then at the next :00.
 #[test]

@@ -76,6 +76,8 @@ struct SlotState {
     /// A one-time sync that loaded its table: what and when (it is not run again until
     /// `wharf reset`).
     done: Option<String>,
+    /// Since when the polls of a continuous sync found nothing new (they record no run).
+    idle_since: Option<DateTime<Utc>>,
 }
 
 /// One sync's scheduler state, its running run and its wake-up signal.
@@ -178,6 +180,7 @@ fn slot_state(
         running: false,
         removed: false,
         done,
+        idle_since: None,
     };
     // The last successful run: a sync whose last run failed or was cancelled runs again.
     let last_started = store
@@ -591,6 +594,9 @@ fn after_run(
         s => s.next_after(now).map(|t| with_jitter(t, st.jitter)),
     };
     let mut backlog = false;
+    if result.as_ref().is_ok_and(|r| r.is_some()) {
+        st.idle_since = None;
+    }
     let one_time = config
         .sync(name)
         .is_some_and(|s| s.mode == crate::config::SyncMode::OneTime);
@@ -630,6 +636,8 @@ fn after_run(
             st.failures = 0;
             st.retry_at = None;
             st.last_error = None;
+            // Idle polls record no run: the status says since when.
+            st.idle_since.get_or_insert(now);
         }
         Err(SyncError::Anomaly {
             run_id, anomaly, ..
@@ -725,6 +733,8 @@ pub struct SyncStatus {
     pub state: String,
     /// A one-time sync's load: which run, when.
     pub done: Option<String>,
+    /// Since when a continuous sync's polls have found nothing new (they record no run).
+    pub idle_since: Option<String>,
     /// Why it is paused.
     pub paused: Option<String>,
     /// When the next scheduled run (or retry) is due.
@@ -824,6 +834,9 @@ impl Shared {
             schedule: sync.map(|s| s.schedule.clone()).unwrap_or_default(),
             state: state.into(),
             done: st.done.clone(),
+            idle_since: st
+                .idle_since
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             paused: st.paused.clone(),
             next_run_at: st
                 .retry_at

@@ -262,6 +262,25 @@ impl PostgresWarehouse {
 
     /// Opens a session (UTC, ISO dates, hex bytea). Must run inside [`Self::block`].
     pub async fn connect(&self) -> Result<Client, WarehouseError> {
+        let client = self.connect_bare().await?;
+        // One statement for all settings (each SET would be a statement of its own).
+        let session = match self.settings.flavor {
+            Flavor::Postgres => {
+                "SELECT set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO', false), \
+                 set_config('bytea_output', 'hex', false), set_config('extra_float_digits', '3', false)"
+            }
+            Flavor::Redshift => "SET timezone = 'UTC'; SET datestyle = 'ISO'",
+        };
+        client
+            .batch_execute(session)
+            .await
+            .map_err(|e| self.err(&SourceRef::Table(String::new()), e))?;
+        Ok(client)
+    }
+
+    /// Opens a session with the server's own settings: enough for statements whose answers do
+    /// not depend on them (counts, positions, probes).
+    pub async fn connect_bare(&self) -> Result<Client, WarehouseError> {
         let s = &self.settings;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&s.host)
@@ -314,17 +333,6 @@ impl PostgresWarehouse {
                 }
             }
         })?;
-        let session = match s.flavor {
-            Flavor::Postgres => {
-                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET bytea_output = 'hex'; \
-                 SET extra_float_digits = 3"
-            }
-            Flavor::Redshift => "SET timezone = 'UTC'; SET datestyle = 'ISO'",
-        };
-        client
-            .batch_execute(session)
-            .await
-            .map_err(|e| self.err(&SourceRef::Table(String::new()), e))?;
         Ok(client)
     }
 
@@ -553,7 +561,7 @@ impl PostgresWarehouse {
         param: Option<i64>,
     ) -> Result<u64, WarehouseError> {
         self.block(async {
-            let client = self.connect().await?;
+            let client = self.connect_bare().await?;
             let params: Vec<&(dyn ToSql + Sync)> = match &param {
                 Some(p) => vec![p],
                 None => vec![],
