@@ -1330,11 +1330,11 @@ impl Config {
                     ))
                 }
                 TableType::Users | TableType::Groups | TableType::Lookup
-                    if s.mode == SyncMode::Append =>
+                    if s.mode == SyncMode::Append && s.mapping.insert_time_column.is_none() =>
                 {
                     return Err(err(
-                        key("mode"),
-                        "`append` is for events; profiles and lookup tables use `full`, `mirror` or `one_time`"
+                        key("mapping.insert_time_column"),
+                        "missing: an append sync of profiles or a lookup table reads the rows past this column's watermark (or use mode = \"full\" or \"mirror\")"
                             .into(),
                     ))
                 }

@@ -334,7 +334,7 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         (_, Some(column)) => Some((column, "dedupe_by")),
         _ => None,
     };
-    let source = match latest_by {
+    let mut source = match latest_by {
         Some((column, what)) if !key_columns.is_empty() => {
             find_column(&schema.arrow, column, what).map_err(merr)?;
             let latest = warehouse.latest_per_key(&source, &schema, &key_columns, column);
@@ -414,6 +414,24 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
                 found: format!("{cursor_type:?}"),
                 expected: "a TIMESTAMP or DATE column (an integer has no unit to look back by)",
             }));
+        }
+        if sync.table_type != TableType::Events {
+            // Append of profiles, groups and lookup tables: the rows are keyed; per key the
+            // latest row by insert time is the one sent (the warehouse picks it).
+            if key_columns.is_empty() {
+                return Err(unsupported(
+                    "an append sync of a lookup table without `primary_key`: set the key column, e.g. `primary_key = [\"id\"]`".into(),
+                ));
+            }
+            let json: Vec<String> = m.properties_column.iter().cloned().collect();
+            hasher = Some(Arc::new(
+                RowHasher::new(&schema.arrow, &key_columns, &[], &json).map_err(merr)?,
+            ));
+            if latest_by.is_none() {
+                let latest = warehouse.latest_per_key(&source, &schema, &key_columns, &cursor_name);
+                schema = warehouse.describe(&latest).map_err(werr)?;
+                source = latest;
+            }
         }
         cursor = Some((cursor_name, cursor_type));
     }
@@ -1121,6 +1139,9 @@ pub fn run_in_session(
             mapper,
         });
     }
+    let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
+    // A lookup table is replaced whole: an append run that finds new rows sends all of them.
+    let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
     let (plan, diff_counts) = match &resolved.hasher {
         None => (Plan::Append, None),
         Some(hasher) if stream_batches.is_some() => {
@@ -1128,6 +1149,29 @@ pub fn run_in_session(
             (
                 Plan::Changes {
                     hasher: hasher.clone(),
+                    counts: counts.clone(),
+                },
+                Some(counts),
+            )
+        }
+        // Append of keyed rows: every row read is sent (its key's latest); no state is kept.
+        Some(hasher) if keyed_append => {
+            let scratch = state_dir.join("tmp").join(format!("{name}-append"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let counts = Arc::new(DiffCounts::default());
+            let spec = DiffSpec {
+                hasher: hasher.clone(),
+                previous: Vec::new(),
+                pending: Vec::new(),
+                next_dir: scratch.join("state"),
+                spill_dir: scratch.join("spill"),
+                memory_budget: 64 << 20,
+                emit: Emit::All,
+                send_deletes: false,
+            };
+            (
+                Plan::Diff {
+                    spec: Arc::new(spec),
                     counts: counts.clone(),
                 },
                 Some(counts),
@@ -1196,6 +1240,12 @@ pub fn run_in_session(
             handle.spawn_blocking(move || {
                 let mut max = None;
                 let result = match &cursor {
+                    // New rows of a lookup table: the whole table goes (it is replaced).
+                    Some(_) if whole_lookup && total == Some(0) => Ok(()),
+                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, |batch| {
+                        max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
+                        sender.send(SourceMessage::Batch(batch)).is_ok()
+                    }),
                     Some((cursor, cursor_type)) => {
                         warehouse.read_after(&source, cursor, cursor_type, read_from, |batch| {
                             max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
@@ -1291,8 +1341,9 @@ pub fn run_in_session(
                     | CaptureMode::Function { from: Some(_), .. }
             );
             let snapshot = match &diff_counts {
-                Some(c) if streamed => {
-                    // A change-stream run leaves the committed snapshot state as it was.
+                Some(c) if streamed || keyed_append => {
+                    // A change-stream run leaves the committed snapshot state as it was; an
+                    // append run keeps none (its watermark is its position).
                     use std::sync::atomic::Ordering::Relaxed;
                     run.inserted = c.inserts.load(Relaxed);
                     run.updated = c.updates.load(Relaxed);
@@ -1364,6 +1415,10 @@ pub fn run_in_session(
             let run = store.commit_run(run, new_wm, snapshot.as_ref())?;
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
+            }
+            if keyed_append {
+                let _ =
+                    std::fs::remove_dir_all(state_dir.join("tmp").join(format!("{name}-append")));
             }
             tracing::info!(
                 sync = name,

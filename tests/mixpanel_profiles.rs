@@ -254,3 +254,126 @@ user_id_column = "uid""#;
         "{out}"
     );
 }
+
+/// Time-based (append) syncs of user profiles, group profiles and lookup tables: each run
+/// reads the rows past the insert-time watermark; per key the latest of them is sent (`$set`
+/// for profiles); a lookup table is replaced whole, with the new rows merged, and only when
+/// something new arrived.
+#[test]
+fn append_syncs_of_profiles_groups_and_lookup_tables() {
+    let f = Fixture::new();
+    let rx = f.receiver("rx", ReceiverAuth::AnyCredentials);
+    f.sql(
+        "CREATE TABLE user_log (user_id VARCHAR, plan VARCHAR, seats INTEGER, added_at TIMESTAMP);
+         INSERT INTO user_log VALUES ('u1', 'free', 1, TIMESTAMP '2024-01-01 10:00'),
+           ('u1', 'pro', 2, TIMESTAMP '2024-01-01 11:00'), ('u2', 'free', 1, TIMESTAMP '2024-01-01 10:30');
+         CREATE TABLE company_log (company_id VARCHAR, name VARCHAR, added_at TIMESTAMP);
+         INSERT INTO company_log VALUES ('c1', 'Acme', TIMESTAMP '2024-01-01 10:00'),
+           ('c2', 'Globex', TIMESTAMP '2024-01-01 10:00');
+         CREATE TABLE sku_log (sku VARCHAR, title VARCHAR, added_at TIMESTAMP);
+         INSERT INTO sku_log VALUES ('s1', 'Shoe', TIMESTAMP '2024-01-01 10:00'),
+           ('s2', 'Sock', TIMESTAMP '2024-01-01 10:00');",
+    );
+    let sync = r#"[[syncs]]
+name = "users"
+warehouse = "wh"
+table = "user_log"
+table_type = "users"
+mode = "append"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "user_id"
+insert_time_column = "added_at"
+exclude_columns = ["added_at"]
+
+[[syncs]]
+name = "groups"
+warehouse = "wh"
+table = "company_log"
+table_type = "groups"
+mode = "append"
+destinations = ["mp"]
+[syncs.mapping]
+group_key = "company_id"
+group_id_column = "company_id"
+insert_time_column = "added_at"
+exclude_columns = ["added_at"]
+
+[[syncs]]
+name = "skus"
+warehouse = "wh"
+table = "sku_log"
+table_type = "lookup"
+mode = "append"
+primary_key = ["sku"]
+destinations = ["mp"]
+[syncs.mapping]
+lookup_table_id = "6b1a7e0c-2f4d-4c59-9a57-0d8e3c1f2a91"
+insert_time_column = "added_at"
+exclude_columns = ["added_at"]"#;
+    f.write_config("wharf.toml", &config(&rx.base_url(), sync));
+    for s in ["users", "groups", "skus"] {
+        run(&f, s);
+    }
+    assert_eq!(
+        rx.profiles()["u1"]["plan"],
+        "pro",
+        "the latest row per user"
+    );
+    assert_eq!(rx.profiles()["u1"]["seats"], 2);
+    assert_eq!(rx.profiles()["u2"]["plan"], "free");
+    assert_eq!(rx.groups()["company_id"]["c2"]["name"], "Globex");
+    let lookup = || {
+        let t = rx
+            .lookup_table("6b1a7e0c-2f4d-4c59-9a57-0d8e3c1f2a91")
+            .unwrap()
+            .expect("lookup table");
+        let mut rows = t.rows.clone();
+        rows.sort();
+        (t.header, rows)
+    };
+    assert_eq!(lookup().0, vec!["sku", "title"]);
+    assert_eq!(lookup().1.len(), 2);
+    let engage_before = rx.endpoint_stats().engage;
+
+    // New rows: an update of u2, a new user, a renamed company, a new and a changed sku.
+    f.sql(
+        "INSERT INTO user_log VALUES ('u2', 'pro', 5, TIMESTAMP '2024-01-02 09:00'),
+           ('u3', 'free', 1, TIMESTAMP '2024-01-02 09:00');
+         INSERT INTO company_log VALUES ('c1', 'Acme Corp', TIMESTAMP '2024-01-02 09:00');
+         INSERT INTO sku_log VALUES ('s3', 'Hat', TIMESTAMP '2024-01-02 09:00'),
+           ('s1', 'Running shoe', TIMESTAMP '2024-01-02 09:30');",
+    );
+    for s in ["users", "groups", "skus"] {
+        run(&f, s);
+    }
+    let engage = rx.endpoint_stats().engage;
+    assert_eq!(
+        (
+            engage.requests - engage_before.requests,
+            engage.updates_accepted - engage_before.updates_accepted
+        ),
+        (1, 2),
+        "only the two users with new rows were sent"
+    );
+    assert_eq!(rx.profiles()["u2"]["plan"], "pro");
+    assert_eq!(rx.profiles()["u3"]["plan"], "free");
+    assert_eq!(rx.profiles()["u1"]["plan"], "pro", "untouched");
+    assert_eq!(rx.groups()["company_id"]["c1"]["name"], "Acme Corp");
+    assert_eq!(
+        lookup().1,
+        vec![
+            vec!["s1".to_string(), "Running shoe".to_string()],
+            vec!["s2".to_string(), "Sock".to_string()],
+            vec!["s3".to_string(), "Hat".to_string()],
+        ],
+        "the whole table, the new rows merged in"
+    );
+
+    // Nothing new: nothing is sent, the lookup table is not replaced again.
+    let before = format!("{:?}", rx.endpoint_stats());
+    for s in ["users", "groups", "skus"] {
+        run(&f, s);
+    }
+    assert_eq!(before, format!("{:?}", rx.endpoint_stats()));
+}
