@@ -125,7 +125,17 @@ impl StateStore {
             message: m,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create folder: {e}")))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| {
+            use redb::DatabaseError as E;
+            match e {
+                // Held by another wharf process: say which case it is.
+                E::DatabaseAlreadyOpen => err(e.to_string()),
+                _ => err(format!(
+                    "{e}: the state store is damaged; restore it from a backup, or move it away \
+                     and `wharf reset` each sync (their next runs start over and resend every row)"
+                )),
+            }
+        })?;
         let store = StateStore { db, path };
         // Create the tables so that readers never meet a missing table.
         store.write(|txn| {

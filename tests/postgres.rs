@@ -281,6 +281,74 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
     );
 }
 
+/// The warehouse connection lost mid-read (the server terminates the backend): the run fails
+/// with nothing committed, and the next run delivers every row.
+#[test]
+fn a_connection_cut_mid_read_fails_the_run_uncommitted_and_the_next_run_is_exact() {
+    let f = Fixture::new();
+    let pg = Pg::new("cut");
+    pg.exec(
+        "CREATE TABLE t (id int, name text, at timestamptz);
+         INSERT INTO t SELECT g, 'e' || g, timestamptz '2024-01-01' + g * interval '1 second'
+         FROM generate_series(1, 300000) g;",
+    );
+    let extra = "[syncs.mapping]\nevent_name_column = \"name\"\ntime_column = \"at\"";
+    f.write_config(
+        "wharf.toml",
+        &pg.config("postgres", "events", "append", extra),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", &pg.schema, "-c", "wharf.toml"])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf");
+    // Cut wharf's reading connection as soon as it is reading the table.
+    let w = warehouse();
+    let cut = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'wharf' AND pid <> pg_backend_pid() AND query LIKE '%{}%' \
+         AND query NOT LIKE '%count(*)%'",
+        pg.schema
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = w
+            .block(async {
+                let c = w.connect().await?;
+                c.query_one(&cut, &[])
+                    .await
+                    .map_err(|e| w.err(&SourceRef::Query(cut.clone()), e))
+            })
+            .expect("terminate")
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("terminat") || text(&out).contains("connection"),
+        "{}",
+        text(&out)
+    );
+    let status = f.wharf(&["status", "-c", "wharf.toml"], &[]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("SUCCEEDED"));
+    let mut seen = read_ndjson(&f.path("out.ndjson")).len();
+    let partial = seen;
+    let rest = sync(&f, &pg, &mut seen);
+    // The failed run committed nothing: the next one sends every row (the earlier part again,
+    // under the same $insert_ids).
+    assert_eq!(rest.len(), 300_000, "after {partial} from the cut run");
+}
+
 #[test]
 fn append_sends_rows_past_the_watermark() {
     let f = Fixture::new();

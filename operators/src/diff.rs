@@ -297,7 +297,7 @@ pub fn snapshot_diff<'s>(
             ..(*spec).clone()
         }),
         Err(e) => {
-            control.fail(format!("cannot read the last snapshot's state: {e}"));
+            control.fail(unreadable_state(e));
             spec
         }
     };
@@ -830,7 +830,7 @@ fn classify(
     let path = spec.next_dir.join(sorted_part_name(index, peers));
     let mut writer =
         SortedPartWriter::create(&path, spec.hasher.fingerprint_version()).map_err(state)?;
-    let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
+    let previous = unreadable_state;
     if spec.is_first() {
         // Every row is an insert; the rows are emitted without a per-key verdict.
         let mut n = 0u64;
@@ -900,6 +900,14 @@ fn classify(
     Ok(())
 }
 
+/// Why a run stops when a snapshot state file cannot be read, and the way out.
+fn unreadable_state(e: impl std::fmt::Display) -> String {
+    format!(
+        "cannot read the last snapshot's state: {e}; `wharf reset` the sync to start it over \
+         (its next run resends every row)"
+    )
+}
+
 /// Deleted keys' texts (from the committed and pending snapshots' key-text parts) out as
 /// verdicts, when deletes are sent.
 fn send_deletes(
@@ -910,8 +918,7 @@ fn send_deletes(
     if deleted.is_empty() || !spec.send_deletes {
         return Ok(());
     }
-    let texts = key_texts_of(&spec.key_text_sources(), deleted)
-        .map_err(|e| format!("cannot read the last snapshot's state: {e}"))?;
+    let texts = key_texts_of(&spec.key_text_sources(), deleted).map_err(unreadable_state)?;
     for t in texts {
         out(Verdict::Deleted(t));
     }
@@ -960,7 +967,7 @@ fn merge_with_pending(
     writer: &mut SortedPartWriter,
     out: &mut dyn FnMut(Verdict),
 ) -> Result<KeySet, String> {
-    let previous = |e: std::io::Error| format!("cannot read the last snapshot's state: {e}");
+    let previous = unreadable_state;
     let state = |e: std::io::Error| format!("cannot write snapshot state: {e}");
     let mut baselines = Vec::with_capacity(1 + spec.pending.len());
     let committed = std::iter::once((&spec.previous, None));

@@ -17,6 +17,19 @@ fn unavailable(what: &str, message: impl Into<String>) -> WarehouseError {
     }
 }
 
+/// `url` as shown in messages: credentials written into it (`https://user:secret@host`) become
+/// `***`, so a URL from the config can be named in errors and logs without its secret.
+pub fn shown_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Runs `f` on a private current-thread runtime (warehouse calls come from plain threads).
 pub fn block_on<T>(
     what: &str,
@@ -82,4 +95,20 @@ pub async fn body(what: &str, resp: reqwest::Response) -> Result<bytes::Bytes, W
     resp.bytes()
         .await
         .map_err(|e| unavailable(what, e.without_url().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        assert_eq!(
+            shown_url("https://token:s3cret@host:443/x?a=b@c"),
+            "https://***@host:443/x?a=b@c"
+        );
+        assert_eq!(shown_url("http://user@h"), "http://***@h");
+        assert_eq!(shown_url("https://h.example/p@q"), "https://h.example/p@q");
+        assert_eq!(shown_url("h:1"), "h:1");
+    }
 }

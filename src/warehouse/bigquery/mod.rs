@@ -89,7 +89,7 @@ pub struct BigQuerySettings {
 impl std::fmt::Debug for BigQuerySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BigQuerySettings")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &super::http::shown_url(&self.endpoint))
             .field("project", &self.project)
             .field("dataset", &self.dataset)
             .field("auth", &self.auth)
@@ -456,7 +456,9 @@ impl BigQueryWarehouse {
     fn what(&self) -> String {
         format!(
             "BigQuery warehouse `{}` (project {}, {})",
-            self.name, self.settings.project, self.settings.endpoint
+            self.name,
+            self.settings.project,
+            super::http::shown_url(&self.settings.endpoint)
         )
     }
 

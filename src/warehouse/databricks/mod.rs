@@ -48,7 +48,7 @@ pub struct DatabricksSettings {
 impl std::fmt::Debug for DatabricksSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabricksSettings")
-            .field("host", &self.host)
+            .field("host", &super::http::shown_url(&self.host))
             .field("token", &"***")
             .field("warehouse_id", &self.warehouse_id)
             .finish()
@@ -150,7 +150,9 @@ impl DatabricksWarehouse {
     fn what(&self) -> String {
         format!(
             "Databricks warehouse `{}` ({}, SQL warehouse {})",
-            self.name, self.settings.host, self.settings.warehouse_id
+            self.name,
+            super::http::shown_url(&self.settings.host),
+            self.settings.warehouse_id
         )
     }
 

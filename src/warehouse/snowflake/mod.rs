@@ -59,7 +59,7 @@ pub struct SnowflakeSettings {
 impl std::fmt::Debug for SnowflakeSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnowflakeSettings")
-            .field("base_url", &self.base_url)
+            .field("base_url", &super::http::shown_url(&self.base_url))
             .field("account", &self.account)
             .field("user", &self.user)
             .field("auth", &self.auth)
@@ -212,7 +212,9 @@ impl SnowflakeWarehouse {
     fn what(&self) -> String {
         format!(
             "Snowflake warehouse `{}` (account {}, {})",
-            self.name, self.settings.account, self.settings.base_url
+            self.name,
+            self.settings.account,
+            super::http::shown_url(&self.settings.base_url)
         )
     }
 

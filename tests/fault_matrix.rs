@@ -1,0 +1,380 @@
+//! The fault matrix, one test per fault: the destination down at start and going away
+//! mid-run, answering later than the timeout, the warehouse connection cut mid-read
+//! (PostgreSQL terminates the backend), the state directory full (ENOSPC on a small tmpfs),
+//! the state store and a snapshot file damaged, and the table changing between runs. Each
+//! ends in a clear error with nothing committed, and the next run (once the fault is gone)
+//! delivers everything — never a silent resend-all, a skip or a loss. (30% failing requests:
+//! `tests/faults.rs`.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{events_config, free_port, text, Fixture};
+use wharf::destination::mixpanel::receiver::{
+    Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
+};
+
+const MAPPING: &str = "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]";
+
+fn events(f: &Fixture, n: u64) {
+    f.sql(&format!(
+        "CREATE TABLE ev AS SELECT i AS id, 'E' AS name, TIMESTAMP '2024-01-01' + to_seconds(i) AS ts,
+           'u' || (i % 97) AS uid FROM range({n}) t(i);"
+    ));
+}
+
+/// A receiver on `port` keeping its data in `dir` of the fixture (restartable there).
+fn receiver_on(f: &Fixture, port: u16, slow: Option<Duration>) -> Receiver {
+    let mut config = ReceiverConfig::new(f.path("recv"), ReceiverAuth::AnyCredentials);
+    config.slow_responses = slow.map(|delay| SlowResponses {
+        fraction: 1.0,
+        delay,
+        seed: 7,
+    });
+    f.rt.block_on(Receiver::start(
+        config,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    ))
+    .expect("receiver")
+}
+
+fn config_for(port: u16, extra: &str) -> String {
+    events_config(".state", &format!("http://127.0.0.1:{port}"), "ev", MAPPING).replace(
+        "max_backoff = \"200ms\"",
+        &format!("max_backoff = \"200ms\"\n{extra}"),
+    )
+}
+
+fn status(f: &Fixture) -> String {
+    String::from_utf8_lossy(&f.wharf(&["status"], &[]).stdout).into_owned()
+}
+
+#[test]
+fn the_destination_down_at_start_fails_the_run_uncommitted_then_everything_arrives() {
+    let f = Fixture::new();
+    events(&f, 5000);
+    let port = free_port();
+    f.write_config("wharf.toml", &config_for(port, "give_up_after = \"1s\""));
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("127.0.0.1:{port}")),
+        "the error names the destination: {}",
+        text(&out)
+    );
+    assert!(status(&f).contains("FAILED") && !status(&f).contains("SUCCEEDED"));
+    let receiver = receiver_on(&f, port, None);
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(receiver.stats().unique_events, 5000);
+}
+
+#[test]
+fn the_destination_going_away_mid_run_fails_it_uncommitted_then_everything_arrives_once() {
+    let f = Fixture::new();
+    events(&f, 20_000);
+    let port = free_port();
+    // Slow answers keep the run going; the receiver goes away after the first requests.
+    let receiver = receiver_on(&f, port, Some(Duration::from_millis(200)));
+    f.write_config(
+        "wharf.toml",
+        &config_for(port, "give_up_after = \"1s\"\nconcurrency = 2"),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "s"])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.stats().events_received == 0 {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(receiver);
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!status(&f).contains("SUCCEEDED"), "{}", status(&f));
+    let receiver = receiver_on(&f, port, None);
+    let partial = receiver.stats().unique_events;
+    assert!(partial > 0 && partial < 20_000, "{partial}");
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        receiver.stats().unique_events,
+        20_000,
+        "every event once by its dedup key"
+    );
+}
+
+#[test]
+fn a_destination_slower_than_the_timeout_fails_the_run_and_a_later_run_delivers_once() {
+    let f = Fixture::new();
+    events(&f, 3000);
+    let port = free_port();
+    let slow = receiver_on(&f, port, Some(Duration::from_millis(1500)));
+    f.write_config(
+        "wharf.toml",
+        &config_for(port, "timeout = \"300ms\"\ngive_up_after = \"2s\""),
+    );
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).to_lowercase().contains("timed out") || text(&out).contains("timeout"),
+        "{}",
+        text(&out)
+    );
+    drop(slow);
+    let receiver = receiver_on(&f, port, None);
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Requests that timed out may have been stored: Mixpanel's dedup key makes them one.
+    assert_eq!(receiver.stats().unique_events, 3000);
+}
+
+/// Runs `sh -c` as root (directly, or through sudo).
+fn as_root(cmd: &str) -> std::process::Output {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut c = if root {
+        std::process::Command::new("sh")
+    } else {
+        let mut s = std::process::Command::new("sudo");
+        s.arg("sh");
+        s
+    };
+    c.args(["-c", cmd]).output().expect("sh")
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&at).expect("mount point");
+        let out = as_root(&format!(
+            "mount -t tmpfs -o size={size} tmpfs '{}'",
+            at.display()
+        ));
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (the test needs root or sudo): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = as_root(&format!("umount -l '{}'", self.0.display()));
+    }
+}
+
+#[test]
+fn a_full_state_directory_is_a_clear_error_with_nothing_committed() {
+    let f = Fixture::new();
+    f.sql(
+        "CREATE TABLE users AS SELECT 'u' || i AS id, 'name ' || i AS name FROM range(50000) t(i);",
+    );
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    let disk = SmallDisk::mount(f.path("state"), "4m");
+    // Leave about 200 KB: less than the snapshot state of 50,000 rows (~2 MB).
+    let filler = disk.0.join("filler");
+    as_root(&format!(
+        "dd if=/dev/zero of='{}' bs=1k count=3900 2>/dev/null",
+        filler.display()
+    ));
+    f.write_config(
+        "wharf.toml",
+        &format!(
+            r#"state_dir = "state"
+[warehouses.wh]
+type = "duckdb"
+path = "wh.duckdb"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "s" }}
+[[syncs]]
+name = "users"
+warehouse = "wh"
+table = "users"
+table_type = "users"
+mode = "mirror"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "id"
+"#,
+            receiver.base_url()
+        ),
+    );
+    let out = f.wharf(&["sync", "users"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("No space left on device") && all.contains("state"),
+        "the error says what and where: {all}"
+    );
+    as_root(&format!("rm -f '{}'", filler.display()));
+    let out = f.wharf(&["sync", "users"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(receiver.profiles().len(), 50_000);
+    let history = f.wharf(&["history", "users", "--json"], &[]);
+    let runs: Vec<serde_json::Value> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(runs[0]["status"], "SUCCEEDED", "{runs:?}");
+    assert!(
+        runs.iter().skip(1).all(|r| r["status"] != "SUCCEEDED"),
+        "nothing was committed while the disk was full: {runs:?}"
+    );
+}
+
+#[test]
+fn a_damaged_state_store_or_snapshot_file_is_named_with_the_fix() {
+    let f = Fixture::new();
+    f.sql("CREATE TABLE users AS SELECT 'u' || i AS id, 'n' || i AS name FROM range(1000) t(i);");
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config(
+        "wharf.toml",
+        &format!(
+            r#"state_dir = ".state"
+[warehouses.wh]
+type = "duckdb"
+path = "wh.duckdb"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "s" }}
+[[syncs]]
+name = "users"
+warehouse = "wh"
+table = "users"
+table_type = "users"
+mode = "mirror"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "id"
+"#,
+            receiver.base_url()
+        ),
+    );
+    let out = f.wharf(&["sync", "users"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sent = receiver.endpoint_stats().engage.updates_received;
+
+    // A snapshot part cut short: the run fails naming the file and the way out.
+    let part = walk(&f.path(".state/snapshots/users"))
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .expect("a sorted part");
+    let len = std::fs::metadata(&part).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let out = f.wharf(&["sync", "users"], &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(&part.file_name().unwrap().to_string_lossy().to_string())
+            && all.contains("wharf reset"),
+        "names the file and the fix: {all}"
+    );
+    assert_eq!(
+        receiver.endpoint_stats().engage.updates_received,
+        sent,
+        "nothing resent"
+    );
+
+    // The state store itself damaged: named, with the fix, nothing sent.
+    let store = f.path(".state/state.redb");
+    std::fs::write(&store, b"not a database at all").unwrap();
+    let out = f.wharf(&["sync", "users"], &[]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("state.redb"), "names the file: {all}");
+    assert!(
+        all.contains("backup") || all.contains("wharf reset"),
+        "says what to do: {all}"
+    );
+    assert_eq!(receiver.endpoint_stats().engage.updates_received, sent);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn table_changes_between_runs_are_clear_errors_or_documented() {
+    let f = Fixture::new();
+    events(&f, 10);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config(
+        "wharf.toml",
+        &events_config(".state", &receiver.base_url(), "ev", MAPPING),
+    );
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A column the mapping names is renamed: the error names it and lists the columns.
+    f.sql("ALTER TABLE ev RENAME COLUMN uid TO user_id;");
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("column `uid`") && text(&out).contains("user_id"),
+        "{}",
+        text(&out)
+    );
+    f.sql("ALTER TABLE ev RENAME COLUMN user_id TO uid;");
+    // The time column's type changes: the error names the column and what is expected.
+    f.sql("ALTER TABLE ev ALTER ts TYPE VARCHAR;");
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("column `ts`") && text(&out).contains("time_column"),
+        "{}",
+        text(&out)
+    );
+    f.sql("ALTER TABLE ev ALTER ts TYPE TIMESTAMP;");
+    // A column no setting names is dropped (documented): later events simply lack it.
+    f.sql(
+        "ALTER TABLE ev ADD COLUMN extra INTEGER DEFAULT 1;
+         INSERT INTO ev (id, name, ts, uid, extra) VALUES (100, 'E', TIMESTAMP '2024-02-01', 'u1', 5);",
+    );
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    f.sql(
+        "ALTER TABLE ev DROP COLUMN extra;
+         INSERT INTO ev VALUES (101, 'E', TIMESTAMP '2024-02-02', 'u1');",
+    );
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(receiver.stats().unique_events, 12);
+}
