@@ -118,7 +118,28 @@ pub enum SyncError {
         run_id: u64,
         /// Why.
         reason: String,
+        /// Retrying cannot help (a destination refused the credentials or the request).
+        permanent: bool,
     },
+}
+
+impl SyncError {
+    /// Whether running the sync again as it is cannot succeed: bad credentials, a missing
+    /// table or column, a mapping or config error, a destination that refused the run for
+    /// good. The service stops retrying such a sync until its config is reloaded or a run is
+    /// asked for; transient failures (connections, timeouts, overload) are retried.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SyncError::Warehouse(_, e) => !e.is_transient(),
+            SyncError::Destination(_, _, e) => !e.is_transient(),
+            SyncError::RunFailed { permanent, .. } => *permanent,
+            SyncError::UnknownSync(..)
+            | SyncError::Unsupported { .. }
+            | SyncError::Mapping(..)
+            | SyncError::UnreadableSnapshot { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Options of one `wharf sync`.
@@ -133,6 +154,9 @@ pub struct SyncOptions {
     /// Testing hook: exit the process after the transactional destinations committed, before
     /// the state store commits (a simulated crash).
     pub crash_after_destination_commit: bool,
+    /// Testing hook: exit the process after a PostgreSQL slot was confirmed, before the state
+    /// store commits (a simulated crash).
+    pub crash_after_slot_confirm: bool,
     /// Continuous mode: a change-capture poll that finds nothing records no run.
     pub skip_idle: bool,
     /// Where the running run is published (for the service's progress and cancellation).
@@ -238,6 +262,7 @@ impl Default for SyncOptions {
             progress: false,
             crash_before_commit: false,
             crash_after_destination_commit: false,
+            crash_after_slot_confirm: false,
             skip_idle: false,
             live: None,
             volume: None,
@@ -807,6 +832,7 @@ pub fn run_sync(
     loop {
         let report = run_in_session(config, name, &options, runtime, &mut session, &store)?
             .ok_or_else(|| SyncError::RunFailed {
+                permanent: false,
                 sync: name.to_string(),
                 run_id: 0,
                 reason: "no run was made".into(),
@@ -1385,6 +1411,7 @@ pub fn run_in_session(
                     let reason = format!("{}: {e}", b.destination.describe());
                     store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
                     return Err(SyncError::RunFailed {
+                        permanent: false,
                         sync: name.to_string(),
                         run_id,
                         reason,
@@ -1406,10 +1433,18 @@ pub fn run_in_session(
                     let reason = format!("delivered, but the slot could not be advanced: {e}");
                     store.end_run_uncommitted(run, RunStatus::Failed, Some(reason.clone()))?;
                     return Err(SyncError::RunFailed {
+                        permanent: false,
                         sync: name.to_string(),
                         run_id,
                         reason,
                     });
+                }
+                if options.crash_after_slot_confirm {
+                    eprintln!(
+                        "wharf: simulated crash after the slot was confirmed, before the state store (run {})",
+                        run.run_id
+                    );
+                    std::process::exit(72);
                 }
             }
             let run = store.commit_run(run, new_wm, snapshot.as_ref())?;
@@ -1466,6 +1501,7 @@ pub fn run_in_session(
                 });
             }
             Err(SyncError::RunFailed {
+                permanent: control.is_permanent(),
                 sync: name.to_string(),
                 run_id,
                 reason: e.0,
@@ -1492,6 +1528,7 @@ pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError>
     let snapshots = config.state_dir().join("snapshots").join(name);
     if snapshots.exists() {
         std::fs::remove_dir_all(&snapshots).map_err(|e| SyncError::RunFailed {
+            permanent: false,
             sync: name.to_string(),
             run_id: 0,
             reason: format!("cannot remove {}: {e}", snapshots.display()),
@@ -1544,6 +1581,7 @@ fn recover_from_destination(
     };
     let position: RunPosition =
         serde_json::from_slice(&bytes).map_err(|e| SyncError::RunFailed {
+            permanent: false,
             sync: name.clone(),
             run_id: 0,
             reason: format!(
@@ -1741,6 +1779,7 @@ pub fn preview_changes(
     let result = wharf_operators::diff::diff_run(workers.max(1), reader, spec, false);
     let _ = std::fs::remove_dir_all(&scratch);
     let (_, counts) = result.map_err(|reason| SyncError::RunFailed {
+        permanent: false,
         sync: name.clone(),
         run_id: 0,
         reason: format!("dry run: {reason}"),
@@ -1816,4 +1855,46 @@ fn preview_captured(
         }
     }
     Ok(Some(preview))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_permanent_or_transient() {
+        let wh = |e| SyncError::Warehouse("s".into(), e);
+        assert!(!wh(WarehouseError::Unavailable {
+            what: "w".into(),
+            message: "connection refused".into()
+        })
+        .is_permanent());
+        assert!(wh(WarehouseError::MissingTable {
+            source_ref: SourceRef::Table("t".into()),
+            warehouse: "w".into()
+        })
+        .is_permanent());
+        assert!(wh(WarehouseError::Open {
+            what: "w".into(),
+            message: "password authentication failed".into()
+        })
+        .is_permanent());
+        let dest = |e| SyncError::Destination("s".into(), "mp".into(), e);
+        assert!(dest(DestinationError::Permanent {
+            message: "401".into()
+        })
+        .is_permanent());
+        assert!(!dest(DestinationError::Transient {
+            message: "503".into(),
+            retry_after: None
+        })
+        .is_permanent());
+        let failed = |permanent| SyncError::RunFailed {
+            sync: "s".into(),
+            run_id: 1,
+            reason: "r".into(),
+            permanent,
+        };
+        assert!(failed(true).is_permanent() && !failed(false).is_permanent());
+    }
 }

@@ -384,19 +384,34 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
     let fx = Fixture::new();
     events_table(&fx, "ev", 0, 20);
     let (hook, alerts) = webhook(&fx);
-    let (recv, svc) = serve(
-        &fx,
-        None,
+    // `bad` reads a PostgreSQL server that is not there (connection refused): a transient
+    // failure, retried with backoff.
+    let recv = receiver(&fx, None);
+    let port = free_port();
+    let down = free_port();
+    let text = config(
+        &recv.base_url(),
+        port,
         &format!("[alerts]\nwebhook_url = \"{hook}\""),
         &[("bad", "no_such_table", "1s"), ("good", "ev", "1s")],
+    )
+    .replace(
+        "warehouse = \"wh\"\ntable = \"no_such_table\"",
+        "warehouse = \"down\"\ntable = \"public.no_such_table\"",
+    )
+    .replace(
+        "[destinations.mp]",
+        &format!("[warehouses.down]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {down}\ndatabase = \"test\"\nuser = \"postgres\"\nsslmode = \"disable\"\n[destinations.mp]"),
     );
+    fx.write_config("wharf.toml", &text);
+    let svc = Service::start(&fx, port, None);
     let good = svc.wait_runs("good", "4 successful runs", |r| succeeded(r).len() >= 4);
     let bad = svc.wait_runs("bad", "3 failed runs", |r| {
         r.iter().filter(|x| x["status"] == "FAILED").count() >= 3
     });
     assert!(good.iter().all(|r| r["status"] == "SUCCEEDED"), "{good:#?}");
     assert!(
-        bad[0]["error"].as_str().unwrap().contains("no_such_table"),
+        bad[0]["error"].as_str().unwrap().contains("cannot reach"),
         "{bad:#?}"
     );
     // Retries back off: 200 ms, 400 ms, 800 ms, then 1 s (the maximum) apart at least.
@@ -413,7 +428,7 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
     assert!(status["last_error"]
         .as_str()
         .unwrap()
-        .contains("no_such_table"));
+        .contains("cannot reach"));
     wait_for("three run_failed alerts", || {
         alerts
             .lock()
@@ -424,16 +439,81 @@ fn a_failing_sync_is_retried_with_backoff_and_alerts_while_others_run() {
             >= 3
     });
     let a = alerts.lock().unwrap()[0].clone();
-    assert!(
-        a["error"].as_str().unwrap().contains("no_such_table"),
-        "{a}"
-    );
+    assert!(a["error"].as_str().unwrap().contains("cannot reach"), "{a}");
     assert!(a["run_id"].as_u64().unwrap() > 0, "{a}");
     assert!(
         !alerts.lock().unwrap().iter().any(|a| a["sync"] == "good"),
         "no alert for the good sync"
     );
     assert_eq!(recv.stats().unique_events, 20);
+}
+
+/// A permanent failure (here a table that does not exist) is not retried: one failed run, one
+/// alert, state `failed` with the reason; a run asked for fails again without a second alert;
+/// a config reload that fixes it makes the sync run again on its schedule.
+#[test]
+fn a_permanent_failure_is_not_retried_until_the_config_is_reloaded() {
+    let fx = Fixture::new();
+    events_table(&fx, "ev", 0, 20);
+    let (hook, alerts) = webhook(&fx);
+    let extra = format!("[alerts]\nwebhook_url = \"{hook}\"");
+    let (recv, svc) = serve(
+        &fx,
+        None,
+        &extra,
+        &[("bad", "no_such_table", "1s"), ("good", "ev", "1s")],
+    );
+    svc.wait_runs("good", "4 successful runs", |r| succeeded(r).len() >= 4);
+    let bad = svc.runs("bad");
+    assert_eq!(bad.len(), 1, "one failed run, not retried: {bad:#?}");
+    assert_eq!(bad[0]["status"], "FAILED");
+    let status = svc.sync("bad");
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(status["next_run_at"].is_null(), "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_table"),
+        "{status}"
+    );
+    let bad_alerts = || {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a["alert"] == "run_failed" && a["sync"] == "bad")
+            .count()
+    };
+    wait_for("one run_failed alert", || bad_alerts() >= 1);
+
+    // A run asked for runs (and fails again, without another alert).
+    let (code, _) = svc.post("/syncs/bad/run");
+    assert_eq!(code, 202);
+    svc.wait_runs("bad", "a second failed run", |r| r.len() >= 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(svc.runs("bad").len(), 2, "still not retried");
+    assert_eq!(bad_alerts(), 1, "alerted once");
+    assert_eq!(svc.sync("bad")["state"], "failed");
+
+    // The config fixed and reloaded: it runs again, on its schedule.
+    fx.write_config(
+        "wharf.toml",
+        &config(
+            &recv.base_url(),
+            svc.port,
+            &extra,
+            &[("bad", "ev", "1s"), ("good", "ev", "1s")],
+        ),
+    );
+    svc.signal("HUP");
+    let runs = svc.wait_runs("bad", "a successful run after the reload", |r| {
+        !succeeded(r).is_empty()
+    });
+    assert_eq!(runs[0]["status"], "SUCCEEDED", "{runs:#?}");
+    wait_for("the state leaves `failed`", || {
+        svc.sync("bad")["state"] != "failed"
+    });
 }
 
 /// A continuous sync with nothing new records no run: its status says since when it is idle.

@@ -88,6 +88,7 @@ pub struct RunControl {
     max_inflight: AtomicI64,
     failure: Mutex<Option<String>>,
     cancelled: AtomicBool,
+    permanent: AtomicBool,
 }
 
 impl RunControl {
@@ -99,6 +100,7 @@ impl RunControl {
             max_inflight: AtomicI64::new(max_inflight_rows.max(1) as i64),
             failure: Mutex::new(None),
             cancelled: AtomicBool::new(false),
+            permanent: AtomicBool::new(false),
         })
     }
 
@@ -118,6 +120,18 @@ impl RunControl {
         if let Ok(mut f) = self.failure.lock() {
             f.get_or_insert(reason.into());
         }
+    }
+
+    /// Records a failure that retrying cannot fix (bad credentials, a refused request): the
+    /// run fails, and whoever schedules runs should not retry it as it is.
+    pub fn fail_permanently(&self, reason: impl Into<String>) {
+        self.permanent.store(true, Ordering::Relaxed);
+        self.fail(reason);
+    }
+
+    /// Whether a failure of the run was marked permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent.load(Ordering::Relaxed)
     }
 
     /// The run's failure, if any.

@@ -135,7 +135,9 @@ pub async fn deliver(
                     tokio::time::sleep(wait).await;
                 }
                 Err(DestinationError::Permanent { message }) => {
-                    return Err(format!("{}: {message}", dest.describe()));
+                    let reason = format!("{}: {message}", dest.describe());
+                    control.fail_permanently(reason.clone());
+                    return Err(reason);
                 }
             }
         }

@@ -16,6 +16,10 @@
 //! every route but `/` and `/healthz` needs `Authorization: Bearer <token>` (the page sends the
 //! token given in its address as `#token=…`); binding to a non-loopback address without a
 //! token is refused.
+//!
+//! The API has a thread and a runtime of its own (`wharf-api`), so its answers never wait
+//! behind the destinations' work on the shared runtime; the runs' threads have a lower
+//! priority (`service::lower_priority`), so on a busy machine the API is scheduled first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +31,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use super::{ApiRefusal, ServiceError, Shared};
 use crate::config::{Secret, ServiceConfig};
@@ -38,9 +41,12 @@ const PAGE: &str = include_str!("page.html");
 /// A running API server.
 pub struct ApiServer {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// After the stop signal, how long open requests may take before the server stops anyway.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 struct ApiState {
@@ -67,29 +73,28 @@ impl ApiServer {
                 "a non-loopback address needs `service.token` (the API can trigger and pause syncs); set a token or listen on 127.0.0.1".into(),
             ));
         }
-        let runtime = shared.runtime.clone();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|e| err(e.to_string()))?;
         let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err(format!("cannot start the API's runtime: {e}")))?;
         let state = ApiState {
             shared,
             token: config.token.clone(),
         };
         let app = router(state);
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the API server stopped with an error");
-            }
-        });
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("wharf-api".into())
+            .spawn(move || serve(runtime, listener, app, stopped))
+            .map_err(|e| err(format!("cannot start the API's thread: {e}")))?;
         Ok(ApiServer {
             addr,
-            stop: Some(tx),
-            task: Some(task),
+            stop,
+            thread: Some(thread),
         })
     }
 
@@ -99,16 +104,48 @@ impl ApiServer {
     }
 
     /// Stops the server (waiting up to 2 s for open requests).
-    pub(super) fn stop(mut self, runtime: &tokio::runtime::Runtime) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(std::time::Duration::from_secs(2), task).await
-            });
+    pub(super) fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
+}
+
+/// Serves `app` on `listener` until `stopped` turns true (then open requests get
+/// [`STOP_GRACE`]), on the API's own current-thread runtime.
+fn serve(
+    runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    app: Router,
+    stopped: watch::Receiver<bool>,
+) {
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "the API server could not start");
+                return;
+            }
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(signal(stopped.clone()));
+        let deadline = async {
+            signal(stopped).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        tokio::select! {
+            result = server => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "the API server stopped with an error");
+                }
+            }
+            _ = deadline => {}
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
 }
 
 fn router(state: ApiState) -> Router {

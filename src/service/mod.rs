@@ -78,6 +78,9 @@ struct SlotState {
     done: Option<String>,
     /// Since when the polls of a continuous sync found nothing new (they record no run).
     idle_since: Option<DateTime<Utc>>,
+    /// A permanent failure (bad credentials, a missing table, a refused request): the sync
+    /// is not retried or scheduled until its config is reloaded or a run is asked for.
+    failed: Option<String>,
 }
 
 /// One sync's scheduler state, its running run and its wake-up signal.
@@ -181,6 +184,7 @@ fn slot_state(
         removed: false,
         done,
         idle_since: None,
+        failed: None,
     };
     // The last successful run: a sync whose last run failed or was cancelled runs again.
     let last_started = store
@@ -304,7 +308,7 @@ impl Service {
                 let _ = h.join();
             }
         }
-        self.api.stop(&self.shared.runtime);
+        self.api.stop();
         tracing::info!("wharf stopped");
     }
 }
@@ -323,7 +327,10 @@ fn add_slot(shared: &Arc<Shared>, name: &str, now: DateTime<Utc>) -> Result<(), 
     let thread_shared = shared.clone();
     let handle = std::thread::Builder::new()
         .name(format!("sync-{name}"))
-        .spawn(move || sync_loop(thread_shared, slot))
+        .spawn(move || {
+            lower_priority();
+            sync_loop(thread_shared, slot)
+        })
         .map_err(|e| ServiceError::Listen {
             addr: String::new(),
             message: format!("cannot start a thread: {e}"),
@@ -332,6 +339,18 @@ fn add_slot(shared: &Arc<Shared>, name: &str, now: DateTime<Utc>) -> Result<(), 
         t.push(handle);
     }
     Ok(())
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10; threads it starts, such as a
+/// run's timely workers and readers, inherit it), so that on a busy machine the API and the
+/// destinations' I/O are scheduled before the runs' CPU work. Best effort: a failure only
+/// leaves the priority as it was.
+fn lower_priority() {
+    // SAFETY: plain system calls on this thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
 }
 
 impl Shared {
@@ -404,6 +423,10 @@ impl Shared {
             } else {
                 let fresh =
                     slot_state(&new, &slot.name, &self.store, now).map_err(|e| e.to_string())?;
+                // A new config may fix a permanent failure: the sync runs again on schedule.
+                if st.failed.take().is_some() {
+                    st.next_run = fresh.next_run;
+                }
                 if fresh.schedule != st.schedule || fresh.jitter != st.jitter {
                     st.schedule = fresh.schedule;
                     st.jitter = fresh.jitter;
@@ -559,6 +582,7 @@ fn sync_loop(shared: Arc<Shared>, slot: Arc<Slot>) {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown".into());
             Err(SyncError::RunFailed {
+                permanent: false,
                 sync: slot.name.clone(),
                 run_id: 0,
                 reason: format!("the run panicked: {what}"),
@@ -608,12 +632,14 @@ fn after_run(
             st.failures = 0;
             st.retry_at = None;
             st.last_error = None;
+            st.failed = None;
         }
         Err(SyncError::AlreadyLoaded { run_id, at, .. }) => {
             st.done = Some(format!("loaded by run {run_id} at {at}"));
             st.failures = 0;
             st.retry_at = None;
             st.last_error = None;
+            st.failed = None;
         }
         Ok(Some(report)) => {
             shared.metrics.record(&report.run, elapsed, counters);
@@ -631,11 +657,13 @@ fn after_run(
             st.failures = 0;
             st.retry_at = None;
             st.last_error = None;
+            st.failed = None;
         }
         Ok(None) => {
             st.failures = 0;
             st.retry_at = None;
             st.last_error = None;
+            st.failed = None;
             // Idle polls record no run: the status says since when.
             st.idle_since.get_or_insert(now);
         }
@@ -666,16 +694,33 @@ fn after_run(
             };
             record_history(shared, name, run_id, elapsed, counters);
             st.failures += 1;
-            let wait = retry_wait(config, st.failures);
-            st.retry_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
             st.last_error = Some(e.to_string());
-            tracing::error!(sync = %name, error = %e, failures = st.failures, retry_in = ?wait, "run failed");
-            shared
-                .alerts
-                .send(Alert::run_failed(name, run_id, &e.to_string(), st.failures));
+            if e.is_permanent() {
+                // Retrying cannot help: no retries, no scheduled runs, one alert, until the
+                // config is reloaded or a run is asked for.
+                st.retry_at = None;
+                let first = st.failed.is_none();
+                st.failed = Some(e.to_string());
+                tracing::error!(sync = %name, error = %e, "run failed for a reason retrying cannot fix: not retried until the config is reloaded (SIGHUP) or a run is asked for");
+                if first {
+                    shared.alerts.send(Alert::run_failed(
+                        name,
+                        run_id,
+                        &e.to_string(),
+                        st.failures,
+                    ));
+                }
+            } else {
+                let wait = retry_wait(config, st.failures);
+                st.retry_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                tracing::error!(sync = %name, error = %e, failures = st.failures, retry_in = ?wait, "run failed");
+                shared
+                    .alerts
+                    .send(Alert::run_failed(name, run_id, &e.to_string(), st.failures));
+            }
         }
     }
-    st.next_run = if st.done.is_some() {
+    st.next_run = if st.done.is_some() || st.failed.is_some() {
         None
     } else if backlog {
         Some(now)
@@ -728,7 +773,9 @@ pub struct SyncStatus {
     pub table_type: String,
     /// Its schedule as written.
     pub schedule: String,
-    /// `running`, `done` (a one-time sync that loaded its table), `paused`, `retrying`,
+    /// `running`, `done` (a one-time sync that loaded its table), `failed` (a permanent
+    /// failure, e.g. bad credentials or a missing table: not retried until the config is
+    /// reloaded or a run is asked for; `last_error` says why), `paused`, `retrying`,
     /// `scheduled` or `idle` (manual, nothing due).
     pub state: String,
     /// A one-time sync's load: which run, when.
@@ -814,6 +861,8 @@ impl Shared {
             "running"
         } else if st.done.is_some() {
             "done"
+        } else if st.failed.is_some() {
+            "failed"
         } else if st.paused.is_some() {
             "paused"
         } else if st.retry_at.is_some() {

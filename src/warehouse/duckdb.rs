@@ -84,9 +84,20 @@ impl DuckDbWarehouse {
                     .max_memory(limit)?,
             )
         };
-        open().map_err(|e| WarehouseError::Open {
-            what: self.what(),
-            message: e.to_string(),
+        open().map_err(|e| {
+            let message = e.to_string();
+            // Another process holding the file's write lock lets go eventually: worth a retry.
+            if message.contains("lock") {
+                WarehouseError::Unavailable {
+                    what: self.what(),
+                    message,
+                }
+            } else {
+                WarehouseError::Open {
+                    what: self.what(),
+                    message,
+                }
+            }
         })
     }
 
