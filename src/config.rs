@@ -232,6 +232,7 @@ pub enum WarehouseConfig {
 }
 
 /// `type = "duckdb"`.
+#[cfg(feature = "duckdb")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DuckdbFields {
@@ -252,6 +253,14 @@ impl<'de> Deserialize<'de> for WarehouseConfig {
         ];
         let (kind, rest) = tagged::<D>(d, TYPES)?;
         Ok(match kind.as_str() {
+            #[cfg(not(feature = "duckdb"))]
+            "duckdb" => {
+                let _ = rest;
+                return Err(serde::de::Error::custom(
+                    "this build of wharf has no DuckDB support; build with the `duckdb` feature",
+                ));
+            }
+            #[cfg(feature = "duckdb")]
             "duckdb" => {
                 let f: DuckdbFields = tagged_fields::<D, _>(rest)?;
                 WarehouseConfig::Duckdb {
@@ -1469,6 +1478,17 @@ destinations = ["f"]
 event_name = "E"
 time_column = "ts"
 "#;
+
+    /// Without the `duckdb` feature (the fuzz targets' build), a DuckDB warehouse is a config
+    /// error that says what is missing.
+    #[cfg(not(feature = "duckdb"))]
+    #[test]
+    fn duckdb_warehouses_need_the_duckdb_feature() {
+        let e = Config::parse(OK, "wharf.toml").unwrap_err();
+        assert_eq!(e.key, "warehouses.w");
+        assert!(e.message.contains("no DuckDB support"), "{}", e.message);
+        assert!(e.message.contains("`duckdb` feature"), "{}", e.message);
+    }
 
     #[test]
     fn parses_a_good_file() {

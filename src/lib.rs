@@ -5,8 +5,12 @@
 //! `wharf-pipelines`, operators in `wharf-operators`.
 
 pub mod config;
+#[cfg(feature = "duckdb")]
 pub mod demo;
 pub mod destination;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod progress;
 pub mod rejects;
 pub mod schedule;

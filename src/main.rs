@@ -2,11 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "duckdb")]
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use wharf::config::{Config, DestinationConfig};
+#[cfg(feature = "duckdb")]
 use wharf::demo;
 use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::receiver::{
@@ -85,6 +87,10 @@ enum Command {
         /// `exactly_once`) committed and before the state store commits, as a crash would.
         #[arg(long, hide = true, env = "WHARF_CRASH_AFTER_DESTINATION_COMMIT", value_parser = clap::builder::BoolishValueParser::new())]
         crash_after_destination_commit: bool,
+        /// Testing hook: exit after a PostgreSQL slot was confirmed and before the state
+        /// store commits, as a crash would.
+        #[arg(long, hide = true, env = "WHARF_CRASH_AFTER_SLOT_CONFIRM", value_parser = clap::builder::BoolishValueParser::new())]
+        crash_after_slot_confirm: bool,
         /// Most changes one change-stream run takes (default 100,000); `wharf sync` runs
         /// again until it has drained the stream up to where it stood at its start.
         #[arg(long, hide = true, env = "WHARF_MAX_CHANGES_PER_RUN")]
@@ -230,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             summary_json,
             crash_before_commit,
             crash_after_destination_commit,
+            crash_after_slot_confirm,
             max_changes_per_run,
             continuous,
             interval,
@@ -241,6 +248,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: !summary_json && !continuous,
                 crash_before_commit,
                 crash_after_destination_commit,
+                crash_after_slot_confirm,
                 skip_idle: continuous,
                 max_changes: max_changes_per_run
                     .unwrap_or(wharf::sync::MAX_CHANGES_PER_POLL)
@@ -353,6 +361,22 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// What `init` and `quickstart` say in a build without the `duckdb` feature.
+#[cfg(not(feature = "duckdb"))]
+const NO_DUCKDB: &str =
+    "this build of wharf has no DuckDB support (the demo warehouse is a DuckDB file); build with the `duckdb` feature";
+
+#[cfg(not(feature = "duckdb"))]
+fn init(_dir: &Path, _events: u64, _api_host: &str) -> Result<()> {
+    bail!(NO_DUCKDB)
+}
+
+#[cfg(not(feature = "duckdb"))]
+fn quickstart(_dir: &Path, _events: u64, _workers: usize) -> Result<()> {
+    bail!(NO_DUCKDB)
+}
+
+#[cfg(feature = "duckdb")]
 fn init(dir: &Path, events: u64, api_host: &str) -> Result<()> {
     let config_path = dir.join("wharf.toml");
     if config_path.exists() {
@@ -822,6 +846,7 @@ fn print_report(r: &SyncReport) {
     }
 }
 
+#[cfg(feature = "duckdb")]
 fn quickstart(dir: &Path, events: u64, workers: usize) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Start from a clean demo: only the quickstart's own files are replaced.

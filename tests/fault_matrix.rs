@@ -378,3 +378,109 @@ fn table_changes_between_runs_are_clear_errors_or_documented() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(receiver.stats().unique_events, 12);
 }
+
+/// The warehouse going away mid-read, for a warehouse read over HTTP: the Snowflake emulator
+/// (fakesnow) is killed while the run reads its table. The run fails with an error naming the
+/// warehouse, nothing is committed; once the emulator is back (on the same address, the table
+/// loaded again) the next run delivers every row once.
+#[test]
+fn an_emulator_killed_mid_read_fails_the_run_uncommitted_and_the_next_run_is_exact() {
+    use common::emulators::FakeSnow;
+    use std::io::BufRead;
+
+    const ROWS: u64 = 300_000;
+    let load = |sf: &FakeSnow| {
+        sf.sql(&[&format!(
+            "CREATE TABLE ev AS SELECT x AS id, 'E' AS name, '2024-01-01'::TIMESTAMP_NTZ + to_seconds(x) AS ts, \
+             'u' || (x % 97)::VARCHAR AS uid FROM range({ROWS}) t(x)"
+        )])
+    };
+    let f = Fixture::new();
+    let sf = FakeSnow::start();
+    let sf_port = sf.port;
+    load(&sf);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config(
+        "wharf.toml",
+        &format!(
+            r#"state_dir = ".state"
+[warehouses.sf]
+type = "snowflake"
+account = "wharf-test"
+user = "loader"
+password = "pw"
+database = "DB"
+url = "{}"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "test-secret" }}
+[[syncs]]
+name = "s"
+warehouse = "sf"
+table = "ev"
+table_type = "events"
+mode = "append"
+destinations = ["mp"]
+[syncs.mapping]
+event_name_column = "NAME"
+time_column = "TS"
+user_id_column = "UID"
+key_columns = ["ID"]
+"#,
+            sf.url(),
+            receiver.base_url()
+        ),
+    );
+    // The run logs "run started" after counting the rows and before reading them: the
+    // emulator is killed then, while it answers the read.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "s"])
+        .current_dir(f.dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("run started") {
+            break;
+        }
+    }
+    assert!(log.contains("run started"), "{log}");
+    drop(sf);
+    for line in lines {
+        log.push_str(&line.expect("log line"));
+        log.push('\n');
+    }
+    let status_code = child.wait().expect("wait");
+    assert!(
+        !status_code.success(),
+        "the run survived its warehouse: {log}"
+    );
+    assert!(
+        log.contains("Snowflake warehouse `sf`"),
+        "the error names the warehouse: {log}"
+    );
+    let shown = status(&f);
+    assert!(
+        shown.contains("FAILED") && !shown.contains("SUCCEEDED"),
+        "{shown}"
+    );
+
+    // Back on the same address, the table loaded again: the next run is exact.
+    let sf = FakeSnow::start_on(sf_port);
+    load(&sf);
+    let out = f.wharf(&["sync", "s"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(receiver.stats().unique_events, ROWS, "every row once");
+}

@@ -369,7 +369,10 @@ impl ProfileChanges {
                     }
                     write_json_str(out, k);
                     out.push(b':');
-                    out.extend_from_slice(v.get().as_bytes());
+                    // A value spanning lines (pretty-printed JSON) would break the record's
+                    // line (NDJSON for files and Kafka): a raw line break in JSON text can
+                    // only be whitespace, so leaving the breaks out keeps the same JSON.
+                    out.extend(v.get().bytes().filter(|&b| b != b'\n' && b != b'\r'));
                     first = false;
                 }
             }
@@ -543,5 +546,59 @@ impl ChangeMapper for LookupRows {
             out.records.push(&line);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    use super::*;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/mapping.rs): a pretty-printed value in the JSON
+    /// properties column was copied with its line breaks, splitting the profile's record (an
+    /// NDJSON line for files and Kafka) in two.
+    #[test]
+    fn profile_records_stay_on_one_line() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("props", DataType::Utf8, true),
+        ]);
+        let id: ArrayRef = Arc::new(StringArray::from(vec!["u1"]));
+        let props: ArrayRef = Arc::new(StringArray::from(vec![
+            "{\n  \"a\": [\r\n    1,\n    \"x\\ny\"\n  ],\n  \"b\": {\"c\":\n true}\n}",
+        ]));
+        let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![id, props]).unwrap();
+        let set = ChangeSet::Rows {
+            batch,
+            changes: vec![RowChange {
+                op: ChangeOp::Insert,
+                identity_changed: false,
+            }],
+            keys: vec!["\"u1\"".into()],
+            rejects: vec![],
+        };
+        let mapping = ProfileMapping {
+            target: ProfileTarget::User,
+            token: "t".into(),
+            id_column: "id".into(),
+            properties_column: Some("props".into()),
+            exclude_columns: vec![],
+        };
+        for envelope in [None, Some(Envelope::new("s", "t", "user_profiles", 1))] {
+            let out = ProfileChanges::new(&mapping, &schema, envelope)
+                .unwrap()
+                .map_changes(&set, 0);
+            assert_eq!(out.records.len(), 1);
+            let record = out.records.record(0);
+            assert!(!record.contains(&b'\n') && !record.contains(&b'\r'));
+            let v: serde_json::Value = serde_json::from_slice(record).unwrap();
+            let set = v.get("$set").or_else(|| v.get("after")).unwrap();
+            assert_eq!(set["a"], serde_json::json!([1, "x\ny"]));
+            assert_eq!(set["b"], serde_json::json!({"c": true}));
+        }
     }
 }

@@ -137,7 +137,10 @@ fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
     let mut buf = itoa::Buffer::new();
     if scale <= 0 {
         out.extend_from_slice(buf.format(v).as_bytes());
-        out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
+        // Zero stays `0`: `000` is not a JSON number.
+        if v != 0 {
+            out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
+        }
         return;
     }
     let magnitude = v.unsigned_abs();
@@ -705,6 +708,25 @@ mod tests {
             "-12.30 0.005 700 -1.70141183460469231731687303715884105728 \
              -118059162071741130.3424"
         );
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/mapping.rs): zero in a negative-scale decimal
+    /// column was written `000`, which is not JSON.
+    #[test]
+    fn zero_with_a_negative_scale_is_json() {
+        for (v, scale, want) in [(0, -3, "0"), (0, 0, "0"), (0, 2, "0.00"), (-4, -3, "-4000")] {
+            let mut out = Vec::new();
+            write_decimal(&mut out, v, scale);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+            let a: ArrayRef = std::sync::Arc::new(
+                Decimal128Array::from(vec![v])
+                    .with_precision_and_scale(10, scale)
+                    .unwrap(),
+            );
+            let mut out = Vec::new();
+            assert!(ColumnEncoder::new(&a).write(0, &mut out));
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+        }
     }
 
     /// The compiled nested encoder writes exactly what the generic path writes, for lists,

@@ -376,7 +376,7 @@ impl EventMapper {
                 match self.mapping.time_unit {
                     EpochUnit::Seconds => v.saturating_mul(1000),
                     EpochUnit::Milliseconds => v,
-                    EpochUnit::Auto if v.abs() >= 100_000_000_000 => v,
+                    EpochUnit::Auto if v.unsigned_abs() >= 100_000_000_000 => v,
                     EpochUnit::Auto => v.saturating_mul(1000),
                 }
             }
@@ -734,4 +734,52 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> String {
     }
     out.push(b'}');
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/mapping.rs): `i64::MIN` in an integer time column
+    /// read with the automatic unit overflowed `abs` (a panic in debug builds).
+    #[test]
+    fn the_smallest_integer_time_is_rejected_not_a_panic() {
+        let col: ArrayRef = Arc::new(Int64Array::from(vec![i64::MIN, i64::MAX, -100_000_000_000]));
+        let schema = Schema::new(vec![Field::new("t", DataType::Int64, true)]);
+        let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![col]).unwrap();
+        let mapper = EventMapper::new(
+            EventMapping {
+                sync_id: "s".into(),
+                warehouse_type: "w".into(),
+                event_name: EventName::Static("e".into()),
+                time_column: "t".into(),
+                time_unit: EpochUnit::Auto,
+                user_id_column: None,
+                device_id_column: None,
+                properties_column: None,
+                key_columns: vec![],
+                exclude_columns: vec![],
+            },
+            &schema,
+        )
+        .unwrap();
+        let out = mapper.map_batch(&batch, 1_800_000_000_000);
+        assert_eq!(out.records.len(), 0);
+        assert_eq!(out.rejects.len(), 3);
+        assert!(
+            out.rejects[0].reason.contains("before 1971"),
+            "{}",
+            out.rejects[0].reason
+        );
+        assert!(
+            out.rejects[1].reason.contains("future"),
+            "{}",
+            out.rejects[1].reason
+        );
+    }
 }

@@ -4,12 +4,29 @@
 //!
 //! It is conservative: what serde_json might judge differently — a surrogate `\u` escape
 //! (serde_json checks their pairing), a number that may not fit an `f64`, nesting deeper than
-//! [`MAX_DEPTH`] — gives up (`None`) like invalid JSON does, so callers fall back to serde_json,
-//! which decides. Text a scanner accepts is therefore always text serde_json reads as the same
-//! JSON. The input is a `&str`, so UTF-8 is already valid.
+//! [`MAX_DEPTH`], a member named [`RAW_VALUE_TOKEN`] — gives up (`None`) like invalid JSON
+//! does, so callers fall back to serde_json, which decides. Text a scanner accepts is therefore
+//! always text serde_json reads as the same JSON. The input is a `&str`, so UTF-8 is already
+//! valid.
 
 /// Nesting deeper than this gives up (serde_json refuses more than 128).
 pub const MAX_DEPTH: usize = 100;
+
+/// The object member name serde_json reserves with its `raw_value` feature (on in this
+/// workspace): an object whose first member has it does not read as a `Value` (serde_json
+/// takes it for a raw value's marker), so an object naming it, plainly or with escapes, gives
+/// up (wherever it stands: simpler, and giving up is always allowed).
+pub const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Whether `raw`, a member name as written (with its quotes; `escaped`: it holds escapes), is
+/// [`RAW_VALUE_TOKEN`].
+pub fn is_raw_value_token(raw: &str, escaped: bool) -> bool {
+    if escaped {
+        serde_json::from_str::<String>(raw).is_ok_and(|name| name == RAW_VALUE_TOKEN)
+    } else {
+        raw.len() == RAW_VALUE_TOKEN.len() + 2 && &raw[1..raw.len() - 1] == RAW_VALUE_TOKEN
+    }
+}
 
 /// A cursor over JSON text.
 pub struct Scanner<'a> {
@@ -89,7 +106,11 @@ impl<'a> Scanner<'a> {
                 }
                 loop {
                     self.ws();
-                    self.string()?;
+                    let start = self.at;
+                    let escaped = self.string()?;
+                    if is_raw_value_token(self.since(start), escaped) {
+                        return None;
+                    }
                     self.ws();
                     self.expect(b':')?;
                     self.ws();
@@ -147,7 +168,9 @@ impl<'a> Scanner<'a> {
             b'1'..=b'9' => self.digits(),
             _ => return None,
         }
-        if self.at - start > 300 {
+        // The integer part's length, sign included: at most 300 bytes (below 1e300).
+        let int_len = self.at - start;
+        if int_len > 300 {
             return None;
         }
         let mut plain = !negative;
@@ -167,8 +190,11 @@ impl<'a> Scanner<'a> {
             }
             let from = self.at;
             self.digits();
-            // No digits, or an exponent that might overflow: not ours to judge.
-            if self.at == from || self.at - from > 2 {
+            // No digits, or an exponent that might overflow: not ours to judge. A two-digit
+            // exponent overflows an `f64` too after a long integer part (`1…(250 digits)e60`
+            // is past 1e308, which serde_json refuses): at most 200 bytes of it keep the value
+            // below 1e299.
+            if self.at == from || self.at - from > 2 || int_len > 200 {
                 return None;
             }
         }
@@ -274,6 +300,9 @@ pub fn object_members<'a>(
             let start = s.at;
             let escaped = s.string()?;
             let name = s.since(start);
+            if is_raw_value_token(name, escaped) {
+                return None;
+            }
             s.ws();
             s.expect(b':')?;
             s.ws();
@@ -379,6 +408,52 @@ mod tests {
         assert_eq!(scanned(BASE), serde_members(BASE));
         assert_eq!(object_members("{}", |_, _, _| {}), Some(false));
         assert_eq!(object_members("{\"a\":\n1}", |_, _, _| {}), Some(true));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/json_scanner.rs): serde_json (with `raw_value`)
+    /// refuses an object whose first member is named like its raw value marker, which the
+    /// scanner accepted.
+    #[test]
+    fn gives_up_on_serde_jsons_raw_value_marker() {
+        for text in [
+            r#"{"$serde_json::private::RawValue":1}"#,
+            r#"{"a":[{"$serde_json::private::RawValue":"x"}]}"#,
+            r#"{"a":{"\u0024serde_json::private::RawValue":1}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(text).is_err(),
+                "{text}"
+            );
+            assert_eq!(object_members(text, |_, _, _| {}), None, "{text}");
+        }
+        let near =
+            r#"{"$serde_json::private::RawValu":1,"x":{"$serde_json::private::RawValue2":2}}"#;
+        assert_eq!(scanned(near), serde_members(near));
+        assert!(scanned(near).is_some());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/json_scanner.rs): a long integer part with a
+    /// two-digit exponent is past `f64`'s range, which serde_json refuses.
+    #[test]
+    fn gives_up_on_a_long_integer_part_with_an_exponent() {
+        let over = format!("{{\"n\":{}e60}}", "1".repeat(250));
+        assert!(serde_json::from_str::<serde_json::Value>(&over).is_err());
+        assert_eq!(object_members(&over, |_, _, _| {}), None);
+        let mut s = Scanner::new(&over[5..over.len() - 1]);
+        assert_eq!(s.number(), None);
+        // Still read here: the same digits without an exponent, or with up to 200 of them.
+        for ok in [
+            format!("{{\"n\":{}}}", "1".repeat(250)),
+            format!("{{\"n\":{}e99}}", "9".repeat(200)),
+            format!("{{\"n\":-{}.5E+99}}", "9".repeat(199)),
+        ] {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&ok).is_ok(),
+                "{ok}"
+            );
+            assert!(scanned(&ok).is_some(), "{ok}");
+            assert_eq!(scanned(&ok), serde_members(&ok), "{ok}");
+        }
     }
 
     #[test]

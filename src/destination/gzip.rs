@@ -413,6 +413,18 @@ fn isal() -> Option<&'static Isal> {
     .as_ref()
 }
 
+/// Fuzzing entry point (`wharf::fuzzing::gunzip`): [`gunzip`] of `data`, checked against
+/// zlib-rs alone: whatever ISA-L inflates, zlib-rs inflates to the same bytes.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    let out = gunzip(data, limit);
+    if let Some(isal) = isal().and_then(|lib| lib.inflate_member(data, limit)) {
+        let zlib = gunzip_zlib(data, limit).ok();
+        assert_eq!(zlib.as_ref(), Some(&isal), "ISA-L and zlib-rs disagree");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

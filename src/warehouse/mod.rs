@@ -4,6 +4,7 @@
 pub mod bigquery;
 pub mod changes;
 pub mod databricks;
+#[cfg(feature = "duckdb")]
 pub mod duckdb;
 mod http;
 pub mod jwt;
@@ -144,6 +145,7 @@ impl WarehouseError {
 #[derive(Debug, Clone)]
 pub enum Warehouse {
     /// DuckDB (embedded).
+    #[cfg(feature = "duckdb")]
     DuckDb(duckdb::DuckDbWarehouse),
     /// PostgreSQL or Redshift.
     Postgres(postgres::PostgresWarehouse),
@@ -160,10 +162,14 @@ impl Warehouse {
     pub fn from_config(config: &crate::config::Config, name: &str) -> Option<Warehouse> {
         use crate::config::{SslModeConfig, WarehouseConfig};
         Some(match config.warehouses.get(name)? {
+            #[cfg(feature = "duckdb")]
             WarehouseConfig::Duckdb { path, memory_limit } => Warehouse::DuckDb(
                 duckdb::DuckDbWarehouse::new(name, config.resolve(path))
                     .with_memory_limit(memory_limit.clone()),
             ),
+            // Refused when the config is parsed (`Config::parse`); never reached.
+            #[cfg(not(feature = "duckdb"))]
+            WarehouseConfig::Duckdb { .. } => return None,
             WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) => {
                 let redshift = matches!(config.warehouses[name], WarehouseConfig::Redshift(_));
                 let settings = postgres::PgSettings {
@@ -293,6 +299,7 @@ impl Warehouse {
     /// The warehouse by how it is read.
     pub(crate) fn kind(&self) -> Kind<'_> {
         match self {
+            #[cfg(feature = "duckdb")]
             Warehouse::DuckDb(w) => Kind::DuckDb(w),
             Warehouse::Postgres(w) => Kind::Postgres(w),
             Warehouse::Snowflake(w) => Kind::Sql(w),
@@ -304,6 +311,7 @@ impl Warehouse {
     /// Connects once (the health check).
     pub fn check(&self) -> Result<(), WarehouseError> {
         match self {
+            #[cfg(feature = "duckdb")]
             Warehouse::DuckDb(w) => w.check(),
             Warehouse::Postgres(w) => w.check(),
             Warehouse::Snowflake(w) => w.check(),
@@ -315,6 +323,7 @@ impl Warehouse {
     /// Columns, types, declared primary key and Arrow schema of `src`.
     pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         match self {
+            #[cfg(feature = "duckdb")]
             Warehouse::DuckDb(w) => w.describe(src),
             Warehouse::Postgres(w) => w.describe(src),
             Warehouse::Snowflake(w) => w.describe(src),
@@ -333,6 +342,7 @@ impl Warehouse {
         order: &str,
     ) -> SourceRef {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(_) => duckdb::DuckDbWarehouse::latest_per_key(src, key, order),
             Kind::Postgres(_) => {
                 let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
@@ -345,6 +355,7 @@ impl Warehouse {
     /// The number of rows of `src`.
     pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(w) => w.count(src),
             Kind::Postgres(w) => w.count(src),
             Kind::Sql(w) => w.count(src),
@@ -360,6 +371,7 @@ impl Warehouse {
         after: Option<Watermark>,
     ) -> Result<u64, WarehouseError> {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
             Kind::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
             Kind::Sql(w) => w.count_after(src, cursor, cursor_type, after),
@@ -376,6 +388,7 @@ impl Warehouse {
         mut each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
             Kind::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
             Kind::Sql(w) => w.read_after(src, cursor, cursor_type, after, &mut each),
@@ -389,6 +402,7 @@ impl Warehouse {
         mut each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(w) => w.read_snapshot(src, each),
             Kind::Postgres(w) => w.read_snapshot(src, each),
             Kind::Sql(w) => w.read_snapshot(src, &mut each),
@@ -402,6 +416,7 @@ impl Warehouse {
         limit: usize,
     ) -> Result<Vec<RecordBatch>, WarehouseError> {
         match self.kind() {
+            #[cfg(feature = "duckdb")]
             Kind::DuckDb(w) => w.preview(src, limit),
             Kind::Postgres(w) => w.preview(src, limit),
             Kind::Sql(w) => w.preview(src, limit),
@@ -465,6 +480,7 @@ impl Warehouse {
 
 /// A [`Warehouse`] by how it is read.
 pub(crate) enum Kind<'a> {
+    #[cfg(feature = "duckdb")]
     DuckDb(&'a duckdb::DuckDbWarehouse),
     Postgres(&'a postgres::PostgresWarehouse),
     /// The SQL-over-HTTP warehouses.
@@ -544,4 +560,32 @@ pub fn check_cursor(
         });
     }
     Ok(field.data_type().clone())
+}
+
+/// Runs one step of arrow-rs' IPC reader over bytes a warehouse sent, a panic turned into an
+/// error: the reader panics, rather than failing, on some damaged streams (e.g. a buffer whose
+/// offset lies past its message body: apache/arrow-rs#7124), which would take the sync's
+/// thread down. Only the reader runs inside; wharf's own decoding stays outside, where a
+/// panic is a bug to fix.
+pub(crate) fn ipc_read<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    #[cfg(feature = "fuzzing")]
+    IN_IPC_READ.with(|inside| inside.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    #[cfg(feature = "fuzzing")]
+    IN_IPC_READ.with(|inside| inside.set(false));
+    result.map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        format!("unreadable Arrow data: {message}")
+    })
+}
+
+#[cfg(feature = "fuzzing")]
+thread_local! {
+    /// Whether this thread is inside [`ipc_read`], whose panics are caught (the fuzz targets'
+    /// panic hook lets those unwind instead of aborting).
+    pub(crate) static IN_IPC_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

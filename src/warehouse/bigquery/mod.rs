@@ -934,3 +934,26 @@ impl super::sql::SqlApi for BigQueryWarehouse {
         )
     }
 }
+
+/// Fuzzing entry point (`wharf::fuzzing::bigquery_page`): a `jobs.query` /
+/// `getQueryResults` page as [`BigQueryWarehouse::stream`] reads it (an error answer too),
+/// its rows as columns of its schema, and Storage Read API batches (`storage` bytes: the
+/// session answer and `ReadRows` messages, see [`storage::fuzz_read`]) made to conform to it.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_page(body: &[u8], storage: &[&[u8]]) -> Result<Vec<RecordBatch>, String> {
+    let _ = serde_json::from_slice::<ErrorAnswer>(body);
+    let answer: QueryAnswer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let fields = answer.schema.map(|f| f.fields).unwrap_or_default();
+    let schema = arrow_schema(&fields);
+    let mut out = Vec::new();
+    if !answer.rows.is_empty() {
+        let cols = columns(&fields, &schema, &answer.rows)?;
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+    }
+    if let Some((session, messages)) = storage.split_first() {
+        for batch in storage::fuzz_read(session, messages).map_err(|e| e.to_string())? {
+            out.push(conform(&batch, &schema)?);
+        }
+    }
+    Ok(out)
+}

@@ -386,12 +386,23 @@ async fn create_session(
     .next()
     .await?
     .ok_or_else(|| StorageError::transport("CreateReadSession answered nothing"))?;
+    parse_session(&answer)
+}
+
+/// The next batch of `buf` by `decoder` ([`crate::warehouse::ipc_read`]: a damaged message is
+/// an error, not a panic).
+fn decode(decoder: &mut StreamDecoder, buf: &mut Buffer) -> Result<Option<RecordBatch>, String> {
+    crate::warehouse::ipc_read(|| decoder.decode(buf))?.map_err(|e| e.to_string())
+}
+
+/// The streams and the Arrow schema of a `ReadSession` message.
+fn parse_session(answer: &[u8]) -> Result<Session, StorageError> {
     let bad = |e: String| StorageError::unreadable(format!("ReadSession: {e}"));
     let mut out = Session {
         streams: Vec::new(),
         schema: Vec::new(),
     };
-    for (field, value) in pb::fields(&answer).map_err(bad)? {
+    for (field, value) in pb::fields(answer).map_err(bad)? {
         match (field, value) {
             // arrow_schema (5) { serialized_schema (1) }
             (5, pb::Value::Bytes(b)) => {
@@ -431,9 +442,11 @@ async fn read_stream(
         pb::int_field(&mut msg, 2, offset);
         // Every call starts with the session's schema message.
         let mut decoder = StreamDecoder::new();
-        decoder
-            .decode(&mut Buffer::from(without_eos(schema).to_vec()))
-            .map_err(|e| bad(format!("the session's Arrow schema: {e}")))?;
+        decode(
+            &mut decoder,
+            &mut Buffer::from(without_eos(schema).to_vec()),
+        )
+        .map_err(|e| bad(format!("the session's Arrow schema: {e}")))?;
         let result: Result<(), StorageError> = async {
             let mut messages = call(
                 client,
@@ -453,7 +466,7 @@ async fn read_stream(
                 };
                 let mut buf = Buffer::from(without_eos(bytes).to_vec());
                 while !buf.is_empty() {
-                    let Some(b) = decoder.decode(&mut buf).map_err(|e| bad(e.to_string()))? else {
+                    let Some(b) = decode(&mut decoder, &mut buf).map_err(bad)? else {
                         break;
                     };
                     offset += b.num_rows() as i64;
@@ -538,6 +551,41 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(it: impl Iterator
         }
     })
     .await
+}
+
+/// Fuzzing entry point (`wharf::fuzzing::bigquery_page`): a `CreateReadSession` answer
+/// ([`parse_session`]), then `ReadRows` messages decoded as [`read_stream`] decodes them
+/// (one decoder, started with the session's schema message).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_read(
+    session: &[u8],
+    messages: &[&[u8]],
+) -> Result<Vec<RecordBatch>, StorageError> {
+    let bad = |e: String| StorageError::unreadable(format!("ReadRows: {e}"));
+    let session = parse_session(session)?;
+    let mut decoder = StreamDecoder::new();
+    decode(
+        &mut decoder,
+        &mut Buffer::from(without_eos(&session.schema).to_vec()),
+    )
+    .map_err(|e| bad(format!("the session's Arrow schema: {e}")))?;
+    let mut out = Vec::new();
+    for m in messages {
+        let Some(rb) = pb::get_bytes(m, 4).map_err(bad)? else {
+            continue;
+        };
+        let Some(bytes) = pb::get_bytes(rb, 1).map_err(bad)? else {
+            continue;
+        };
+        let mut buf = Buffer::from(without_eos(bytes).to_vec());
+        while !buf.is_empty() {
+            let Some(b) = decode(&mut decoder, &mut buf).map_err(bad)? else {
+                break;
+            };
+            out.push(b);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

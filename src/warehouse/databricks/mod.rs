@@ -455,13 +455,15 @@ fn decode(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> 
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let reader = wharf_operators::arrow::ipc::reader::StreamReader::try_new(
-        std::io::Cursor::new(bytes),
-        None,
-    )
+    let mut reader = super::ipc_read(|| {
+        wharf_operators::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(bytes),
+            None,
+        )
+    })?
     .map_err(|e| format!("not an Arrow stream: {e}"))?;
     let mut out = Vec::new();
-    for batch in reader {
+    while let Some(batch) = super::ipc_read(|| reader.next())? {
         let batch = batch.map_err(|e| format!("bad Arrow batch: {e}"))?;
         if batch.num_columns() != schema.fields().len() {
             return Err(format!(
@@ -481,5 +483,25 @@ fn decode(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> 
             .collect::<Result<Vec<_>, _>>()?;
         out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
     }
+    Ok(out)
+}
+
+/// Fuzzing entry point (`wharf::fuzzing::databricks_statement`): a statement answer's body
+/// as [`DatabricksWarehouse::parse`] reads it, its inline `data_array` rows as columns of the
+/// manifest's types ([`values::from_json_rows`]), and `chunk` (an `ARROW_STREAM` result
+/// chunk) by [`decode`].
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_statement(body: &[u8], chunk: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let _ = serde_json::from_slice::<ApiError>(body);
+    let st: Statement = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let columns = st.manifest.map(|m| m.schema.columns).unwrap_or_default();
+    let schema = values::schema(&columns);
+    let mut out = Vec::new();
+    let rows = st.result.and_then(|r| r.data_array).unwrap_or_default();
+    if !columns.is_empty() {
+        let cols = values::from_json_rows(&schema, &rows)?;
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+    }
+    out.extend(decode(chunk, &schema)?);
     Ok(out)
 }

@@ -131,6 +131,10 @@ fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
+    // One sign: `--5` and `+-5` are not numbers (and `--` before i128::MIN overflowed).
+    if s.starts_with(['+', '-']) {
+        return None;
+    }
     if s.contains(['e', 'E']) {
         // Exponent notation: through f64 (rare; only emulators print it).
         let f: f64 = s.parse().ok()?;
@@ -320,6 +324,25 @@ mod tests {
             DataType::Timestamp(TimeUnit::Microsecond, None)
         );
         assert_eq!(col("ARRAY", "array<int>").arrow_type(), DataType::Utf8);
+    }
+
+    /// Found by review while fuzzing (fuzz/fuzz_targets/warehouse_responses.rs, seed
+    /// `databricks-decimal-signs`): a doubled sign was read as a number, and `--` before
+    /// i128::MIN (or a huge exponent) overflowed the negation.
+    #[test]
+    fn decimals_take_one_sign() {
+        for text in [
+            "--5",
+            "+-5",
+            "-+5",
+            "--170141183460469231731687303715884105728",
+            "--1e300",
+        ] {
+            assert_eq!(parse_decimal(text, 0), None, "{text}");
+        }
+        assert_eq!(parse_decimal("+5", 1), Some(50));
+        assert_eq!(parse_decimal(" -5 ", 0), Some(-5));
+        assert_eq!(parse_decimal("-1e2", 0), Some(-100));
     }
 
     #[test]

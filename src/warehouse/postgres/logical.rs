@@ -759,6 +759,23 @@ impl Decoder {
     }
 }
 
+/// Fuzzing entry point (`wharf::fuzzing::pg_logical`): `messages` (the `data` of
+/// `pg_logical_slot_peek_binary_changes` rows) through a [`Decoder`] for `layout` and `keys`,
+/// then [`Decoder::finish`].
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode(
+    layout: &Layout,
+    keys: &[String],
+    seen: Option<SnapshotVisibility>,
+    messages: &[&[u8]],
+) -> Result<ChangePoll, String> {
+    let mut decoder = Decoder::new(layout, keys, seen)?;
+    for m in messages {
+        decoder.message(m)?;
+    }
+    decoder.finish(layout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -532,7 +532,10 @@ fn array_binary(
     let ndim = int(0)?.max(0) as usize;
     let mut count: i64 = if ndim == 0 { 0 } else { 1 };
     for d in 0..ndim {
-        count *= int(12 + 8 * d)?.max(0) as i64;
+        // Dimensions whose product passes i64 cannot be a real array (nor fit the data).
+        count = count
+            .checked_mul(int(12 + 8 * d)?.max(0) as i64)
+            .ok_or_else(|| "array too large".to_string())?;
     }
     let mut pos = 12 + 8 * ndim;
     for _ in 0..count {
@@ -610,6 +613,25 @@ mod tests {
     use super::*;
     use wharf_operators::arrow::array::{Array, AsArray};
     use wharf_operators::arrow::datatypes::Int32Type;
+
+    /// Found by fuzzing (fuzz/fuzz_targets/pg_logical.rs): dimensions whose product overflows
+    /// i64 panicked (debug) or wrapped (release) instead of being refused.
+    #[test]
+    fn binary_array_dimensions_that_overflow_are_an_error() {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&3i32.to_be_bytes()); // ndim
+        raw.extend_from_slice(&0i32.to_be_bytes()); // has nulls
+        raw.extend_from_slice(&23u32.to_be_bytes()); // element oid
+        for _ in 0..3 {
+            raw.extend_from_slice(&i32::MAX.to_be_bytes()); // size
+            raw.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+        }
+        let mut b = ColumnBuilder::new(&PgKind::Array(Box::new(PgKind::Int4)));
+        assert_eq!(
+            b.push_binary(Some(&raw)),
+            Err("array too large".to_string())
+        );
+    }
 
     #[test]
     fn numerics_decode_exactly() {

@@ -110,17 +110,19 @@ pub fn decode(
     rowtype: &[RowType],
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, String> {
-    let reader = wharf_operators::arrow::ipc::reader::StreamReader::try_new(
-        std::io::Cursor::new(bytes),
-        None,
-    )
+    let reader = crate::warehouse::ipc_read(|| {
+        wharf_operators::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(bytes),
+            None,
+        )
+    })?
     .map_err(|e| format!("not an Arrow stream: {e}"))?;
     // SAFETY: validation is skipped only to admit Snowflake's NULL timestamps (nulls in
     // non-nullable struct children); `convert` validates every array it passes on
     // (`validate_full`) or builds a new one from validated parts, before any value is read.
-    let reader = unsafe { reader.with_skip_validation(true) };
+    let mut reader = unsafe { reader.with_skip_validation(true) };
     let mut out = Vec::new();
-    for batch in reader {
+    while let Some(batch) = crate::warehouse::ipc_read(|| reader.next())? {
         let batch = batch.map_err(|e| format!("bad Arrow batch: {e}"))?;
         if batch.num_columns() != rowtype.len() {
             return Err(format!(
@@ -197,7 +199,12 @@ fn convert(col: &ArrayRef, rt: &RowType) -> Result<ArrayRef, String> {
                         .filter(|f| !f.is_null(i))
                         .map(|f| i64::from(f.value(i)))
                         .unwrap_or(0);
-                    Some(epoch.value(i).saturating_mul(1_000_000) + ns / 1000)
+                    Some(
+                        epoch
+                            .value(i)
+                            .saturating_mul(1_000_000)
+                            .saturating_add(ns / 1000),
+                    )
                 })
                 .collect();
             Ok(Arc::new(values.with_timezone_opt(tz.clone())))
@@ -350,6 +357,22 @@ mod tests {
         let t = t.as_primitive::<wharf_operators::arrow::datatypes::TimestampMicrosecondType>();
         assert_eq!(t.value(0), 1_704_164_645_123_456);
         assert!(t.is_null(1));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/warehouse_responses.rs): an epoch at the end of
+    /// the range plus its fraction overflowed (a panic in debug builds); it saturates.
+    #[test]
+    fn timestamp_structs_at_the_ends_of_the_range_saturate() {
+        let fields = vec![
+            Field::new("epoch", DataType::Int64, false),
+            Field::new("fraction", DataType::Int32, false),
+        ];
+        let epoch: ArrayRef = Arc::new(Int64Array::from(vec![i64::MAX, i64::MIN]));
+        let fraction: ArrayRef = Arc::new(Int32Array::from(vec![999_999_999, -999_999_999]));
+        let s = StructArray::new(fields.into(), vec![epoch, fraction], None);
+        let t = one(Arc::new(s), rt("timestamp_ntz", None, Some(9)));
+        let t = t.as_primitive::<wharf_operators::arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!((t.value(0), t.value(1)), (i64::MAX, i64::MIN));
     }
 
     #[test]

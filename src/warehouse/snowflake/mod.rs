@@ -732,3 +732,22 @@ impl super::sql::SqlApi for SnowflakeWarehouse {
         format!("turn change tracking on with `ALTER TABLE {table} SET CHANGE_TRACKING = TRUE`")
     }
 }
+
+/// Fuzzing entry point (`wharf::fuzzing::snowflake_answer`): a query answer's body read as
+/// [`SnowflakeWarehouse::query`] reads it ([`Answer`], then its `data` as [`QueryData`]), and
+/// an inline `rowsetBase64` result decoded as `stream_in` decodes it.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_answer(body: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    use base64::Engine;
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let data = answer.data.as_ref().map(|d| d.get()).unwrap_or("{}");
+    let data: QueryData = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    let schema = arrow::schema(&data.rowtype);
+    let Some(b64) = data.rowset_base64.filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .map_err(|e| e.to_string())?;
+    arrow::decode(&bytes, &data.rowtype, &schema)
+}

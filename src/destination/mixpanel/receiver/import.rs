@@ -238,3 +238,46 @@ fn evaluate_import(
         strict,
     }
 }
+
+/// Fuzzing entry point (`wharf::fuzzing::receiver_import`): one `/import` request through
+/// [`evaluate_import`] and its answer, without a server or a data directory. Checks that
+/// what it accepted is what a restart would count: every stored line is one JSON event that
+/// passes [`validate`] with the key recorded for it ([`stored_key`] reads the same).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_import(query: &str, headers: &HeaderMap, body: Vec<u8>) {
+    let config = ReceiverConfig::new("/nonexistent", ReceiverAuth::AnyCredentials);
+    let (mut batch, mut verbose) = (Batch::default(), false);
+    let reply = evaluate_import(&config, query, headers, Ok(body), &mut batch, &mut verbose);
+    let _ = reply.render(verbose);
+    let lines: Vec<&[u8]> = batch
+        .lines
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        batch.keys.len(),
+        "one stored line per accepted event"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64);
+    for (line, key) in lines.iter().zip(&batch.keys) {
+        let event: Value = serde_json::from_slice(line).expect("a stored event is JSON");
+        let checked = validate(&event, line.len(), now_ms).map(|(k, _)| k);
+        assert_eq!(
+            checked.ok(),
+            Some(*key),
+            "a stored event passes with its key"
+        );
+        assert_eq!(stored_key(&event).map(|(k, _)| k), Some(*key));
+    }
+    if let Some(gzipped) = &batch.gzipped {
+        let inflated = crate::destination::gzip::gunzip(gzipped, usize::MAX >> 1);
+        assert_eq!(
+            inflated.ok().as_ref(),
+            Some(&batch.lines),
+            "kept gzip is the lines"
+        );
+    }
+}

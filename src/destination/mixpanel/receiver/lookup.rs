@@ -317,6 +317,27 @@ pub(super) async fn show(
     }
 }
 
+/// Fuzzing entry point (`wharf::fuzzing::receiver_lookup`): a lookup table replacement's body
+/// (content decoding, then [`parse_table`]) and whether the id is a UUID, without a server.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_lookup(id: &str, headers: &HeaderMap, body: Vec<u8>) {
+    let _ = is_uuid(id);
+    let Ok(body) = decode_content(headers, body, 1 << 20) else {
+        return;
+    };
+    if let Ok(table) = parse_table(&body) {
+        assert!(table.header.len() >= 2);
+        assert!(table.rows.iter().all(|row| row.len() == table.header.len()));
+    }
+}
+
+/// Fuzzing entry point (`wharf::fuzzing::lookup_csv`): the receiver's RFC 4180 reader
+/// ([`csv_records`]) on `text`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_csv_records(text: &str) -> Result<Vec<Vec<String>>, (usize, String)> {
+    csv_records(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

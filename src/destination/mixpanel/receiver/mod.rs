@@ -374,6 +374,12 @@ impl Receiver {
         Ok(events)
     }
 
+    /// Calls `f` with each accepted event, in arrival order, read back from the event log
+    /// (without holding them all in memory).
+    pub fn each_event(&self, f: impl FnMut(Value)) -> Result<(), ReceiverError> {
+        self.state.store().events(f)
+    }
+
     /// The user profiles (deleted ones absent).
     pub fn profiles(&self) -> UserProfiles {
         self.state.store().profiles.users.clone()
@@ -577,3 +583,10 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, Reply> {
         Ok(buf)
     }
 }
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use import::fuzz_import;
+#[cfg(feature = "fuzzing")]
+pub(crate) use lookup::{fuzz_csv_records, fuzz_lookup};
+#[cfg(feature = "fuzzing")]
+pub(crate) use profiles::fuzz_profiles;

@@ -193,7 +193,7 @@ fn last_seen(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn apply_to(
+pub(super) fn apply_to(
     profiles: &mut BTreeMap<String, Properties>,
     id: &str,
     op: &Op,

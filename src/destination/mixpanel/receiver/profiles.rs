@@ -489,6 +489,49 @@ fn depth(value: &Value) -> usize {
     }
 }
 
+/// Fuzzing entry point (`wharf::fuzzing::receiver_profiles`): one `/engage` (or, with
+/// `groups`, `/groups`) request read by [`read_updates`], each update validated by
+/// [`parse_update`] and applied to profiles in memory (no data directory).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_profiles(groups: bool, query: &str, headers: &HeaderMap, body: Vec<u8>) {
+    use super::profile_state::{apply_to, GroupProfiles, UserProfiles};
+    let mut config = ReceiverConfig::new("/nonexistent", ReceiverAuth::AnyCredentials);
+    config.max_updates_per_request = 64;
+    let kind = if groups {
+        ProfileKind::Groups
+    } else {
+        ProfileKind::Users
+    };
+    let mut flags = Flags::default();
+    let updates = match read_updates(&config, query, headers, body, &mut flags) {
+        Ok(updates) => updates,
+        Err((message, _)) => {
+            let _ = ProfileReply::Refused(message).render(flags);
+            return;
+        }
+    };
+    let (mut users, mut groups) = (UserProfiles::new(), GroupProfiles::new());
+    let mut failed = Vec::new();
+    for (index, record) in updates.iter().enumerate() {
+        let applied =
+            parse_update(kind, record, &TokenCheck::Any).and_then(|update| match &update.target {
+                Target::User(id) => apply_to(&mut users, id, &update.op, None),
+                Target::Group { key, id } => {
+                    apply_to(groups.entry(key.clone()).or_default(), id, &update.op, None)
+                }
+            });
+        if let Err(failure) = applied {
+            failed.push(failed_record(kind, index, record, failure));
+        }
+    }
+    let reply = ProfileReply::Applied {
+        accepted: updates.len() - failed.len(),
+        failed,
+        first_error: None,
+    };
+    let _ = reply.render(flags);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -388,6 +388,22 @@ mod tests {
         }
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/json_scanner.rs): an object whose first member is
+    /// named like serde_json's raw value marker passed the fast path, but does not read as a
+    /// `Value`, so the stored event would not read back (the event log unreadable on the next
+    /// start). The fast path defers (on that name anywhere); the `Value` path decides.
+    #[test]
+    fn the_fast_path_defers_on_serde_jsons_raw_value_marker() {
+        let now_ms = 1_764_400_000_000.0;
+        for text in [
+            r#"{"event":"E","properties":{"$serde_json::private::RawValue":1,"time":1764396400,"distinct_id":"u","$insert_id":"a"}}"#,
+            r#"{"event":"E","properties":{"time":1764396400,"distinct_id":"u","$insert_id":"a","o":{"\u0024serde_json::private::RawValue":1}}}"#,
+        ] {
+            assert_eq!(accept_fast(text, now_ms), None, "{text}");
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
+        }
+    }
+
     /// Soundness on mutated records: whatever the fast path accepts, the `Value` path accepts
     /// with the same key. (It may defer more; it must never accept what serde_json refuses.)
     #[test]

@@ -120,11 +120,15 @@ fn properties<'a>(s: &mut Scanner<'a>) -> Option<Props<'a>> {
     }
 }
 
-/// An object member's name: borrowed, or decoded when it has escapes.
+/// An object member's name: borrowed, or decoded when it has escapes. serde_json's raw value
+/// marker gives up, as in the scanner (a `Value` cannot hold an object naming it).
 fn name<'a>(s: &mut Scanner<'a>) -> Option<Cow<'a, str>> {
     let start = s.at;
     let escaped = s.string()?;
     let raw = s.since(start);
+    if wharf_operators::json::is_raw_value_token(raw, escaped) {
+        return None;
+    }
     if escaped {
         serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
     } else {
