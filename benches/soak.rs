@@ -21,29 +21,13 @@ use std::time::{Duration, Instant};
 
 use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 use wharf::warehouse::postgres::logical::Capture;
-use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::SourceRef;
 
-fn pg() -> PostgresWarehouse {
-    PostgresWarehouse::new(
-        "pg",
-        PgSettings {
-            sslmode: SslMode::Disable,
-            ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
-        },
-    )
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/chaos.rs"]
+mod harness;
 
-fn exec(sql: &str) {
-    let w = pg();
-    w.block(async {
-        let c = w.connect().await?;
-        c.batch_execute(sql)
-            .await
-            .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
-    })
-    .unwrap_or_else(|e| panic!("sql failed: {e}"));
-}
+use harness::postgres::{exec, warehouse as pg};
 
 /// RSS (KiB), open file descriptors and threads of `pid`.
 fn sample(pid: u32) -> (u64, usize, usize) {

@@ -664,7 +664,8 @@ pub mod postgres {
     };
     use crate::common::{read_ndjson, Fixture};
 
-    fn warehouse() -> PostgresWarehouse {
+    /// The test server (127.0.0.1:5432, database `test`, as `.ci/run` starts it).
+    pub fn warehouse() -> PostgresWarehouse {
         PostgresWarehouse::new(
             "pg",
             PgSettings {
@@ -674,7 +675,8 @@ pub mod postgres {
         )
     }
 
-    fn exec(sql: &str) {
+    /// Runs `sql` on the test server, panicking on failure.
+    pub fn exec(sql: &str) {
         let w = warehouse();
         w.block(async {
             let c = w.connect().await?;
