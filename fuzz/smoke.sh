@@ -4,12 +4,21 @@
 # leak, timeout or out-of-memory fails the script (libFuzzer exits non-zero and leaves the
 # input in fuzz/artifacts/<target>/).
 #
-#   fuzz/smoke.sh            # FUZZ_SECONDS per target (default 8)
+#   fuzz/smoke.sh              # FUZZ_SECONDS per target (default 8)
 #   FUZZ_SECONDS=60 fuzz/smoke.sh mapping json_scanner
+#   fuzz/smoke.sh --build-only # install and build only (.ci/run starts this early)
 #
 # The corpora are not modified: new inputs go to a scratch folder that is removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Its own target folder (fuzz/target): never the main build's, whose lock it would wait on.
+unset CARGO_TARGET_DIR
+
+build_only=0
+if [ "${1:-}" = "--build-only" ]; then
+  build_only=1
+  shift
+fi
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-8}"
 CARGO_FUZZ_VERSION=0.13.2
@@ -33,6 +42,9 @@ echo "== building ${#targets[@]} fuzz targets"
 build_start=$(date +%s)
 cargo +nightly fuzz build -O --debug-assertions
 echo "== built in $(( $(date +%s) - build_start ))s"
+if [ "$build_only" = 1 ]; then
+  exit 0
+fi
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
