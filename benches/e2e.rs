@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::SourceRef;
+use wharf::warehouse::{SourceRef, Warehouse};
 
 fn main() {
     let rows: u64 = std::env::var("WHARF_BENCH_ROWS")
@@ -51,7 +51,7 @@ fn main() {
     for run in 1..=3 {
         let started = Instant::now();
         let mut n = 0u64;
-        pg.read_snapshot(&src, |b| {
+        pg.read_snapshot(&src, &mut |b| {
             n += b.num_rows() as u64;
             true
         })

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 use wharf::warehouse::postgres::logical::Capture;
 
 #[path = "../tests/common/mod.rs"]

@@ -13,7 +13,7 @@ mod emulators;
 use std::time::Instant;
 
 use wharf::config::Config;
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::SourceRef;
 
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -33,13 +33,13 @@ fn reset_peak() {
 
 fn measure(what: &str, toml: &str, name: &str, table: &str) {
     let config = Config::parse(toml, "bench.toml").expect("config");
-    let wh = Warehouse::from_config(&config, name).expect("warehouse");
+    let wh = wharf::warehouse::open(&config, name).expect("warehouse");
     let src = SourceRef::Table(table.into());
     reset_peak();
     for run in 1..=3 {
         let started = Instant::now();
         let mut n = 0u64;
-        wh.read_snapshot(&src, |b| {
+        wh.read_snapshot(&src, &mut |b| {
             n += b.num_rows() as u64;
             true
         })

@@ -11,21 +11,21 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use wharf_operators::arrow::array::RecordBatch;
 
 use crate::config::{Config, WarehouseConfig};
-use crate::destination::mixpanel::receiver;
+use crate::receiver;
 use crate::warehouse::postgres::logical::{ChangePoll, SnapshotVisibility};
 use crate::warehouse::postgres::Layout;
-use crate::warehouse::{bigquery, databricks, snowflake, Warehouse};
+use crate::warehouse::{bigquery, databricks, snowflake};
 
 /// Parses `text` as a `wharf.toml` ([`Config::parse`]: TOML, `${VAR}` expansion, types and
 /// validation) and, when it is valid, builds each warehouse's settings from it
-/// ([`Warehouse::from_config`]; a BigQuery `credentials_file` is not read).
+/// ([`crate::warehouse::open`]; a BigQuery `credentials_file` is not read).
 pub fn config(text: &str) -> Result<Config, String> {
     let config = Config::parse(text, "wharf.toml").map_err(|e| e.to_string())?;
     for (name, warehouse) in &config.warehouses {
         if matches!(warehouse, WarehouseConfig::Bigquery(b) if b.credentials_file.is_some()) {
             continue;
         }
-        let _ = Warehouse::from_config(&config, name);
+        let _ = crate::warehouse::open(&config, name);
     }
     Ok(config)
 }

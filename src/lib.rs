@@ -8,10 +8,12 @@ pub mod config;
 #[cfg(feature = "duckdb")]
 pub mod demo;
 pub mod destination;
+pub mod duration;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod progress;
+pub mod receiver;
 pub mod rejects;
 pub mod schedule;
 pub mod service;

@@ -11,14 +11,11 @@ use wharf::config::{Config, DestinationConfig};
 #[cfg(feature = "duckdb")]
 use wharf::demo;
 use wharf::destination::mixpanel::import::MixpanelImport;
-use wharf::destination::mixpanel::receiver::{
-    Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
-};
+use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
 use wharf::service::Service;
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_continuous, run_sync, SyncOptions, SyncReport};
-use wharf::warehouse::Warehouse;
-use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
+use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::events::row_json;
 use wharf_operators::record::MappedBatch;
 use wharf_operators::RecordMapper;
@@ -213,7 +210,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
-    wharf::config::parse_duration(s)
+    wharf::duration::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration (e.g. 200ms, 5s)"))
 }
 
@@ -410,14 +407,12 @@ fn check(config: &Config) -> Result<()> {
         }
     };
     for name in config.warehouses.keys() {
-        let Some(wh) = Warehouse::from_config(config, name) else {
+        let Some(wh) = wharf::warehouse::open(config, name) else {
             continue;
         };
-        let detail = match &wh {
+        let detail = match wh.logical_decoding() {
             // Mirror syncs on PostgreSQL read its change stream when wal_level allows it.
-            Warehouse::Postgres(pg)
-                if pg.settings().flavor == wharf::warehouse::postgres::Flavor::Postgres =>
-            {
+            Some(pg) if pg.settings().flavor == wharf::warehouse::postgres::Flavor::Postgres => {
                 match pg.wal_level() {
                     Ok(level) if level == "logical" => {
                         " (wal_level = logical: mirror syncs use change capture)".to_string()

@@ -51,7 +51,7 @@ impl Schedule {
         if t.split_whitespace().count() >= 5 {
             return Cron::parse(t).map(|c| Schedule::Cron(Box::new(c)));
         }
-        match crate::config::parse_duration(t) {
+        match crate::duration::parse_duration(t) {
             Some(d) if !d.is_zero() => Ok(Schedule::Every(d)),
             Some(_) => Err(format!(
                 "`{s}`: an interval must be longer than zero (or use `continuous`)"

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wharf_operators::arrow::datatypes::DataType;
+use wharf_operators::change::ChangeMapper;
 use wharf_operators::changes::{
-    ChangeMapper, Envelope, EnvelopeRecords, EventChanges, LookupRows, ProfileChanges,
-    ProfileMapping, ProfileTarget,
+    Envelope, EnvelopeRecords, EventChanges, LookupRows, ProfileChanges, ProfileMapping,
+    ProfileTarget,
 };
 use wharf_operators::dataflow::{BatchLimits, RunControl, SourceMessage, SourceSender};
 use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
@@ -26,8 +27,8 @@ use wharf_pipelines::governor::RateCap;
 use wharf_pipelines::run::{run_dataflow, Plan, RunOutcome, RunSpec, SinkMapper, SinkSpec};
 
 use crate::config::{
-    parse_duration, ChangeCapture, Config, DestinationConfig, KafkaPayload, SyncConfig, SyncMode,
-    TableType, TimeUnitConfig,
+    ChangeCapture, Config, DestinationConfig, KafkaPayload, SyncConfig, SyncMode, TableType,
+    TimeUnitConfig,
 };
 use crate::destination::file::FileDestination;
 use crate::destination::kafka::{ExactlyOnce, KafkaDestination, KafkaSettings};
@@ -36,6 +37,7 @@ use crate::destination::mixpanel::engage::{
 };
 use crate::destination::mixpanel::import::{MixpanelImport, IMPORT_LIMITS};
 use crate::destination::mixpanel::lookup::MixpanelLookupTable;
+use crate::duration::parse_duration;
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateError, StateStore};
@@ -293,7 +295,7 @@ pub struct ResolvedSync {
     /// The sync's config.
     pub sync: SyncConfig,
     /// Its warehouse.
-    pub warehouse: Warehouse,
+    pub warehouse: Arc<dyn Warehouse>,
     /// The warehouse's kind (e.g. `duckdb`).
     pub warehouse_type: String,
     /// What it reads.
@@ -327,7 +329,7 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         what,
     };
     let wh_config = &config.warehouses[&sync.warehouse];
-    let warehouse = Warehouse::from_config(config, &sync.warehouse)
+    let warehouse = crate::warehouse::open(config, &sync.warehouse)
         .ok_or_else(|| unsupported(format!("a warehouse named `{}`", sync.warehouse)))?;
     let source = match (&sync.table, &sync.query) {
         (Some(t), _) => SourceRef::Table(t.clone()),
@@ -762,8 +764,9 @@ fn capture_mode(resolved: &ResolvedSync, store: &StateStore) -> Result<CaptureMo
         return Ok(CaptureMode::Snapshot);
     }
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
-    let unavailable = match (&resolved.warehouse, &resolved.source) {
-        (Warehouse::Postgres(pg), SourceRef::Table(table)) => {
+    let warehouse = &resolved.warehouse;
+    let unavailable = match (warehouse.logical_decoding(), &resolved.source) {
+        (Some(pg), SourceRef::Table(table)) => {
             let capture = Capture::for_sync(&sync.name, table);
             match pg
                 .capture_unavailable(&capture, &sync.key_columns())
@@ -782,25 +785,27 @@ fn capture_mode(resolved: &ResolvedSync, store: &StateStore) -> Result<CaptureMo
                 Some(reason) => reason,
             }
         }
-        (Warehouse::Postgres(_), SourceRef::Query(_)) => {
+        (Some(_), SourceRef::Query(_)) => {
             "a query (or a history table's latest rows) has no change stream; name a table".into()
         }
-        (w, src) if w.has_change_function() => {
-            let from = store.watermark(&sync.name)?;
-            // A committed position means the function was read before; otherwise probe it.
-            let start = match from {
-                Some(_) => Ok(w.change_position(src).map_err(werr)?),
-                None => w.change_start(src).map_err(werr)?,
-            };
-            match start {
-                Ok(to) => return Ok(CaptureMode::Function { from, to }),
-                Err(reason) => reason,
+        (None, src) => match warehouse.change_function() {
+            Some(changes) => {
+                let from = store.watermark(&sync.name)?;
+                // A committed position means the function was read before; otherwise probe it.
+                let start = match from {
+                    Some(_) => Ok(changes.change_position(src).map_err(werr)?),
+                    None => changes.change_start(src).map_err(werr)?,
+                };
+                match start {
+                    Ok(to) => return Ok(CaptureMode::Function { from, to }),
+                    Err(reason) => reason,
+                }
             }
-        }
-        _ => format!(
-            "{} has no change stream wharf reads",
-            resolved.warehouse_type
-        ),
+            None => format!(
+                "{} has no change stream wharf reads",
+                resolved.warehouse_type
+            ),
+        },
     };
     if sync.change_capture == ChangeCapture::Logical {
         return Err(SyncError::Unsupported {
@@ -1057,10 +1062,13 @@ pub fn run_in_session(
             from: Some(from),
             to,
         } => {
-            let compacted = resolved
-                .warehouse
-                .read_changes(&resolved.source, &sync.key_columns(), *from, *to)
-                .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
+            let compacted = crate::warehouse::read_changes(
+                resolved.warehouse.as_ref(),
+                &resolved.source,
+                &sync.key_columns(),
+                (*from, *to),
+            )
+            .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
             if compacted.changes_read == 0 && options.skip_idle {
                 store.advance_watermark(name, *to)?;
                 return Ok(None);
@@ -1230,50 +1238,51 @@ pub fn run_in_session(
             )
         }
     };
-    let reader: wharf_operators::dataflow::StartReader = if let Some(batches) = stream_batches {
-        let handle = runtime.handle().clone();
-        Box::new(move |sender: SourceSender| {
-            handle.spawn_blocking(move || {
-                for batch in batches {
-                    if sender.send(SourceMessage::Batch(batch)).is_err() {
-                        break;
+    let reader: wharf_operators::dataflow::StartReader =
+        if let Some(batches) = stream_batches {
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
+                    for batch in batches {
+                        if sender.send(SourceMessage::Batch(batch)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-        })
-    } else {
-        let (warehouse, source, watermark) = (
-            resolved.warehouse.clone(),
-            resolved.source.clone(),
-            watermark.clone(),
-        );
-        // The first snapshot of a change-captured table says which transactions it saw.
-        let first_capture = match &capture {
-            CaptureMode::Logical {
-                pg,
-                initial: Some(_),
-                ..
-            } => Some((pg.clone(), snapshot_seen.clone())),
-            _ => None,
-        };
-        let cursor = resolved.cursor.clone();
-        let cursor_idx = cursor
-            .as_ref()
-            .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
-            .unwrap_or(0);
-        let handle = runtime.handle().clone();
-        Box::new(move |sender: SourceSender| {
-            handle.spawn_blocking(move || {
+                });
+            })
+        } else {
+            let (warehouse, source, watermark) = (
+                resolved.warehouse.clone(),
+                resolved.source.clone(),
+                watermark.clone(),
+            );
+            // The first snapshot of a change-captured table says which transactions it saw.
+            let first_capture = match &capture {
+                CaptureMode::Logical {
+                    pg,
+                    initial: Some(_),
+                    ..
+                } => Some((pg.clone(), snapshot_seen.clone())),
+                _ => None,
+            };
+            let cursor = resolved.cursor.clone();
+            let cursor_idx = cursor
+                .as_ref()
+                .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
+                .unwrap_or(0);
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
                 let mut max = None;
                 let result = match &cursor {
                     // New rows of a lookup table: the whole table goes (it is replaced).
                     Some(_) if whole_lookup && total == Some(0) => Ok(()),
-                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, |batch| {
+                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, &mut |batch| {
                         max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
                         sender.send(SourceMessage::Batch(batch)).is_ok()
                     }),
                     Some((cursor, cursor_type)) => {
-                        warehouse.read_after(&source, cursor, cursor_type, read_from, |batch| {
+                        warehouse.read_after(&source, cursor, cursor_type, read_from, &mut |batch| {
                             max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
                             sender.send(SourceMessage::Batch(batch)).is_ok()
                         })
@@ -1288,7 +1297,7 @@ pub fn run_in_session(
                                     *s = Some(v);
                                 }
                             }),
-                        None => warehouse.read_snapshot(&source, |batch| {
+                        None => warehouse.read_snapshot(&source, &mut |batch| {
                             sender.send(SourceMessage::Batch(batch)).is_ok()
                         }),
                     },
@@ -1303,8 +1312,8 @@ pub fn run_in_session(
                 // Dropping the sender ends the run's input.
                 drop(sender);
             });
-        })
-    };
+            })
+        };
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
@@ -1535,8 +1544,8 @@ pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError>
         })?;
         cleared.push(format!("the snapshot files in {}", snapshots.display()));
     }
-    if let (Warehouse::Postgres(pg), SourceRef::Table(table)) =
-        (&resolved.warehouse, &resolved.source)
+    if let (Some(pg), SourceRef::Table(table)) =
+        (resolved.warehouse.logical_decoding(), &resolved.source)
     {
         let capture = Capture::for_sync(name, table);
         let werr = |e| SyncError::Warehouse(name.to_string(), e);
@@ -1604,9 +1613,11 @@ fn recover_from_destination(
         destination = %built.destination.describe(),
         "the last run was committed by the destination but not in the state store (the process stopped in between); committing it now"
     );
-    if let (Some(lsn), Warehouse::Postgres(pg), SourceRef::Table(table)) =
-        (position.lsn, &resolved.warehouse, &resolved.source)
-    {
+    if let (Some(lsn), Some(pg), SourceRef::Table(table)) = (
+        position.lsn,
+        resolved.warehouse.logical_decoding(),
+        &resolved.source,
+    ) {
         pg.confirm_capture(&Capture::for_sync(name, table), lsn)
             .map_err(|e| SyncError::Warehouse(name.clone(), e))?;
     }
@@ -1768,7 +1779,7 @@ pub fn preview_changes(
     let handle = runtime.handle().clone();
     let reader: wharf_operators::dataflow::StartReader = Box::new(move |sender: SourceSender| {
         handle.spawn_blocking(move || {
-            let result = warehouse.read_snapshot(&source, |batch| {
+            let result = warehouse.read_snapshot(&source, &mut |batch| {
                 sender.send(SourceMessage::Batch(batch)).is_ok()
             });
             if let Err(e) = result {
@@ -1810,8 +1821,9 @@ fn preview_captured(
         return Ok(None);
     }
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
-    let batches = match &resolved.warehouse {
-        Warehouse::Postgres(pg) => {
+    let warehouse = resolved.warehouse.as_ref();
+    let batches = match (warehouse.logical_decoding(), warehouse.change_function()) {
+        (Some(pg), _) => {
             let capture = Capture::for_sync(&sync.name, table);
             if !pg.capture_exists(&capture).map_err(werr)? {
                 return Ok(None);
@@ -1827,13 +1839,14 @@ fn preview_captured(
             .batches
         }
         // A committed position of a change function: what the next run would read.
-        w if w.has_change_function() => {
-            let to = w.change_position(&resolved.source).map_err(werr)?;
-            w.read_changes(&resolved.source, &sync.key_columns(), position, to)
+        (None, Some(changes)) => {
+            let to = changes.change_position(&resolved.source).map_err(werr)?;
+            changes
+                .read_changes(&resolved.source, &sync.key_columns(), position, to)
                 .map_err(werr)?
                 .batches
         }
-        _ => return Ok(None),
+        (None, None) => return Ok(None),
     };
     let mut preview = ChangePreview {
         rows: resolved.warehouse.count(&resolved.source).map_err(werr)?,

@@ -7,7 +7,7 @@ mod common;
 
 use common::{events_config, read_ndjson, text, Fixture};
 use wharf::config::Config;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 const GOOD: &str = r#"state_dir = ".state"
 [warehouses.wh]

@@ -12,7 +12,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::SourceRef;
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -30,7 +30,7 @@ fn bigquery_types_decode_to_arrow() {
         "INSERT INTO ds.types_t (c_int) VALUES (NULL)",
     ]);
     let config = Config::parse(&bq.toml(), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    let wh = wharf::warehouse::open(&config, "bq").unwrap();
     wh.check().unwrap();
     let src = SourceRef::Table("types_t".into());
     let schema = wh.describe(&src).unwrap();
@@ -57,7 +57,7 @@ fn bigquery_types_decode_to_arrow() {
         ]
     );
     let mut batches = Vec::new();
-    wh.read_snapshot(&src, |b| {
+    wh.read_snapshot(&src, &mut |b| {
         batches.push(b);
         true
     })
@@ -142,7 +142,7 @@ fn storage_read_api_and_rest_pages_read_the_same_rows() {
     ]);
     let read = |toml: &str, after: Option<wharf_operators::watermark::Watermark>| {
         let config = Config::parse(toml, "w.toml").unwrap();
-        let wh = Warehouse::from_config(&config, "bq").unwrap();
+        let wh = wharf::warehouse::open(&config, "bq").unwrap();
         let src = SourceRef::Table("wide".into());
         let schema = wh.describe(&src).unwrap();
         let mut batches = Vec::new();
@@ -208,9 +208,9 @@ fn bigquery_change_history_output_decodes_and_compacts() {
         "CREATE TABLE ds.users_t (id INT64, name STRING)",
     ]);
     let config = Config::parse(&bq.toml(), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    let wh = wharf::warehouse::open(&config, "bq").unwrap();
     common::scenario::check_change_output(
-        &wh,
+        wh.as_ref(),
         "users_changes",
         wharf::warehouse::changes::ChangeFormat::BigQuery,
         "id",
@@ -318,7 +318,7 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
     };
     let check_error = |file: &std::path::Path| {
         let config = Config::parse(&toml(file), "w.toml").unwrap();
-        Warehouse::from_config(&config, "bq")
+        wharf::warehouse::open(&config, "bq")
             .unwrap()
             .check()
             .unwrap_err()
@@ -327,7 +327,7 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
     let good = dir.path().join("sa.json");
     std::fs::write(&good, service_account(&key, &token_uri).to_string()).unwrap();
     let config = Config::parse(&toml(&good), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "bq").unwrap();
+    let wh = wharf::warehouse::open(&config, "bq").unwrap();
     wh.check().unwrap();
     let src = SourceRef::Table("sa_t".into());
     assert_eq!(wh.count(&src).unwrap(), 3);

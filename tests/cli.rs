@@ -4,7 +4,7 @@
 mod common;
 
 use common::{events_config, text, Fixture};
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 fn fixture_with_table() -> Fixture {
     let fx = Fixture::new();

@@ -12,7 +12,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::SourceRef;
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -29,7 +29,7 @@ fn databricks_types_decode_to_arrow() {
         "INSERT INTO cat.s.types_t (c_long) VALUES (NULL)",
     ]);
     let config = Config::parse(&lake.toml(), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "dbx").unwrap();
+    let wh = wharf::warehouse::open(&config, "dbx").unwrap();
     wh.check().unwrap();
     let src = SourceRef::Table("types_t".into());
     let schema = wh.describe(&src).unwrap();
@@ -57,7 +57,7 @@ fn databricks_types_decode_to_arrow() {
     );
     // The bulk path (ARROW_STREAM chunks) and the inline path (preview, JSON) agree.
     let mut batches = Vec::new();
-    wh.read_snapshot(&src, |b| {
+    wh.read_snapshot(&src, &mut |b| {
         batches.push(b);
         true
     })
@@ -152,9 +152,9 @@ fn databricks_change_feed_output_decodes_and_compacts() {
         "CREATE TABLE cat.s.users_t (id BIGINT, name VARCHAR)",
     ]);
     let config = Config::parse(&lake.toml(), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "dbx").unwrap();
+    let wh = wharf::warehouse::open(&config, "dbx").unwrap();
     common::scenario::check_change_output(
-        &wh,
+        wh.as_ref(),
         "users_changes",
         wharf::warehouse::changes::ChangeFormat::Databricks,
         "id",

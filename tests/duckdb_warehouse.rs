@@ -5,7 +5,7 @@ mod common;
 
 use common::Fixture;
 use wharf::warehouse::duckdb::DuckDbWarehouse;
-use wharf::warehouse::{check_cursor, SourceRef, WarehouseError};
+use wharf::warehouse::{check_cursor, SourceRef, Warehouse, WarehouseError};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 
@@ -31,7 +31,7 @@ fn describes_previews_and_snapshots() {
     assert_eq!(rows(&wh.preview(&src, 7).unwrap()), 7);
     let mut n = 0;
     let mut batches = 0;
-    wh.read_snapshot(&src, |b| {
+    wh.read_snapshot(&src, &mut |b| {
         n += b.num_rows();
         batches += 1;
         true
@@ -84,7 +84,7 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
             let mut n = 0;
             let mut max = None;
             let mut last = None;
-            wh.read_after(&src, cursor, &ty, after, |b| {
+            wh.read_after(&src, cursor, &ty, after, &mut |b| {
                 let m = column_max(b.column(idx).as_ref());
                 assert!(last <= m, "ordered by the cursor");
                 last = m;
@@ -102,7 +102,7 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
         let (_, mid) = {
             let mut n = 0;
             let mut max = None;
-            wh.read_after(&src, cursor, &ty, None, |b| {
+            wh.read_after(&src, cursor, &ty, None, &mut |b| {
                 let limit = if cursor == "d" { 70 } else { 61 };
                 let take = b.slice(0, (limit - n).min(b.num_rows()));
                 n += take.num_rows();
@@ -147,10 +147,10 @@ fn reads_stay_within_the_memory_limit_and_spill_beyond_it() {
          FROM range(600000) r(i);",
     );
     let wh = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some("24MB".into()));
-    let latest =
-        DuckDbWarehouse::latest_per_key(&SourceRef::Table("h".into()), &["id".into()], "t");
+    let h = SourceRef::Table("h".into());
+    let latest = wh.latest_per_key(&h, &wh.describe(&h).unwrap(), &["id".into()], "t");
     let (mut n, mut max_t) = (0, 0i64);
-    wh.read_snapshot(&latest, |b| {
+    wh.read_snapshot(&latest, &mut |b| {
         n += b.num_rows();
         let t = b.column_by_name("t").unwrap();
         let t = t

@@ -12,9 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{events_config, free_port, text, Fixture};
-use wharf::destination::mixpanel::receiver::{
-    Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
-};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
 
 const MAPPING: &str = "event_name_column = \"name\"\ntime_column = \"ts\"\nuser_id_column = \"uid\"\nkey_columns = [\"id\"]";
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{events_config, text, Fixture};
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 
 #[test]
 fn thirty_percent_failing_requests_lose_and_duplicate_nothing() {

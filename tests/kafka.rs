@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{consume, records_on, Consumed, KafkaBroker};
 use common::{text, Fixture};
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 fn kafka_destination(brokers: &str, extra: &str) -> String {
     format!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::Fixture;
 use wharf::config::{MixpanelConfig, Secret, ServiceAccount};
 use wharf::destination::mixpanel::import::MixpanelImport;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::{deliver, RetryPolicy};

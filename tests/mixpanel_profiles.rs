@@ -8,7 +8,7 @@ mod common;
 
 use common::{read_ndjson, text, Fixture};
 use serde_json::{json, Value};
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 fn config(host: &str, sync: &str) -> String {
     format!(

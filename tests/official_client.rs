@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use common::{text, Fixture};
 use serde_json::{json, Value};
-use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 
 fn python() -> String {
     std::env::var("WHARF_PYTHON").unwrap_or_else(|_| {

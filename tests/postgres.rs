@@ -18,7 +18,7 @@ use common::{ops, read_ndjson, text, Fixture};
 use serde_json::Value;
 use wharf::warehouse::postgres::logical::Capture;
 use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::SourceRef;
+use wharf::warehouse::{SourceRef, Warehouse};
 
 /// A schema of its own on the test server, dropped (with the sync's slot) on drop.
 struct Pg {

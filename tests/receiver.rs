@@ -6,9 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 use wharf::destination::mixpanel::import::percent_encode;
-use wharf::destination::mixpanel::receiver::{
-    Receiver, ReceiverAuth, ReceiverConfig, ReceiverStats,
-};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig, ReceiverStats};
 
 const USER: &str = "svc-user.1234.mp-service-account";
 const SECRET: &str = "s3cr3t-value";

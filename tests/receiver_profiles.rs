@@ -14,9 +14,7 @@ use wharf::destination::mixpanel::engage::{MixpanelProfiles, ProfileEndpoint};
 use wharf::destination::mixpanel::lookup::{
     csv_field, FlushRetry, MixpanelLookupTable, LOOKUP_TABLE_MAX_BYTES,
 };
-use wharf::destination::mixpanel::receiver::{
-    Faults, LookupTable, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
-};
+use wharf::receiver::{Faults, LookupTable, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::{deliver, RetryPolicy};

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, text, Fixture};
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 const PG_PASSWORD: &str = "pg-Secret-4d1c9a";
 const SF_KEY: &str = "sf-Key-Secret-77e1b0";

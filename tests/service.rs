@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, text, Fixture};
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::{
-    Receiver, ReceiverAuth, ReceiverConfig, SlowResponses,
-};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
 
 /// An events table `name` with `rows` rows (ids from `from`).
 fn events_table(fx: &Fixture, name: &str, from: u64, rows: u64) {

@@ -15,7 +15,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::{free_port, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::SourceRef;
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -48,7 +48,7 @@ fn snowflake_types_decode_to_arrow_including_null_timestamps() {
         "INSERT INTO types_t (c_int) VALUES (NULL)",
     ]);
     let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     wh.check().unwrap();
     let src = SourceRef::Table("types_t".into());
     let schema = wh.describe(&src).unwrap();
@@ -87,7 +87,7 @@ fn snowflake_types_decode_to_arrow_including_null_timestamps() {
     );
     assert_eq!(schema.columns[1].sql_type, "NUMBER(10,2)");
     let mut batches = Vec::new();
-    wh.read_snapshot(&src, |b| {
+    wh.read_snapshot(&src, &mut |b| {
         batches.push(b);
         true
     })
@@ -172,7 +172,7 @@ fn an_unreachable_snowflake_is_retried_then_reported_without_secrets() {
         "w.toml",
     )
     .unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     let t = Instant::now();
     let e = wh.check().unwrap_err();
     assert!(e.is_transient(), "{e}");
@@ -254,7 +254,7 @@ fn transient_http_errors_are_retried() {
     sf.sql(&["CREATE TABLE t AS SELECT x AS id FROM range(1000) t(x)"]);
     let (url, seen) = flaky_proxy(&sf, 2);
     let config = Config::parse(&warehouse_toml(&url), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     // The login meets two 503s, is retried and succeeds; the count goes through.
     assert_eq!(wh.count(&SourceRef::Table("t".into())).unwrap(), 1000);
     assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4);
@@ -310,7 +310,7 @@ fn snowflake_key_pair_sign_in_and_clear_key_errors() {
     };
     // fakesnow accepts any login: this shows the key-pair login body is a valid one.
     let config = Config::parse(&toml(&test_key_path()), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     wh.check().unwrap();
     assert_eq!(wh.count(&SourceRef::Table("kp_t".into())).unwrap(), 2);
 
@@ -322,7 +322,7 @@ fn snowflake_key_pair_sign_in_and_clear_key_errors() {
     )
     .unwrap();
     let config = Config::parse(&toml(bad.to_str().unwrap()), "w.toml").unwrap();
-    let e = Warehouse::from_config(&config, "sf")
+    let e = wharf::warehouse::open(&config, "sf")
         .unwrap()
         .check()
         .unwrap_err()
@@ -355,9 +355,9 @@ fn snowflake_change_output_decodes_and_compacts() {
         "CREATE TABLE users_t (ID NUMBER(38,0), NAME VARCHAR)",
     ]);
     let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     common::scenario::check_change_output(
-        &wh,
+        wh.as_ref(),
         "users_changes",
         wharf::warehouse::changes::ChangeFormat::Snowflake,
         "ID",
@@ -377,7 +377,7 @@ fn snowflake_session_is_reused_and_renewed_once_refused() {
     let port = sf.port;
     sf.sql(&["CREATE TABLE s_t (id NUMBER)", "INSERT INTO s_t VALUES (1)"]);
     let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     let src = SourceRef::Table("s_t".into());
     assert_eq!(wh.count(&src).unwrap(), 1);
     assert_eq!(wh.count(&src).unwrap(), 1, "the cached session");
@@ -396,10 +396,7 @@ fn snowflake_session_is_reused_and_renewed_once_refused() {
 #[test]
 fn snowflake_declared_primary_key_is_the_default_key() {
     let fx = Fixture::new();
-    let recv = fx.receiver(
-        "recv",
-        wharf::destination::mixpanel::receiver::ReceiverAuth::AnyCredentials,
-    );
+    let recv = fx.receiver("recv", wharf::receiver::ReceiverAuth::AnyCredentials);
     let sf = FakeSnow::start();
     sf.sql(&[
         "CREATE TABLE pk_t (ID NUMBER PRIMARY KEY, NAME VARCHAR, TS TIMESTAMP_NTZ, UID VARCHAR)",
@@ -407,7 +404,7 @@ fn snowflake_declared_primary_key_is_the_default_key() {
         "CREATE TABLE nopk_t (ID NUMBER, NAME VARCHAR, TS TIMESTAMP_NTZ, UID VARCHAR)",
     ]);
     let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
-    let wh = Warehouse::from_config(&config, "sf").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
     assert_eq!(
         wh.describe(&SourceRef::Table("pk_t".into()))
             .unwrap()

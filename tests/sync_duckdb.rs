@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::{events_config, read_ndjson, text, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 use wharf::sync::{run_sync, SyncOptions};
 
 const TYPES_TABLE: &str = r#"

@@ -30,7 +30,7 @@ use wharf_operators::changes::{
     ChangeMapper, Envelope, EnvelopeRecords, EventChanges, LookupRows, ProfileChanges,
     ProfileMapping, ProfileTarget,
 };
-use wharf_operators::diff::{ChangeOp, ChangeSet, RowChange};
+use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MAX_PROPERTIES};
 use wharf_operators::record::MappedBatch;
 use wharf_operators::RecordMapper;

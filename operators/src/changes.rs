@@ -1,4 +1,5 @@
-//! Changes (from [`crate::diff`]) → destination records, per table type.
+//! Changes ([`crate::change`], from the diff or a change stream) → destination records, per
+//! table type.
 //!
 //! - Events ([`EventChanges`]): inserts and updates are (re)imported with the same
 //!   deterministic `$insert_id`; Mixpanel cannot change or delete an imported event, so a
@@ -24,17 +25,11 @@ use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::Schema;
 use serde_json::value::RawValue;
 
-use crate::diff::{ChangeOp, ChangeSet, RowChange};
+use crate::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
 use crate::encode::{write_json_str, write_value, ColumnEncoder};
 use crate::events::{find_column, EventMapper, MappingError};
 use crate::record::{EncodedRecords, MappedBatch, Reject};
 use crate::RecordMapper;
-
-/// Turns a [`ChangeSet`] into records. Implemented per table type.
-pub trait ChangeMapper: Send + Sync {
-    /// Maps the changes; `now_ms` is the wall clock (for event time checks).
-    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch;
-}
 
 /// The change envelope sent to change-capable destinations (files, Kafka): one JSON object
 /// per change,

@@ -40,60 +40,13 @@ use timely::dataflow::operators::vec::{Broadcast, Filter};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
-use crate::changes::ChangeMapper;
+use crate::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
 use crate::dataflow::{ArrowBatch, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{
     identity_changed, key_texts_of, owner, sorted_part_name, state_fingerprint_version, KeyMap,
     KeySet, KeyTextWriter, PendingSnapshot, PreviousRange, RowHasher, SortedPartWriter,
 };
-
-pub use crate::record::ChangeOp;
-
-/// One changed row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowChange {
-    /// Insert or update.
-    pub op: ChangeOp,
-    /// For events: the update changed the event's identity (name, distinct id or time).
-    pub identity_changed: bool,
-}
-
-/// What the diff hands to the mapping step.
-#[derive(Clone, Debug)]
-pub enum ChangeSet {
-    /// Inserted or updated rows (`batch`), with per row its change and key text; plus rows
-    /// that could not be keyed.
-    Rows {
-        /// The changed rows.
-        batch: RecordBatch,
-        /// Per row of `batch`.
-        changes: Vec<RowChange>,
-        /// Per row of `batch`: the key's JSON text.
-        keys: Vec<String>,
-        /// Rows rejected before diffing (a NULL key column).
-        rejects: Vec<Reject>,
-    },
-    /// Deleted keys, as JSON texts.
-    Deletes(Vec<String>),
-}
-
-impl ChangeSet {
-    /// Rows in this set (changed rows + rejects, or deletes).
-    pub fn len(&self) -> usize {
-        match self {
-            ChangeSet::Rows {
-                changes, rejects, ..
-            } => changes.len() + rejects.len(),
-            ChangeSet::Deletes(k) => k.len(),
-        }
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Which rows a run emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! wharf's dataflow vocabulary: Arrow → record encoding, event mapping, and the timely
 //! operators every sync is wired from. Nothing here knows any one warehouse or destination.
 
+pub mod change;
 pub mod changes;
 pub mod dataflow;
 pub mod diff;

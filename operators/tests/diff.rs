@@ -10,7 +10,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
-use wharf_operators::diff::{diff_batches, ChangeOp, ChangeSet, DiffSpec, Emit};
+use wharf_operators::change::{ChangeOp, ChangeSet};
+use wharf_operators::diff::{diff_batches, DiffSpec, Emit};
 use wharf_operators::snapshot::{FingerprintVersion, RowHasher};
 
 /// A row's values: `a`, `b` and (once added) `c`.

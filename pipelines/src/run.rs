@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wharf_operators::changes::ChangeMapper;
+use wharf_operators::change::ChangeMapper;
 use wharf_operators::dataflow::{
     batch_sink, map_records, poll_source, BatchLimits, RejectSink, RunControl, StartReader,
 };

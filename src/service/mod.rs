@@ -169,7 +169,7 @@ fn slot_state(
     };
     let jitter = sync
         .and_then(|s| s.jitter)
-        .and_then(|j| crate::config::parse_duration(&j));
+        .and_then(|j| crate::duration::parse_duration(&j));
     let mut state = SlotState {
         next_run: None,
         schedule,

@@ -10,6 +10,7 @@
 //! A probe is built from the last run's resolved sync and kept in its [`super::Session`]; a
 //! probe that fails says "not idle", so the full run reports the error.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_operators::arrow::datatypes::DataType;
@@ -37,7 +38,7 @@ pub(super) enum Probe {
 
 /// An append sync's probe.
 pub(super) struct AppendProbe {
-    warehouse: Warehouse,
+    warehouse: Arc<dyn Warehouse>,
     source: SourceRef,
     cursor: (String, DataType),
     lookback: Option<Duration>,
@@ -48,7 +49,7 @@ pub(super) struct AppendProbe {
 impl Probe {
     /// An append sync's probe.
     pub(super) fn append(
-        warehouse: Warehouse,
+        warehouse: Arc<dyn Warehouse>,
         source: SourceRef,
         cursor: (String, DataType),
         lookback: Option<Duration>,

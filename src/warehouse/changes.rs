@@ -26,7 +26,8 @@ use wharf_operators::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, Strin
 use wharf_operators::arrow::compute::{cast, concat_batches, take_record_batch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::arrow::util::display::{ArrayFormatter, FormatOptions};
-use wharf_operators::diff::{ChangeOp, OP_COLUMN};
+use wharf_operators::change::ChangeOp;
+use wharf_operators::diff::OP_COLUMN;
 
 /// Which warehouse's change output a batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

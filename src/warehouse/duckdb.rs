@@ -1,7 +1,8 @@
 //! DuckDB: the embedded default warehouse (a local file).
 //!
 //! Reads are Arrow-native and streamed chunk by chunk (`stream_arrow`), never collected.
-//! Identifiers are always quoted; watermarks are bound parameters. The file is opened
+//! Identifiers are always quoted; watermarks are written as integer literals (from typed
+//! values, never user text) that DuckDB casts to the cursor's type. The file is opened
 //! read-only for reads, so several readers may share it.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
 use wharf_operators::watermark::Watermark;
 
-use super::{quote_ident, quote_table, ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{quote_table, ColumnInfo, SourceRef, TableSchema, Warehouse, WarehouseError};
 
 /// A DuckDB database file.
 #[derive(Debug, Clone)]
@@ -62,10 +63,6 @@ impl DuckDbWarehouse {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn what(&self) -> String {
-        format!("DuckDB warehouse `{}` ({})", self.name, self.path.display())
     }
 
     fn connect(&self) -> Result<Connection, WarehouseError> {
@@ -124,13 +121,66 @@ impl DuckDbWarehouse {
         }
     }
 
+    fn stream(
+        &self,
+        src: &SourceRef,
+        sql: &str,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let conn = self.connect()?;
+        let mut stmt = conn.prepare(sql).map_err(|e| Self::query_err(src, e))?;
+        let stream = stmt.stream_arrow([]).map_err(|e| Self::query_err(src, e))?;
+        // DuckDB streams vectors of 2,048 rows; coalescing them into batches of at least
+        // COALESCE_ROWS keeps the per-batch costs of the dataflow (exchange, encoder set-up)
+        // small.
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0;
+        let flush = |pending: &mut Vec<RecordBatch>, each: &mut dyn FnMut(RecordBatch) -> bool| {
+            let batch = match pending.len() {
+                0 => return Ok(true),
+                1 => pending.pop(),
+                _ => {
+                    let schema = pending[0].schema();
+                    let merged =
+                        wharf_operators::arrow::compute::concat_batches(&schema, pending.iter())
+                            .map_err(|e| Self::query_err_text(src, e.to_string()))?;
+                    pending.clear();
+                    Some(merged)
+                }
+            };
+            Ok(batch.is_none_or(&mut *each))
+        };
+        for batch in stream {
+            let batch = batch.map_err(|e| Self::query_err(src, e))?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            rows += batch.num_rows();
+            pending.push(batch);
+            if rows >= COALESCE_ROWS {
+                rows = 0;
+                if !flush(&mut pending, each)? {
+                    return Ok(());
+                }
+            }
+        }
+        flush(&mut pending, each)?;
+        Ok(())
+    }
+}
+
+impl Warehouse for DuckDbWarehouse {
+    fn what(&self) -> String {
+        format!("DuckDB warehouse `{}` ({})", self.name, self.path.display())
+    }
+
     /// Opens the database once (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
+    fn check(&self) -> Result<(), WarehouseError> {
         self.connect().map(|_| ())
     }
 
     /// Columns, types, declared primary key and Arrow schema of `src`.
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let conn = self.connect()?;
         let mut columns = Vec::new();
         let mut primary_key = Vec::new();
@@ -197,166 +247,43 @@ impl DuckDbWarehouse {
         })
     }
 
-    /// `WHERE` clause and its parameter for rows after `after` (none on a first run).
-    fn after_clause(
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> (String, Option<i64>) {
-        let col = quote_ident(cursor);
+    fn source_item(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        Ok(Self::from_clause(src))
+    }
+
+    /// The watermark as an integer literal turned into the cursor's type by DuckDB.
+    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
         match after {
-            None => (String::new(), None),
-            Some(Watermark::Integer(v)) => (format!("WHERE {col} > ?"), Some(v)),
-            Some(Watermark::TimestampMicros(us)) => {
+            Watermark::Integer(v) => format!("{column} > {v}"),
+            Watermark::TimestampMicros(us) => {
                 let ty = match cursor_type {
                     DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
                     _ => "TIMESTAMP",
                 };
-                (
-                    format!("WHERE {col} > CAST(make_timestamp(CAST(? AS BIGINT)) AS {ty})"),
-                    Some(us),
-                )
+                format!("{column} > CAST(make_timestamp(CAST({us} AS BIGINT)) AS {ty})")
             }
-            Some(Watermark::Date(d)) => (
-                format!("WHERE {col} > DATE '1970-01-01' + CAST(? AS INTEGER)"),
-                Some(d as i64),
-            ),
+            Watermark::Date(d) => format!("{column} > DATE '1970-01-01' + CAST({d} AS INTEGER)"),
         }
     }
 
-    /// Number of rows an append run would read (for progress ETA).
-    pub fn count_after(
+    fn select(
         &self,
         src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        let conn = self.connect()?;
-        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
-        let sql = format!("SELECT count(*) FROM {} {clause}", Self::from_clause(src));
-        let mut stmt = conn.prepare(&sql).map_err(|e| Self::query_err(src, e))?;
-        let n: i64 = match param {
-            Some(p) => stmt.query_row([p], |r| r.get(0)),
-            None => stmt.query_row([], |r| r.get(0)),
-        }
-        .map_err(|e| Self::query_err(src, e))?;
-        Ok(n.max(0) as u64)
+        filter: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let sql = format!("SELECT * FROM {} {filter}{limit}", Self::from_clause(src));
+        self.stream(src, &sql, each)
     }
 
-    /// `src` reduced to the latest row per `key` by `order` (profile history tables: each
-    /// user's current state is the row with the latest start time; `dedupe_by`).
-    pub fn latest_per_key(src: &SourceRef, key: &[String], order: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-        SourceRef::Query(format!(
-            "SELECT * FROM {} QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
-            Self::from_clause(src),
-            key.join(", "),
-            quote_ident(order)
-        ))
-    }
-
-    /// The number of rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
+    fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {
         let conn = self.connect()?;
-        let sql = format!("SELECT count(*) FROM {}", Self::from_clause(src));
+        let sql = format!("SELECT count(*) FROM {} {filter}", Self::from_clause(src));
         let n: i64 = conn
             .query_row(&sql, [], |r| r.get(0))
             .map_err(|e| Self::query_err(src, e))?;
         Ok(n.max(0) as u64)
-    }
-
-    /// Streams the rows whose `cursor` is past `after` (in no particular order) to `each`
-    /// (which returns false to stop early).
-    pub fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
-        // No ORDER BY: a run commits all of its rows or none, so the order is irrelevant,
-        // and sorting would make DuckDB materialize every selected row (peak memory).
-        let sql = format!("SELECT * FROM {} {clause}", Self::from_clause(src));
-        self.stream(src, &sql, param, each)
-    }
-
-    /// Streams the whole of `src`.
-    pub fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!("SELECT * FROM {}", Self::from_clause(src));
-        self.stream(src, &sql, None, each)
-    }
-
-    /// The first `limit` rows of `src`.
-    pub fn preview(
-        &self,
-        src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let sql = format!("SELECT * FROM {} LIMIT {limit}", Self::from_clause(src));
-        let mut out = Vec::new();
-        self.stream(src, &sql, None, |b| {
-            out.push(b);
-            true
-        })?;
-        Ok(out)
-    }
-
-    fn stream(
-        &self,
-        src: &SourceRef,
-        sql: &str,
-        param: Option<i64>,
-        mut each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let conn = self.connect()?;
-        let mut stmt = conn.prepare(sql).map_err(|e| Self::query_err(src, e))?;
-        let stream = match param {
-            Some(p) => stmt.stream_arrow([p]),
-            None => stmt.stream_arrow([]),
-        }
-        .map_err(|e| Self::query_err(src, e))?;
-        // DuckDB streams vectors of 2,048 rows; coalescing them into batches of at least
-        // COALESCE_ROWS keeps the per-batch costs of the dataflow (exchange, encoder set-up)
-        // small.
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let mut rows = 0;
-        let flush = |pending: &mut Vec<RecordBatch>, each: &mut dyn FnMut(RecordBatch) -> bool| {
-            let batch = match pending.len() {
-                0 => return Ok(true),
-                1 => pending.pop(),
-                _ => {
-                    let schema = pending[0].schema();
-                    let merged =
-                        wharf_operators::arrow::compute::concat_batches(&schema, pending.iter())
-                            .map_err(|e| Self::query_err_text(src, e.to_string()))?;
-                    pending.clear();
-                    Some(merged)
-                }
-            };
-            Ok(batch.is_none_or(&mut *each))
-        };
-        for batch in stream {
-            let batch = batch.map_err(|e| Self::query_err(src, e))?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            rows += batch.num_rows();
-            pending.push(batch);
-            if rows >= COALESCE_ROWS {
-                rows = 0;
-                if !flush(&mut pending, &mut each)? {
-                    return Ok(());
-                }
-            }
-        }
-        flush(&mut pending, &mut each)?;
-        Ok(())
     }
 }

@@ -9,10 +9,11 @@ pub mod duckdb;
 mod http;
 pub mod jwt;
 pub mod postgres;
+mod registry;
 pub mod snowflake;
 mod sql;
 
-use std::sync::Arc;
+pub use registry::open;
 
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
@@ -141,350 +142,196 @@ impl WarehouseError {
     }
 }
 
-/// A configured warehouse, whichever kind: the one type the rest of wharf reads through.
-#[derive(Debug, Clone)]
-pub enum Warehouse {
-    /// DuckDB (embedded).
-    #[cfg(feature = "duckdb")]
-    DuckDb(duckdb::DuckDbWarehouse),
-    /// PostgreSQL or Redshift.
-    Postgres(postgres::PostgresWarehouse),
-    /// Snowflake.
-    Snowflake(snowflake::SnowflakeWarehouse),
-    /// Databricks.
-    Databricks(databricks::DatabricksWarehouse),
-    /// BigQuery.
-    BigQuery(bigquery::BigQueryWarehouse),
-}
+/// One way in for every warehouse. A connector (one folder under `src/warehouse/`, one line
+/// in `registry.rs`) says how it connects, describes a table, writes a `FROM` item and a
+/// cursor comparison, and runs a `SELECT`; the reads a sync makes (counts, append reads,
+/// snapshots, previews, a history table's latest rows) are written once, here.
+pub trait Warehouse: std::fmt::Debug + Send + Sync {
+    /// The warehouse in messages: its kind, name and where it is.
+    fn what(&self) -> String;
 
-impl Warehouse {
-    /// The warehouse `name` of `config`.
-    pub fn from_config(config: &crate::config::Config, name: &str) -> Option<Warehouse> {
-        use crate::config::{SslModeConfig, WarehouseConfig};
-        Some(match config.warehouses.get(name)? {
-            #[cfg(feature = "duckdb")]
-            WarehouseConfig::Duckdb { path, memory_limit } => Warehouse::DuckDb(
-                duckdb::DuckDbWarehouse::new(name, config.resolve(path))
-                    .with_memory_limit(memory_limit.clone()),
-            ),
-            // Refused when the config is parsed (`Config::parse`); never reached.
-            #[cfg(not(feature = "duckdb"))]
-            WarehouseConfig::Duckdb { .. } => return None,
-            WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) => {
-                let redshift = matches!(config.warehouses[name], WarehouseConfig::Redshift(_));
-                let settings = postgres::PgSettings {
-                    host: p.host.clone(),
-                    port: p.port.unwrap_or(if redshift { 5439 } else { 5432 }),
-                    database: p.database.clone(),
-                    user: p.user.clone(),
-                    password: p.password.as_ref().map(|s| s.expose().to_string()),
-                    sslmode: match p.sslmode {
-                        SslModeConfig::Disable => postgres::SslMode::Disable,
-                        SslModeConfig::Prefer => postgres::SslMode::Prefer,
-                        SslModeConfig::Require => postgres::SslMode::Require,
-                        SslModeConfig::VerifyFull => postgres::SslMode::VerifyFull,
-                    },
-                    sslrootcert: p.sslrootcert.as_ref().map(|c| config.resolve(c)),
-                    connect_timeout: p
-                        .connect_timeout
-                        .as_deref()
-                        .and_then(crate::config::parse_duration)
-                        .unwrap_or(std::time::Duration::from_secs(10)),
-                    flavor: if redshift {
-                        postgres::Flavor::Redshift
-                    } else {
-                        postgres::Flavor::Postgres
-                    },
-                };
-                Warehouse::Postgres(postgres::PostgresWarehouse::new(name, settings))
-            }
-            WarehouseConfig::Snowflake(sf) => {
-                let settings = snowflake::SnowflakeSettings {
-                    base_url: sf
-                        .url
-                        .clone()
-                        .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", sf.account))
-                        .trim_end_matches('/')
-                        .to_string(),
-                    account: sf.account.clone(),
-                    user: sf.user.clone(),
-                    auth: match (&sf.password, &sf.private_key, &sf.private_key_file) {
-                        (_, Some(pem), _) => {
-                            snowflake::SnowflakeAuth::KeyPair(pem.expose().to_string())
-                        }
-                        (_, None, Some(path)) => snowflake::SnowflakeAuth::KeyPairFile(
-                            config.resolve(std::path::Path::new(path)),
-                        ),
-                        (p, None, None) => snowflake::SnowflakeAuth::Password(
-                            p.as_ref()
-                                .map(|p| p.expose().to_string())
-                                .unwrap_or_default(),
-                        ),
-                    },
-                    database: sf.database.clone(),
-                    schema: sf.schema.clone().unwrap_or_else(|| "PUBLIC".into()),
-                    warehouse: sf.warehouse.clone(),
-                    role: sf.role.clone(),
-                    timeout: sf
-                        .timeout
-                        .as_deref()
-                        .and_then(crate::config::parse_duration)
-                        .unwrap_or(std::time::Duration::from_secs(60)),
-                };
-                Warehouse::Snowflake(snowflake::SnowflakeWarehouse::new(name, settings))
-            }
-            WarehouseConfig::Databricks(d) => {
-                let settings = databricks::DatabricksSettings {
-                    host: d.host.trim_end_matches('/').to_string(),
-                    token: d.token.expose().to_string(),
-                    warehouse_id: d.warehouse_id.clone(),
-                    catalog: d.catalog.clone(),
-                    schema: d.schema.clone(),
-                    timeout: d
-                        .timeout
-                        .as_deref()
-                        .and_then(crate::config::parse_duration)
-                        .unwrap_or(std::time::Duration::from_secs(60)),
-                };
-                Warehouse::Databricks(databricks::DatabricksWarehouse::new(name, settings))
-            }
-            WarehouseConfig::Bigquery(b) => {
-                let settings = bigquery::BigQuerySettings {
-                    endpoint: b
-                        .endpoint
-                        .clone()
-                        .unwrap_or_else(|| "https://bigquery.googleapis.com".into())
-                        .trim_end_matches('/')
-                        .to_string(),
-                    project: b.project.clone(),
-                    dataset: b.dataset.clone(),
-                    location: b.location.clone(),
-                    auth: match (&b.access_token, &b.credentials, &b.credentials_file) {
-                        (Some(t), _, _) => bigquery::BigQueryAuth::Token(t.expose().to_string()),
-                        (None, None, None) => bigquery::BigQueryAuth::None,
-                        (None, json, file) => {
-                            let json = match (json, file) {
-                                (Some(j), _) => Ok(j.expose().to_string()),
-                                (None, Some(f)) => {
-                                    std::fs::read_to_string(config.resolve(std::path::Path::new(f)))
-                                        .map_err(|e| format!("cannot read {f}: {e}"))
-                                }
-                                (None, None) => Ok(String::new()),
-                            };
-                            match json.and_then(|j| bigquery::ServiceAccount::from_json(&j)) {
-                                Ok(sa) => bigquery::BigQueryAuth::ServiceAccount(Arc::new(sa)),
-                                Err(message) => bigquery::BigQueryAuth::Invalid(message),
-                            }
-                        }
-                    },
-                    timeout: b
-                        .timeout
-                        .as_deref()
-                        .and_then(crate::config::parse_duration)
-                        .unwrap_or(std::time::Duration::from_secs(60)),
-                    // Google's Storage API with Google's REST API; an emulator's only when set.
-                    storage_endpoint: match (&b.storage_endpoint, &b.endpoint) {
-                        (Some(e), _) => Some(e.trim_end_matches('/').to_string()),
-                        (None, None) => Some("https://bigquerystorage.googleapis.com".into()),
-                        (None, Some(_)) => None,
-                    }
-                    .filter(|_| b.storage_read.unwrap_or(true)),
-                    storage_streams: b.storage_streams.unwrap_or(4),
-                };
-                Warehouse::BigQuery(bigquery::BigQueryWarehouse::new(name, settings))
-            }
-        })
-    }
-
-    /// The warehouse by how it is read.
-    pub(crate) fn kind(&self) -> Kind<'_> {
-        match self {
-            #[cfg(feature = "duckdb")]
-            Warehouse::DuckDb(w) => Kind::DuckDb(w),
-            Warehouse::Postgres(w) => Kind::Postgres(w),
-            Warehouse::Snowflake(w) => Kind::Sql(w),
-            Warehouse::Databricks(w) => Kind::Sql(w),
-            Warehouse::BigQuery(w) => Kind::Sql(w),
-        }
-    }
-
-    /// Connects once (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
-        match self {
-            #[cfg(feature = "duckdb")]
-            Warehouse::DuckDb(w) => w.check(),
-            Warehouse::Postgres(w) => w.check(),
-            Warehouse::Snowflake(w) => w.check(),
-            Warehouse::Databricks(w) => w.check(),
-            Warehouse::BigQuery(w) => w.check(),
-        }
-    }
+    /// Connects once (the health check of `wharf check`).
+    fn check(&self) -> Result<(), WarehouseError>;
 
     /// Columns, types, declared primary key and Arrow schema of `src`.
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
-        match self {
-            #[cfg(feature = "duckdb")]
-            Warehouse::DuckDb(w) => w.describe(src),
-            Warehouse::Postgres(w) => w.describe(src),
-            Warehouse::Snowflake(w) => w.describe(src),
-            Warehouse::Databricks(w) => w.describe(src),
-            Warehouse::BigQuery(w) => w.describe(src),
-        }
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError>;
+
+    /// `src` as a `FROM` item: a checked, quoted table name, or the query as a subquery.
+    fn source_item(&self, src: &SourceRef) -> Result<String, WarehouseError>;
+
+    /// A quoted column name.
+    fn ident(&self, name: &str) -> String {
+        quote_ident(name)
     }
 
-    /// `src` reduced to the latest row per `key` by `order` (profile history tables,
-    /// `dedupe_by`); ties are broken arbitrarily.
-    pub fn latest_per_key(
+    /// `<column> > <after>` in this dialect (`column` already quoted), written from a typed
+    /// watermark, never from user text.
+    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String;
+
+    /// Runs `SELECT * FROM <src> <filter>` (at most `limit` rows), handing each batch to
+    /// `each` (false stops).
+    fn select(
         &self,
         src: &SourceRef,
-        schema: &TableSchema,
-        key: &[String],
-        order: &str,
-    ) -> SourceRef {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(_) => duckdb::DuckDbWarehouse::latest_per_key(src, key, order),
-            Kind::Postgres(_) => {
-                let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-                postgres::PostgresWarehouse::latest_per_key(src, &columns, key, order)
-            }
-            Kind::Sql(w) => w.latest_per_key(src, key, order),
-        }
+        filter: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError>;
+
+    /// `SELECT count(*) FROM <src> <filter>`.
+    fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError>;
+
+    /// The table's change output read through a SQL change function (Snowflake `CHANGES`,
+    /// Databricks' Change Data Feed, BigQuery `CHANGES`), if it has one wharf reads.
+    fn change_function(&self) -> Option<&dyn ChangeFunction> {
+        None
+    }
+
+    /// PostgreSQL's logical decoding (a replication slot and a publication per sync), where
+    /// the server is PostgreSQL.
+    fn logical_decoding(&self) -> Option<&postgres::PostgresWarehouse> {
+        None
     }
 
     /// The number of rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(w) => w.count(src),
-            Kind::Postgres(w) => w.count(src),
-            Kind::Sql(w) => w.count(src),
-        }
+    fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
+        self.count_where(src, "")
+    }
+
+    /// `WHERE <cursor> > <after>`, empty on a first run.
+    fn after_filter(
+        &self,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+    ) -> String {
+        after.map_or_else(String::new, |after| {
+            format!(
+                "WHERE {}",
+                self.cursor_after(&self.ident(cursor), cursor_type, after)
+            )
+        })
     }
 
     /// Number of rows an append run would read.
-    pub fn count_after(
+    fn count_after(
         &self,
         src: &SourceRef,
         cursor: &str,
         cursor_type: &DataType,
         after: Option<Watermark>,
     ) -> Result<u64, WarehouseError> {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(w) => w.count_after(src, cursor, cursor_type, after),
-            Kind::Postgres(w) => w.count_after(src, cursor, cursor_type, after),
-            Kind::Sql(w) => w.count_after(src, cursor, cursor_type, after),
-        }
+        self.count_where(src, &self.after_filter(cursor, cursor_type, after))
     }
 
-    /// Streams the rows whose `cursor` is past `after` to `each` (false stops).
-    pub fn read_after(
+    /// Streams the rows whose `cursor` is past `after` to `each` (false stops), in no
+    /// particular order: a run commits all of its rows or none, and sorting would make the
+    /// warehouse materialize every selected row.
+    fn read_after(
         &self,
         src: &SourceRef,
         cursor: &str,
         cursor_type: &DataType,
         after: Option<Watermark>,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Kind::Postgres(w) => w.read_after(src, cursor, cursor_type, after, each),
-            Kind::Sql(w) => w.read_after(src, cursor, cursor_type, after, &mut each),
-        }
+        self.select(
+            src,
+            &self.after_filter(cursor, cursor_type, after),
+            None,
+            each,
+        )
     }
 
     /// Streams the whole of `src` to `each` (false stops).
-    pub fn read_snapshot(
+    fn read_snapshot(
         &self,
         src: &SourceRef,
-        mut each: impl FnMut(RecordBatch) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(w) => w.read_snapshot(src, each),
-            Kind::Postgres(w) => w.read_snapshot(src, each),
-            Kind::Sql(w) => w.read_snapshot(src, &mut each),
-        }
+        self.select(src, "", None, each)
     }
 
     /// The first `limit` rows of `src`.
-    pub fn preview(
+    fn preview(&self, src: &SourceRef, limit: usize) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let mut out = Vec::new();
+        self.select(src, "", Some(limit), &mut |b| {
+            out.push(b);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// `src` reduced to the latest row per `key` by `order` (profile history tables,
+    /// `dedupe_by`); ties are broken arbitrarily. `QUALIFY` by default.
+    fn latest_per_key(
         &self,
         src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        match self.kind() {
-            #[cfg(feature = "duckdb")]
-            Kind::DuckDb(w) => w.preview(src, limit),
-            Kind::Postgres(w) => w.preview(src, limit),
-            Kind::Sql(w) => w.preview(src, limit),
-        }
+        _schema: &TableSchema,
+        key: &[String],
+        order: &str,
+    ) -> SourceRef {
+        let key: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
+        let from = self
+            .source_item(src)
+            .unwrap_or_else(|_| "wharf_invalid_table".into());
+        SourceRef::Query(format!(
+            "SELECT * FROM {from} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
+            key.join(", "),
+            self.ident(order)
+        ))
     }
+}
 
-    /// Whether this warehouse reads changes from a change function (Snowflake `CHANGES`,
-    /// Databricks' Change Data Feed, BigQuery `CHANGES`); PostgreSQL's logical decoding is
-    /// handled apart.
-    pub fn has_change_function(&self) -> bool {
-        matches!(self.kind(), Kind::Sql(w) if w.change_format().is_some())
-    }
-
+/// A warehouse's change output read by a SQL change function: stateless windows between two
+/// positions of the table (a time or a table version).
+pub trait ChangeFunction {
     /// The current position of the change output of `src` when it can be read (probed), else
-    /// why not.
-    pub fn change_start(
-        &self,
-        src: &SourceRef,
-    ) -> Result<Result<Watermark, String>, WarehouseError> {
-        match self.kind() {
-            Kind::Sql(w) => w.change_start(src),
-            _ => Ok(Err("no change function here".into())),
-        }
-    }
-
-    /// `None` when the change output of `src` can be read, else why not.
-    pub fn changes_unavailable(&self, src: &SourceRef) -> Result<Option<String>, WarehouseError> {
-        Ok(self.change_start(src)?.err())
-    }
+    /// why not (a table without change tracking, a query, an emulator without the function).
+    fn change_start(&self, src: &SourceRef) -> Result<Result<Watermark, String>, WarehouseError>;
 
     /// The current position of the change output of `src`.
-    pub fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError> {
-        match self.kind() {
-            Kind::Sql(w) => w.change_position(src),
-            _ => Err(WarehouseError::Query {
-                source_ref: src.clone(),
-                message: "no change function here".into(),
-                transient: false,
-            }),
-        }
-    }
+    fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError>;
 
     /// The changes of `src` after `from` up to `to`, compacted by `key`.
-    pub fn read_changes(
+    fn read_changes(
         &self,
         src: &SourceRef,
         key: &[String],
         from: Watermark,
         to: Watermark,
-    ) -> Result<changes::Compacted, WarehouseError> {
-        match self.kind() {
-            Kind::Sql(w) => w.read_changes(src, key, from, to),
-            _ => Err(WarehouseError::Query {
-                source_ref: src.clone(),
-                message: "no change function here".into(),
-                transient: false,
-            }),
-        }
+    ) -> Result<changes::Compacted, WarehouseError>;
+}
+
+/// The changes of `src` in the window `(from, to]`, compacted by `key`, through the
+/// warehouse's change function (an error where it has none).
+pub fn read_changes(
+    warehouse: &dyn Warehouse,
+    src: &SourceRef,
+    key: &[String],
+    (from, to): (Watermark, Watermark),
+) -> Result<changes::Compacted, WarehouseError> {
+    match warehouse.change_function() {
+        Some(f) => f.read_changes(src, key, from, to),
+        None => Err(WarehouseError::Query {
+            source_ref: src.clone(),
+            message: "no change function here".into(),
+            transient: false,
+        }),
     }
 }
 
-/// A [`Warehouse`] by how it is read.
-pub(crate) enum Kind<'a> {
-    #[cfg(feature = "duckdb")]
-    DuckDb(&'a duckdb::DuckDbWarehouse),
-    Postgres(&'a postgres::PostgresWarehouse),
-    /// The SQL-over-HTTP warehouses.
-    Sql(&'a dyn sql::SqlApi),
+/// `None` when the change output of `src` can be read, else why not.
+pub fn changes_unavailable(
+    warehouse: &dyn Warehouse,
+    src: &SourceRef,
+) -> Result<Option<String>, WarehouseError> {
+    match warehouse.change_function() {
+        Some(f) => Ok(f.change_start(src)?.err()),
+        None => Ok(Some(
+            "this warehouse has no change function wharf reads".into(),
+        )),
+    }
 }
 
 /// How a SQL dialect writes the literals of an append cursor's `WHERE` clause.
@@ -496,41 +343,32 @@ pub(crate) struct Literals {
     pub date: fn(&str) -> String,
 }
 
-/// `WHERE <col> > <watermark>` (empty on a first run), with literals written per `literals`
-/// (built from typed watermarks only, never from user text).
-pub(crate) fn after_clause(
-    col: &str,
+/// `<column> > <after>` with the literals written per `literals` (from typed watermarks only,
+/// never from user text).
+pub(crate) fn cursor_after_literal(
+    column: &str,
     cursor_type: &DataType,
-    after: Option<Watermark>,
+    after: Watermark,
     literals: &Literals,
 ) -> String {
     match after {
-        None => String::new(),
-        Some(Watermark::Integer(v)) => format!("WHERE {col} > {v}"),
-        Some(Watermark::TimestampMicros(us)) => {
+        Watermark::Integer(v) => format!("{column} > {v}"),
+        Watermark::TimestampMicros(us) => {
             let t = chrono::DateTime::from_timestamp_micros(us)
                 .unwrap_or_default()
                 .format("%Y-%m-%d %H:%M:%S%.6f")
                 .to_string();
             let instant = matches!(cursor_type, DataType::Timestamp(_, Some(_)));
-            format!("WHERE {col} > {}", (literals.timestamp)(&t, instant))
+            format!("{column} > {}", (literals.timestamp)(&t, instant))
         }
-        Some(Watermark::Date(d)) => {
+        Watermark::Date(d) => {
             let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
                 .unwrap_or_default()
                 .format("%Y-%m-%d")
                 .to_string();
-            format!("WHERE {col} > {}", (literals.date)(&day))
+            format!("{column} > {}", (literals.date)(&day))
         }
     }
-}
-
-/// `from` reduced to the latest row per `key` by `order` (names already written as SQL).
-pub(crate) fn latest_per_key_sql(from: &str, key: &[String], order: &str) -> SourceRef {
-    SourceRef::Query(format!(
-        "SELECT * FROM {from} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {order} DESC) = 1",
-        key.join(", ")
-    ))
 }
 
 /// Checks that `cursor` exists in `schema` and can be an append cursor; returns its type.

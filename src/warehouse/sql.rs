@@ -7,15 +7,27 @@ use wharf_operators::arrow::datatypes::{DataType, Int64Type};
 use wharf_operators::watermark::Watermark;
 
 use super::changes::{self, ChangeFormat, Compacted};
-use super::{Literals, SourceRef, WarehouseError};
+use super::{ChangeFunction, Literals, SourceRef, TableSchema, Warehouse, WarehouseError};
 
-/// A warehouse reached by sending it SQL.
-pub(crate) trait SqlApi {
+/// A warehouse reached by sending it SQL over HTTP: what each says about itself; the
+/// [`Warehouse`] and [`ChangeFunction`] implementations below are written once on top.
+pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
+    /// The warehouse in messages.
+    fn what(&self) -> String;
+
+    /// Signs in and runs a trivial statement.
+    fn check(&self) -> Result<(), WarehouseError>;
+
+    /// Columns, types, declared primary key and Arrow schema of `src`.
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError>;
+
     /// `src` as a `FROM` item (a checked table name, or the query as a subquery).
     fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError>;
 
     /// A quoted column name.
-    fn ident(&self, name: &str) -> String;
+    fn quote(&self, name: &str) -> String {
+        super::quote_ident(name)
+    }
 
     /// How the dialect writes an append cursor's literals.
     fn literals(&self) -> Literals;
@@ -29,6 +41,22 @@ pub(crate) trait SqlApi {
         limit: Option<usize>,
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError>;
+
+    /// `SELECT * FROM <src> <filter>`; BigQuery reads through its Storage Read API instead.
+    fn select(
+        &self,
+        src: &SourceRef,
+        filter: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        let limit_sql = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+        let sql = format!(
+            "SELECT * FROM {} {filter}{limit_sql}",
+            self.source_sql(src)?
+        );
+        self.run(src, &sql, limit, each)
+    }
 
     /// The first column of the first row of `sql`, as an integer.
     fn scalar(&self, src: &SourceRef, sql: &str) -> Result<Option<i64>, WarehouseError> {
@@ -67,88 +95,54 @@ pub(crate) trait SqlApi {
     fn changes_hint(&self, _table: &str) -> String {
         String::new()
     }
+}
 
-    /// Rows of `src`.
-    fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        let sql = format!("SELECT COUNT(*) FROM {}", self.source_sql(src)?);
+impl<T: SqlApi> Warehouse for T {
+    fn what(&self) -> String {
+        SqlApi::what(self)
+    }
+
+    fn check(&self) -> Result<(), WarehouseError> {
+        SqlApi::check(self)
+    }
+
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+        SqlApi::describe(self, src)
+    }
+
+    fn source_item(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        self.source_sql(src)
+    }
+
+    fn ident(&self, name: &str) -> String {
+        self.quote(name)
+    }
+
+    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
+        super::cursor_after_literal(column, cursor_type, after, &self.literals())
+    }
+
+    fn select(
+        &self,
+        src: &SourceRef,
+        filter: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        SqlApi::select(self, src, filter, limit, each)
+    }
+
+    fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {
+        let sql = format!("SELECT COUNT(*) FROM {} {filter}", self.source_sql(src)?);
         Ok(self.scalar(src, &sql)?.unwrap_or(0).max(0) as u64)
     }
 
-    /// `WHERE <cursor> > <after>` (empty on a first run).
-    fn after_clause(
-        &self,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> String {
-        super::after_clause(&self.ident(cursor), cursor_type, after, &self.literals())
+    fn change_function(&self) -> Option<&dyn ChangeFunction> {
+        self.change_format().map(|_| self as &dyn ChangeFunction)
     }
+}
 
-    /// Rows an append run would read.
-    fn count_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} {}",
-            self.source_sql(src)?,
-            self.after_clause(cursor, cursor_type, after)
-        );
-        Ok(self.scalar(src, &sql)?.unwrap_or(0).max(0) as u64)
-    }
-
-    /// Streams the rows whose `cursor` is past `after`.
-    fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!(
-            "SELECT * FROM {} {}",
-            self.source_sql(src)?,
-            self.after_clause(cursor, cursor_type, after)
-        );
-        self.run(src, &sql, None, each)
-    }
-
-    /// Streams the whole of `src`.
-    fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let sql = format!("SELECT * FROM {}", self.source_sql(src)?);
-        self.run(src, &sql, None, each)
-    }
-
-    /// The first `limit` rows of `src`.
-    fn preview(&self, src: &SourceRef, limit: usize) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let sql = format!("SELECT * FROM {} LIMIT {limit}", self.source_sql(src)?);
-        let mut out = Vec::new();
-        self.run(src, &sql, Some(limit), &mut |b| {
-            out.push(b);
-            true
-        })?;
-        Ok(out)
-    }
-
-    /// `src` reduced to the latest row per `key` by `order`.
-    fn latest_per_key(&self, src: &SourceRef, key: &[String], order: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
-        let from = self
-            .source_sql(src)
-            .unwrap_or_else(|_| "wharf_invalid_table".into());
-        super::latest_per_key_sql(&from, &key, &self.ident(order))
-    }
-
-    /// The current change position of `src` when its change output can be read, else why
-    /// not (a table without change tracking, a query, an emulator without the function).
+impl<T: SqlApi> ChangeFunction for T {
     fn change_start(&self, src: &SourceRef) -> Result<Result<Watermark, String>, WarehouseError> {
         let SourceRef::Table(table) = src else {
             return Ok(Err("a query has no change output; name a table".into()));
@@ -176,7 +170,6 @@ pub(crate) trait SqlApi {
         }
     }
 
-    /// The table's current change position.
     fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError> {
         let position = match src {
             SourceRef::Table(t) => self.position_sql(t),
@@ -192,7 +185,6 @@ pub(crate) trait SqlApi {
         Ok(self.position_watermark(v))
     }
 
-    /// The changes of `src` after `from` up to `to`, compacted by `key`.
     fn read_changes(
         &self,
         src: &SourceRef,
@@ -252,54 +244,55 @@ mod tests {
     use std::sync::Arc;
     use wharf_operators::arrow::array::{Decimal128Array, StringArray};
 
-    fn warehouse(toml: &str) -> super::super::Warehouse {
-        let config = crate::config::Config::parse(toml, "w.toml").unwrap();
-        super::super::Warehouse::from_config(&config, "w").unwrap()
-    }
-
-    fn api(w: &super::super::Warehouse) -> &dyn SqlApi {
-        match w.kind() {
-            super::super::Kind::Sql(a) => a,
-            _ => panic!("not a SQL warehouse"),
-        }
+    fn config(toml: &str) -> crate::config::Config {
+        crate::config::Config::parse(toml, "w.toml").unwrap()
     }
 
     #[test]
     fn change_function_queries_per_warehouse() {
-        let sf = warehouse(
+        let c = config(
             "[warehouses.w]\ntype = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\ndatabase = \"DB\"\n",
         );
+        let crate::config::WarehouseConfig::Snowflake(sc) = &c.warehouses["w"] else {
+            panic!("snowflake")
+        };
+        let sf = super::super::snowflake::from_config("w", sc, &c);
         assert_eq!(
-            api(&sf).changes_sql("USERS", 10, 20).unwrap(),
+            sf.changes_sql("USERS", 10, 20).unwrap(),
             "SELECT * FROM USERS CHANGES(INFORMATION => DEFAULT) AT(TIMESTAMP => TO_TIMESTAMP_LTZ(10, 6)) END(TIMESTAMP => TO_TIMESTAMP_LTZ(20, 6))"
         );
         assert!(
-            api(&sf).changes_sql("users; DROP", 1, 2).is_none(),
+            sf.changes_sql("users; DROP", 1, 2).is_none(),
             "checked name"
         );
-        let dbx = warehouse(
+        let c = config(
             "[warehouses.w]\ntype = \"databricks\"\nhost = \"https://h\"\ntoken = \"t\"\nwarehouse_id = \"w\"\n",
         );
+        let crate::config::WarehouseConfig::Databricks(dc) = &c.warehouses["w"] else {
+            panic!("databricks")
+        };
+        let dbx = super::super::databricks::from_config("w", dc, &c);
         assert_eq!(
-            api(&dbx).changes_sql("cat.s.it's", 4, 9).unwrap(),
+            dbx.changes_sql("cat.s.it's", 4, 9).unwrap(),
             "SELECT * FROM table_changes('cat.s.it''s', 5, 9)"
         );
         assert_eq!(
-            api(&dbx).position_watermark(9),
+            dbx.position_watermark(9),
             Watermark::Integer(9),
             "Delta versions"
         );
-        let bq = warehouse(
+        let c = config(
             "[warehouses.w]\ntype = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\naccess_token = \"t\"\n",
         );
+        let crate::config::WarehouseConfig::Bigquery(bc) = &c.warehouses["w"] else {
+            panic!("bigquery")
+        };
+        let bq = super::super::bigquery::from_config("w", bc, &c);
         assert_eq!(
-            api(&bq).changes_sql("users", 1, 2).unwrap(),
+            bq.changes_sql("users", 1, 2).unwrap(),
             "SELECT * FROM CHANGES(TABLE `p.d.users`, TIMESTAMP_MICROS(1), TIMESTAMP_MICROS(2))"
         );
-        assert!(api(&bq)
-            .position_sql("users")
-            .unwrap()
-            .contains("660000000"));
+        assert!(bq.position_sql("users").unwrap().contains("660000000"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::common::kafka::{consume, records_on, KafkaBroker};
 use crate::common::{read_ndjson, text, Fixture};
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

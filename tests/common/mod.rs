@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use wharf::destination::mixpanel::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 
 pub mod emulators;
 pub mod kafka;

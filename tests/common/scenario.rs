@@ -4,7 +4,7 @@
 //! `wharf check` while the warehouse is up and once it is gone, with the secret nowhere.
 
 use serde_json::Value;
-use wharf::destination::mixpanel::receiver::ReceiverAuth;
+use wharf::receiver::ReceiverAuth;
 
 use super::{text, Fixture};
 
@@ -141,7 +141,7 @@ pub fn sync_scenario(fx: &Fixture, s: Scenario, stop: impl FnOnce()) {
 /// function on `plain` (a table with the same columns), says it cannot use it, with `hint`
 /// (how to turn it on) in its reason.
 pub fn check_change_output(
-    wh: &wharf::warehouse::Warehouse,
+    wh: &dyn wharf::warehouse::Warehouse,
     table: &str,
     format: wharf::warehouse::changes::ChangeFormat,
     key: &str,
@@ -154,7 +154,7 @@ pub fn check_change_output(
     use wharf_operators::arrow::datatypes::Int64Type;
     let src = SourceRef::Table(table.into());
     let mut batches = Vec::new();
-    wh.read_snapshot(&src, |b| {
+    wh.read_snapshot(&src, &mut |b| {
         batches.push(b);
         true
     })
@@ -186,8 +186,7 @@ pub fn check_change_output(
         .map(|(i, n, o)| (*i, n.to_string(), o.to_string()))
         .collect();
     assert_eq!(got, want);
-    let why = wh
-        .changes_unavailable(&SourceRef::Table(plain.into()))
+    let why = wharf::warehouse::changes_unavailable(wh, &SourceRef::Table(plain.into()))
         .unwrap()
         .expect("an emulator without change functions");
     assert!(why.contains(hint), "{why}");

@@ -33,11 +33,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_operators::arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondBuilder};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use wharf_operators::watermark::Watermark;
 
 use super::databricks::values;
 
+mod config;
 pub mod storage;
+
+pub(crate) use config::from_config;
 
 /// A Storage Read API batch with the columns and types the REST path gives (`schema`): columns
 /// found by name, cast where the Arrow types differ (e.g. a time zone's spelling).
@@ -63,6 +65,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Strin
         .collect::<Result<Vec<_>, String>>()?;
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
+use super::sql::SqlApi;
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 
 /// How to reach BigQuery.
@@ -453,15 +456,6 @@ impl BigQueryWarehouse {
         }
     }
 
-    fn what(&self) -> String {
-        format!(
-            "BigQuery warehouse `{}` (project {}, {})",
-            self.name,
-            self.settings.project,
-            super::http::shown_url(&self.settings.endpoint)
-        )
-    }
-
     fn query_err(src: &SourceRef, message: String) -> WarehouseError {
         WarehouseError::Query {
             source_ref: src.clone(),
@@ -824,16 +818,27 @@ impl BigQueryWarehouse {
     fn ident(name: &str) -> String {
         format!("`{}`", name.replace('`', ""))
     }
+}
+
+impl SqlApi for BigQueryWarehouse {
+    fn what(&self) -> String {
+        format!(
+            "BigQuery warehouse `{}` (project {}, {})",
+            self.name,
+            self.settings.project,
+            super::http::shown_url(&self.settings.endpoint)
+        )
+    }
 
     /// Runs `SELECT 1` (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
+    fn check(&self) -> Result<(), WarehouseError> {
         let src = SourceRef::Query("SELECT 1".into());
         self.block(self.stream(&src, "SELECT 1", Some(1), &mut |_| true))
             .map(|_| ())
     }
 
     /// Columns and Arrow schema of `src`.
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", self.table_sql(src));
         let schema = self.block(self.stream(src, &sql, Some(0), &mut |_| true))?;
         Ok(TableSchema {
@@ -850,14 +855,12 @@ impl BigQueryWarehouse {
             arrow: schema,
         })
     }
-}
 
-impl super::sql::SqlApi for BigQueryWarehouse {
     fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
         Ok(self.table_sql(src))
     }
 
-    fn ident(&self, name: &str) -> String {
+    fn quote(&self, name: &str) -> String {
         Self::ident(name)
     }
 
@@ -885,27 +888,25 @@ impl super::sql::SqlApi for BigQueryWarehouse {
         self.block(self.stream(src, sql, max, each)).map(|_| ())
     }
 
-    /// Through the Storage Read API when it can read `src`, else REST pages.
-    fn read_snapshot(
+    /// Through the Storage Read API (the filter's condition as its row restriction) when it
+    /// can read `src`, else REST pages; a limited read (a preview) by a query.
+    fn select(
         &self,
         src: &SourceRef,
+        filter: &str,
+        limit: Option<usize>,
         each: &mut dyn FnMut(RecordBatch) -> bool,
     ) -> Result<(), WarehouseError> {
-        self.block(self.read_table(src, "", each))
-    }
-
-    /// Through the Storage Read API (the cursor's condition as its row restriction) when it
-    /// can read `src`, else REST pages.
-    fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let condition = self.after_clause(cursor, cursor_type, after);
-        self.block(self.read_table(src, &condition, each))
+        match limit {
+            None => self.block(self.read_table(src, filter, each)),
+            Some(limit) => {
+                let sql = format!(
+                    "SELECT * FROM {} {filter} LIMIT {limit}",
+                    self.table_sql(src)
+                );
+                self.run(src, &sql, Some(limit), each)
+            }
+        }
     }
 
     fn change_format(&self) -> Option<super::changes::ChangeFormat> {

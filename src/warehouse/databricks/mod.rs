@@ -15,7 +15,10 @@
 //! Tested against `minilake` (tests/databricks.rs), whose SQL is DuckDB's, which answers every
 //! statement at once (so polling is not exercised) and which does not check tokens.
 
+mod config;
 pub mod values;
+
+pub(crate) use config::from_config;
 
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
+use super::sql::SqlApi;
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 use values::Column;
 
@@ -145,15 +149,6 @@ impl DatabricksWarehouse {
             name: name.into(),
             settings,
         }
-    }
-
-    fn what(&self) -> String {
-        format!(
-            "Databricks warehouse `{}` ({}, SQL warehouse {})",
-            self.name,
-            super::http::shown_url(&self.settings.host),
-            self.settings.warehouse_id
-        )
     }
 
     fn client(&self) -> Result<reqwest::Client, WarehouseError> {
@@ -346,15 +341,26 @@ impl DatabricksWarehouse {
             SourceRef::Query(q) => format!("({}) AS wharf_source", q.trim().trim_end_matches(';')),
         }
     }
+}
+
+impl SqlApi for DatabricksWarehouse {
+    fn what(&self) -> String {
+        format!(
+            "Databricks warehouse `{}` ({}, SQL warehouse {})",
+            self.name,
+            super::http::shown_url(&self.settings.host),
+            self.settings.warehouse_id
+        )
+    }
 
     /// Runs `SELECT 1` (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
+    fn check(&self) -> Result<(), WarehouseError> {
         self.inline(&SourceRef::Query("SELECT 1".into()), "SELECT 1")
             .map(|_| ())
     }
 
     /// Columns and Arrow schema of `src` (the manifest of `SELECT * … LIMIT 0`).
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let (columns, _) = self.inline(
             src,
             &format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)),
@@ -376,14 +382,12 @@ impl DatabricksWarehouse {
             arrow: values::schema(&columns),
         })
     }
-}
 
-impl super::sql::SqlApi for DatabricksWarehouse {
     fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
         Ok(Self::from_clause(src))
     }
 
-    fn ident(&self, name: &str) -> String {
+    fn quote(&self, name: &str) -> String {
         ident(name)
     }
 

@@ -422,7 +422,7 @@ impl PostgresWarehouse {
 
 /// A decoded row change: the op and per column its text (`None`: NULL or not sent).
 struct Change {
-    op: wharf_operators::diff::ChangeOp,
+    op: wharf_operators::change::ChangeOp,
     values: Vec<Option<String>>,
 }
 
@@ -544,7 +544,7 @@ impl Decoder {
     }
 
     fn message(&mut self, data: &[u8]) -> Result<(), String> {
-        use wharf_operators::diff::ChangeOp;
+        use wharf_operators::change::ChangeOp;
         let mut r = Reader { data, pos: 0 };
         let kind = r.u8()?;
         if self.skipping && matches!(kind, b'I' | b'U' | b'D' | b'T') {
@@ -665,11 +665,11 @@ impl Decoder {
 
     fn push(
         &mut self,
-        op: wharf_operators::diff::ChangeOp,
+        op: wharf_operators::change::ChangeOp,
         tuple: Vec<Option<Option<String>>>,
         old: Option<Vec<Option<Option<String>>>>,
     ) -> Result<(), String> {
-        use wharf_operators::diff::ChangeOp;
+        use wharf_operators::change::ChangeOp;
         self.read += 1;
         let mut partial = false;
         let values: Vec<Option<String>> = (0..self.names.len())
@@ -716,7 +716,7 @@ impl Decoder {
     }
 
     fn finish(self, layout: &Layout) -> Result<ChangePoll, String> {
-        use wharf_operators::diff::ChangeOp;
+        use wharf_operators::change::ChangeOp;
         if self.pending_end {
             // pg_logical_slot_peek returns whole transactions; a cut one is a server bug.
             return Err("the change stream ended inside a transaction".into());

@@ -4,8 +4,8 @@
 //!   stream through a portal (a server-side cursor) [`FETCH_ROWS`] rows at a time, decoded
 //!   from the binary format straight into Arrow builders ([`types`]); a table is never held
 //!   whole in memory.
-//! - Identifiers are always quoted; watermarks are bound parameters; a configured query runs
-//!   as written, wrapped as a subquery.
+//! - Identifiers are always quoted; watermarks are integer literals (typed values, never user
+//!   text) cast by the server; a configured query runs as written, wrapped as a subquery.
 //! - The blocking API matches the other connectors: each call runs on a private
 //!   current-thread tokio runtime, so it can be called from a blocking thread.
 //! - Redshift (`type = "redshift"`) uses the same code. Differences: no logical decoding (mirror
@@ -16,9 +16,12 @@
 //!
 //! Change capture through logical decoding lives in [`logical`].
 
+mod config;
 pub mod logical;
 mod tls;
 pub mod types;
+
+pub(crate) use config::from_config;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::types::{FromSql, Kind, ToSql, Type};
+use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, IsolationLevel, NoTls, Socket};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -34,7 +37,7 @@ use wharf_operators::watermark::Watermark;
 
 use self::types::{ColumnBuilder, PgKind};
 pub use super::{quote_ident, quote_table};
-use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{ColumnInfo, SourceRef, TableSchema, Warehouse, WarehouseError};
 
 /// Rows per fetch from the server-side cursor, and per Arrow batch.
 pub const FETCH_ROWS: i32 = 8192;
@@ -232,19 +235,6 @@ impl PostgresWarehouse {
         &self.settings
     }
 
-    /// What it is, for messages (no password).
-    pub fn what(&self) -> String {
-        let s = &self.settings;
-        let kind = match s.flavor {
-            Flavor::Postgres => "PostgreSQL",
-            Flavor::Redshift => "Redshift",
-        };
-        format!(
-            "{kind} warehouse `{}` ({}@{}:{}/{})",
-            self.name, s.user, s.host, s.port, s.database
-        )
-    }
-
     /// Runs `f` to completion on a private runtime.
     pub fn block<T>(
         &self,
@@ -359,11 +349,6 @@ impl PostgresWarehouse {
         }
     }
 
-    /// Connects once (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
-        self.block(async { self.connect().await.map(|_| ()) })
-    }
-
     /// The server's `wal_level` (`logical` is needed for change capture).
     pub fn wal_level(&self) -> Result<String, WarehouseError> {
         self.block(async {
@@ -451,8 +436,167 @@ impl PostgresWarehouse {
             .collect())
     }
 
+    fn count_sql(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
+        self.block(async {
+            let client = self.connect_bare().await?;
+            let row = client
+                .query_one(sql, &[])
+                .await
+                .map_err(|e| self.err(src, e))?;
+            Ok(row.get::<_, i64>(0).max(0) as u64)
+        })
+    }
+
+    /// Streams the whole of `src` (PostgreSQL only) and says which transactions the read saw,
+    /// so that a change stream started before it can skip them.
+    pub fn read_snapshot_seen(
+        &self,
+        src: &SourceRef,
+        each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<logical::SnapshotVisibility, WarehouseError> {
+        self.stream_in(src, "", None, true, each)?
+            .ok_or_else(|| WarehouseError::Query {
+                source_ref: src.clone(),
+                message: "the server did not describe its snapshot".into(),
+                transient: false,
+            })
+    }
+
+    fn stream(
+        &self,
+        src: &SourceRef,
+        clause: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        self.stream_in(src, clause, limit, false, each).map(|_| ())
+    }
+
+    /// [`Self::stream`] in one `REPEATABLE READ` transaction; with `seen`, the transaction's
+    /// snapshot and the WAL insert position are read first (the first statement takes the
+    /// snapshot) and returned.
+    fn stream_in(
+        &self,
+        src: &SourceRef,
+        clause: &str,
+        limit: Option<usize>,
+        seen: bool,
+        mut each: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<Option<logical::SnapshotVisibility>, WarehouseError> {
+        self.block(async {
+            let mut client = self.connect().await?;
+            let layout = self.layout(&client, src).await?;
+            let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
+            let sql = format!(
+                "SELECT {} FROM {} {clause}{limit}",
+                layout.select_list(),
+                Self::from_clause(src)
+            );
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(self.settings.flavor == Flavor::Postgres)
+                .start()
+                .await
+                .map_err(|e| self.err(src, e))?;
+            let visibility = if seen {
+                let row = tx
+                    .query_one(
+                        "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| self.err(src, e))?;
+                let (snapshot, lsn): (String, String) = (row.get(0), row.get(1));
+                Some(
+                    logical::SnapshotVisibility::parse(&snapshot, &lsn).ok_or_else(|| {
+                        WarehouseError::Query {
+                            source_ref: src.clone(),
+                            message: format!("unexpected snapshot `{snapshot}` at `{lsn}`"),
+                            transient: false,
+                        }
+                    })?,
+                )
+            } else {
+                None
+            };
+            let stmt = tx.prepare(&sql).await.map_err(|e| self.err(src, e))?;
+            let portal = tx.bind(&stmt, &[]).await.map_err(|e| self.err(src, e))?;
+            let mut builders = layout.builders();
+            loop {
+                let rows = tx
+                    .query_portal(&portal, FETCH_ROWS)
+                    .await
+                    .map_err(|e| self.err(src, e))?;
+                let done = rows.len() < FETCH_ROWS as usize;
+                for row in &rows {
+                    for (i, b) in builders.iter_mut().enumerate() {
+                        let raw: RawValue<'_> = row.try_get(i).map_err(|e| self.err(src, e))?;
+                        b.push_binary(raw.0).map_err(|m| WarehouseError::Query {
+                            source_ref: src.clone(),
+                            message: format!("column `{}`: {m}", layout.names[i]),
+                            transient: false,
+                        })?;
+                    }
+                }
+                if !rows.is_empty() {
+                    let batch =
+                        layout
+                            .finish(&mut builders)
+                            .map_err(|e| WarehouseError::Query {
+                                source_ref: src.clone(),
+                                message: e.to_string(),
+                                transient: false,
+                            })?;
+                    if !each(batch) {
+                        return Ok(visibility);
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            tx.commit().await.map_err(|e| self.err(src, e))?;
+            Ok(visibility)
+        })
+    }
+}
+
+async fn open<T>(cfg: &tokio_postgres::Config, tls: T) -> Result<Client, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = cfg.connect(tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl Warehouse for PostgresWarehouse {
+    /// What it is, for messages (no password).
+    fn what(&self) -> String {
+        let s = &self.settings;
+        let kind = match s.flavor {
+            Flavor::Postgres => "PostgreSQL",
+            Flavor::Redshift => "Redshift",
+        };
+        format!(
+            "{kind} warehouse `{}` ({}@{}:{}/{})",
+            self.name, s.user, s.host, s.port, s.database
+        )
+    }
+
+    /// Connects once (the health check).
+    fn check(&self) -> Result<(), WarehouseError> {
+        self.block(async { self.connect().await.map(|_| ()) })
+    }
+
     /// Columns, types, declared primary key and Arrow schema of `src`.
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         self.block(async {
             let client = self.connect().await?;
             let layout = self.layout(&client, src).await?;
@@ -507,83 +651,53 @@ impl PostgresWarehouse {
         })
     }
 
-    /// `WHERE` clause comparing `cursor` with the bound `$1` (microseconds, days or an
-    /// integer, always bound as `bigint`).
-    fn after_clause(
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> (String, Option<i64>) {
-        let col = quote_ident(cursor);
+    fn source_item(&self, src: &SourceRef) -> Result<String, WarehouseError> {
+        Ok(Self::from_clause(src))
+    }
+
+    /// The watermark as an integer literal (microseconds, days or the value) that PostgreSQL
+    /// turns into the cursor's type.
+    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
         match after {
-            None => (String::new(), None),
-            Some(Watermark::Integer(v)) => (format!("WHERE {col} > $1::bigint"), Some(v)),
-            Some(Watermark::TimestampMicros(us)) => {
+            Watermark::Integer(v) => format!("{column} > ({v})::bigint"),
+            Watermark::TimestampMicros(us) => {
                 let epoch = match cursor_type {
                     DataType::Timestamp(_, Some(_)) => "'epoch'::timestamptz",
                     _ => "'epoch'::timestamp",
                 };
-                (
-                    format!("WHERE {col} > {epoch} + $1::bigint * interval '1 microsecond'"),
-                    Some(us),
-                )
+                format!("{column} > {epoch} + ({us})::bigint * interval '1 microsecond'")
             }
-            Some(Watermark::Date(d)) => (
-                format!("WHERE {col} > DATE '1970-01-01' + $1::bigint::integer"),
-                Some(d as i64),
-            ),
+            Watermark::Date(d) => format!("{column} > DATE '1970-01-01' + ({d})::integer"),
         }
     }
 
-    /// Number of rows an append run would read (for progress ETA).
-    pub fn count_after(
+    fn select(
         &self,
         src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-    ) -> Result<u64, WarehouseError> {
-        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
-        let sql = format!("SELECT count(*) FROM {} {clause}", Self::from_clause(src));
-        self.count_sql(src, &sql, param)
+        filter: &str,
+        limit: Option<usize>,
+        each: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<(), WarehouseError> {
+        self.stream(src, filter, limit, each)
     }
 
-    /// The number of rows of `src`.
-    pub fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
-        let sql = format!("SELECT count(*) FROM {}", Self::from_clause(src));
-        self.count_sql(src, &sql, None)
+    fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {
+        let sql = format!("SELECT count(*) FROM {} {filter}", Self::from_clause(src));
+        self.count_sql(src, &sql)
     }
 
-    fn count_sql(
+    /// No `QUALIFY` in PostgreSQL: a ranked subquery, its rank column left out.
+    fn latest_per_key(
         &self,
         src: &SourceRef,
-        sql: &str,
-        param: Option<i64>,
-    ) -> Result<u64, WarehouseError> {
-        self.block(async {
-            let client = self.connect_bare().await?;
-            let params: Vec<&(dyn ToSql + Sync)> = match &param {
-                Some(p) => vec![p],
-                None => vec![],
-            };
-            let row = client
-                .query_one(sql, &params)
-                .await
-                .map_err(|e| self.err(src, e))?;
-            Ok(row.get::<_, i64>(0).max(0) as u64)
-        })
-    }
-
-    /// `src` reduced to the latest row per `key` by `order` (profile history tables).
-    pub fn latest_per_key(
-        src: &SourceRef,
-        columns: &[String],
+        schema: &TableSchema,
         key: &[String],
         order: &str,
     ) -> SourceRef {
-        let cols = columns
+        let cols = schema
+            .columns
             .iter()
-            .map(|c| quote_ident(c))
+            .map(|c| quote_ident(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
         SourceRef::Query(format!(
@@ -598,178 +712,8 @@ impl PostgresWarehouse {
         ))
     }
 
-    /// Streams the rows whose `cursor` is past `after` (in no particular order) to `each`
-    /// (which returns false to stop early).
-    pub fn read_after(
-        &self,
-        src: &SourceRef,
-        cursor: &str,
-        cursor_type: &DataType,
-        after: Option<Watermark>,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let (clause, param) = Self::after_clause(cursor, cursor_type, after);
-        self.stream(src, &clause, param, None, each)
+    /// Redshift included: it says itself that it has none (`capture_unavailable`).
+    fn logical_decoding(&self) -> Option<&PostgresWarehouse> {
+        Some(self)
     }
-
-    /// Streams the whole of `src`.
-    pub fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        self.stream(src, "", None, None, each)
-    }
-
-    /// Streams the whole of `src` (PostgreSQL only) and says which transactions the read saw,
-    /// so that a change stream started before it can skip them.
-    pub fn read_snapshot_seen(
-        &self,
-        src: &SourceRef,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<logical::SnapshotVisibility, WarehouseError> {
-        self.stream_in(src, "", None, None, true, each)?
-            .ok_or_else(|| WarehouseError::Query {
-                source_ref: src.clone(),
-                message: "the server did not describe its snapshot".into(),
-                transient: false,
-            })
-    }
-
-    /// The first `limit` rows of `src`.
-    pub fn preview(
-        &self,
-        src: &SourceRef,
-        limit: usize,
-    ) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let mut out = Vec::new();
-        self.stream(src, "", None, Some(limit), |b| {
-            out.push(b);
-            true
-        })?;
-        Ok(out)
-    }
-
-    fn stream(
-        &self,
-        src: &SourceRef,
-        clause: &str,
-        param: Option<i64>,
-        limit: Option<usize>,
-        each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        self.stream_in(src, clause, param, limit, false, each)
-            .map(|_| ())
-    }
-
-    /// [`Self::stream`] in one `REPEATABLE READ` transaction; with `seen`, the transaction's
-    /// snapshot and the WAL insert position are read first (the first statement takes the
-    /// snapshot) and returned.
-    fn stream_in(
-        &self,
-        src: &SourceRef,
-        clause: &str,
-        param: Option<i64>,
-        limit: Option<usize>,
-        seen: bool,
-        mut each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<Option<logical::SnapshotVisibility>, WarehouseError> {
-        self.block(async {
-            let mut client = self.connect().await?;
-            let layout = self.layout(&client, src).await?;
-            let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-            let sql = format!(
-                "SELECT {} FROM {} {clause}{limit}",
-                layout.select_list(),
-                Self::from_clause(src)
-            );
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(self.settings.flavor == Flavor::Postgres)
-                .start()
-                .await
-                .map_err(|e| self.err(src, e))?;
-            let visibility = if seen {
-                let row = tx
-                    .query_one(
-                        "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| self.err(src, e))?;
-                let (snapshot, lsn): (String, String) = (row.get(0), row.get(1));
-                Some(
-                    logical::SnapshotVisibility::parse(&snapshot, &lsn).ok_or_else(|| {
-                        WarehouseError::Query {
-                            source_ref: src.clone(),
-                            message: format!("unexpected snapshot `{snapshot}` at `{lsn}`"),
-                            transient: false,
-                        }
-                    })?,
-                )
-            } else {
-                None
-            };
-            let stmt = tx.prepare(&sql).await.map_err(|e| self.err(src, e))?;
-            let params: Vec<&(dyn ToSql + Sync)> = match &param {
-                Some(p) => vec![p],
-                None => vec![],
-            };
-            let portal = tx
-                .bind(&stmt, &params)
-                .await
-                .map_err(|e| self.err(src, e))?;
-            let mut builders = layout.builders();
-            loop {
-                let rows = tx
-                    .query_portal(&portal, FETCH_ROWS)
-                    .await
-                    .map_err(|e| self.err(src, e))?;
-                let done = rows.len() < FETCH_ROWS as usize;
-                for row in &rows {
-                    for (i, b) in builders.iter_mut().enumerate() {
-                        let raw: RawValue<'_> = row.try_get(i).map_err(|e| self.err(src, e))?;
-                        b.push_binary(raw.0).map_err(|m| WarehouseError::Query {
-                            source_ref: src.clone(),
-                            message: format!("column `{}`: {m}", layout.names[i]),
-                            transient: false,
-                        })?;
-                    }
-                }
-                if !rows.is_empty() {
-                    let batch =
-                        layout
-                            .finish(&mut builders)
-                            .map_err(|e| WarehouseError::Query {
-                                source_ref: src.clone(),
-                                message: e.to_string(),
-                                transient: false,
-                            })?;
-                    if !each(batch) {
-                        return Ok(visibility);
-                    }
-                }
-                if done {
-                    break;
-                }
-            }
-            tx.commit().await.map_err(|e| self.err(src, e))?;
-            Ok(visibility)
-        })
-    }
-}
-
-async fn open<T>(cfg: &tokio_postgres::Config, tls: T) -> Result<Client, tokio_postgres::Error>
-where
-    T: MakeTlsConnect<Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, connection) = cfg.connect(tls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
 }

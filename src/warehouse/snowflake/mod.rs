@@ -21,6 +21,9 @@
 //! covered by unit tests of the decoding only.
 
 pub mod arrow;
+mod config;
+
+pub(crate) use config::from_config;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use serde_json::{json, Value};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::SchemaRef;
 
+use super::sql::SqlApi;
 use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
 use arrow::RowType;
 
@@ -207,15 +211,6 @@ impl SnowflakeWarehouse {
             settings,
             cached: Default::default(),
         }
-    }
-
-    fn what(&self) -> String {
-        format!(
-            "Snowflake warehouse `{}` (account {}, {})",
-            self.name,
-            self.settings.account,
-            super::http::shown_url(&self.settings.base_url)
-        )
     }
 
     fn unavailable(&self, message: impl Into<String>) -> WarehouseError {
@@ -600,15 +595,6 @@ impl SnowflakeWarehouse {
         }
     }
 
-    /// Logs in once (the health check).
-    pub fn check(&self) -> Result<(), WarehouseError> {
-        self.block(async {
-            let s = self.login().await?;
-            self.logout(&s).await;
-            Ok(())
-        })
-    }
-
     /// The declared primary key of table `src` (`SHOW PRIMARY KEYS IN TABLE`, in key order);
     /// empty if it has none or it cannot be read (discovery is best effort).
     fn primary_key(&self, src: &SourceRef) -> Vec<String> {
@@ -653,9 +639,29 @@ impl SnowflakeWarehouse {
         keys.sort();
         keys.into_iter().map(|(_, k)| k).collect()
     }
+}
+
+impl SqlApi for SnowflakeWarehouse {
+    fn what(&self) -> String {
+        format!(
+            "Snowflake warehouse `{}` (account {}, {})",
+            self.name,
+            self.settings.account,
+            super::http::shown_url(&self.settings.base_url)
+        )
+    }
+
+    /// Logs in once (the health check).
+    fn check(&self) -> Result<(), WarehouseError> {
+        self.block(async {
+            let s = self.login().await?;
+            self.logout(&s).await;
+            Ok(())
+        })
+    }
 
     /// Columns and Arrow schema of `src` (Snowflake's `rowtype` of `SELECT * … LIMIT 0`).
-    pub fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
+    fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
         let sql = format!("SELECT * FROM {} LIMIT 0", Self::from_clause(src)?);
         let rowtype =
             self.block(self.in_session(async |session| self.query(session, src, &sql).await))?;
@@ -677,14 +683,12 @@ impl SnowflakeWarehouse {
             arrow: arrow::schema(&rowtype.rowtype),
         })
     }
-}
 
-impl super::sql::SqlApi for SnowflakeWarehouse {
     fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError> {
         Self::from_clause(src)
     }
 
-    fn ident(&self, name: &str) -> String {
+    fn quote(&self, name: &str) -> String {
         super::quote_ident(name)
     }
 

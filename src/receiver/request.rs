@@ -1,8 +1,8 @@
 //! Reading a request: content decoding, body shapes (JSON, NDJSON, form), HTTP Basic auth
 //! and query/form parameters.
 
+use super::gzip::{gunzip, Inflate};
 use super::*;
-use crate::destination::gzip::GunzipError;
 
 pub(super) fn content_type(headers: &HeaderMap) -> String {
     let value = headers
@@ -32,10 +32,10 @@ pub(super) fn decode_content_keeping(
         .map(|v| v.to_str().unwrap_or("?"));
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "identity") => Ok((body, None)),
-        Some("gzip" | "x-gzip") => match crate::destination::gzip::gunzip(&body, limit) {
+        Some("gzip" | "x-gzip") => match gunzip(&body, limit) {
             Ok(out) => Ok((out, Some(body))),
-            Err(GunzipError::TooLarge) => Err(Reply::too_large()),
-            Err(GunzipError::Invalid(e)) => {
+            Err(Inflate::TooLarge) => Err(Reply::too_large()),
+            Err(Inflate::Invalid(e)) => {
                 Err(Reply::bad_request(format!("body is not valid gzip: {e}")))
             }
         },

@@ -273,7 +273,7 @@ pub(crate) fn fuzz_import(query: &str, headers: &HeaderMap, body: Vec<u8>) {
         assert_eq!(stored_key(&event).map(|(k, _)| k), Some(*key));
     }
     if let Some(gzipped) = &batch.gzipped {
-        let inflated = crate::destination::gzip::gunzip(gzipped, usize::MAX >> 1);
+        let inflated = super::gzip::gunzip(gzipped, usize::MAX >> 1);
         assert_eq!(
             inflated.ok().as_ref(),
             Some(&batch.lines),

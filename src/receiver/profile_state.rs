@@ -5,9 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use super::profiles::{parse_update, TokenCheck};
-use super::store::scan_ndjson;
+use super::ndjson_log::scan_ndjson;
+use super::profile_update::{parse_update, Op, ProfileKind, Target, TokenCheck, Update};
 use super::*;
+
+/// The update log of `kind`'s profiles.
+fn log_file(kind: ProfileKind) -> &'static str {
+    match kind {
+        ProfileKind::Users => "engage.ndjson",
+        ProfileKind::Groups => "groups.ndjson",
+    }
+}
 
 /// Properties of one profile.
 pub type Properties = Map<String, Value>;
@@ -18,55 +26,6 @@ pub type GroupProfiles = BTreeMap<String, BTreeMap<String, Properties>>;
 
 /// Mixpanel: "Each User Profile can contain up to 2000 properties".
 const MAX_PROFILE_PROPERTIES: usize = 2000;
-
-/// Which profiles an update is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ProfileKind {
-    /// `/engage`.
-    Users,
-    /// `/groups`.
-    Groups,
-}
-
-impl ProfileKind {
-    fn log_file(self) -> &'static str {
-        match self {
-            ProfileKind::Users => "engage.ndjson",
-            ProfileKind::Groups => "groups.ndjson",
-        }
-    }
-}
-
-/// One profile operation with its argument.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Op {
-    Set(Properties),
-    SetOnce(Properties),
-    Add(Properties),
-    Union(Properties),
-    Append(Properties),
-    Remove(Properties),
-    Unset(Vec<String>),
-    Delete,
-}
-
-/// The profile an update is for.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Target {
-    User(String),
-    Group { key: String, id: String },
-}
-
-/// A validated update.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Update {
-    pub(super) target: Target,
-    pub(super) op: Op,
-    /// `$ignore_time`: leave `$last_seen` alone.
-    pub(super) ignore_time: bool,
-    /// `$time` in milliseconds, if the update carried one.
-    pub(super) time_ms: Option<i64>,
-}
 
 /// The profiles and their logs.
 pub(super) struct ProfileState {
@@ -88,7 +47,7 @@ impl ProfileState {
     /// Replays the logs under `dir`.
     pub(super) fn open(dir: &Path) -> Result<Self, ReceiverError> {
         let open = |kind: ProfileKind| {
-            let path = dir.join(kind.log_file());
+            let path = dir.join(log_file(kind));
             OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -109,7 +68,7 @@ impl ProfileState {
     }
 
     fn replay(&mut self, kind: ProfileKind) -> Result<(), ReceiverError> {
-        let path = self.dir.join(kind.log_file());
+        let path = self.dir.join(log_file(kind));
         let mut entries = Vec::new();
         scan_ndjson(&path, |entry| entries.push(entry))?;
         for (line, entry) in entries.iter().enumerate() {

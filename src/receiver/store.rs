@@ -10,9 +10,33 @@
 //! events. A log of an earlier version (`events.ndjson`, plain NDJSON) is still read, before
 //! the new one.
 
+use super::gzip::gzip;
+use super::ndjson_log::scan_ndjson;
 use super::profile_state::ProfileState;
 use super::*;
-use crate::destination::gzip::gzip;
+
+/// The dedup keys seen, xxh3-128 hashes already: the set uses their low 64 bits as they are.
+type DedupKeys = HashSet<u128, std::hash::BuildHasherDefault<LowBits>>;
+
+/// A `Hasher` for keys that are already hashes.
+#[derive(Default)]
+struct LowBits(u64);
+
+impl std::hash::Hasher for LowBits {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes
+            .iter()
+            .fold(self.0, |h, &b| h.rotate_left(8) ^ u64::from(b));
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
 
 const EVENTS_FILE: &str = "events.ndjson.gz";
 /// The plain NDJSON event log of earlier versions: read, no longer written.
@@ -25,7 +49,7 @@ pub(super) struct Store {
     stats_path: PathBuf,
     file: File,
     /// Dedup keys (already xxh3 hashes: hashed again by their own bits, not SipHash).
-    unique: wharf_operators::snapshot::KeySet,
+    unique: DedupKeys,
     pub(super) stats: ReceiverStats,
     pub(super) endpoints: EndpointStats,
     pub(super) empty_distinct_ids: u64,
@@ -77,8 +101,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let events_path = dir.join(EVENTS_FILE);
         let stats_path = dir.join(STATS_FILE);
-        let (mut unique, mut accepted, mut empty_distinct_ids) =
-            (wharf_operators::snapshot::KeySet::default(), 0, 0);
+        let (mut unique, mut accepted, mut empty_distinct_ids) = (DedupKeys::default(), 0, 0);
         scan_events(dir, |event| {
             accepted += 1;
             if let Some((key, blank_distinct_id)) = stored_key(&event) {
@@ -283,40 +306,4 @@ fn scan_gzip_ndjson(path: &Path, mut each: impl FnMut(Value)) -> Result<(), Rece
         line_no -= usize::from(text.last() == Some(&b'\n'));
     }
     Ok(())
-}
-
-/// Calls `each` for every JSON line of an append-only log (blank lines skipped; a missing
-/// file is empty). A truncated last line (a crash mid-write) is cut off the file.
-pub(super) fn scan_ndjson(path: &Path, mut each: impl FnMut(Value)) -> Result<(), ReceiverError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_error(path)(e)),
-    };
-    let mut reader = BufReader::new(file);
-    let (mut line, mut offset, mut line_no) = (Vec::new(), 0u64, 0usize);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(io_error(path))?;
-        if n == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        if line.last() != Some(&b'\n') {
-            tracing::warn!(path = %path.display(), line = line_no, "dropping truncated last line");
-            let file = OpenOptions::new().write(true).open(path);
-            return file.and_then(|f| f.set_len(offset)).map_err(io_error(path));
-        }
-        offset += n as u64;
-        if !line.trim_ascii().is_empty() {
-            let corrupt = |e: serde_json::Error| ReceiverError::Corrupt {
-                path: path.to_path_buf(),
-                line: line_no,
-                message: e.to_string(),
-            };
-            each(serde_json::from_slice(&line).map_err(corrupt)?);
-        }
-    }
 }
