@@ -10,7 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::RecordMapper;
 
 const ROWS: usize = 8192;

@@ -13,8 +13,9 @@ use std::time::Instant;
 use wharf_operators::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::dataflow::{SourceMessage, SourceSender, StartReader};
-use wharf_operators::diff::{diff_run, DiffSpec, Emit};
+use wharf_operators::diff::{DiffSpec, Emit};
 use wharf_operators::snapshot::{PendingSnapshot, RowHasher};
+use wharf_pipelines::diff_run::diff_run;
 
 const BATCH: usize = 8192;
 

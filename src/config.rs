@@ -10,7 +10,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::duration::parse_duration;
+use crate::duration::Span;
+use crate::schedule::ScheduleSetting;
 use serde::Deserialize;
 
 /// A configuration problem, located by file and key path.
@@ -97,17 +98,17 @@ pub struct ServiceConfig {
     pub token: Option<Secret>,
     /// Pause between the runs of a `continuous` sync (default `1s`).
     #[serde(default = "default_poll_interval")]
-    pub poll_interval: String,
+    pub poll_interval: Span,
     /// First wait before retrying a failed run (default `5s`); it doubles on each failure.
     #[serde(default = "default_retry_initial")]
-    pub retry_initial: String,
+    pub retry_initial: Span,
     /// Longest wait between retries of a failed run (default `5m`).
     #[serde(default = "default_retry_max")]
-    pub retry_max: String,
+    pub retry_max: Span,
     /// On SIGTERM/SIGINT, how long running runs may take to finish before they are cancelled
     /// (default `30s`).
     #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout: String,
+    pub shutdown_timeout: Span,
 }
 
 impl Default for ServiceConfig {
@@ -123,33 +124,20 @@ impl Default for ServiceConfig {
     }
 }
 
-impl ServiceConfig {
-    /// A duration key (validated at load, so this only falls back on a programming error).
-    pub fn duration(&self, key: &str) -> Duration {
-        let v = match key {
-            "poll_interval" => &self.poll_interval,
-            "retry_initial" => &self.retry_initial,
-            "retry_max" => &self.retry_max,
-            _ => &self.shutdown_timeout,
-        };
-        parse_duration(v).unwrap_or(Duration::from_secs(1))
-    }
-}
-
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
-fn default_poll_interval() -> String {
-    "1s".into()
+fn default_poll_interval() -> Span {
+    Span(Duration::from_secs(1))
 }
-fn default_retry_initial() -> String {
-    "5s".into()
+fn default_retry_initial() -> Span {
+    Span(Duration::from_secs(5))
 }
-fn default_retry_max() -> String {
-    "5m".into()
+fn default_retry_max() -> Span {
+    Span(Duration::from_secs(300))
 }
-fn default_shutdown_timeout() -> String {
-    "30s".into()
+fn default_shutdown_timeout() -> Span {
+    Span(Duration::from_secs(30))
 }
 
 /// `[alerts]`: a webhook for failed runs and volume anomalies.
@@ -343,7 +331,7 @@ pub struct BigQueryConfig {
     /// Streams a Storage read session asks for (default 4).
     pub storage_streams: Option<u32>,
     /// Per-request timeout (default `60s`).
-    pub timeout: Option<String>,
+    pub timeout: Option<Span>,
 }
 
 /// `type = "databricks"`.
@@ -361,7 +349,7 @@ pub struct DatabricksConfig {
     /// Default schema.
     pub schema: Option<String>,
     /// Per-request timeout (default `60s`).
-    pub timeout: Option<String>,
+    pub timeout: Option<Span>,
 }
 
 /// `type = "snowflake"`.
@@ -390,7 +378,7 @@ pub struct SnowflakeConfig {
     /// Base URL (default `https://<account>.snowflakecomputing.com`; an emulator's URL in tests).
     pub url: Option<String>,
     /// Per-request timeout (default `60s`).
-    pub timeout: Option<String>,
+    pub timeout: Option<Span>,
 }
 
 impl WarehouseConfig {
@@ -442,7 +430,7 @@ pub struct PostgresConfig {
     /// PEM root certificates for `verify-full` (default: the system's).
     pub sslrootcert: Option<PathBuf>,
     /// Connection timeout (default `10s`).
-    pub connect_timeout: Option<String>,
+    pub connect_timeout: Option<Span>,
 }
 
 /// How a mirror sync learns of changes.
@@ -509,14 +497,14 @@ pub struct MixpanelConfig {
     /// 1500 (below Mixpanel's 2 GB/min per project) for Mixpanel's hosts, none with `api_host`.
     pub max_mb_per_minute: Option<f64>,
     /// Per-request timeout, e.g. `60s` (default 120 s).
-    pub timeout: Option<String>,
+    pub timeout: Option<Span>,
     /// First retry backoff, e.g. `2s` (default 2 s, doubling up to `max_backoff`).
-    pub initial_backoff: Option<String>,
+    pub initial_backoff: Option<Span>,
     /// Largest retry backoff (default 60 s).
-    pub max_backoff: Option<String>,
+    pub max_backoff: Option<Span>,
     /// Give up on a request after retrying this long (default 30m); the run then fails and
     /// commits nothing.
-    pub give_up_after: Option<String>,
+    pub give_up_after: Option<Span>,
 }
 
 /// A destination (chosen by its `type` key).
@@ -625,9 +613,9 @@ pub struct KafkaConfig {
     pub transactional_id: Option<String>,
     /// How long a record may wait for the broker before the request fails and is retried,
     /// e.g. `30s` (default). librdkafka retries inside this time.
-    pub delivery_timeout: Option<String>,
+    pub delivery_timeout: Option<Span>,
     /// How long the producer waits to fill a batch, e.g. `5ms` (default).
-    pub linger: Option<String>,
+    pub linger: Option<Span>,
     /// Requests in flight at once (default 4).
     pub concurrency: Option<usize>,
     /// Cap on records produced per second (default: none), e.g. to spare a shared cluster
@@ -635,7 +623,7 @@ pub struct KafkaConfig {
     pub max_records_per_second: Option<f64>,
     /// Give up on a request after retrying this long (default 30m); the run then fails and
     /// commits nothing.
-    pub give_up_after: Option<String>,
+    pub give_up_after: Option<Span>,
     /// Send the `wharf-sync` and `wharf-op` headers (default true; false sends about 30%
     /// more records per second).
     #[serde(default = "yes")]
@@ -770,15 +758,15 @@ pub struct SyncConfig {
     /// (on the wall clock), or a cron expression in UTC such as `*/15 * * * *` (see
     /// [`crate::schedule`]).
     #[serde(default = "default_schedule")]
-    pub schedule: String,
+    pub schedule: ScheduleSetting,
     /// Under `wharf run`: each scheduled run starts up to this much later, at random
     /// (e.g. `30s`), so that syncs sharing a schedule do not all start at once.
-    pub jitter: Option<String>,
+    pub jitter: Option<Span>,
     /// Append: each run also re-reads the rows whose insert time lies within this window
     /// before the watermark (e.g. `2h`), so rows that arrive late with an older insert time
     /// are still sent; rows re-read are sent again (same `$insert_id`: deduplicated).
     /// Needs a TIMESTAMP or DATE insert-time column.
-    pub lookback: Option<String>,
+    pub lookback: Option<Span>,
     /// Column mapping.
     #[serde(default)]
     pub mapping: MappingConfig,
@@ -824,8 +812,8 @@ impl SyncConfig {
     }
 }
 
-fn default_schedule() -> String {
-    "hourly".into()
+fn default_schedule() -> ScheduleSetting {
+    ScheduleSetting::parse("hourly").expect("`hourly` is a schedule")
 }
 
 /// Expands `${VAR}` in every string of `value`; `path` locates errors.
@@ -948,19 +936,6 @@ impl Config {
             key,
             message,
         };
-        for (k, v) in [
-            ("poll_interval", &self.service.poll_interval),
-            ("retry_initial", &self.service.retry_initial),
-            ("retry_max", &self.service.retry_max),
-            ("shutdown_timeout", &self.service.shutdown_timeout),
-        ] {
-            if parse_duration(v).is_none() {
-                return Err(err(
-                    format!("service.{k}"),
-                    format!("`{v}` is not a duration; write e.g. `500ms`, `30s`, `5m`"),
-                ));
-            }
-        }
         if self.service.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err(
                 "service.listen".into(),
@@ -1005,14 +980,6 @@ impl Config {
                         ))
                     }
                 }
-                if let Some(t) = &b.timeout {
-                    if parse_duration(t).is_none() {
-                        return Err(err(
-                            format!("{key}.timeout"),
-                            format!("`{t}` is not a duration; write e.g. `60s`"),
-                        ));
-                    }
-                }
             }
             if let WarehouseConfig::Databricks(d) = w {
                 let key = format!("warehouses.{name}");
@@ -1021,14 +988,6 @@ impl Config {
                         format!("{key}.host"),
                         format!("`{}`: write the workspace URL, e.g. `https://adb-123.4.azuredatabricks.net`", d.host),
                     ));
-                }
-                if let Some(t) = &d.timeout {
-                    if parse_duration(t).is_none() {
-                        return Err(err(
-                            format!("{key}.timeout"),
-                            format!("`{t}` is not a duration; write e.g. `60s`"),
-                        ));
-                    }
                 }
             }
             if let WarehouseConfig::Snowflake(sf) = w {
@@ -1053,14 +1012,6 @@ impl Config {
                         ))
                     }
                 }
-                if let Some(t) = &sf.timeout {
-                    if parse_duration(t).is_none() {
-                        return Err(err(
-                            format!("{key}.timeout"),
-                            format!("`{t}` is not a duration; write e.g. `60s`"),
-                        ));
-                    }
-                }
                 if sf.account.is_empty()
                     || !sf
                         .account
@@ -1077,14 +1028,6 @@ impl Config {
                 }
             }
             if let WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) = w {
-                if let Some(t) = &p.connect_timeout {
-                    if parse_duration(t).is_none() {
-                        return Err(err(
-                            format!("warehouses.{name}.connect_timeout"),
-                            format!("`{t}` is not a duration; write e.g. `10s`"),
-                        ));
-                    }
-                }
                 if p.sslrootcert.is_some() && p.sslmode != SslModeConfig::VerifyFull {
                     return Err(err(
                         format!("warehouses.{name}.sslrootcert"),
@@ -1101,20 +1044,6 @@ impl Config {
                         format!("{key}.brokers"),
                         "empty: name at least one broker, e.g. `127.0.0.1:9092`".into(),
                     ));
-                }
-                for (k2, v) in [
-                    ("delivery_timeout", &k.delivery_timeout),
-                    ("linger", &k.linger),
-                    ("give_up_after", &k.give_up_after),
-                ] {
-                    if let Some(v) = v {
-                        if parse_duration(v).is_none() {
-                            return Err(err(
-                                format!("{key}.{k2}"),
-                                format!("`{v}` is not a duration; write e.g. `5ms`, `30s`"),
-                            ));
-                        }
-                    }
                 }
                 if k.partitions.is_some_and(|p| p < 1) {
                     return Err(err(
@@ -1159,21 +1088,6 @@ impl Config {
                         ))
                     }
                     _ => {}
-                }
-                for (k, v) in [
-                    ("timeout", &m.timeout),
-                    ("initial_backoff", &m.initial_backoff),
-                    ("max_backoff", &m.max_backoff),
-                    ("give_up_after", &m.give_up_after),
-                ] {
-                    if let Some(v) = v {
-                        if parse_duration(v).is_none() {
-                            return Err(err(
-                                format!("{key}.{k}"),
-                                format!("`{v}` is not a duration; write e.g. `500ms`, `30s`, `5m`"),
-                            ));
-                        }
-                    }
                 }
             }
         }
@@ -1233,30 +1147,11 @@ impl Config {
                 }
                 _ => {}
             }
-            if let Err(e) = crate::schedule::Schedule::parse(&s.schedule) {
-                return Err(err(key("schedule"), e));
-            }
-            if let Some(j) = &s.jitter {
-                if parse_duration(j).is_none() {
-                    return Err(err(
-                        key("jitter"),
-                        format!("`{j}` is not a duration; write e.g. `30s`"),
-                    ));
-                }
-            }
-            if let Some(l) = &s.lookback {
-                if parse_duration(l).is_none() {
-                    return Err(err(
-                        key("lookback"),
-                        format!("`{l}` is not a duration; write e.g. `2h`"),
-                    ));
-                }
-                if s.mode != SyncMode::Append {
-                    return Err(err(
-                        key("lookback"),
-                        "only append syncs have a watermark to look back from; remove it or use mode = \"append\"".into(),
-                    ));
-                }
+            if s.lookback.is_some() && s.mode != SyncMode::Append {
+                return Err(err(
+                    key("lookback"),
+                    "only append syncs have a watermark to look back from; remove it or use mode = \"append\"".into(),
+                ));
             }
             if s.table_type == TableType::Events {
                 let m = &s.mapping;
@@ -1486,7 +1381,7 @@ time_column = "ts"
     fn lookback_is_a_duration_of_append_syncs() {
         let with = |extra: &str| OK.replace("mode = \"append\"", extra);
         let c = Config::parse(&with("mode = \"append\"\nlookback = \"2h\""), "w.toml").unwrap();
-        assert_eq!(c.syncs[0].lookback.as_deref(), Some("2h"));
+        assert_eq!(c.syncs[0].lookback, Some(Span(Duration::from_secs(7200))));
         let e =
             Config::parse(&with("mode = \"append\"\nlookback = \"soon\""), "w.toml").unwrap_err();
         assert_eq!(e.key, "syncs[0].lookback", "{e}");
@@ -1541,7 +1436,7 @@ time_column = "ts"
             "w.toml",
         )
         .unwrap();
-        assert_eq!(c.syncs[0].jitter.as_deref(), Some("1m"));
+        assert_eq!(c.syncs[0].jitter, Some(Span(Duration::from_secs(60))));
         assert_eq!(c.service.listen, "127.0.0.1:8080");
         // The webhook URL is a secret.
         let c = Config::parse(

@@ -7,16 +7,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use wharf::config::{Config, DestinationConfig};
+use wharf::config::Config;
 #[cfg(feature = "duckdb")]
 use wharf::demo;
-use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
 use wharf::service::Service;
 use wharf::state::StateStore;
 use wharf::sync::{resolve, run_continuous, run_sync, SyncOptions, SyncReport};
 use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
-use wharf_operators::events::row_json;
+use wharf_operators::columns::row_json;
 use wharf_operators::record::MappedBatch;
 use wharf_operators::RecordMapper;
 
@@ -432,24 +431,7 @@ fn check(config: &Config) -> Result<()> {
         );
     }
     for (name, d) in &config.destinations {
-        let r = match d {
-            DestinationConfig::Mixpanel(m) => {
-                MixpanelImport::new(m, std::time::Duration::from_secs(15))
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| rt.block_on(c.check()).map_err(|e| e.to_string()))
-                    .map(|_| {
-                        format!(
-                            " (gzip: {})",
-                            wharf::destination::gzip::backend().describe()
-                        )
-                    })
-            }
-            DestinationConfig::File { path } => Ok(format!(" (writes {path})")),
-            DestinationConfig::Kafka(k) => {
-                wharf::destination::kafka::check_brokers(&k.brokers, &k.exposed_properties())
-                    .map_err(|e| e.to_string())
-            }
-        };
+        let r = d.check(&rt).map_err(|e| e.to_string());
         report(format!("destination {name}"), r);
     }
     for s in &config.syncs {

@@ -95,6 +95,53 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// A schedule as the config writes it (`hourly`, `15m`, `*/5 * * * *`, …), parsed when the
+/// config is read: a bad one is an error naming its key. Shown as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSetting {
+    text: String,
+    parsed: Schedule,
+}
+
+impl ScheduleSetting {
+    /// Parses `text` ([`Schedule::parse`]).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(ScheduleSetting {
+            parsed: Schedule::parse(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    /// The schedule.
+    pub fn parsed(&self) -> &Schedule {
+        &self.parsed
+    }
+
+    /// As the config wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for ScheduleSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq<&str> for ScheduleSetting {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ScheduleSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ScheduleSetting::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A parsed cron expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {

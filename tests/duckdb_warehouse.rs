@@ -29,6 +29,14 @@ fn describes_previews_and_snapshots() {
     assert_eq!(schema.primary_key, ["id"]);
     assert!(!schema.columns[1].nullable);
     assert_eq!(rows(&wh.preview(&src, 7).unwrap()), 7);
+    // What a person picks a table from: `schema.table`, as `table = …` takes it.
+    assert!(
+        wh.list_tables()
+            .unwrap()
+            .contains(&r#"s.Odd "Name""#.to_string()),
+        "{:?}",
+        wh.list_tables()
+    );
     let mut n = 0;
     let mut batches = 0;
     wh.read_snapshot(&src, &mut |b| {

@@ -365,6 +365,8 @@ time_column = "at""#;
         "wharf.toml",
         &pg.config("postgres", "events", "append", extra),
     );
+    let tables = warehouse().list_tables().unwrap();
+    assert!(tables.contains(&pg.table("t")), "{tables:?}");
     let mut seen = 0;
     assert_eq!(sync(&f, &pg, &mut seen).len(), 20000);
     assert!(sync(&f, &pg, &mut seen).is_empty());

@@ -700,7 +700,7 @@ fn manual_trigger_pause_resume_and_metrics_over_http() {
     assert!((0.0..60.0).contains(&lag), "lag {lag}");
 }
 
-/// Samples of Prometheus text parsed by `prometheus_client.parser` (the official Python
+/// Samples of OpenMetrics text parsed by `prometheus_client.openmetrics.parser` (the official Python
 /// client, installed into the test venv by `.ci/run`).
 fn parse_prometheus(text: &str) -> Vec<Value> {
     let python = std::env::var("WHARF_PYTHON").unwrap_or_else(|_| {
@@ -709,7 +709,7 @@ fn parse_prometheus(text: &str) -> Vec<Value> {
     });
     let script = r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 out = []
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:

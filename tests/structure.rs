@@ -161,13 +161,11 @@ fn no_two_modules_import_each_other() {
 fn no_source_file_grows_past_800_lines() {
     const LIMIT: usize = 800;
     const STILL_LARGER: &[(&str, usize)] = &[
-        ("src/sync.rs", 1871),
-        ("src/config.rs", 1443),
-        ("operators/src/diff.rs", 1066),
-        ("src/warehouse/bigquery/mod.rs", 960),
-        ("src/service/mod.rs", 937),
+        ("src/config.rs", 1340),
+        ("src/warehouse/bigquery/mod.rs", 953),
+        ("src/service/mod.rs", 934),
         ("operators/src/snapshot.rs", 918),
-        ("src/main.rs", 912),
+        ("src/main.rs", 894),
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();

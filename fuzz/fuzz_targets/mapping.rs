@@ -26,12 +26,14 @@ use wharf_operators::arrow::array::{
     TimestampSecondArray, UInt64Array,
 };
 use wharf_operators::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
-use wharf_operators::changes::{
-    ChangeMapper, Envelope, EnvelopeRecords, EventChanges, LookupRows, ProfileChanges,
-    ProfileMapping, ProfileTarget,
+use wharf_operators::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
+use wharf_operators::envelope::{Envelope, EnvelopeRecords};
+use wharf_operators::mixpanel::changes::{
+    EventChanges, LookupRows, ProfileChanges, ProfileMapping, ProfileTarget,
 };
-use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
-use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MAX_PROPERTIES};
+use wharf_operators::mixpanel::events::{
+    EpochUnit, EventMapper, EventMapping, EventName, MAX_PROPERTIES,
+};
 use wharf_operators::record::MappedBatch;
 use wharf_operators::RecordMapper;
 

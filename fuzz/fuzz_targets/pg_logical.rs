@@ -59,7 +59,7 @@ fn pieces(mut data: &[u8]) -> Vec<&[u8]> {
 /// Every row of `batch` encodes as a JSON object (what the mapping step relies on).
 fn check_json(batch: &RecordBatch) {
     for row in 0..batch.num_rows().min(64) {
-        let json = wharf_operators::events::row_json(batch, row);
+        let json = wharf_operators::columns::row_json(batch, row);
         serde_json::from_str::<serde_json::Value>(&json).expect("row_json is JSON");
     }
 }

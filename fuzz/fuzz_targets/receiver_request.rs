@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
                     if i > 0 {
                         csv.push(b',');
                     }
-                    wharf_operators::changes::write_csv_field(&mut csv, field);
+                    wharf_operators::mixpanel::changes::write_csv_field(&mut csv, field);
                 }
                 csv.extend_from_slice(b"\r\n");
             }

@@ -41,7 +41,7 @@ fn check(batches: &[RecordBatch]) {
                 .expect("a decoder returned invalid Arrow");
         }
         for row in 0..batch.num_rows().min(64) {
-            let json = wharf_operators::events::row_json(batch, row);
+            let json = wharf_operators::columns::row_json(batch, row);
             serde_json::from_str::<Value>(&json).expect("row_json is JSON");
         }
     }
@@ -273,8 +273,21 @@ fn ipc(schema: &Arc<Schema>, batch: Option<&RecordBatch>) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A length-delimited protobuf field (the wire format, written here so that the decoder is
+/// not checked against itself).
 fn protobuf_bytes(out: &mut Vec<u8>, field: u32, v: &[u8]) {
-    wharf::warehouse::bigquery::storage::pb::bytes_field(out, field, v);
+    let varint = |out: &mut Vec<u8>, mut n: u64| loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    };
+    varint(out, u64::from(field) << 3 | 2);
+    varint(out, v.len() as u64);
+    out.extend_from_slice(v);
 }
 
 fn structured(data: &[u8]) -> Result<()> {

@@ -1,13 +1,16 @@
-//! wharf's dataflow vocabulary: Arrow → record encoding, event mapping, and the timely
-//! operators every sync is wired from. Nothing here knows any one warehouse or destination.
+//! wharf's dataflow vocabulary: Arrow → record encoding, the change vocabulary, snapshot diffs,
+//! and the timely operators every sync is wired from. No warehouse is known here; Mixpanel's
+//! record shapes live in [`mixpanel`], the change envelope of files and Kafka in [`envelope`],
+//! and everything else is independent of the destination.
 
 pub mod change;
-pub mod changes;
+pub mod columns;
 pub mod dataflow;
 pub mod diff;
 pub mod encode;
-pub mod events;
+pub mod envelope;
 pub mod json;
+pub mod mixpanel;
 pub mod record;
 pub mod snapshot;
 pub mod watermark;

@@ -14,7 +14,7 @@
 //! byte and the value's bytes — integers of any width as `i` + i64 little-endian (`u` + u64
 //! above i64's range), floats as `f` + the f64's bits, strings as `s` + u64 length + UTF-8,
 //! booleans as `b` + 0/1, JSON columns as `j` + length + canonical JSON, every other type as
-//! `t` + length + its JSON text. Version 1 (text; states committed before 2026-11-30): the
+//! `t` + length + its JSON text. Version 1 (text; states committed by older versions): the
 //! value's JSON text followed by `0x1e`. A sync keeps the version its committed state was
 //! written with (the state files say which), so an upgrade resends nothing; `wharf reset`
 //! starts it over on version 2.
@@ -37,8 +37,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
+use crate::columns::{find_column, MappingError};
 use crate::encode::{write_json_str, write_key_json, ColumnEncoder};
-use crate::events::{find_column, MappingError};
 
 /// The identity of one snapshot row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,7 +52,7 @@ pub struct RowId {
 /// How values are encoded for the fingerprint (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FingerprintVersion {
-    /// JSON text of each value (states written before 2026-11-30).
+    /// JSON text of each value (states written by older versions).
     Text,
     /// Tagged binary values.
     Binary,
@@ -374,7 +374,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Magic of a legacy part (before 2026-11-30): `(key hash, fingerprint, key text)` per row,
+/// Magic of a legacy part (older versions): `(key hash, fingerprint, key text)` per row,
 /// unsorted. Still read, so a state committed by an older wharf is diffed against, not resent.
 const LEGACY_MAGIC: &[u8; 8] = b"WHSNAP01";
 /// Magic of a sorted part: `(key hash, fingerprint)` per row, ascending by key hash; version 2

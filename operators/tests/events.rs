@@ -8,7 +8,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::{json, Value};
-use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName, MappingError};
+use wharf_operators::columns::MappingError;
+use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::RecordMapper;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -259,7 +260,7 @@ fn json_column_edge_cases_keep_records_on_one_line() {
 
 #[test]
 fn records_carry_their_key_and_envelopes_wrap_them() {
-    use wharf_operators::changes::{Envelope, EnvelopeRecords};
+    use wharf_operators::envelope::{Envelope, EnvelopeRecords};
     use wharf_operators::record::ChangeOp;
     let b = batch(vec![
         (

@@ -3,5 +3,6 @@
 
 pub mod delivery;
 pub mod destination;
+pub mod diff_run;
 pub mod governor;
 pub mod run;

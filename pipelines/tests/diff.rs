@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::change::{ChangeOp, ChangeSet};
-use wharf_operators::diff::{diff_batches, DiffSpec, Emit};
+use wharf_operators::diff::{DiffSpec, Emit};
 use wharf_operators::snapshot::{FingerprintVersion, RowHasher};
+use wharf_pipelines::diff_run::diff_batches;
 
 /// A row's values: `a`, `b` and (once added) `c`.
 type Row = (Option<i64>, Option<String>, Option<i64>);

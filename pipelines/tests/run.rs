@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::dataflow::{BatchLimits, RejectSink, RunControl, SourceMessage, SourceSender};
-use wharf_operators::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};

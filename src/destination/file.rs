@@ -3,10 +3,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::EncodedRecords;
+use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+
+use super::{BuildContext, BuiltDestination};
 
 enum Out {
     File(BufWriter<File>),
@@ -127,6 +131,34 @@ impl Destination for FileDestination {
             }
         })
     }
+}
+
+/// Builds the file destination `name` (`path` relative to the config file; `-` is stdout):
+/// one request at a time, up to 8192 records or 8 MB each.
+pub fn build(
+    path: &str,
+    name: &str,
+    ctx: &BuildContext,
+) -> Result<BuiltDestination, DestinationError> {
+    let p = if path == "-" {
+        PathBuf::from("-")
+    } else {
+        ctx.config.resolve(Path::new(path))
+    };
+    Ok(BuiltDestination {
+        name: name.to_string(),
+        destination: Arc::new(FileDestination::open(&p)?),
+        policy: RetryPolicy {
+            concurrency: 1,
+            ..RetryPolicy::default()
+        },
+        limits: BatchLimits {
+            max_records: 8192,
+            max_bytes: 8 << 20,
+        },
+        // Syncs of changes write them with their ops; append syncs what would be sent.
+        envelope: ctx.changes,
+    })
 }
 
 #[cfg(test)]

@@ -34,8 +34,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::EncodedRecords;
+use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::governor::RateCap;
+
+use super::{fill_template, BuildContext, BuiltDestination};
+use crate::config::{KafkaConfig, KafkaPayload};
+use crate::duration::Span;
 
 /// Timeout of broker round trips wharf waits for (topic creation, transactions, positions).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -596,6 +603,63 @@ impl Destination for KafkaDestination {
                 })?
         })
     }
+}
+
+/// Builds the Kafka destination `name` for `ctx`'s sync (creating its topic when missing):
+/// up to 4 requests in flight, each up to 50,000 records or 32 MB; retried from 0.5 s up to
+/// 30 s apart.
+pub fn build(
+    k: &KafkaConfig,
+    name: &str,
+    ctx: &BuildContext,
+) -> Result<BuiltDestination, DestinationError> {
+    let sync = ctx.sync;
+    let d = |v: Option<Span>, default: Duration| v.map_or(default, Span::get);
+    let settings = KafkaSettings {
+        brokers: k.brokers.clone(),
+        topic: fill_template(&k.topic, sync),
+        sync: sync.name.clone(),
+        compression: k.compression.as_str(),
+        partitions: k.partitions.unwrap_or(3),
+        replication_factor: k.replication_factor.unwrap_or(1),
+        exactly_once: k.exactly_once.then(|| ExactlyOnce {
+            transactional_id: fill_template(
+                k.transactional_id.as_deref().unwrap_or("wharf-{sync}"),
+                sync,
+            ),
+            progress_topic: fill_template(
+                k.progress_topic
+                    .as_deref()
+                    .unwrap_or("wharf.progress.{sync}"),
+                sync,
+            ),
+        }),
+        delivery_timeout: d(k.delivery_timeout, Duration::from_secs(30)),
+        linger: d(k.linger, Duration::from_millis(5)),
+        headers: k.headers,
+        properties: k.exposed_properties(),
+    };
+    let destination = KafkaDestination::open(settings, ctx.runtime)?;
+    Ok(BuiltDestination {
+        name: name.to_string(),
+        destination: Arc::new(destination),
+        policy: RetryPolicy {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_jitter: Duration::from_millis(500),
+            give_up_after: d(k.give_up_after, RetryPolicy::default().give_up_after),
+            concurrency: k.concurrency.unwrap_or(4).max(1),
+            rate: RateCap {
+                records_per_second: k.max_records_per_second.filter(|r| *r > 0.0),
+                bytes_per_minute: None,
+            },
+        },
+        limits: BatchLimits {
+            max_records: 50_000,
+            max_bytes: 32 << 20,
+        },
+        envelope: k.payload == KafkaPayload::Envelope,
+    })
 }
 
 /// Connects to `brokers` and reads the cluster's metadata: `" (N brokers, M topics)"`, or

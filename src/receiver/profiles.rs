@@ -292,13 +292,14 @@ pub(crate) fn fuzz_profiles(groups: bool, query: &str, headers: &HeaderMap, body
     let (mut users, mut groups) = (UserProfiles::new(), GroupProfiles::new());
     let mut failed = Vec::new();
     for (index, record) in updates.iter().enumerate() {
-        let applied =
-            parse_update(kind, record, &TokenCheck::Any).and_then(|update| match &update.target {
-                Target::User(id) => apply_to(&mut users, id, &update.op, None),
-                Target::Group { key, id } => {
-                    apply_to(groups.entry(key.clone()).or_default(), id, &update.op, None)
-                }
-            });
+        let applied = parse_update(kind, record, &TokenCheck::Any).and_then(|update| match &update
+            .target
+        {
+            super::profile_update::Target::User(id) => apply_to(&mut users, id, &update.op, None),
+            super::profile_update::Target::Group { key, id } => {
+                apply_to(groups.entry(key.clone()).or_default(), id, &update.op, None)
+            }
+        });
         if let Err(failure) = applied {
             failed.push(failed_record(kind, index, record, failure));
         }

@@ -10,7 +10,7 @@
 //! | `GET /syncs/{name}/runs?limit=N` | its run history, newest first (default 50) |
 //! | `POST /syncs/{name}/run` | run it now (202; 409 when paused, shutting down, or a one-time sync that is done) |
 //! | `POST /syncs/{name}/pause`, `/resume` | pause or resume it (kept across restarts) |
-//! | `GET /metrics` | Prometheus text format |
+//! | `GET /metrics` | OpenMetrics text (Prometheus scrapes it) |
 //!
 //! The server binds to `service.listen` (127.0.0.1:8080 by default). With `service.token` set,
 //! every route but `/` and `/healthz` needs `Authorization: Bearer <token>` (the page sends the
@@ -304,10 +304,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     match tokio::task::spawn_blocking(move || shared.prometheus()).await {
         Ok(text) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
             text,
         )
             .into_response(),

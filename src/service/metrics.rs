@@ -1,4 +1,5 @@
-//! The service's counters, rendered in Prometheus' text exposition format (version 0.0.4).
+//! The service's counters, rendered by Prometheus' official Rust client (`prometheus-client`)
+//! in the OpenMetrics text format, which Prometheus scrapes like its own text format.
 //!
 //! Counters add up the runs finished since the service started plus the running run's own
 //! counters, so they only grow. `wharf_sync_lag_seconds` is how long ago the sync's last
@@ -6,23 +7,69 @@
 //! yet, so it bounds how far the destination is behind.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use wharf_operators::dataflow::RunCounters;
 
 use super::SyncStatus;
 use crate::state::{RunRecord, RunStatus, StateStore, MAX_RUNS_PER_SYNC};
 use crate::sync::LiveRun;
 
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Upper bounds (seconds) of the run-duration histogram's buckets.
 const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
-/// A metric family: name, help, and how to read its value.
-type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+/// A label value with `\`, `"` and newlines escaped (`prometheus-client` writes values as
+/// they are; sync names are checked at load, but a label must never break the exposition).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Escaped(String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let escaped = self
+            .0
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        encoder.write_str(&escaped)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    sync: Escaped,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    sync: Escaped,
+    status: &'static str,
+}
+
+fn labels(sync: &str) -> SyncLabels {
+    SyncLabels {
+        sync: Escaped(sync.to_string()),
+    }
+}
+
+type Durations = Family<SyncLabels, Histogram, fn() -> Histogram>;
+
+/// A metric family: name (without `_total` for counters), help, and how to read its value.
+type Family_<T, V> = (&'static str, &'static str, fn(&T) -> V);
 
 #[derive(Debug, Default, Clone)]
 struct SyncMetrics {
@@ -34,15 +81,22 @@ struct SyncMetrics {
     retries: u64,
     errors: u64,
     runs: BTreeMap<&'static str, u64>,
-    /// Runs per bucket of [`BUCKETS`] (not cumulative), the last one `+Inf`.
-    durations: [u64; BUCKETS.len() + 1],
-    duration_sum: f64,
 }
 
 /// Counters per sync.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     syncs: Mutex<BTreeMap<String, SyncMetrics>>,
+    durations: Durations,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            syncs: Mutex::default(),
+            durations: Durations::new_with_constructor(|| Histogram::new(BUCKETS)),
+        }
+    }
 }
 
 fn status_label(s: RunStatus) -> &'static str {
@@ -57,6 +111,9 @@ fn status_label(s: RunStatus) -> &'static str {
 impl Metrics {
     /// Adds a finished run (its record and, if it got that far, its counters).
     pub fn record(&self, run: &RunRecord, elapsed: Duration, counters: Option<&RunCounters>) {
+        self.durations
+            .get_or_create(&labels(&run.sync))
+            .observe(elapsed.as_secs_f64());
         let Ok(mut syncs) = self.syncs.lock() else {
             return;
         };
@@ -73,16 +130,9 @@ impl Metrics {
             m.errors += 1;
         }
         *m.runs.entry(status_label(run.status)).or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        m.durations[bucket] += 1;
-        m.duration_sum += secs;
     }
 
-    /// The exposition text.
+    /// The exposition text (OpenMetrics, [`CONTENT_TYPE`]).
     pub fn render(
         &self,
         statuses: &[SyncStatus],
@@ -104,92 +154,66 @@ impl Metrics {
             m.requests += c.requests.load(Relaxed);
             m.retries += c.retries.load(Relaxed);
         }
-        let mut out = String::new();
-        let counters: [Family<SyncMetrics, u64>; 7] = [
+        let mut registry = Registry::default();
+        let counters: [Family_<SyncMetrics, u64>; 7] = [
+            ("wharf_rows_read", "Rows read from the warehouse.", |m| {
+                m.rows_read
+            }),
             (
-                "wharf_rows_read_total",
-                "Rows read from the warehouse.",
-                |m| m.rows_read,
-            ),
-            (
-                "wharf_records_delivered_total",
+                "wharf_records_delivered",
                 "Records the destinations acknowledged.",
                 |m| m.delivered,
             ),
             (
-                "wharf_rows_rejected_total",
+                "wharf_rows_rejected",
                 "Rows rejected, with a reason in the rejects file.",
                 |m| m.rejected,
             ),
             (
-                "wharf_bytes_sent_total",
+                "wharf_bytes_sent",
                 "Uncompressed bytes of records sent.",
                 |m| m.bytes_sent,
             ),
             (
-                "wharf_requests_total",
+                "wharf_requests",
                 "Requests sent to destinations, retries included.",
                 |m| m.requests,
             ),
             (
-                "wharf_retries_total",
+                "wharf_retries",
                 "Requests retried after a transient failure.",
                 |m| m.retries,
             ),
-            ("wharf_errors_total", "Runs that failed.", |m| m.errors),
+            ("wharf_errors", "Runs that failed.", |m| m.errors),
         ];
         for (name, help, get) in counters {
-            header(&mut out, name, help, "counter");
+            let family = Family::<SyncLabels, Counter>::default();
             for (sync, m) in &syncs {
-                let _ = writeln!(out, "{name}{{sync=\"{}\"}} {}", escape(sync), get(m));
+                family.get_or_create(&labels(sync)).inc_by(get(m));
             }
+            registry.register(name, help, family);
         }
-        header(
-            &mut out,
-            "wharf_runs_total",
-            "Runs finished, by status.",
-            "counter",
-        );
+        let runs = Family::<RunLabels, Counter>::default();
         for (sync, m) in &syncs {
             for (status, n) in &m.runs {
-                let _ = writeln!(
-                    out,
-                    "wharf_runs_total{{sync=\"{}\",status=\"{status}\"}} {n}",
-                    escape(sync)
-                );
+                let l = RunLabels {
+                    sync: Escaped(sync.clone()),
+                    status,
+                };
+                runs.get_or_create(&l).inc_by(*n);
             }
         }
-        header(
-            &mut out,
+        registry.register("wharf_runs", "Runs finished, by status.", runs);
+        for sync in syncs.keys() {
+            // Syncs with no finished run yet show an empty histogram.
+            drop(self.durations.get_or_create(&labels(sync)));
+        }
+        registry.register(
             "wharf_run_duration_seconds",
             "Run durations.",
-            "histogram",
+            self.durations.clone(),
         );
-        for (sync, m) in &syncs {
-            let sync = escape(sync);
-            let mut cumulative = 0;
-            for (i, n) in m.durations.iter().enumerate() {
-                cumulative += n;
-                let le = BUCKETS
-                    .get(i)
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "+Inf".into());
-                let _ = writeln!(
-                    out,
-                    "wharf_run_duration_seconds_bucket{{sync=\"{sync}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "wharf_run_duration_seconds_sum{{sync=\"{sync}\"}} {}",
-                m.duration_sum
-            );
-            let _ = writeln!(
-                out,
-                "wharf_run_duration_seconds_count{{sync=\"{sync}\"}} {cumulative}"
-            );
-        }
-        let gauges: [Family<SyncStatus, f64>; 3] = [
+        let gauges: [Family_<SyncStatus, f64>; 3] = [
             (
                 "wharf_sync_running",
                 "1 while a run of the sync is in progress.",
@@ -205,17 +229,13 @@ impl Metrics {
             ),
         ];
         for (name, help, get) in gauges {
-            header(&mut out, name, help, "gauge");
+            let family = Family::<SyncLabels, Gauge<f64, AtomicU64>>::default();
             for s in statuses {
-                let _ = writeln!(out, "{name}{{sync=\"{}\"}} {}", escape(&s.name), get(s));
+                family.get_or_create(&labels(&s.name)).set(get(s));
             }
+            registry.register(name, help, family);
         }
-        header(
-            &mut out,
-            "wharf_sync_lag_seconds",
-            "Seconds since the start of the sync's last successful run: an upper bound on how far the destination is behind the warehouse.",
-            "gauge",
-        );
+        let lag = Family::<SyncLabels, Gauge<f64, AtomicU64>>::default();
         for s in statuses {
             let last_success = store
                 .runs(&s.name, MAX_RUNS_PER_SYNC)
@@ -223,26 +243,19 @@ impl Metrics {
                 .and_then(|runs| runs.into_iter().find(|r| r.status == RunStatus::Succeeded))
                 .and_then(|r| DateTime::parse_from_rfc3339(&r.started_at).ok());
             if let Some(t) = last_success {
-                let lag = (now - t.with_timezone(&Utc)).num_milliseconds().max(0) as f64 / 1000.0;
-                let _ = writeln!(
-                    out,
-                    "wharf_sync_lag_seconds{{sync=\"{}\"}} {lag}",
-                    escape(&s.name)
-                );
+                let seconds =
+                    (now - t.with_timezone(&Utc)).num_milliseconds().max(0) as f64 / 1000.0;
+                lag.get_or_create(&labels(&s.name)).set(seconds);
             }
         }
+        registry.register(
+            "wharf_sync_lag_seconds",
+            "Seconds since the start of the sync's last successful run: an upper bound on how far the destination is behind the warehouse.",
+            lag,
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
         out
     }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -159,17 +159,14 @@ fn slot_state(
     let sync = config.sync(name).cloned();
     let schedule = sync
         .as_ref()
-        .and_then(|s| Schedule::parse(&s.schedule).ok())
-        .unwrap_or(Schedule::Manual);
+        .map_or(Schedule::Manual, |s| s.schedule.parsed().clone());
     let done = match &sync {
         Some(s) if s.mode == crate::config::SyncMode::OneTime => {
             crate::sync::one_time_load(store, name)?.map(|r| loaded(&r))
         }
         _ => None,
     };
-    let jitter = sync
-        .and_then(|s| s.jitter)
-        .and_then(|j| crate::duration::parse_duration(&j));
+    let jitter = sync.and_then(|s| s.jitter).map(|j| j.get());
     let mut state = SlotState {
         next_run: None,
         schedule,
@@ -360,7 +357,7 @@ impl Shared {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        let timeout = self.config().service.duration("shutdown_timeout");
+        let timeout = self.config().service.shutdown_timeout.get();
         tracing::info!(?timeout, "stopping: no new runs; running runs may finish");
         for slot in self.slots() {
             slot.notify();
@@ -502,8 +499,8 @@ pub enum ApiRefusal {
 
 /// How long to wait before retrying after `failures` failed runs in a row.
 fn retry_wait(config: &Config, failures: u32) -> Duration {
-    let initial = config.service.duration("retry_initial");
-    let max = config.service.duration("retry_max");
+    let initial = config.service.retry_initial.get();
+    let max = config.service.retry_max.get();
     let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
     initial.saturating_mul(factor).min(max)
 }
@@ -612,7 +609,7 @@ fn after_run(
     st.running = false;
     let next = |st: &SlotState| match &st.schedule {
         Schedule::Continuous => Some(
-            now + chrono::Duration::from_std(config.service.duration("poll_interval"))
+            now + chrono::Duration::from_std(config.service.poll_interval.get())
                 .unwrap_or_default(),
         ),
         s => s.next_after(now).map(|t| with_jitter(t, st.jitter)),
@@ -880,7 +877,7 @@ impl Shared {
             table_type: sync
                 .map(|s| crate::sync::table_type_name(s.table_type).to_string())
                 .unwrap_or_default(),
-            schedule: sync.map(|s| s.schedule.clone()).unwrap_or_default(),
+            schedule: sync.map(|s| s.schedule.to_string()).unwrap_or_default(),
             state: state.into(),
             done: st.done.clone(),
             idle_since: st

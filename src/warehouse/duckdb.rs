@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use duckdb::{AccessMode, Config, Connection};
 use wharf_operators::arrow::array::RecordBatch;
-use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
+use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
-use super::{quote_table, ColumnInfo, SourceRef, TableSchema, Warehouse, WarehouseError};
+use super::{
+    quote_table, ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+};
 
 /// A DuckDB database file.
 #[derive(Debug, Clone)]
@@ -125,7 +127,7 @@ impl DuckDbWarehouse {
         &self,
         src: &SourceRef,
         sql: &str,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         let conn = self.connect()?;
         let mut stmt = conn.prepare(sql).map_err(|e| Self::query_err(src, e))?;
@@ -135,7 +137,7 @@ impl DuckDbWarehouse {
         // small.
         let mut pending: Vec<RecordBatch> = Vec::new();
         let mut rows = 0;
-        let flush = |pending: &mut Vec<RecordBatch>, each: &mut dyn FnMut(RecordBatch) -> bool| {
+        let flush = |pending: &mut Vec<RecordBatch>, each: EachBatch| {
             let batch = match pending.len() {
                 0 => return Ok(true),
                 1 => pending.pop(),
@@ -251,31 +253,21 @@ impl Warehouse for DuckDbWarehouse {
         Ok(Self::from_clause(src))
     }
 
-    /// The watermark as an integer literal turned into the cursor's type by DuckDB.
-    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
+    /// The watermark as an integer expression of the cursor's type (exact for every value).
+    fn literal(&self, after: Watermark, zone: bool) -> String {
         match after {
-            Watermark::Integer(v) => format!("{column} > {v}"),
+            Watermark::Integer(v) => v.to_string(),
             Watermark::TimestampMicros(us) => {
-                let ty = match cursor_type {
-                    DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
-                    _ => "TIMESTAMP",
-                };
-                format!("{column} > CAST(make_timestamp(CAST({us} AS BIGINT)) AS {ty})")
+                let ty = if zone { "TIMESTAMPTZ" } else { "TIMESTAMP" };
+                format!("CAST(make_timestamp(CAST({us} AS BIGINT)) AS {ty})")
             }
-            Watermark::Date(d) => format!("{column} > DATE '1970-01-01' + CAST({d} AS INTEGER)"),
+            Watermark::Date(d) => format!("DATE '1970-01-01' + CAST({d} AS INTEGER)"),
         }
     }
 
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-        let sql = format!("SELECT * FROM {} {filter}{limit}", Self::from_clause(src));
-        self.stream(src, &sql, each)
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        let sql = query.sql(&Self::from_clause(query.source));
+        self.stream(query.source, &sql, each)
     }
 
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {

@@ -142,6 +142,41 @@ impl WarehouseError {
     }
 }
 
+/// What [`Warehouse::select`] reads: `SELECT * FROM <source> <filter>`, at most `limit` rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Select<'a> {
+    /// The table or query.
+    pub source: &'a SourceRef,
+    /// A `WHERE` clause that wharf wrote (from typed values, never user text), or empty.
+    pub filter: &'a str,
+    /// The most rows wanted (a preview), or every row.
+    pub limit: Option<usize>,
+}
+
+impl<'a> Select<'a> {
+    /// Every row of `source` that `filter` keeps.
+    pub fn all(source: &'a SourceRef, filter: &'a str) -> Self {
+        Select {
+            source,
+            filter,
+            limit: None,
+        }
+    }
+
+    /// `SELECT * FROM <from> <filter>[ LIMIT n]`, `from` being the source as the dialect
+    /// writes it.
+    pub fn sql(&self, from: &str) -> String {
+        let limit = self
+            .limit
+            .map(|l| format!(" LIMIT {l}"))
+            .unwrap_or_default();
+        format!("SELECT * FROM {from} {}{limit}", self.filter)
+    }
+}
+
+/// Where a read's Arrow batches go, one at a time; returning false stops the read.
+pub type EachBatch<'a> = &'a mut dyn FnMut(RecordBatch) -> bool;
+
 /// One way in for every warehouse. A connector (one folder under `src/warehouse/`, one line
 /// in `registry.rs`) says how it connects, describes a table, writes a `FROM` item and a
 /// cursor comparison, and runs a `SELECT`; the reads a sync makes (counts, append reads,
@@ -164,19 +199,13 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         quote_ident(name)
     }
 
-    /// `<column> > <after>` in this dialect (`column` already quoted), written from a typed
-    /// watermark, never from user text.
-    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String;
+    /// `after` as a literal of an append cursor's type in this dialect (`zone`: a timestamp
+    /// with a time zone), written from a typed watermark, never from user text.
+    fn literal(&self, after: Watermark, zone: bool) -> String;
 
     /// Runs `SELECT * FROM <src> <filter>` (at most `limit` rows), handing each batch to
     /// `each` (false stops).
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError>;
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError>;
 
     /// `SELECT count(*) FROM <src> <filter>`.
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError>;
@@ -196,6 +225,12 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
     /// The number of rows of `src`.
     fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
         self.count_where(src, "")
+    }
+
+    /// `<column> > <after>` (`column` already quoted).
+    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
+        let zone = matches!(cursor_type, DataType::Timestamp(_, Some(_)));
+        format!("{column} > {}", self.literal(after, zone))
     }
 
     /// `WHERE <cursor> > <after>`, empty on a first run.
@@ -233,30 +268,43 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         cursor: &str,
         cursor_type: &DataType,
         after: Option<Watermark>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
-        self.select(
-            src,
-            &self.after_filter(cursor, cursor_type, after),
-            None,
-            each,
-        )
+        let filter = self.after_filter(cursor, cursor_type, after);
+        self.select(Select::all(src, &filter), each)
     }
 
     /// Streams the whole of `src` to `each` (false stops).
-    fn read_snapshot(
-        &self,
-        src: &SourceRef,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        self.select(src, "", None, each)
+    fn read_snapshot(&self, src: &SourceRef, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        self.select(Select::all(src, ""), each)
     }
 
     /// The first `limit` rows of `src`.
     fn preview(&self, src: &SourceRef, limit: usize) -> Result<Vec<RecordBatch>, WarehouseError> {
         let mut out = Vec::new();
-        self.select(src, "", Some(limit), &mut |b| {
+        let first = Select {
+            limit: Some(limit),
+            ..Select::all(src, "")
+        };
+        self.select(first, &mut |b| {
             out.push(b);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The query that lists the tables and views a sync can read: two text columns, their
+    /// schema and name (`information_schema.tables` by default).
+    fn tables_query(&self) -> String {
+        TABLES_QUERY.into()
+    }
+
+    /// The tables and views a sync can read, as `schema.table` (what `table = …` takes).
+    fn list_tables(&self) -> Result<Vec<String>, WarehouseError> {
+        let query = SourceRef::Query(self.tables_query());
+        let mut out = Vec::new();
+        self.select(Select::all(&query, ""), &mut |b| {
+            out.extend(qualified_names(&b));
             true
         })?;
         Ok(out)
@@ -281,6 +329,34 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
             self.ident(order)
         ))
     }
+}
+
+/// The tables and views of `information_schema` (PostgreSQL, DuckDB, Snowflake, Databricks).
+pub(crate) const TABLES_QUERY: &str =
+    "SELECT table_schema, table_name FROM information_schema.tables \
+     WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY 1, 2";
+
+/// `schema.name` for each row of a batch whose first two columns are text.
+fn qualified_names(batch: &RecordBatch) -> Vec<String> {
+    use wharf_operators::arrow::array::{Array, AsArray};
+    use wharf_operators::arrow::compute::cast;
+    let text = |i: usize| {
+        batch
+            .columns()
+            .get(i)
+            .and_then(|c| cast(c, &DataType::Utf8).ok())
+    };
+    let (Some(schemas), Some(names)) = (text(0), text(1)) else {
+        return Vec::new();
+    };
+    let (schemas, names) = (schemas.as_string::<i32>(), names.as_string::<i32>());
+    (0..batch.num_rows())
+        .filter(|&i| !names.is_null(i))
+        .map(|i| match schemas.is_null(i) {
+            true => names.value(i).to_string(),
+            false => format!("{}.{}", schemas.value(i), names.value(i)),
+        })
+        .collect()
 }
 
 /// A warehouse's change output read by a SQL change function: stateless windows between two
@@ -334,40 +410,38 @@ pub fn changes_unavailable(
     }
 }
 
-/// How a SQL dialect writes the literals of an append cursor's `WHERE` clause.
-pub(crate) struct Literals {
-    /// A timestamp from `YYYY-MM-DD HH:MM:SS.ffffff` (UTC); `true` for an instant (a column
-    /// with a time zone), `false` for a naive timestamp.
-    pub timestamp: fn(&str, bool) -> String,
-    /// A date from `YYYY-MM-DD`.
-    pub date: fn(&str) -> String,
+/// How a SQL dialect writes an append cursor's timestamps and dates as text literals: each is
+/// `before` + the UTC value (`YYYY-MM-DD HH:MM:SS.ffffff` or `YYYY-MM-DD`) + `after`.
+#[derive(Debug, Clone, Copy)]
+pub struct Literals {
+    /// A timestamp with a time zone (an instant).
+    pub instant: (&'static str, &'static str),
+    /// A timestamp without one.
+    pub naive: (&'static str, &'static str),
+    /// A date.
+    pub date: (&'static str, &'static str),
 }
 
-/// `<column> > <after>` with the literals written per `literals` (from typed watermarks only,
-/// never from user text).
-pub(crate) fn cursor_after_literal(
-    column: &str,
-    cursor_type: &DataType,
-    after: Watermark,
-    literals: &Literals,
-) -> String {
-    match after {
-        Watermark::Integer(v) => format!("{column} > {v}"),
-        Watermark::TimestampMicros(us) => {
-            let t = chrono::DateTime::from_timestamp_micros(us)
-                .unwrap_or_default()
-                .format("%Y-%m-%d %H:%M:%S%.6f")
-                .to_string();
-            let instant = matches!(cursor_type, DataType::Timestamp(_, Some(_)));
-            format!("{column} > {}", (literals.timestamp)(&t, instant))
-        }
-        Watermark::Date(d) => {
-            let day = chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
-                .unwrap_or_default()
-                .format("%Y-%m-%d")
-                .to_string();
-            format!("{column} > {}", (literals.date)(&day))
-        }
+impl Literals {
+    /// `after` as a literal (from a typed watermark only, never from user text); `zone` for
+    /// a cursor with a time zone.
+    pub fn write(&self, after: Watermark, zone: bool) -> String {
+        let (text, (before, end)) = match after {
+            Watermark::Integer(v) => return v.to_string(),
+            Watermark::TimestampMicros(us) => (
+                chrono::DateTime::from_timestamp_micros(us)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d %H:%M:%S%.6f"),
+                if zone { self.instant } else { self.naive },
+            ),
+            Watermark::Date(d) => (
+                chrono::DateTime::from_timestamp(i64::from(d) * 86_400, 0)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d"),
+                self.date,
+            ),
+        };
+        format!("{before}{text}{end}")
     }
 }
 

@@ -2,12 +2,14 @@
 //! it runs a statement and writes names and literals ([`SqlApi`]); the reads a sync makes
 //! (counts, append reads, snapshots, previews, change windows) are built once, here, on top.
 
-use wharf_operators::arrow::array::{Array, AsArray, RecordBatch};
+use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{DataType, Int64Type};
 use wharf_operators::watermark::Watermark;
 
 use super::changes::{self, ChangeFormat, Compacted};
-use super::{ChangeFunction, Literals, SourceRef, TableSchema, Warehouse, WarehouseError};
+use super::{
+    ChangeFunction, EachBatch, Literals, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+};
 
 /// A warehouse reached by sending it SQL over HTTP: what each says about itself; the
 /// [`Warehouse`] and [`ChangeFunction`] implementations below are written once on top.
@@ -24,13 +26,18 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
     /// `src` as a `FROM` item (a checked table name, or the query as a subquery).
     fn source_sql(&self, src: &SourceRef) -> Result<String, WarehouseError>;
 
+    /// The query listing the tables a sync can read, when not `information_schema.tables`.
+    fn tables_query(&self) -> Option<String> {
+        None
+    }
+
     /// A quoted column name.
     fn quote(&self, name: &str) -> String {
         super::quote_ident(name)
     }
 
     /// How the dialect writes an append cursor's literals.
-    fn literals(&self) -> Literals;
+    const LITERALS: Literals;
 
     /// Runs `sql`, handing each result batch to `each` (false stops); `limit` is the most rows
     /// the caller wants (a paging hint).
@@ -39,23 +46,13 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
         src: &SourceRef,
         sql: &str,
         limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError>;
 
     /// `SELECT * FROM <src> <filter>`; BigQuery reads through its Storage Read API instead.
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        let limit_sql = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-        let sql = format!(
-            "SELECT * FROM {} {filter}{limit_sql}",
-            self.source_sql(src)?
-        );
-        self.run(src, &sql, limit, each)
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        let sql = query.sql(&self.source_sql(query.source)?);
+        self.run(query.source, &sql, query.limit, each)
     }
 
     /// The first column of the first row of `sql`, as an integer.
@@ -114,22 +111,20 @@ impl<T: SqlApi> Warehouse for T {
         self.source_sql(src)
     }
 
+    fn tables_query(&self) -> String {
+        SqlApi::tables_query(self).unwrap_or_else(|| super::TABLES_QUERY.into())
+    }
+
     fn ident(&self, name: &str) -> String {
         self.quote(name)
     }
 
-    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
-        super::cursor_after_literal(column, cursor_type, after, &self.literals())
+    fn literal(&self, after: Watermark, zone: bool) -> String {
+        Self::LITERALS.write(after, zone)
     }
 
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        SqlApi::select(self, src, filter, limit, each)
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        SqlApi::select(self, query, each)
     }
 
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {
@@ -241,22 +236,23 @@ pub fn first_i64(col: &dyn Array) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, WarehouseConfig};
+    use crate::warehouse::{bigquery, databricks, snowflake};
     use std::sync::Arc;
     use wharf_operators::arrow::array::{Decimal128Array, StringArray};
 
-    fn config(toml: &str) -> crate::config::Config {
-        crate::config::Config::parse(toml, "w.toml").unwrap()
+    /// The connector that `toml` configures as warehouse `w`, taken out by `from`.
+    fn built<T>(toml: &str, from: fn(&WarehouseConfig, &Config) -> Option<T>) -> T {
+        let c = Config::parse(toml, "w.toml").unwrap();
+        from(&c.warehouses["w"], &c).expect("the warehouse kind the test configures")
     }
 
     #[test]
     fn change_function_queries_per_warehouse() {
-        let c = config(
-            "[warehouses.w]\ntype = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\ndatabase = \"DB\"\n",
-        );
-        let crate::config::WarehouseConfig::Snowflake(sc) = &c.warehouses["w"] else {
-            panic!("snowflake")
-        };
-        let sf = super::super::snowflake::from_config("w", sc, &c);
+        let sf = built("[warehouses.w]\ntype = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\ndatabase = \"DB\"\n", |w, c| match w {
+            WarehouseConfig::Snowflake(w) => Some(snowflake::from_config("w", w, c)),
+            _ => None,
+        });
         assert_eq!(
             sf.changes_sql("USERS", 10, 20).unwrap(),
             "SELECT * FROM USERS CHANGES(INFORMATION => DEFAULT) AT(TIMESTAMP => TO_TIMESTAMP_LTZ(10, 6)) END(TIMESTAMP => TO_TIMESTAMP_LTZ(20, 6))"
@@ -265,13 +261,10 @@ mod tests {
             sf.changes_sql("users; DROP", 1, 2).is_none(),
             "checked name"
         );
-        let c = config(
-            "[warehouses.w]\ntype = \"databricks\"\nhost = \"https://h\"\ntoken = \"t\"\nwarehouse_id = \"w\"\n",
-        );
-        let crate::config::WarehouseConfig::Databricks(dc) = &c.warehouses["w"] else {
-            panic!("databricks")
-        };
-        let dbx = super::super::databricks::from_config("w", dc, &c);
+        let dbx = built("[warehouses.w]\ntype = \"databricks\"\nhost = \"https://h\"\ntoken = \"t\"\nwarehouse_id = \"w\"\n", |w, c| match w {
+            WarehouseConfig::Databricks(w) => Some(databricks::from_config("w", w, c)),
+            _ => None,
+        });
         assert_eq!(
             dbx.changes_sql("cat.s.it's", 4, 9).unwrap(),
             "SELECT * FROM table_changes('cat.s.it''s', 5, 9)"
@@ -281,18 +274,30 @@ mod tests {
             Watermark::Integer(9),
             "Delta versions"
         );
-        let c = config(
-            "[warehouses.w]\ntype = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\naccess_token = \"t\"\n",
-        );
-        let crate::config::WarehouseConfig::Bigquery(bc) = &c.warehouses["w"] else {
-            panic!("bigquery")
-        };
-        let bq = super::super::bigquery::from_config("w", bc, &c);
+        let bq = built("[warehouses.w]\ntype = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\naccess_token = \"t\"\n", |w, c| match w {
+            WarehouseConfig::Bigquery(w) => Some(bigquery::from_config("w", w, c)),
+            _ => None,
+        });
         assert_eq!(
             bq.changes_sql("users", 1, 2).unwrap(),
             "SELECT * FROM CHANGES(TABLE `p.d.users`, TIMESTAMP_MICROS(1), TIMESTAMP_MICROS(2))"
         );
         assert!(bq.position_sql("users").unwrap().contains("660000000"));
+        // Append cursors: the literals each dialect writes.
+        let zoned = wharf_operators::arrow::datatypes::DataType::Timestamp(
+            wharf_operators::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        assert_eq!(
+            sf.cursor_after("\"T\"", &zoned, Watermark::TimestampMicros(1_500_000)),
+            "\"T\" > '1970-01-01 00:00:01.500000 +00:00'::TIMESTAMP_TZ"
+        );
+        assert_eq!(
+            bq.literal(Watermark::TimestampMicros(0), false),
+            "DATETIME '1970-01-01 00:00:00.000000'"
+        );
+        assert_eq!(bq.literal(Watermark::Date(1), false), "DATE '1970-01-02'");
+        assert_eq!(dbx.literal(Watermark::Integer(-3), true), "-3");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::config::MixpanelConfig;
 pub const LOOKUP_TABLE_MAX_BYTES: usize = 100 * 1024 * 1024;
 
 /// One RFC 4180 field (shared with the lookup-table mapper in `wharf-operators`).
-pub use wharf_operators::changes::write_csv_field as csv_field;
+pub use wharf_operators::mixpanel::changes::write_csv_field as csv_field;
 
 /// How often and how patiently `flush` retries a 429/5xx/timeout before failing the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

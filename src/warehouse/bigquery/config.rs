@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{BigQueryAuth, BigQuerySettings, BigQueryWarehouse, ServiceAccount};
 use crate::config::{BigQueryConfig, Config};
-use crate::duration::parse_duration;
+use crate::duration::Span;
 
 /// The warehouse `name` configured by `b`. A service account that cannot be read or parsed
 /// becomes [`BigQueryAuth::Invalid`]: the error is reported when the warehouse is used.
@@ -38,11 +38,7 @@ pub(crate) fn from_config(name: &str, b: &BigQueryConfig, config: &Config) -> Bi
         dataset: b.dataset.clone(),
         location: b.location.clone(),
         auth,
-        timeout: b
-            .timeout
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(60)),
+        timeout: b.timeout.map_or(Duration::from_secs(60), Span::get),
         // Google's Storage API with Google's REST API; an emulator's only when set.
         storage_endpoint: match (&b.storage_endpoint, &b.endpoint) {
             (Some(e), _) => Some(e.trim_end_matches('/').to_string()),

@@ -36,9 +36,12 @@ use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef, Time
 
 use super::databricks::values;
 
+mod auth;
 mod config;
+mod proto;
 pub mod storage;
 
+pub use auth::ServiceAccount;
 pub(crate) use config::from_config;
 
 /// A Storage Read API batch with the columns and types the REST path gives (`schema`): columns
@@ -66,7 +69,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Strin
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 use super::sql::SqlApi;
-use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, WarehouseError};
 
 /// How to reach BigQuery.
 #[derive(Clone)]
@@ -121,126 +124,6 @@ impl std::fmt::Debug for BigQueryAuth {
             BigQueryAuth::ServiceAccount(sa) => write!(f, "ServiceAccount({})", sa.client_email),
             BigQueryAuth::Invalid(_) => f.write_str("Invalid"),
         }
-    }
-}
-
-/// The fields of a service account's JSON key wharf uses.
-#[derive(Deserialize)]
-struct ServiceAccountKey {
-    #[serde(rename = "type", default)]
-    kind: String,
-    client_email: String,
-    private_key: String,
-    #[serde(default)]
-    private_key_id: Option<String>,
-    #[serde(default = "default_token_uri")]
-    token_uri: String,
-}
-
-fn default_token_uri() -> String {
-    "https://oauth2.googleapis.com/token".into()
-}
-
-/// A service account that signs in with its key; holds the current access token.
-pub struct ServiceAccount {
-    client_email: String,
-    key: super::jwt::RsaKey,
-    key_id: Option<String>,
-    token_uri: String,
-    token: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
-}
-
-/// The audience of every assertion, whatever the key's `token_uri` (as Google's own client
-/// libraries send it).
-const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
-
-/// The OAuth2 scope wharf asks for.
-const BIGQUERY_SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
-
-impl ServiceAccount {
-    /// Reads a service account's JSON key (the file Google Cloud's console downloads). The
-    /// error never quotes the key.
-    pub fn from_json(json: &str) -> Result<ServiceAccount, String> {
-        let k: ServiceAccountKey = serde_json::from_str(json).map_err(|e| {
-            format!(
-                "not a service account key (JSON with client_email and private_key): line {}, column {}",
-                e.line(),
-                e.column()
-            )
-        })?;
-        if !k.kind.is_empty() && k.kind != "service_account" {
-            return Err(format!(
-                "the key is of type `{}`; wharf needs a `service_account` key",
-                k.kind
-            ));
-        }
-        Ok(ServiceAccount {
-            key: super::jwt::RsaKey::from_pem(&k.private_key)?,
-            client_email: k.client_email,
-            key_id: k.private_key_id,
-            token_uri: k.token_uri,
-            token: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    /// The signed assertion of the `jwt-bearer` grant, issued at `now`.
-    pub fn assertion(&self, now: i64) -> Result<String, String> {
-        self.key.sign(
-            &json!({
-                "iss": self.client_email,
-                "scope": BIGQUERY_SCOPE,
-                "aud": GOOGLE_TOKEN_AUDIENCE,
-                "iat": now,
-                "exp": now + 3600,
-            }),
-            self.key_id.as_deref(),
-        )
-    }
-
-    /// A valid access token: the cached one, or a new one from `token_uri`.
-    async fn access_token(&self, what: &str) -> Result<String, WarehouseError> {
-        let mut cached = self.token.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if std::time::Instant::now() < *until {
-                return Ok(token.clone());
-            }
-        }
-        let refused = |message: String| WarehouseError::Open {
-            what: what.to_string(),
-            message: format!(
-                "service-account sign-in as {} at {}: {message}",
-                self.client_email, self.token_uri
-            ),
-        };
-        let assertion = self.assertion(super::jwt::now_secs()).map_err(refused)?;
-        let body = format!(
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
-        );
-        let client = super::http::client(what, Duration::from_secs(30))?;
-        let resp = super::http::send(what, || {
-            client
-                .post(&self.token_uri)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body.clone())
-        })
-        .await?;
-        let status = resp.status();
-        let answer: Value =
-            serde_json::from_slice(&super::http::body(what, resp).await?).unwrap_or(Value::Null);
-        let token = answer["access_token"]
-            .as_str()
-            .filter(|_| status.is_success());
-        let Some(token) = token else {
-            return Err(refused(format!(
-                "HTTP {status}: {} {}",
-                answer["error"].as_str().unwrap_or("no error code"),
-                answer["error_description"].as_str().unwrap_or("")
-            )));
-        };
-        let lifetime = answer["expires_in"].as_u64().unwrap_or(3600);
-        let until = std::time::Instant::now() + Duration::from_secs(lifetime.saturating_sub(60));
-        *cached = Some((token.to_string(), until));
-        Ok(token.to_string())
     }
 }
 
@@ -638,7 +521,7 @@ impl BigQueryWarehouse {
         &self,
         src: &SourceRef,
         condition: &str,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         if let Some((table, schema)) = self.storage_plan(src).await? {
             let restriction = condition.trim_start_matches("WHERE ").to_string();
@@ -671,7 +554,7 @@ impl BigQueryWarehouse {
         table: String,
         schema: &SchemaRef,
         restriction: String,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         let s = &self.settings;
         let endpoint = s.storage_endpoint.clone().unwrap_or_default();
@@ -719,7 +602,7 @@ impl BigQueryWarehouse {
         src: &SourceRef,
         sql: &str,
         max_rows: Option<u32>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<SchemaRef, WarehouseError> {
         let s = &self.settings;
         let client = super::http::client(&self.what(), s.timeout)?;
@@ -860,29 +743,34 @@ impl SqlApi for BigQueryWarehouse {
         Ok(self.table_sql(src))
     }
 
+    fn tables_query(&self) -> Option<String> {
+        let dataset = format!(
+            "{}.{}",
+            self.settings.project,
+            self.settings.dataset.as_deref()?
+        );
+        let from = format!("`{}`.INFORMATION_SCHEMA.TABLES", dataset.replace('`', ""));
+        Some(format!(
+            "SELECT table_schema, table_name FROM {from} ORDER BY 1, 2"
+        ))
+    }
+
     fn quote(&self, name: &str) -> String {
         Self::ident(name)
     }
 
-    fn literals(&self) -> super::Literals {
-        super::Literals {
-            timestamp: |t, instant| {
-                if instant {
-                    format!("TIMESTAMP '{t}+00'")
-                } else {
-                    format!("DATETIME '{t}'")
-                }
-            },
-            date: |d| format!("DATE '{d}'"),
-        }
-    }
+    const LITERALS: super::Literals = super::Literals {
+        instant: ("TIMESTAMP '", "+00'"),
+        naive: ("DATETIME '", "'"),
+        date: ("DATE '", "'"),
+    };
 
     fn run(
         &self,
         src: &SourceRef,
         sql: &str,
         limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         let max = limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX));
         self.block(self.stream(src, sql, max, each)).map(|_| ())
@@ -890,21 +778,12 @@ impl SqlApi for BigQueryWarehouse {
 
     /// Through the Storage Read API (the filter's condition as its row restriction) when it
     /// can read `src`, else REST pages; a limited read (a preview) by a query.
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        match limit {
-            None => self.block(self.read_table(src, filter, each)),
-            Some(limit) => {
-                let sql = format!(
-                    "SELECT * FROM {} {filter} LIMIT {limit}",
-                    self.table_sql(src)
-                );
-                self.run(src, &sql, Some(limit), each)
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        match query.limit {
+            None => self.block(self.read_table(query.source, query.filter, each)),
+            Some(_) => {
+                let sql = query.sql(&self.table_sql(query.source));
+                self.run(query.source, &sql, query.limit, each)
             }
         }
     }

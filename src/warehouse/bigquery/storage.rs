@@ -4,18 +4,23 @@
 //!
 //! gRPC here is HTTP/2 through reqwest (prior knowledge for `http://` endpoints such as the
 //! emulator, ALPN for Google's): each message is length-prefixed, the status comes in the
-//! trailers (or in the headers of a response without a body). The few protobuf messages are
-//! encoded and decoded by hand ([`pb`]): field numbers as in Google's `storage.proto`,
-//! `stream.proto` and `arrow.proto` (v1). Batches arrive as Arrow IPC messages: the session's
-//! schema message, then one record-batch message per `ReadRowsResponse`.
+//! trailers (or in the headers of a response without a body). The protobuf messages are
+//! prost's ([`super::proto`]). Batches arrive as Arrow IPC messages: the session's schema
+//! message, then one record-batch message per `ReadRowsResponse`.
 
 use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
+use prost::Message as _;
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::buffer::Buffer;
 use wharf_operators::arrow::ipc::reader::StreamDecoder;
+
+use super::proto::{
+    self, CreateReadSessionRequest, ReadRowsRequest, ReadRowsResponse, ReadSession,
+    TableReadOptions,
+};
 
 /// Where and how to read.
 pub struct ReadRequest<'a> {
@@ -99,100 +104,6 @@ fn code_name(c: u32) -> &'static str {
 }
 
 const SERVICE: &str = "google.cloud.bigquery.storage.v1.BigQueryRead";
-
-/// The minimal protobuf wire format the two calls need.
-pub mod pb {
-    /// Appends a varint.
-    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    /// A length-delimited field (string, bytes, message).
-    pub fn bytes_field(out: &mut Vec<u8>, field: u32, v: &[u8]) {
-        varint(out, (u64::from(field) << 3) | 2);
-        varint(out, v.len() as u64);
-        out.extend_from_slice(v);
-    }
-
-    /// A varint field (int32, int64, enum); zero is left out, as proto3 does.
-    pub fn int_field(out: &mut Vec<u8>, field: u32, v: i64) {
-        if v != 0 {
-            varint(out, u64::from(field) << 3);
-            varint(out, v as u64);
-        }
-    }
-
-    /// A decoded field's value.
-    #[derive(Debug, PartialEq)]
-    pub enum Value<'a> {
-        /// Wire type 0.
-        Int(u64),
-        /// Wire type 2.
-        Bytes(&'a [u8]),
-        /// Wire types 1 and 5 (skipped).
-        Fixed,
-    }
-
-    fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *buf.get(*pos).ok_or("truncated varint")?;
-            *pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-
-    /// The fields of a message, in order.
-    pub fn fields(buf: &[u8]) -> Result<Vec<(u32, Value<'_>)>, String> {
-        let mut pos = 0;
-        let mut out = Vec::new();
-        while pos < buf.len() {
-            let tag = read_varint(buf, &mut pos)?;
-            let field = (tag >> 3) as u32;
-            let value = match tag & 7 {
-                0 => Value::Int(read_varint(buf, &mut pos)?),
-                2 => {
-                    let len = read_varint(buf, &mut pos)? as usize;
-                    let end = pos.checked_add(len).filter(|e| *e <= buf.len());
-                    let end = end.ok_or("truncated field")?;
-                    let v = &buf[pos..end];
-                    pos = end;
-                    Value::Bytes(v)
-                }
-                1 => {
-                    pos += 8;
-                    Value::Fixed
-                }
-                5 => {
-                    pos += 4;
-                    Value::Fixed
-                }
-                t => return Err(format!("unsupported wire type {t}")),
-            };
-            out.push((field, value));
-        }
-        if pos > buf.len() {
-            return Err("truncated fixed field".into());
-        }
-        Ok(out)
-    }
-
-    /// The first length-delimited field `field` of `buf`.
-    pub fn get_bytes(buf: &[u8], field: u32) -> Result<Option<&[u8]>, String> {
-        Ok(fields(buf)?.into_iter().find_map(|(f, v)| match v {
-            Value::Bytes(b) if f == field => Some(b),
-            _ => None,
-        }))
-    }
-}
 
 /// The response messages of one gRPC call, as they arrive.
 struct Messages {
@@ -361,20 +272,19 @@ async fn create_session(
     client: &reqwest::Client,
     req: &ReadRequest<'_>,
 ) -> Result<Session, StorageError> {
-    // ReadSession { data_format = ARROW (3), table (6), read_options (8) { row_restriction (2) } }
-    let mut session = Vec::new();
-    pb::int_field(&mut session, 3, 2);
-    pb::bytes_field(&mut session, 6, req.table.as_bytes());
-    if !req.row_restriction.is_empty() {
-        let mut options = Vec::new();
-        pb::bytes_field(&mut options, 2, req.row_restriction.as_bytes());
-        pb::bytes_field(&mut session, 8, &options);
+    let msg = CreateReadSessionRequest {
+        parent: format!("projects/{}", req.project),
+        read_session: Some(ReadSession {
+            data_format: proto::ARROW,
+            table: req.table.clone(),
+            read_options: (!req.row_restriction.is_empty()).then(|| TableReadOptions {
+                row_restriction: req.row_restriction.clone(),
+            }),
+            ..ReadSession::default()
+        }),
+        max_stream_count: i32::try_from(req.max_streams).unwrap_or(i32::MAX),
     }
-    // CreateReadSessionRequest { parent (1), read_session (2), max_stream_count (3) }
-    let mut msg = Vec::new();
-    pb::bytes_field(&mut msg, 1, format!("projects/{}", req.project).as_bytes());
-    pb::bytes_field(&mut msg, 2, &session);
-    pb::int_field(&mut msg, 3, i64::from(req.max_streams));
+    .encode_to_vec();
     let answer = call(
         client,
         req,
@@ -395,32 +305,37 @@ fn decode(decoder: &mut StreamDecoder, buf: &mut Buffer) -> Result<Option<Record
     crate::warehouse::ipc_read(|| decoder.decode(buf))?.map_err(|e| e.to_string())
 }
 
-/// The streams and the Arrow schema of a `ReadSession` message.
-fn parse_session(answer: &[u8]) -> Result<Session, StorageError> {
-    let bad = |e: String| StorageError::unreadable(format!("ReadSession: {e}"));
-    let mut out = Session {
-        streams: Vec::new(),
-        schema: Vec::new(),
+/// The record batches of one `ReadRowsResponse` (none when it has none).
+fn response_batches(
+    decoder: &mut StreamDecoder,
+    message: &[u8],
+) -> Result<Vec<RecordBatch>, String> {
+    let response = ReadRowsResponse::decode(message).map_err(|e| e.to_string())?;
+    let Some(rb) = response.arrow_record_batch else {
+        return Ok(Vec::new());
     };
-    for (field, value) in pb::fields(answer).map_err(bad)? {
-        match (field, value) {
-            // arrow_schema (5) { serialized_schema (1) }
-            (5, pb::Value::Bytes(b)) => {
-                out.schema = pb::get_bytes(b, 1)
-                    .map_err(bad)?
-                    .unwrap_or_default()
-                    .to_vec();
-            }
-            // streams (10) { name (1) }
-            (10, pb::Value::Bytes(b)) => {
-                if let Some(name) = pb::get_bytes(b, 1).map_err(bad)? {
-                    out.streams.push(String::from_utf8_lossy(name).into_owned());
-                }
-            }
-            _ => {}
-        }
+    let mut buf = Buffer::from(without_eos(&rb.serialized_record_batch).to_vec());
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let Some(b) = decode(decoder, &mut buf)? else {
+            break;
+        };
+        out.push(b);
     }
     Ok(out)
+}
+
+/// The streams and the Arrow schema of a `ReadSession` message.
+fn parse_session(answer: &[u8]) -> Result<Session, StorageError> {
+    let session = ReadSession::decode(answer)
+        .map_err(|e| StorageError::unreadable(format!("ReadSession: {e}")))?;
+    Ok(Session {
+        streams: session.streams.into_iter().map(|s| s.name).collect(),
+        schema: session
+            .arrow_schema
+            .map(|s| s.serialized_schema)
+            .unwrap_or_default(),
+    })
 }
 
 /// Reads one stream, decoding its batches into `tx`; a transient failure mid-stream resumes
@@ -436,10 +351,11 @@ async fn read_stream(
     let mut offset = 0i64;
     let mut retries = 0;
     loop {
-        // ReadRowsRequest { read_stream (1), offset (2) }
-        let mut msg = Vec::new();
-        pb::bytes_field(&mut msg, 1, stream.as_bytes());
-        pb::int_field(&mut msg, 2, offset);
+        let msg = ReadRowsRequest {
+            read_stream: stream.to_string(),
+            offset,
+        }
+        .encode_to_vec();
         // Every call starts with the session's schema message.
         let mut decoder = StreamDecoder::new();
         decode(
@@ -457,18 +373,7 @@ async fn read_stream(
             )
             .await?;
             while let Some(m) = messages.next().await? {
-                // ReadRowsResponse { arrow_record_batch (4) { serialized_record_batch (1) } }
-                let Some(rb) = pb::get_bytes(&m, 4).map_err(bad)? else {
-                    continue;
-                };
-                let Some(bytes) = pb::get_bytes(rb, 1).map_err(bad)? else {
-                    continue;
-                };
-                let mut buf = Buffer::from(without_eos(bytes).to_vec());
-                while !buf.is_empty() {
-                    let Some(b) = decode(&mut decoder, &mut buf).map_err(bad)? else {
-                        break;
-                    };
+                for b in response_batches(&mut decoder, &m).map_err(bad)? {
                     offset += b.num_rows() as i64;
                     if tx.send(Ok(b)).await.is_err() {
                         return Ok(());
@@ -571,19 +476,7 @@ pub(crate) fn fuzz_read(
     .map_err(|e| bad(format!("the session's Arrow schema: {e}")))?;
     let mut out = Vec::new();
     for m in messages {
-        let Some(rb) = pb::get_bytes(m, 4).map_err(bad)? else {
-            continue;
-        };
-        let Some(bytes) = pb::get_bytes(rb, 1).map_err(bad)? else {
-            continue;
-        };
-        let mut buf = Buffer::from(without_eos(bytes).to_vec());
-        while !buf.is_empty() {
-            let Some(b) = decode(&mut decoder, &mut buf).map_err(bad)? else {
-                break;
-            };
-            out.push(b);
-        }
+        out.extend(response_batches(&mut decoder, m).map_err(bad)?);
     }
     Ok(out)
 }
@@ -593,22 +486,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protobuf_round_trip_of_a_session_request() {
-        let mut inner = Vec::new();
-        pb::int_field(&mut inner, 3, 2);
-        pb::bytes_field(&mut inner, 6, b"projects/p/datasets/d/tables/t");
-        let mut msg = Vec::new();
-        pb::bytes_field(&mut msg, 1, b"projects/p");
-        pb::bytes_field(&mut msg, 2, &inner);
-        pb::int_field(&mut msg, 3, 300);
-        let f = pb::fields(&msg).unwrap();
-        assert_eq!(f[0], (1, pb::Value::Bytes(b"projects/p")));
-        assert_eq!(f[2], (3, pb::Value::Int(300)));
+    fn messages_have_googles_field_numbers() {
+        let table = "projects/p/datasets/d/tables/t";
+        let msg = CreateReadSessionRequest {
+            parent: "projects/p".into(),
+            read_session: Some(ReadSession {
+                data_format: proto::ARROW,
+                table: table.into(),
+                ..ReadSession::default()
+            }),
+            max_stream_count: 300,
+        }
+        .encode_to_vec();
+        // parent (1), read_session (2) { data_format (3) = 2, table (6) }, max_stream_count (3)
+        let mut want = vec![0x0a, 10];
+        want.extend_from_slice(b"projects/p");
+        want.extend_from_slice(&[0x12, 34, 0x18, 2, 0x32, 30]);
+        want.extend_from_slice(table.as_bytes());
+        want.extend_from_slice(&[0x18, 0xac, 0x02]);
+        assert_eq!(msg, want);
+        // ReadRowsResponse: row_count (6, not declared) skipped; arrow_record_batch (4) { (1) }
+        let answer = [0x30, 7, 0x22, 5, 0x0a, 3, b'a', b'b', b'c'];
+        let response = ReadRowsResponse::decode(&answer[..]).unwrap();
         assert_eq!(
-            pb::get_bytes(pb::get_bytes(&msg, 2).unwrap().unwrap(), 6).unwrap(),
-            Some(&b"projects/p/datasets/d/tables/t"[..])
+            response.arrow_record_batch.unwrap().serialized_record_batch,
+            b"abc"
         );
-        assert!(pb::fields(&[0x0a, 0x05, 1]).is_err(), "truncated");
+        assert!(
+            ReadRowsResponse::decode(&[0x22, 0x05, 1][..]).is_err(),
+            "truncated"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{DatabricksSettings, DatabricksWarehouse};
 use crate::config::{Config, DatabricksConfig};
-use crate::duration::parse_duration;
+use crate::duration::Span;
 
 /// The warehouse `name` configured by `d`.
 pub(crate) fn from_config(
@@ -18,11 +18,7 @@ pub(crate) fn from_config(
         warehouse_id: d.warehouse_id.clone(),
         catalog: d.catalog.clone(),
         schema: d.schema.clone(),
-        timeout: d
-            .timeout
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(60)),
+        timeout: d.timeout.map_or(Duration::from_secs(60), Span::get),
     };
     DatabricksWarehouse::new(name, settings)
 }

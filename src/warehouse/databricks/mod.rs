@@ -29,7 +29,7 @@ use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
 use super::sql::SqlApi;
-use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{ColumnInfo, EachBatch, SourceRef, TableSchema, WarehouseError};
 use values::Column;
 
 /// How to reach a Databricks SQL warehouse.
@@ -266,7 +266,7 @@ impl DatabricksWarehouse {
         &self,
         src: &SourceRef,
         sql: &str,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         let client = self.client()?;
         let st = self.execute(&client, src, sql, true).await?;
@@ -391,25 +391,18 @@ impl SqlApi for DatabricksWarehouse {
         ident(name)
     }
 
-    fn literals(&self) -> super::Literals {
-        super::Literals {
-            timestamp: |t, instant| {
-                if instant {
-                    format!("TIMESTAMP '{t}+00:00'")
-                } else {
-                    format!("TIMESTAMP '{t}'")
-                }
-            },
-            date: |d| format!("DATE '{d}'"),
-        }
-    }
+    const LITERALS: super::Literals = super::Literals {
+        instant: ("TIMESTAMP '", "+00:00'"),
+        naive: ("TIMESTAMP '", "'"),
+        date: ("DATE '", "'"),
+    };
 
     fn run(
         &self,
         src: &SourceRef,
         sql: &str,
         _limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         super::http::block_on(&self.what(), self.stream(src, sql, each))
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{Flavor, PgSettings, PostgresWarehouse, SslMode};
 use crate::config::{Config, PostgresConfig, SslModeConfig};
-use crate::duration::parse_duration;
+use crate::duration::Span;
 
 /// The warehouse `name` configured by `p` (`redshift`: Amazon Redshift, port 5439 by default).
 pub(crate) fn from_config(
@@ -26,11 +26,7 @@ pub(crate) fn from_config(
             SslModeConfig::VerifyFull => SslMode::VerifyFull,
         },
         sslrootcert: p.sslrootcert.as_ref().map(|c| config.resolve(c)),
-        connect_timeout: p
-            .connect_timeout
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(10)),
+        connect_timeout: p.connect_timeout.map_or(Duration::from_secs(10), Span::get),
         flavor: if redshift {
             Flavor::Redshift
         } else {

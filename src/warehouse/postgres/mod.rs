@@ -32,12 +32,12 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{Client, IsolationLevel, NoTls, Socket};
 use wharf_operators::arrow::array::RecordBatch;
-use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use wharf_operators::arrow::datatypes::{Field, Schema, SchemaRef};
 use wharf_operators::watermark::Watermark;
 
 use self::types::{ColumnBuilder, PgKind};
 pub use super::{quote_ident, quote_table};
-use super::{ColumnInfo, SourceRef, TableSchema, Warehouse, WarehouseError};
+use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError};
 
 /// Rows per fetch from the server-side cursor, and per Arrow batch.
 pub const FETCH_ROWS: i32 = 8192;
@@ -467,7 +467,7 @@ impl PostgresWarehouse {
         src: &SourceRef,
         clause: &str,
         limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         self.stream_in(src, clause, limit, false, each).map(|_| ())
     }
@@ -655,30 +655,20 @@ impl Warehouse for PostgresWarehouse {
         Ok(Self::from_clause(src))
     }
 
-    /// The watermark as an integer literal (microseconds, days or the value) that PostgreSQL
-    /// turns into the cursor's type.
-    fn cursor_after(&self, column: &str, cursor_type: &DataType, after: Watermark) -> String {
+    /// The watermark as an integer expression of the cursor's type (exact for every value).
+    fn literal(&self, after: Watermark, zone: bool) -> String {
         match after {
-            Watermark::Integer(v) => format!("{column} > ({v})::bigint"),
+            Watermark::Integer(v) => format!("({v})::bigint"),
             Watermark::TimestampMicros(us) => {
-                let epoch = match cursor_type {
-                    DataType::Timestamp(_, Some(_)) => "'epoch'::timestamptz",
-                    _ => "'epoch'::timestamp",
-                };
-                format!("{column} > {epoch} + ({us})::bigint * interval '1 microsecond'")
+                let epoch = if zone { "timestamptz" } else { "timestamp" };
+                format!("'epoch'::{epoch} + ({us})::bigint * interval '1 microsecond'")
             }
-            Watermark::Date(d) => format!("{column} > DATE '1970-01-01' + ({d})::integer"),
+            Watermark::Date(d) => format!("DATE '1970-01-01' + ({d})::integer"),
         }
     }
 
-    fn select(
-        &self,
-        src: &SourceRef,
-        filter: &str,
-        limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
-    ) -> Result<(), WarehouseError> {
-        self.stream(src, filter, limit, each)
+    fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        self.stream(query.source, query.filter, query.limit, each)
     }
 
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{SnowflakeAuth, SnowflakeSettings, SnowflakeWarehouse};
 use crate::config::{Config, SnowflakeConfig};
-use crate::duration::parse_duration;
+use crate::duration::Span;
 
 /// The warehouse `name` configured by `sf`.
 pub(crate) fn from_config(name: &str, sf: &SnowflakeConfig, config: &Config) -> SnowflakeWarehouse {
@@ -31,11 +31,7 @@ pub(crate) fn from_config(name: &str, sf: &SnowflakeConfig, config: &Config) -> 
         schema: sf.schema.clone().unwrap_or_else(|| "PUBLIC".into()),
         warehouse: sf.warehouse.clone(),
         role: sf.role.clone(),
-        timeout: sf
-            .timeout
-            .as_deref()
-            .and_then(parse_duration)
-            .unwrap_or(Duration::from_secs(60)),
+        timeout: sf.timeout.map_or(Duration::from_secs(60), Span::get),
     };
     SnowflakeWarehouse::new(name, settings)
 }

@@ -30,11 +30,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::SchemaRef;
 
 use super::sql::SqlApi;
-use super::{ColumnInfo, SourceRef, TableSchema, WarehouseError};
+use super::{ColumnInfo, EachBatch, SourceRef, TableSchema, WarehouseError};
 use arrow::RowType;
 
 /// How to reach and log in to a Snowflake account.
@@ -443,7 +442,7 @@ impl SnowflakeWarehouse {
         &self,
         src: &SourceRef,
         sql: &str,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<SchemaRef, WarehouseError> {
         self.in_session(async |session| self.stream_in(session, src, sql, each).await)
             .await
@@ -500,7 +499,7 @@ impl SnowflakeWarehouse {
         session: &mut Session,
         src: &SourceRef,
         sql: &str,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<SchemaRef, WarehouseError> {
         let mut data = self.query(session, src, sql).await?;
         let qerr = |message: String| WarehouseError::Query {
@@ -692,25 +691,18 @@ impl SqlApi for SnowflakeWarehouse {
         super::quote_ident(name)
     }
 
-    fn literals(&self) -> super::Literals {
-        super::Literals {
-            timestamp: |t, instant| {
-                if instant {
-                    format!("'{t} +00:00'::TIMESTAMP_TZ")
-                } else {
-                    format!("'{t}'::TIMESTAMP_NTZ")
-                }
-            },
-            date: |d| format!("'{d}'::DATE"),
-        }
-    }
+    const LITERALS: super::Literals = super::Literals {
+        instant: ("'", " +00:00'::TIMESTAMP_TZ"),
+        naive: ("'", "'::TIMESTAMP_NTZ"),
+        date: ("'", "'::DATE"),
+    };
 
     fn run(
         &self,
         src: &SourceRef,
         sql: &str,
         _limit: Option<usize>,
-        each: &mut dyn FnMut(RecordBatch) -> bool,
+        each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         self.block(self.stream(src, sql, each)).map(|_| ())
     }
@@ -741,7 +733,9 @@ impl SqlApi for SnowflakeWarehouse {
 /// [`SnowflakeWarehouse::query`] reads it ([`Answer`], then its `data` as [`QueryData`]), and
 /// an inline `rowsetBase64` result decoded as `stream_in` decodes it.
 #[cfg(feature = "fuzzing")]
-pub(crate) fn fuzz_answer(body: &[u8]) -> Result<Vec<RecordBatch>, String> {
+pub(crate) fn fuzz_answer(
+    body: &[u8],
+) -> Result<Vec<wharf_operators::arrow::array::RecordBatch>, String> {
     use base64::Engine;
     let answer: Answer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let data = answer.data.as_ref().map(|d| d.get()).unwrap_or("{}");

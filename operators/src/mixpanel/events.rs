@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 
+use crate::columns::{check_type, find_column, is_id, is_text, is_time, MappingError};
 use crate::encode::{to_micros, write_json_str, write_key_json, write_value, ColumnEncoder};
 use crate::record::{ChangeOp, MappedBatch, Reject};
 use crate::RecordMapper;
@@ -95,33 +96,6 @@ pub struct EventMapping {
     pub exclude_columns: Vec<String>,
 }
 
-/// The mapping cannot be applied to this table.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MappingError {
-    /// A configured column is not in the table.
-    #[error("column `{column}` (configured as {role}) is not in the table; its columns are: {available}")]
-    UnknownColumn {
-        /// The missing column.
-        column: String,
-        /// Which setting named it.
-        role: &'static str,
-        /// The table's columns, comma-separated.
-        available: String,
-    },
-    /// A configured column has a type that cannot serve its role.
-    #[error("column `{column}` (configured as {role}) has type {found}; expected {expected}")]
-    WrongType {
-        /// The column.
-        column: String,
-        /// Which setting named it.
-        role: &'static str,
-        /// Its Arrow type.
-        found: String,
-        /// What would work.
-        expected: &'static str,
-    },
-}
-
 /// A compiled [`EventMapping`] for one table schema.
 #[derive(Debug)]
 pub struct EventMapper {
@@ -144,62 +118,6 @@ pub struct EventMapper {
     /// The last batch's bytes per record: sizes the next batch's buffer, which then need not
     /// grow (and be copied) while it is written.
     record_len: std::sync::atomic::AtomicUsize,
-}
-
-/// The index of `column` in `schema`, or an error naming the setting (`role`) and the
-/// table's columns.
-pub fn find_column(
-    schema: &Schema,
-    column: &str,
-    role: &'static str,
-) -> Result<usize, MappingError> {
-    schema
-        .index_of(column)
-        .map_err(|_| MappingError::UnknownColumn {
-            column: column.to_string(),
-            role,
-            available: schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
-fn check_type(
-    schema: &Schema,
-    idx: usize,
-    role: &'static str,
-    expected: &'static str,
-    ok: impl Fn(&DataType) -> bool,
-) -> Result<(), MappingError> {
-    let field = schema.field(idx);
-    if ok(field.data_type()) {
-        Ok(())
-    } else {
-        Err(MappingError::WrongType {
-            column: field.name().clone(),
-            role,
-            found: field.data_type().to_string(),
-            expected,
-        })
-    }
-}
-
-fn is_text(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-}
-
-fn is_id(t: &DataType) -> bool {
-    is_text(t) || t.is_integer()
-}
-
-fn is_time(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-    ) || t.is_integer()
 }
 
 /// 128-bit row hash as 32 lowercase hex characters (a valid `$insert_id`).
@@ -713,27 +631,6 @@ impl RecordMapper for EventMapper {
         out.records.key_ends = key_ends;
         out
     }
-}
-
-/// A row as a plain JSON object of all its non-NULL columns (for previews and rejects).
-pub fn row_json(batch: &RecordBatch, row: usize) -> String {
-    let mut out = b"{".to_vec();
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        if c.is_null(row) {
-            continue;
-        }
-        let mark = out.len();
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        write_json_str(&mut out, f.name());
-        out.push(b':');
-        if !write_value(c.as_ref(), row, &mut out) {
-            out.truncate(mark);
-        }
-    }
-    out.push(b'}');
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -1,0 +1,167 @@
+//! `wharf preview --changes`: what the next run of a mirror would send, sent nowhere.
+
+use wharf_operators::dataflow::{SourceMessage, SourceSender};
+use wharf_operators::diff::{DiffSpec, Emit};
+use wharf_operators::watermark::Watermark;
+
+use super::capture::MAX_CHANGES_PER_POLL;
+use super::error::SyncError;
+use super::recovery::{committed_parts, pending_snapshots};
+use super::resolve::ResolvedSync;
+use crate::config::{ChangeCapture, Config, SyncMode};
+use crate::state::StateStore;
+use crate::warehouse::postgres::logical::{Capture, SnapshotVisibility};
+use crate::warehouse::SourceRef;
+
+/// What the next run of a full/mirror sync would send, found by a dry run of the diff against
+/// the committed snapshot (nothing is sent or committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangePreview {
+    /// Rows in the table (with a key).
+    pub rows: u64,
+    /// Keys that would be inserted.
+    pub inserts: u64,
+    /// Keys that would be updated.
+    pub updates: u64,
+    /// Keys that would be deleted.
+    pub deletes: u64,
+}
+
+/// Dry-runs the diff of a snapshot sync.
+pub fn preview_changes(
+    config: &Config,
+    resolved: &ResolvedSync,
+    workers: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ChangePreview, SyncError> {
+    let name = &resolved.sync.name;
+    let Some(hasher) = &resolved.hasher else {
+        return Err(SyncError::Unsupported {
+            sync: name.clone(),
+            what: "a change preview for an append sync".into(),
+        });
+    };
+    let store = StateStore::open(&config.state_dir())?;
+    let committed = store.snapshot(name)?;
+    let position = store.watermark(name)?;
+    drop(store);
+    if let Some(p) = preview_captured(
+        resolved,
+        position,
+        committed.as_ref().and_then(|c| c.seen.as_ref()),
+    )? {
+        return Ok(p);
+    }
+    let state_dir = config.state_dir();
+    let scratch = state_dir
+        .join("tmp")
+        .join(format!("preview-{}", std::process::id()));
+    let spec = DiffSpec {
+        hasher: hasher.clone(),
+        previous: committed_parts(committed.as_ref(), &state_dir),
+        pending: pending_snapshots(
+            name,
+            &state_dir.join("snapshots").join(name),
+            committed.as_ref(),
+            false,
+        )?,
+        next_dir: scratch.clone(),
+        spill_dir: scratch.clone(),
+        memory_budget: 64 << 20,
+        emit: Emit::Changes,
+        send_deletes: false,
+    };
+    let (warehouse, source) = (resolved.warehouse.clone(), resolved.source.clone());
+    let handle = runtime.handle().clone();
+    let reader: wharf_operators::dataflow::StartReader = Box::new(move |sender: SourceSender| {
+        handle.spawn_blocking(move || {
+            let result = warehouse.read_snapshot(&source, &mut |batch| {
+                sender.send(SourceMessage::Batch(batch)).is_ok()
+            });
+            if let Err(e) = result {
+                let _ = sender.send(SourceMessage::Failed(e.to_string()));
+            }
+        });
+    });
+    let result = wharf_pipelines::diff_run::diff_run(workers.max(1), reader, spec, false);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (_, counts) = result.map_err(|reason| SyncError::RunFailed {
+        permanent: false,
+        sync: name.clone(),
+        run_id: 0,
+        reason: format!("dry run: {reason}"),
+    })?;
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(ChangePreview {
+        rows: counts.rows.load(Relaxed),
+        inserts: counts.inserts.load(Relaxed),
+        updates: counts.updates.load(Relaxed),
+        deletes: counts.deletes.load(Relaxed),
+    })
+}
+
+/// The preview of a mirror sync that reads a change stream: what its slot holds now (peeked,
+/// not consumed). `None` when the sync does not (yet) read one.
+pub(super) fn preview_captured(
+    resolved: &ResolvedSync,
+    position: Option<Watermark>,
+    seen: Option<&SnapshotVisibility>,
+) -> Result<Option<ChangePreview>, SyncError> {
+    let sync = &resolved.sync;
+    let (SourceRef::Table(table), SyncMode::Mirror, Some(position)) =
+        (&resolved.source, sync.mode, position)
+    else {
+        return Ok(None);
+    };
+    if sync.change_capture == ChangeCapture::Snapshot {
+        return Ok(None);
+    }
+    let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
+    let warehouse = resolved.warehouse.as_ref();
+    let batches = match (warehouse.logical_decoding(), warehouse.change_function()) {
+        (Some(pg), _) => {
+            let capture = Capture::for_sync(&sync.name, table);
+            if !pg.capture_exists(&capture).map_err(werr)? {
+                return Ok(None);
+            }
+            pg.poll_capture(
+                &capture,
+                &sync.key_columns(),
+                MAX_CHANGES_PER_POLL,
+                None,
+                seen,
+            )
+            .map_err(werr)?
+            .batches
+        }
+        // A committed position of a change function: what the next run would read.
+        (None, Some(changes)) => {
+            let to = changes.change_position(&resolved.source).map_err(werr)?;
+            changes
+                .read_changes(&resolved.source, &sync.key_columns(), position, to)
+                .map_err(werr)?
+                .batches
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut preview = ChangePreview {
+        rows: resolved.warehouse.count(&resolved.source).map_err(werr)?,
+        inserts: 0,
+        updates: 0,
+        deletes: 0,
+    };
+    for b in &batches {
+        use wharf_operators::arrow::array::AsArray;
+        let Some(ops) = b.columns().last().and_then(|c| c.as_string_opt::<i32>()) else {
+            continue;
+        };
+        for op in ops.iter().flatten() {
+            match op {
+                "insert" => preview.inserts += 1,
+                "update" => preview.updates += 1,
+                _ => preview.deletes += 1,
+            }
+        }
+    }
+    Ok(Some(preview))
+}

@@ -1,0 +1,526 @@
+//! One run inside a session: capture, the dataflow, and the commit protocol.
+
+use std::sync::{Arc, Mutex};
+
+use wharf_operators::dataflow::{RunControl, SourceMessage, SourceSender};
+use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
+use wharf_operators::envelope::{Envelope, EnvelopeRecords};
+use wharf_operators::watermark::{column_max, max_watermark, Watermark};
+use wharf_operators::RecordMapper;
+use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
+
+use super::capture::{capture_mode, CaptureMode};
+use super::commit::{commit, record_failure};
+use super::error::SyncError;
+use super::options::{LiveRun, SyncOptions, SyncReport};
+use super::recovery::{
+    committed_parts, lsn_watermark, pending_snapshots, recover_from_destination,
+    remove_snapshots_except, RunPosition,
+};
+use super::resolve::{build_destination, change_mapper, resolve};
+use crate::config::{Config, SyncMode, TableType};
+use crate::destination::{table_type_name, BuiltDestination};
+use crate::progress::Progress;
+use crate::rejects::{RejectsFile, RunLogs};
+use crate::state::{RunStatus, SnapshotState, StateStore};
+use crate::warehouse::postgres::logical::{ChangePoll, SnapshotVisibility};
+
+/// What consecutive runs of one sync in one process share: its connected destinations.
+/// Drop it (or start a new one) after a failed run or a config change.
+#[derive(Default)]
+pub struct Session {
+    destinations: Option<Vec<BuiltDestination>>,
+    /// Continuous runs: the cheap check made before each run (see [`probe`]).
+    probe: Option<super::probe::Probe>,
+}
+
+/// Runs `name` once in `session` (see [`run_sync_polled`]), recording it in `store` (one
+/// store per process: the service shares its own between syncs).
+pub fn run_in_session(
+    config: &Config,
+    name: &str,
+    options: &SyncOptions,
+    runtime: &tokio::runtime::Runtime,
+    session: &mut Session,
+    store: &StateStore,
+) -> Result<Option<SyncReport>, SyncError> {
+    // Continuous runs look first, with one cheap statement, whether anything is new.
+    let mut probed_rows = None;
+    if let (true, Some(p)) = (options.skip_idle, session.probe.as_mut()) {
+        match p.look(store, name) {
+            super::probe::Probed::Idle => return Ok(None),
+            super::probe::Probed::Busy(rows) => probed_rows = rows,
+        }
+    }
+    let resolved = resolve(config, name)?;
+    let sync = &resolved.sync;
+    if session.destinations.is_none() {
+        let mut built = sync
+            .destinations
+            .iter()
+            .map(|d| build_destination(config, &resolved, d, runtime.handle()))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Transactional destinations commit last, once every other one has everything.
+        built.sort_by_key(|b| b.destination.is_transactional());
+        for b in built.iter().filter(|b| b.destination.is_transactional()) {
+            recover_from_destination(&resolved, store, b, runtime)?;
+        }
+        session.destinations = Some(built);
+    }
+    let built = session.destinations.as_deref().unwrap_or_default();
+    let after = match sync.mode {
+        SyncMode::Append => store.watermark(name)?,
+        _ => None,
+    };
+    // With a look-back window the read starts that much before the watermark (late rows);
+    // the watermark itself never moves back.
+    let lookback = sync.lookback.map(|l| l.get());
+    let read_from = super::probe::read_position(after, lookback);
+    if sync.mode == SyncMode::OneTime {
+        if let Some(done) = super::one_time_load(store, name)? {
+            return Err(SyncError::AlreadyLoaded {
+                sync: name.to_string(),
+                run_id: done.run_id,
+                at: done.ended_at.unwrap_or_else(|| "?".into()),
+            });
+        }
+    }
+    let state_dir = config.state_dir();
+    let committed = store.snapshot(name)?;
+    let capture = capture_mode(&resolved, store)?;
+    if options.skip_idle && session.probe.is_none() {
+        session.probe = match (&capture, &resolved.cursor) {
+            (CaptureMode::Logical { pg, capture, .. }, _) => {
+                Some(super::probe::Probe::logical(pg.clone(), capture.clone()))
+            }
+            (CaptureMode::Snapshot, Some(cursor)) if sync.mode == SyncMode::Append => {
+                Some(super::probe::Probe::append(
+                    resolved.warehouse.clone(),
+                    resolved.source.clone(),
+                    cursor.clone(),
+                    lookback,
+                ))
+            }
+            _ => None,
+        };
+    }
+    let mut backlog = None;
+    // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
+    let poll = match &capture {
+        CaptureMode::Logical {
+            pg,
+            capture,
+            initial: None,
+        } => {
+            let werr = |e| SyncError::Warehouse(name.to_string(), e);
+            let seen = committed.as_ref().and_then(|c| c.seen.as_ref());
+            let poll = pg
+                .poll_capture(
+                    capture,
+                    &sync.key_columns(),
+                    options.max_changes,
+                    options.capture_upto,
+                    seen,
+                )
+                .map_err(werr)?;
+            if poll.changes_read == 0 && options.skip_idle {
+                if let (true, Some(lsn)) = (poll.changes_skipped > 0, poll.end_lsn) {
+                    // Only transactions the first snapshot held: move past them.
+                    pg.confirm_capture(capture, lsn).map_err(werr)?;
+                    store.advance_watermark(name, lsn_watermark(lsn))?;
+                }
+                return Ok(None);
+            }
+            if poll.capped {
+                backlog = match options.capture_upto {
+                    Some(upto) => Some(upto),
+                    None => Some(pg.current_lsn(capture).map_err(werr)?),
+                };
+            }
+            Some(poll)
+        }
+        CaptureMode::Function {
+            from: Some(from),
+            to,
+        } => {
+            let compacted = crate::warehouse::read_changes(
+                resolved.warehouse.as_ref(),
+                &resolved.source,
+                &sync.key_columns(),
+                (*from, *to),
+            )
+            .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
+            if compacted.changes_read == 0 && options.skip_idle {
+                store.advance_watermark(name, *to)?;
+                return Ok(None);
+            }
+            Some(ChangePoll {
+                batches: compacted.batches,
+                changes_read: compacted.changes_read,
+                ..ChangePoll::default()
+            })
+        }
+        _ => None,
+    };
+    let total = match (&resolved.cursor, &poll) {
+        (_, Some(p)) => Some(p.batches.iter().map(|b| b.num_rows() as u64).sum()),
+        (Some(_), None) if probed_rows.is_some() => probed_rows,
+        (Some((cursor, cursor_type)), None) => resolved
+            .warehouse
+            .count_after(&resolved.source, cursor, cursor_type, read_from)
+            .ok(),
+        (None, None) => resolved.warehouse.count(&resolved.source).ok(),
+    };
+    let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
+    let stream_batches = poll.map(|p| p.batches);
+    if options.skip_idle && sync.mode == SyncMode::Append && total == Some(0) {
+        return Ok(None);
+    }
+    let mode_name = format!("{:?}", sync.mode).to_lowercase();
+    let anomaly = match (&options.volume, total) {
+        (Some(check), Some(rows)) => check.check(store, name, rows)?,
+        _ => None,
+    };
+    if let (Some(anomaly), Some(true)) = (&anomaly, options.volume.as_ref().map(|v| v.pause)) {
+        let run = store.begin_run(name, &mode_name, after)?;
+        let run_id = run.run_id;
+        store.end_run_uncommitted(
+            run,
+            RunStatus::Cancelled,
+            Some(format!("{anomaly}; not sent, the sync is paused")),
+        )?;
+        return Err(SyncError::Anomaly {
+            sync: name.to_string(),
+            run_id,
+            anomaly: anomaly.clone(),
+        });
+    }
+    let run = store.begin_run(name, &mode_name, after)?;
+    let rejects_path = sync
+        .rejects_path
+        .as_ref()
+        .map(|p| config.resolve(p))
+        .unwrap_or_else(|| state_dir.join("rejects").join(format!("{name}.ndjson")));
+    let logs = Arc::new(RunLogs {
+        rejects: RejectsFile::new(&rejects_path, name, run.run_id),
+        changes: RejectsFile::new(
+            &state_dir.join("changes").join(format!("{name}.ndjson")),
+            name,
+            run.run_id,
+        ),
+    });
+    let control = RunControl::new(64 * 1024);
+    if let Some(Ok(mut slot)) = options.live.as_ref().map(|s| s.lock()) {
+        *slot = Some(LiveRun {
+            run_id: run.run_id,
+            started: std::time::Instant::now(),
+            total,
+            control: control.clone(),
+        });
+    }
+    let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
+    let snapshot_seen: Arc<Mutex<Option<SnapshotVisibility>>> = Arc::default();
+    let snapshots_dir = state_dir.join("snapshots").join(name);
+    let next_dir = snapshots_dir.join(format!("run-{}", run.run_id));
+    let envelope = Envelope::new(
+        name,
+        sync.table.as_deref().unwrap_or("query"),
+        table_type_name(sync.table_type),
+        run.run_id,
+    );
+    let mut sinks = Vec::with_capacity(built.len());
+    for b in built {
+        let env = b.envelope.then(|| envelope.clone());
+        let mapper = match &resolved.hasher {
+            None => {
+                let events = resolved
+                    .events
+                    .clone()
+                    .ok_or_else(|| SyncError::Unsupported {
+                        sync: name.to_string(),
+                        what: "append without an events mapping".into(),
+                    })?;
+                SinkMapper::Records(match env {
+                    Some(env) => Arc::new(EnvelopeRecords::new(events, env)),
+                    None => events as Arc<dyn RecordMapper>,
+                })
+            }
+            Some(_) => SinkMapper::Changes(change_mapper(config, &resolved, &b.name, env)?),
+        };
+        sinks.push(SinkSpec {
+            destination: b.destination.clone(),
+            limits: b.limits,
+            policy: b.policy.clone(),
+            mapper,
+        });
+    }
+    let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
+    // A lookup table is replaced whole: an append run that finds new rows sends all of them.
+    let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
+    let (plan, diff_counts) = match &resolved.hasher {
+        None => (Plan::Append, None),
+        Some(hasher) if stream_batches.is_some() => {
+            let counts = Arc::new(DiffCounts::default());
+            (
+                Plan::Changes {
+                    hasher: hasher.clone(),
+                    counts: counts.clone(),
+                },
+                Some(counts),
+            )
+        }
+        // Append of keyed rows: every row read is sent (its key's latest); no state is kept.
+        Some(hasher) if keyed_append => {
+            let scratch = state_dir.join("tmp").join(format!("{name}-append"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let counts = Arc::new(DiffCounts::default());
+            let spec = DiffSpec {
+                hasher: hasher.clone(),
+                previous: Vec::new(),
+                pending: Vec::new(),
+                next_dir: scratch.join("state"),
+                spill_dir: scratch.join("spill"),
+                memory_budget: 64 << 20,
+                emit: Emit::All,
+                send_deletes: false,
+            };
+            (
+                Plan::Diff {
+                    spec: Arc::new(spec),
+                    counts: counts.clone(),
+                },
+                Some(counts),
+            )
+        }
+        Some(hasher) => {
+            let spill_dir = state_dir.join("tmp").join(name);
+            let _ = std::fs::remove_dir_all(&spill_dir);
+            let counts = Arc::new(DiffCounts::default());
+            let spec = DiffSpec {
+                hasher: hasher.clone(),
+                previous: committed_parts(committed.as_ref(), &state_dir),
+                pending: pending_snapshots(name, &snapshots_dir, committed.as_ref(), true)?,
+                next_dir: next_dir.clone(),
+                spill_dir,
+                memory_budget: 64 << 20,
+                emit: match (sync.table_type, sync.resend_all) {
+                    (TableType::Lookup, _) => Emit::AllIfChanged,
+                    (_, true) => Emit::All,
+                    (_, false) => Emit::Changes,
+                },
+                send_deletes: sync.mode == SyncMode::Mirror,
+            };
+            (
+                Plan::Diff {
+                    spec: Arc::new(spec),
+                    counts: counts.clone(),
+                },
+                Some(counts),
+            )
+        }
+    };
+    let reader: wharf_operators::dataflow::StartReader =
+        if let Some(batches) = stream_batches {
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
+                    for batch in batches {
+                        if sender.send(SourceMessage::Batch(batch)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            })
+        } else {
+            let (warehouse, source, watermark) = (
+                resolved.warehouse.clone(),
+                resolved.source.clone(),
+                watermark.clone(),
+            );
+            // The first snapshot of a change-captured table says which transactions it saw.
+            let first_capture = match &capture {
+                CaptureMode::Logical {
+                    pg,
+                    initial: Some(_),
+                    ..
+                } => Some((pg.clone(), snapshot_seen.clone())),
+                _ => None,
+            };
+            let cursor = resolved.cursor.clone();
+            let cursor_idx = cursor
+                .as_ref()
+                .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
+                .unwrap_or(0);
+            let handle = runtime.handle().clone();
+            Box::new(move |sender: SourceSender| {
+                handle.spawn_blocking(move || {
+                let mut max = None;
+                let result = match &cursor {
+                    // New rows of a lookup table: the whole table goes (it is replaced).
+                    Some(_) if whole_lookup && total == Some(0) => Ok(()),
+                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, &mut |batch| {
+                        max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
+                        sender.send(SourceMessage::Batch(batch)).is_ok()
+                    }),
+                    Some((cursor, cursor_type)) => {
+                        warehouse.read_after(&source, cursor, cursor_type, read_from, &mut |batch| {
+                            max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
+                            sender.send(SourceMessage::Batch(batch)).is_ok()
+                        })
+                    }
+                    None => match &first_capture {
+                        Some((pg, seen)) => pg
+                            .read_snapshot_seen(&source, |batch| {
+                                sender.send(SourceMessage::Batch(batch)).is_ok()
+                            })
+                            .map(|v| {
+                                if let Ok(mut s) = seen.lock() {
+                                    *s = Some(v);
+                                }
+                            }),
+                        None => warehouse.read_snapshot(&source, &mut |batch| {
+                            sender.send(SourceMessage::Batch(batch)).is_ok()
+                        }),
+                    },
+                };
+                tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
+                if let Err(e) = result {
+                    let _ = sender.send(SourceMessage::Failed(e.to_string()));
+                }
+                if let Ok(mut w) = watermark.lock() {
+                    *w = max;
+                }
+                // Dropping the sender ends the run's input.
+                drop(sender);
+            });
+            })
+        };
+    let progress = options
+        .progress
+        .then(|| Progress::start(name, control.clone(), total));
+    let described: Vec<String> = built.iter().map(|b| b.destination.describe()).collect();
+    tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destinations = ?described, "run started");
+    let result = run_dataflow(RunSpec {
+        workers: options.workers.max(1),
+        epoch: run.run_id,
+        reader,
+        plan,
+        sinks,
+        rejects: logs.clone(),
+        control: control.clone(),
+        runtime: runtime.handle().clone(),
+        now_ms: chrono::Utc::now().timestamp_millis(),
+    });
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let result = result.and_then(|outcome| {
+        logs.flush()
+            .map(|_| outcome)
+            .map_err(|e| wharf_pipelines::run::RunError(format!("cannot write rejects: {e}")))
+    });
+    match result {
+        Ok(outcome) => {
+            if options.crash_before_commit {
+                eprintln!(
+                    "wharf: simulated crash after delivery, before commit (run {})",
+                    run.run_id
+                );
+                std::process::exit(70);
+            }
+            let after_wm = watermark.lock().ok().and_then(|w| *w);
+            let mut run = run;
+            run.rows_read = outcome.rows_read;
+            run.delivered = outcome.delivered;
+            run.rejected = outcome.rejected;
+            run.bytes_sent = outcome.bytes_sent;
+            run.unapplied = control
+                .counters
+                .changes_unapplied
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let new_wm = match (&capture, sync.mode) {
+                (_, SyncMode::Append) => max_watermark(after, after_wm),
+                // The change stream's position: the slot's, once it has moved.
+                (CaptureMode::Logical { initial: None, .. }, _) => end_lsn.map(lsn_watermark),
+                (
+                    CaptureMode::Logical {
+                        initial: Some(lsn), ..
+                    },
+                    _,
+                ) => Some(lsn_watermark(*lsn)),
+                (CaptureMode::Function { to, .. }, _) => Some(*to),
+                _ => None,
+            };
+            let streamed = matches!(
+                capture,
+                CaptureMode::Logical { initial: None, .. }
+                    | CaptureMode::Function { from: Some(_), .. }
+            );
+            let snapshot = match &diff_counts {
+                Some(c) if streamed || keyed_append => {
+                    // A change-stream run leaves the committed snapshot state as it was; an
+                    // append run keeps none (its watermark is its position).
+                    use std::sync::atomic::Ordering::Relaxed;
+                    run.inserted = c.inserts.load(Relaxed);
+                    run.updated = c.updates.load(Relaxed);
+                    run.deleted = c.deletes.load(Relaxed);
+                    None
+                }
+                Some(c) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    run.inserted = c.inserts.load(Relaxed);
+                    run.updated = c.updates.load(Relaxed);
+                    run.deleted = c.deletes.load(Relaxed);
+                    let parts = c.parts.lock().map(|p| p.clone()).unwrap_or_default();
+                    Some(SnapshotState {
+                        run_id: run.run_id,
+                        rows: c.rows.load(Relaxed),
+                        parts: parts
+                            .iter()
+                            .map(|p| p.strip_prefix(&state_dir).unwrap_or(p).to_path_buf())
+                            .collect(),
+                        seen: snapshot_seen.lock().ok().and_then(|mut s| s.take()),
+                    })
+                }
+                None => None,
+            };
+            let slot = match &capture {
+                CaptureMode::Logical { pg, capture, .. } => Some((pg, capture)),
+                _ => None,
+            };
+            let position = RunPosition {
+                run,
+                watermark: new_wm,
+                snapshot: snapshot.clone(),
+                lsn: end_lsn,
+            };
+            let run = commit(store, built, runtime, name, position, slot, options)?;
+            if snapshot.is_some() {
+                remove_snapshots_except(&snapshots_dir, Some(run.run_id));
+            }
+            if keyed_append {
+                let _ =
+                    std::fs::remove_dir_all(state_dir.join("tmp").join(format!("{name}-append")));
+            }
+            tracing::info!(
+                sync = name,
+                run = run.run_id,
+                rows = outcome.rows_read,
+                delivered = outcome.delivered,
+                rejected = outcome.rejected,
+                inserted = run.inserted,
+                updated = run.updated,
+                deleted = run.deleted,
+                "run committed"
+            );
+            Ok(Some(SyncReport {
+                run,
+                outcome,
+                rejects_path,
+                anomaly,
+                backlog,
+            }))
+        }
+        Err(e) => Err(record_failure(store, run, &control, name, e.0)?),
+    }
+}
