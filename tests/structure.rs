@@ -161,8 +161,8 @@ fn no_two_modules_import_each_other() {
 fn no_source_file_grows_past_800_lines() {
     const LIMIT: usize = 800;
     const STILL_LARGER: &[(&str, usize)] = &[
-        ("src/config.rs", 1340),
-        ("src/warehouse/bigquery/mod.rs", 953),
+        ("src/config.rs", 1338),
+        ("src/warehouse/bigquery/mod.rs", 839),
         ("src/service/mod.rs", 934),
         ("operators/src/snapshot.rs", 918),
         ("src/main.rs", 894),
