@@ -314,7 +314,10 @@ fn response_batches(
     let Some(rb) = response.arrow_record_batch else {
         return Ok(Vec::new());
     };
-    let mut buf = Buffer::from(without_eos(&rb.serialized_record_batch).to_vec());
+    // prost already copied the message out of the frame: hand that copy to Arrow as it is.
+    let mut bytes = rb.serialized_record_batch;
+    bytes.truncate(without_eos(&bytes).len());
+    let mut buf = Buffer::from(bytes);
     let mut out = Vec::new();
     while !buf.is_empty() {
         let Some(b) = decode(decoder, &mut buf)? else {
