@@ -146,7 +146,7 @@ fn append_reads_only_rows_past_the_watermark_for_every_cursor_type() {
 /// Reads run under a memory limit (DuckDB otherwise caches the file up to 80% of RAM); a read
 /// that needs more than the limit — the latest row per key over a table larger than it —
 /// spills to disk instead of failing, also on the read-only connection; a bad limit is an
-/// error naming the warehouse.
+/// error naming its key.
 #[test]
 fn reads_stay_within_the_memory_limit_and_spill_beyond_it() {
     let fx = Fixture::new();
@@ -154,7 +154,7 @@ fn reads_stay_within_the_memory_limit_and_spill_beyond_it() {
         "CREATE TABLE h AS SELECT i % 150000 AS id, i AS t, repeat(md5(i::VARCHAR), 8) AS pad
          FROM range(600000) r(i);",
     );
-    let wh = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some("24MB".into()));
+    let wh = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some(24_000_000));
     let h = SourceRef::Table("h".into());
     let latest = wh.latest_per_key(&h, &wh.describe(&h).unwrap(), &["id".into()], "t");
     let (mut n, mut max_t) = (0, 0i64);
@@ -171,7 +171,12 @@ fn reads_stay_within_the_memory_limit_and_spill_beyond_it() {
     .unwrap();
     assert_eq!((n, max_t), (150_000, 599_999));
 
-    let bad = DuckDbWarehouse::new("wh", fx.warehouse()).with_memory_limit(Some("lots".into()));
-    let err = bad.check().unwrap_err().to_string();
-    assert!(err.contains("`wh`"), "{err}");
+    // A limit that is not a size is refused when the config is read, naming its key.
+    let err = wharf::config::Config::parse(
+        "[warehouses.wh]\ntype = \"duckdb\"\npath = \"wh.duckdb\"\nmemory_limit = \"lots\"\n",
+        "wharf.toml",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "warehouses.wh.memory_limit", "{err}");
+    assert!(err.message.contains("`lots` is not a size"), "{err}");
 }

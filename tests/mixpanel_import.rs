@@ -7,9 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::Fixture;
-use wharf::config::{MixpanelConfig, Secret, ServiceAccount};
 use wharf::destination::mixpanel::import::MixpanelImport;
+use wharf::destination::mixpanel::{MixpanelConfig, ServiceAccount};
 use wharf::receiver::ReceiverAuth;
+use wharf::secret::Secret;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::{deliver, RetryPolicy};

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use wharf::config::{MixpanelConfig, Secret, ServiceAccount};
 use wharf::destination::mixpanel::engage::{MixpanelProfiles, ProfileEndpoint};
 use wharf::destination::mixpanel::lookup::{
     csv_field, FlushRetry, MixpanelLookupTable, LOOKUP_TABLE_MAX_BYTES,
 };
+use wharf::destination::mixpanel::{MixpanelConfig, ServiceAccount};
 use wharf::receiver::{Faults, LookupTable, Receiver, ReceiverAuth, ReceiverConfig, SlowResponses};
+use wharf::secret::Secret;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::{deliver, RetryPolicy};

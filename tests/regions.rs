@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use wharf::config::{Config, DestinationConfig, MixpanelConfig};
+use wharf::config::{Config, DestinationConfig};
 use wharf::destination::mixpanel::engage::{MixpanelProfiles, ProfileEndpoint};
 use wharf::destination::mixpanel::import::MixpanelImport;
 use wharf::destination::mixpanel::lookup::MixpanelLookupTable;
+use wharf::destination::mixpanel::MixpanelConfig;
 
 fn destination(region: Option<&str>, api_host: Option<&str>) -> MixpanelConfig {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -19,7 +19,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::{source, Operator};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
-use timely::scheduling::SyncActivator;
+use timely::scheduling::{Activator, SyncActivator};
 
 use crate::record::{EncodedRecords, MappedBatch, Reject};
 use crate::RecordMapper;
@@ -149,6 +149,16 @@ impl RunControl {
         self.inflight() < self.max_inflight.load(Ordering::Relaxed)
     }
 
+    /// [`RunControl::has_room`]; when there is none, `retry` (the asking operator's activator)
+    /// is activated a moment later, so the operator looks again once downstream made room.
+    pub fn has_room_or_retry(&self, retry: &Activator) -> bool {
+        if self.has_room() {
+            return true;
+        }
+        retry.activate_after(Duration::from_millis(2));
+        false
+    }
+
     /// Raises the in-flight limit to at least `rows`. A run must allow at least
     /// `workers × records per request` rows in flight: sinks hold partial requests until they
     /// fill or the epoch ends, and a lower limit would stall the source before either happens.
@@ -249,8 +259,7 @@ pub fn poll_source<'s>(
             let Some(c) = cap.as_ref() else { return };
             let mut session = output.session(c);
             loop {
-                if !control.has_room() {
-                    retry.activate_after(Duration::from_millis(2));
+                if !control.has_room_or_retry(&retry) {
                     return;
                 }
                 match rx.try_recv() {
@@ -374,6 +383,24 @@ impl AckHandle {
     }
 }
 
+/// Records `rows` (none: nothing to do) with `record` and counts them in `counter`; a failure
+/// to record them fails the run (`what` names them in its message).
+fn record_rows(
+    control: &RunControl,
+    counter: &AtomicU64,
+    rows: &[Reject],
+    what: &str,
+    record: impl FnOnce(&[Reject]) -> Result<(), String>,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = record(rows) {
+        control.fail(format!("cannot record {what}: {e}"));
+    }
+    counter.fetch_add(rows.len() as u64, Ordering::Relaxed);
+}
+
 struct EpochState {
     /// Held, never read: while it lives, the sink's output frontier cannot pass the epoch.
     _cap: Capability<u64>,
@@ -420,24 +447,20 @@ pub fn batch_sink<'s>(
                         outstanding: 0,
                     });
                     for mapped in data.drain(..) {
-                        if !mapped.rejects.is_empty() {
-                            if let Err(e) = rejects.record(&mapped.rejects) {
-                                control.fail(format!("cannot record rejected rows: {e}"));
-                            }
-                            control
-                                .counters
-                                .rows_rejected
-                                .fetch_add(mapped.rejects.len() as u64, Ordering::Relaxed);
-                        }
-                        if !mapped.unapplied.is_empty() {
-                            if let Err(e) = rejects.record_unapplied(&mapped.unapplied) {
-                                control.fail(format!("cannot record unapplied changes: {e}"));
-                            }
-                            control
-                                .counters
-                                .changes_unapplied
-                                .fetch_add(mapped.unapplied.len() as u64, Ordering::Relaxed);
-                        }
+                        record_rows(
+                            &control,
+                            &control.counters.rows_rejected,
+                            &mapped.rejects,
+                            "rejected rows",
+                            |r| rejects.record(r),
+                        );
+                        record_rows(
+                            &control,
+                            &control.counters.changes_unapplied,
+                            &mapped.unapplied,
+                            "unapplied changes",
+                            |r| rejects.record_unapplied(r),
+                        );
                         control.settle(mapped.settled_without_request());
                         // Runs of records that fit the request go into it in one copy.
                         let records = &mapped.records;

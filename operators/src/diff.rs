@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -345,8 +344,7 @@ pub fn snapshot_diff<'s>(
                     let Some(it) = iter.as_mut() else { return };
                     let mut session = output.session(cap);
                     loop {
-                        if !control.has_room() {
-                            activator.activate_after(Duration::from_millis(2));
+                        if !control.has_room_or_retry(&activator) {
                             return;
                         }
                         match it.next_batch() {
@@ -387,19 +385,12 @@ pub fn map_changes<'s>(
     control: Arc<RunControl>,
     copy: bool,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
-    stream.unary(Pipeline, "MapChanges", move |_cap, _info| {
-        move |input, output| {
-            input.for_each(|cap, data| {
-                let mut session = output.session(&cap);
-                for c in data.drain(..) {
-                    let mapped = mapper.map_changes(&c, now_ms);
-                    let settles = mapped.records.len() + mapped.settled_without_request();
-                    let admitted = if copy { 0 } else { c.len() };
-                    control.admit(settles.saturating_sub(admitted));
-                    session.give(mapped);
-                }
-            });
-        }
+    flat_map_named(stream, "MapChanges", move |c: ChangeSet| {
+        let mapped = mapper.map_changes(&c, now_ms);
+        let settles = mapped.records.len() + mapped.settled_without_request();
+        let admitted = if copy { 0 } else { c.len() };
+        control.admit(settles.saturating_sub(admitted));
+        Some(mapped)
     })
 }
 
@@ -417,20 +408,32 @@ pub fn stream_changes<'s>(
     counts: Arc<DiffCounts>,
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<ChangeSet>> {
-    stream.unary(Pipeline, "StreamChanges", move |_cap, _info| {
+    flat_map_named(stream, "StreamChanges", move |b: ArrowBatch| {
+        split_changes(&b.batch, &hasher, &counts).unwrap_or_else(|reason| {
+            control.fail(reason);
+            Vec::new()
+        })
+    })
+}
+
+/// A stateless operator named `name`: every input becomes the outputs `logic` returns for it
+/// (timely's `flat_map`, under a name of its own in the dataflow's logs).
+fn flat_map_named<'s, I, R>(
+    stream: Stream<'s, u64, Vec<I>>,
+    name: &str,
+    mut logic: impl FnMut(I) -> R + 'static,
+) -> Stream<'s, u64, Vec<R::Item>>
+where
+    I: 'static,
+    R: IntoIterator,
+    R::Item: 'static,
+{
+    stream.unary(Pipeline, name, move |_cap, _info| {
         move |input, output| {
             input.for_each(|cap, data| {
-                let mut session = output.session(&cap);
-                for b in data.drain(..) {
-                    match split_changes(&b.batch, &hasher, &counts) {
-                        Ok(sets) => {
-                            for set in sets {
-                                session.give(set);
-                            }
-                        }
-                        Err(reason) => control.fail(reason),
-                    }
-                }
+                output
+                    .session(&cap)
+                    .give_iterator(data.drain(..).flat_map(&mut logic));
             });
         }
     })

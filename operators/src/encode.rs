@@ -325,7 +325,8 @@ impl<'a> ColumnEncoder<'a> {
     }
 }
 
-fn ts_raw(a: &dyn Array, row: usize) -> i64 {
+/// The raw value at `row` of a timestamp array, in the array's own unit (0 for another type).
+pub(crate) fn ts_raw(a: &dyn Array, row: usize) -> i64 {
     use arrow::datatypes::{
         TimestampMicrosecondType as Us, TimestampMillisecondType as Ms,
         TimestampNanosecondType as Ns, TimestampSecondType as S,

@@ -95,57 +95,51 @@ impl<'a> Scanner<'a> {
     pub fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
-            b'{' => {
-                if depth >= MAX_DEPTH {
+            b'{' => self.members(depth, b'}', |s| {
+                let start = s.at;
+                let escaped = s.string()?;
+                if is_raw_value_token(s.since(start), escaped) {
                     return None;
                 }
-                self.at += 1;
-                self.ws();
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    let start = self.at;
-                    let escaped = self.string()?;
-                    if is_raw_value_token(self.since(start), escaped) {
-                        return None;
-                    }
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    if self.eat(b'}') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                }
-            }
-            b'[' => {
-                if depth >= MAX_DEPTH {
-                    return None;
-                }
-                self.at += 1;
-                self.ws();
-                if self.eat(b']') {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    if self.eat(b']') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                }
-            }
+                s.ws();
+                s.expect(b':')?;
+                s.ws();
+                s.value(depth + 1)
+            }),
+            b'[' => self.members(depth, b']', |s| s.value(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             b'-' | b'0'..=b'9' => self.number().map(|_| ()),
             _ => None,
+        }
+    }
+
+    /// Skips an object or array (at `depth`) whose opening bracket is next, up to its `close`:
+    /// `member` skips one member (an object's `"name": value`, an array's value), which starts
+    /// after any whitespace.
+    fn members(
+        &mut self,
+        depth: usize,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.at += 1;
+        self.ws();
+        if self.eat(close) {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            member(self)?;
+            self.ws();
+            if self.eat(close) {
+                return Some(());
+            }
+            self.expect(b',')?;
         }
     }
 

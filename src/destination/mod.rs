@@ -17,7 +17,8 @@ use wharf_operators::dataflow::BatchLimits;
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{Destination, DestinationError};
 
-use crate::config::{Config, DestinationConfig, Secret, SyncConfig, TableType};
+use crate::config::{Config, DestinationConfig, SyncConfig, TableType};
+use crate::secret::Secret;
 
 /// A destination ready for a run.
 pub struct BuiltDestination {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{AlertsConfig, Secret};
+use crate::config::AlertsConfig;
+use crate::secret::Secret;
 use crate::sync::VolumeAnomaly;
 
 /// One alert.

@@ -34,7 +34,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{ApiRefusal, ServiceError, Shared};
-use crate::config::{Secret, ServiceConfig};
+use crate::config::ServiceConfig;
+use crate::secret::Secret;
 
 const PAGE: &str = include_str!("page.html");
 

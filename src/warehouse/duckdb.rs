@@ -21,7 +21,7 @@ use super::{
 pub struct DuckDbWarehouse {
     name: String,
     path: PathBuf,
-    memory_limit: Option<String>,
+    memory_limit: Option<u64>,
 }
 
 /// DuckDB's memory limit for wharf's connections unless configured: DuckDB keeps the blocks a
@@ -29,7 +29,7 @@ pub struct DuckDbWarehouse {
 /// (peak RSS 371 MB at 10M demo rows; 217 MB with this limit, 290 MB with 128MB, at the same
 /// speed). A scan streams within it; what needs more (the profile-history window over a
 /// large table) spills to disk.
-pub const DEFAULT_MEMORY_LIMIT: &str = "64MB";
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64_000_000;
 
 /// Rows per batch handed to the dataflow (at least; DuckDB's vectors are 2,048 rows).
 const COALESCE_ROWS: usize = 8192;
@@ -56,8 +56,8 @@ impl DuckDbWarehouse {
         }
     }
 
-    /// DuckDB's `memory_limit` (e.g. `"1GB"`); `None` for [`DEFAULT_MEMORY_LIMIT`].
-    pub fn with_memory_limit(mut self, limit: Option<String>) -> Self {
+    /// DuckDB's `memory_limit` in bytes; `None` for [`DEFAULT_MEMORY_LIMIT`].
+    pub fn with_memory_limit(mut self, limit: Option<u64>) -> Self {
         self.memory_limit = limit;
         self
     }
@@ -75,12 +75,12 @@ impl DuckDbWarehouse {
             });
         }
         let open = || -> duckdb::Result<Connection> {
-            let limit = self.memory_limit.as_deref().unwrap_or(DEFAULT_MEMORY_LIMIT);
+            let limit = format!("{}b", self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
             Connection::open_with_flags(
                 &self.path,
                 Config::default()
                     .access_mode(AccessMode::ReadOnly)?
-                    .max_memory(limit)?,
+                    .max_memory(&limit)?,
             )
         };
         open().map_err(|e| {

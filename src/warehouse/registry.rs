@@ -12,19 +12,29 @@ pub fn open(config: &Config, name: &str) -> Option<Arc<dyn Warehouse>> {
         #[cfg(feature = "duckdb")]
         WarehouseConfig::Duckdb { path, memory_limit } => Arc::new(
             super::duckdb::DuckDbWarehouse::new(name, config.resolve(path))
-                .with_memory_limit(memory_limit.clone()),
+                .with_memory_limit(memory_limit.map(|m| m.bytes())),
         ),
         // Refused when the config is parsed (`Config::parse`); never reached.
         #[cfg(not(feature = "duckdb"))]
         WarehouseConfig::Duckdb { .. } => return None,
-        WarehouseConfig::Postgres(p) => {
-            Arc::new(super::postgres::from_config(name, p, config, false))
+        WarehouseConfig::Postgres(p) => Arc::new(super::postgres::from_config(
+            name,
+            p,
+            &config.base_dir,
+            false,
+        )),
+        WarehouseConfig::Redshift(p) => Arc::new(super::postgres::from_config(
+            name,
+            p,
+            &config.base_dir,
+            true,
+        )),
+        WarehouseConfig::Snowflake(c) => {
+            Arc::new(super::snowflake::from_config(name, c, &config.base_dir))
         }
-        WarehouseConfig::Redshift(p) => {
-            Arc::new(super::postgres::from_config(name, p, config, true))
+        WarehouseConfig::Databricks(c) => Arc::new(super::databricks::from_config(name, c)),
+        WarehouseConfig::Bigquery(c) => {
+            Arc::new(super::bigquery::from_config(name, c, &config.base_dir))
         }
-        WarehouseConfig::Snowflake(c) => Arc::new(super::snowflake::from_config(name, c, config)),
-        WarehouseConfig::Databricks(c) => Arc::new(super::databricks::from_config(name, c, config)),
-        WarehouseConfig::Bigquery(c) => Arc::new(super::bigquery::from_config(name, c, config)),
     })
 }

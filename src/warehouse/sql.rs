@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn change_function_queries_per_warehouse() {
         let sf = built("[warehouses.w]\ntype = \"snowflake\"\naccount = \"a\"\nuser = \"u\"\npassword = \"p\"\ndatabase = \"DB\"\n", |w, c| match w {
-            WarehouseConfig::Snowflake(w) => Some(snowflake::from_config("w", w, c)),
+            WarehouseConfig::Snowflake(w) => Some(snowflake::from_config("w", w, &c.base_dir)),
             _ => None,
         });
         assert_eq!(
@@ -261,8 +261,8 @@ mod tests {
             sf.changes_sql("users; DROP", 1, 2).is_none(),
             "checked name"
         );
-        let dbx = built("[warehouses.w]\ntype = \"databricks\"\nhost = \"https://h\"\ntoken = \"t\"\nwarehouse_id = \"w\"\n", |w, c| match w {
-            WarehouseConfig::Databricks(w) => Some(databricks::from_config("w", w, c)),
+        let dbx = built("[warehouses.w]\ntype = \"databricks\"\nhost = \"https://h\"\ntoken = \"t\"\nwarehouse_id = \"w\"\n", |w, _| match w {
+            WarehouseConfig::Databricks(w) => Some(databricks::from_config("w", w)),
             _ => None,
         });
         assert_eq!(
@@ -275,7 +275,7 @@ mod tests {
             "Delta versions"
         );
         let bq = built("[warehouses.w]\ntype = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\naccess_token = \"t\"\n", |w, c| match w {
-            WarehouseConfig::Bigquery(w) => Some(bigquery::from_config("w", w, c)),
+            WarehouseConfig::Bigquery(w) => Some(bigquery::from_config("w", w, &c.base_dir)),
             _ => None,
         });
         assert_eq!(

@@ -15,8 +15,9 @@
 //! With an [`Envelope`] (change-capable destinations such as files and Kafka), every record is
 //! a change envelope and nothing is unapplied: deletes carry no `after`.
 //!
-//! Every record carries its key and op ([`EncodedRecords::key`]), so a keyed destination
-//! (Kafka) can partition by key whether it gets envelopes or Mixpanel payloads.
+//! Every record carries its key and op
+//! ([`EncodedRecords::key`](crate::record::EncodedRecords::key)), so a keyed destination (Kafka)
+//! can partition by key whether it gets envelopes or Mixpanel payloads.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

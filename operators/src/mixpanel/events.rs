@@ -18,10 +18,12 @@
 use std::collections::HashSet;
 
 use arrow::array::{Array, RecordBatch};
-use arrow::datatypes::{DataType, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Schema};
 
 use crate::columns::{check_type, find_column, is_id, is_text, is_time, MappingError};
-use crate::encode::{to_micros, write_json_str, write_key_json, write_value, ColumnEncoder};
+use crate::encode::{
+    to_micros, ts_raw, write_json_str, write_key_json, write_value, ColumnEncoder,
+};
 use crate::record::{ChangeOp, MappedBatch, Reject};
 use crate::RecordMapper;
 
@@ -264,23 +266,7 @@ impl EventMapper {
         }
         use arrow::array::AsArray;
         Some(match col.data_type() {
-            DataType::Timestamp(unit, _) => {
-                let raw = match unit {
-                    TimeUnit::Second => col
-                        .as_primitive::<arrow::datatypes::TimestampSecondType>()
-                        .value(row),
-                    TimeUnit::Millisecond => col
-                        .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-                        .value(row),
-                    TimeUnit::Microsecond => col
-                        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                        .value(row),
-                    TimeUnit::Nanosecond => col
-                        .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
-                        .value(row),
-                };
-                to_micros(raw, *unit).div_euclid(1000)
-            }
+            DataType::Timestamp(unit, _) => to_micros(ts_raw(col, row), *unit).div_euclid(1000),
             DataType::Date32 => {
                 (col.as_primitive::<arrow::datatypes::Date32Type>()
                     .value(row) as i64)

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use wharf_pipelines::destination::DestinationError;
 
-use crate::config::{MixpanelConfig, Region};
+use super::config::{MixpanelConfig, Region};
 
 /// The ingestion host for a region.
 pub fn region_host(region: Region) -> &'static str {

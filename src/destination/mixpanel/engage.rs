@@ -21,7 +21,7 @@ use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
 
 use super::client::{api_host, http_client, permanent, snippet, HttpAnswer};
-use crate::config::MixpanelConfig;
+use super::config::MixpanelConfig;
 
 /// Mixpanel's limits for one `/engage` request: 2000 updates (each at most 1 MB). Mixpanel
 /// documents no byte limit per request; /import's 10 MB is used, and a 413 splits anyway.

@@ -18,7 +18,7 @@ use super::client::{
     HttpAnswer,
 };
 pub use super::client::{percent_encode, region_host};
-use crate::config::MixpanelConfig;
+use super::config::MixpanelConfig;
 
 /// Mixpanel's limits for one `/import` request.
 pub const IMPORT_LIMITS: BatchLimits = BatchLimits {

@@ -21,7 +21,7 @@ use super::client::{
     api_host, basic_auth, http_client, percent_encode, permanent, project_id_param, snippet,
     Credentials, HttpAnswer,
 };
-use crate::config::MixpanelConfig;
+use super::config::MixpanelConfig;
 
 /// Mixpanel's limit on a lookup table: 100 MB of uncompressed CSV.
 pub const LOOKUP_TABLE_MAX_BYTES: usize = 100 * 1024 * 1024;

@@ -6,6 +6,7 @@
 //! - [`lookup`]: lookup tables, replaced whole by `PUT /lookup-tables/{id}`.
 //! - [`client`]: the HTTP pieces they share (host, auth header, answer classification).
 pub mod client;
+pub mod config;
 pub mod engage;
 pub mod import;
 pub mod lookup;
@@ -20,8 +21,9 @@ use wharf_pipelines::destination::{Destination, DestinationError};
 use wharf_pipelines::governor::RateCap;
 
 use super::{BuildContext, BuildError, BuiltDestination};
-use crate::config::{MixpanelConfig, TableType};
+use crate::config::TableType;
 use crate::duration::Span;
+pub use config::{MixpanelConfig, Region, ServiceAccount};
 use engage::{MixpanelProfiles, ProfileEndpoint, ENGAGE_LIMITS, GROUPS_LIMITS};
 use import::{MixpanelImport, IMPORT_LIMITS};
 use lookup::MixpanelLookupTable;

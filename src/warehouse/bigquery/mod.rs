@@ -22,52 +22,32 @@
 //! its RSA key (RS256, `kid` = the key's id, `scope` = BigQuery, `aud` = Google's token
 //! endpoint, as Google's client libraries send it), trades it at the key's `token_uri` for an access token (OAuth2's `jwt-bearer` grant) and
 //! reuses that token until a minute before it expires; or an `access_token` (e.g. from `gcloud
-//! auth print-access-token`) sent as is; or none (emulators). Not in this version: the Storage
-//! Read API (gRPC, Arrow) for large snapshots.
+//! auth print-access-token`) sent as is; or none (emulators). Whole tables are read with the
+//! Storage Read API (gRPC, Arrow; [`storage`]) where its endpoint is set.
 //! Tested against `bqemulator` (tests/bigquery.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
-use wharf_operators::arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondBuilder};
-use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde_json::json;
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::SchemaRef;
 
-use super::databricks::values;
-
+mod answers;
 mod auth;
-mod config;
+pub mod config;
 mod proto;
 pub mod storage;
 
 pub use auth::ServiceAccount;
 pub(crate) use config::from_config;
+pub use config::BigQueryConfig;
 
-/// A Storage Read API batch with the columns and types the REST path gives (`schema`): columns
-/// found by name, cast where the Arrow types differ (e.g. a time zone's spelling).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let i = batch
-                .schema()
-                .fields()
-                .iter()
-                .position(|g| g.name().eq_ignore_ascii_case(f.name()))
-                .ok_or_else(|| format!("the Storage Read API sent no column `{}`", f.name()))?;
-            let col = batch.column(i);
-            if col.data_type() == f.data_type() {
-                Ok(col.clone())
-            } else {
-                wharf_operators::arrow::compute::cast(col, f.data_type())
-                    .map_err(|e| format!("column `{}`: {e}", f.name()))
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
-}
+use answers::{
+    arrow_schema, columns, conform, ErrorAnswer, ErrorProto, FieldSchema, Fields, QueryAnswer,
+};
+
 use super::sql::SqlApi;
 use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, WarehouseError};
 
@@ -136,199 +116,6 @@ pub struct BigQueryWarehouse {
 
 /// Rows per page.
 const PAGE_ROWS: u32 = 50_000;
-
-#[derive(Debug, Deserialize, Clone)]
-struct FieldSchema {
-    name: String,
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    mode: Option<String>,
-    #[serde(default)]
-    fields: Vec<FieldSchema>,
-}
-
-impl FieldSchema {
-    fn repeated(&self) -> bool {
-        self.mode.as_deref() == Some("REPEATED")
-    }
-
-    fn arrow_type(&self) -> DataType {
-        if self.repeated() {
-            return DataType::Utf8;
-        }
-        match self.kind.as_str() {
-            "INTEGER" | "INT64" => DataType::Int64,
-            "FLOAT" | "FLOAT64" => DataType::Float64,
-            "NUMERIC" => DataType::Decimal128(38, 9),
-            "BOOLEAN" | "BOOL" => DataType::Boolean,
-            "DATE" => DataType::Date32,
-            "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            "DATETIME" => DataType::Timestamp(TimeUnit::Microsecond, None),
-            _ => DataType::Utf8,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct Fields {
-    #[serde(default)]
-    fields: Vec<FieldSchema>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct JobRef {
-    #[serde(rename = "jobId", default)]
-    job_id: String,
-    #[serde(default)]
-    location: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct QueryAnswer {
-    #[serde(rename = "jobComplete", default)]
-    job_complete: bool,
-    #[serde(rename = "jobReference", default)]
-    job: JobRef,
-    #[serde(default)]
-    schema: Option<Fields>,
-    #[serde(default)]
-    rows: Vec<Row>,
-    #[serde(rename = "pageToken", default)]
-    page_token: Option<String>,
-    #[serde(default)]
-    errors: Vec<ErrorProto>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    #[serde(default)]
-    f: Vec<Cell>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Cell {
-    #[serde(default)]
-    v: Value,
-}
-
-#[derive(Debug, Deserialize, Default, Clone)]
-struct ErrorProto {
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorAnswer {
-    error: ErrorBody,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    errors: Vec<ErrorProto>,
-}
-
-/// A cell of a RECORD or REPEATED field as JSON.
-fn cell_json(v: &Value, field: &FieldSchema, in_array: bool) -> Value {
-    if field.repeated() && !in_array {
-        return match v {
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| cell_json(&i["v"], field, true))
-                    .collect(),
-            ),
-            _ => Value::Array(Vec::new()),
-        };
-    }
-    match (field.kind.as_str(), v) {
-        (_, Value::Null) => Value::Null,
-        ("RECORD" | "STRUCT", Value::Object(o)) => {
-            let cells = o.get("f").and_then(Value::as_array);
-            let mut out = serde_json::Map::new();
-            for (i, sub) in field.fields.iter().enumerate() {
-                let cv = cells
-                    .and_then(|c| c.get(i))
-                    .map(|c| &c["v"])
-                    .unwrap_or(&Value::Null);
-                out.insert(sub.name.clone(), cell_json(cv, sub, false));
-            }
-            Value::Object(out)
-        }
-        ("INTEGER" | "INT64", Value::String(s)) => s
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| v.clone()),
-        ("FLOAT" | "FLOAT64", Value::String(s)) => s
-            .parse::<f64>()
-            .ok()
-            .and_then(|f| serde_json::Number::from_f64(f).map(Value::Number))
-            .unwrap_or_else(|| v.clone()),
-        ("BOOLEAN" | "BOOL", Value::String(s)) => Value::Bool(s == "true"),
-        ("JSON", Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| v.clone()),
-        _ => v.clone(),
-    }
-}
-
-/// One page of rows as columns.
-fn columns(
-    fields: &[FieldSchema],
-    schema: &SchemaRef,
-    rows: &[Row],
-) -> Result<Vec<ArrayRef>, String> {
-    fields
-        .iter()
-        .zip(schema.fields())
-        .enumerate()
-        .map(|(c, (field, f))| {
-            let cell = |i: usize| rows.get(i).and_then(|r| r.f.get(c)).map(|c| &c.v);
-            let ty = f.data_type();
-            let result = if field.repeated() || matches!(field.kind.as_str(), "RECORD" | "STRUCT") {
-                values::build(ty, rows.len(), |i| {
-                    cell(i)
-                        .filter(|v| !v.is_null() || field.repeated())
-                        .map(|v| cell_json(v, field, false).to_string().into())
-                })
-            } else if field.kind == "TIMESTAMP" {
-                // int64 microseconds (useInt64Timestamp) or float seconds.
-                let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
-                for i in 0..rows.len() {
-                    match cell(i) {
-                        Some(Value::String(s)) => {
-                            let us = s.parse::<i64>().ok().or_else(|| {
-                                s.parse::<f64>().ok().map(|f| (f * 1e6).round() as i64)
-                            });
-                            b.append_value(us.ok_or_else(|| format!("`{s}` is not a TIMESTAMP"))?);
-                        }
-                        _ => b.append_null(),
-                    }
-                }
-                Ok(Arc::new(b.finish().with_timezone("UTC")) as ArrayRef)
-            } else {
-                values::build(ty, rows.len(), |i| match cell(i) {
-                    Some(Value::String(s)) => Some(s.as_str().into()),
-                    Some(Value::Null) | None => None,
-                    Some(other) => Some(other.to_string().into()),
-                })
-            };
-            result.map_err(|e| format!("column {}: {e}", field.name))
-        })
-        .collect()
-}
-
-fn arrow_schema(fields: &[FieldSchema]) -> SchemaRef {
-    Arc::new(Schema::new(
-        fields
-            .iter()
-            .map(|f| Field::new(&f.name, f.arrow_type(), true))
-            .collect::<Vec<_>>(),
-    ))
-}
 
 impl BigQueryWarehouse {
     /// A warehouse named `name` (for messages).

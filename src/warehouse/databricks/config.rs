@@ -1,17 +1,51 @@
-//! Databricks from its `[warehouses.<name>]` table.
+//! Databricks' `[warehouses.<name>]` table (`type = "databricks"`): its keys, their checks,
+//! and the warehouse they configure.
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::{DatabricksSettings, DatabricksWarehouse};
-use crate::config::{Config, DatabricksConfig};
+use crate::config::invalid::Invalid;
 use crate::duration::Span;
+use crate::secret::Secret;
+
+/// `type = "databricks"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabricksConfig {
+    /// Workspace URL, e.g. `https://adb-1234567890123456.7.azuredatabricks.net`.
+    pub host: String,
+    /// Access token (e.g. `${DATABRICKS_TOKEN}`); never printed.
+    pub token: Secret,
+    /// The SQL warehouse's id.
+    pub warehouse_id: String,
+    /// Default catalog.
+    pub catalog: Option<String>,
+    /// Default schema.
+    pub schema: Option<String>,
+    /// Per-request timeout (default `60s`).
+    pub timeout: Option<Span>,
+}
+
+impl DatabricksConfig {
+    /// Refuses a host that is not the workspace's URL.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.host.starts_with("https://") || self.host.starts_with("http://") {
+            return Ok(());
+        }
+        Err(Invalid::new(
+            "host",
+            format!(
+                "`{}`: write the workspace URL, e.g. `https://adb-123.4.azuredatabricks.net`",
+                self.host
+            ),
+        ))
+    }
+}
 
 /// The warehouse `name` configured by `d`.
-pub(crate) fn from_config(
-    name: &str,
-    d: &DatabricksConfig,
-    _config: &Config,
-) -> DatabricksWarehouse {
+pub(crate) fn from_config(name: &str, d: &DatabricksConfig) -> DatabricksWarehouse {
     let settings = DatabricksSettings {
         host: d.host.trim_end_matches('/').to_string(),
         token: d.token.expose().to_string(),

@@ -15,10 +15,11 @@
 //! Tested against `minilake` (tests/databricks.rs), whose SQL is DuckDB's, which answers every
 //! statement at once (so polling is not exercised) and which does not check tokens.
 
-mod config;
+pub mod config;
 pub mod values;
 
 pub(crate) use config::from_config;
+pub use config::DatabricksConfig;
 
 use std::time::Duration;
 

@@ -16,12 +16,13 @@
 //!
 //! Change capture through logical decoding lives in [`logical`].
 
-mod config;
+pub mod config;
 pub mod logical;
 mod tls;
 pub mod types;
 
 pub(crate) use config::from_config;
+pub use config::{PostgresConfig, SslModeConfig};
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -21,9 +21,10 @@
 //! covered by unit tests of the decoding only.
 
 pub mod arrow;
-mod config;
+pub mod config;
 
 pub(crate) use config::from_config;
+pub use config::SnowflakeConfig;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

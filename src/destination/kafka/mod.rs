@@ -20,6 +20,8 @@
 //! calling (non-timely) thread, never on a timely worker. librdkafka is built from source
 //! with zlib only: no TLS or SASL in this build.
 
+pub mod config;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,8 +43,8 @@ use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, Sen
 use wharf_pipelines::governor::RateCap;
 
 use super::{fill_template, BuildContext, BuiltDestination};
-use crate::config::{KafkaConfig, KafkaPayload};
 use crate::duration::Span;
+pub use config::{KafkaCompression, KafkaConfig, KafkaPayload};
 
 /// Timeout of broker round trips wharf waits for (topic creation, transactions, positions).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
