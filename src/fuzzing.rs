@@ -12,9 +12,9 @@ use wharf_operators::arrow::array::RecordBatch;
 
 use crate::config::{Config, WarehouseConfig};
 use crate::receiver;
-use crate::warehouse::postgres::logical::{ChangePoll, SnapshotVisibility};
 use crate::warehouse::postgres::Layout;
 use crate::warehouse::{bigquery, databricks, snowflake};
+use crate::warehouse::{ChangePoll, SnapshotVisibility};
 
 /// Parses `text` as a `wharf.toml` ([`Config::parse`]: TOML, `${VAR}` expansion, types and
 /// validation) and, when it is valid, builds each warehouse's settings from it

@@ -102,7 +102,7 @@ pub struct SnapshotState {
     /// With PostgreSQL change capture: which transactions the snapshot saw, so the change
     /// stream skips them (absent in states written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seen: Option<crate::warehouse::postgres::logical::SnapshotVisibility>,
+    pub seen: Option<crate::warehouse::SnapshotVisibility>,
 }
 
 /// The embedded state store.

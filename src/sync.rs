@@ -13,8 +13,6 @@ mod session;
 
 use crate::config::Config;
 use crate::state::{RunRecord, RunStatus, StateError, StateStore};
-use crate::warehouse::postgres::logical::Capture;
-use crate::warehouse::SourceRef;
 use std::time::Duration;
 
 pub use crate::destination::{table_type_name, BuiltDestination};
@@ -177,14 +175,14 @@ pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError>
         })?;
         cleared.push(format!("the snapshot files in {}", snapshots.display()));
     }
-    if let (Some(pg), SourceRef::Table(table)) =
-        (resolved.warehouse.logical_decoding(), &resolved.source)
-    {
-        let capture = Capture::for_sync(name, table);
+    let stream =
+        resolved
+            .warehouse
+            .change_source(name, &resolved.source, &resolved.sync.key_columns());
+    if let Some(stream) = stream {
         let werr = |e| SyncError::Warehouse(name.to_string(), e);
-        if pg.capture_exists(&capture).map_err(werr)? {
-            pg.drop_capture(&capture).map_err(werr)?;
-            cleared.push("the replication slot and publication".to_string());
+        if let Some(removed) = stream.remove().map_err(werr)? {
+            cleared.push(removed);
         }
     }
     Ok(cleared)

@@ -38,6 +38,21 @@ impl std::fmt::Display for Watermark {
 }
 
 impl Watermark {
+    /// A change stream's position that is a number (a PostgreSQL LSN, a Delta table version)
+    /// as a watermark.
+    pub fn from_position(position: u64) -> Watermark {
+        Watermark::Integer(i64::try_from(position).unwrap_or(i64::MAX))
+    }
+
+    /// The number of a change stream's position ([`Watermark::from_position`]'s inverse);
+    /// `None` for a time or a negative number.
+    pub fn position(self) -> Option<u64> {
+        match self {
+            Watermark::Integer(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
     /// The position `window` earlier (a look-back for late rows); `None` for integer cursors,
     /// which have no unit of time. Dates step back by whole days, rounded up.
     pub fn earlier_by(self, window: std::time::Duration) -> Option<Watermark> {

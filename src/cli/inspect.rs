@@ -24,22 +24,8 @@ pub fn check(config: &Config) -> Result<()> {
         let Some(wh) = wharf::warehouse::open(config, name) else {
             continue;
         };
-        let detail = match wh.logical_decoding() {
-            // Mirror syncs on PostgreSQL read its change stream when wal_level allows it.
-            Some(pg) if pg.settings().flavor == wharf::warehouse::postgres::Flavor::Postgres => {
-                match pg.wal_level() {
-                    Ok(level) if level == "logical" => {
-                        " (wal_level = logical: mirror syncs use change capture)".to_string()
-                    }
-                    Ok(level) => format!(
-                        " (wal_level = {level}: mirror syncs diff snapshots; for change capture \
-                         run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL)"
-                    ),
-                    Err(_) => String::new(),
-                }
-            }
-            _ => String::new(),
-        };
+        // E.g. whether mirror syncs on PostgreSQL can read its change stream.
+        let detail = wh.change_capture_note();
         report(
             format!("warehouse {name}"),
             wh.check().map(|_| detail).map_err(|e| e.to_string()),

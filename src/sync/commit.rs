@@ -8,24 +8,24 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use wharf_operators::dataflow::RunControl;
+use wharf_operators::watermark::Watermark;
 
 use super::error::SyncError;
 use super::options::SyncOptions;
 use super::recovery::RunPosition;
 use crate::destination::BuiltDestination;
 use crate::state::{RunRecord, RunStatus, StateError, StateStore};
-use crate::warehouse::postgres::logical::Capture;
-use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::ChangeSource;
 
 /// Commits `position` (a run every destination acknowledged) everywhere, or records it as
-/// failed and commits nothing; `slot` is the change stream the run read, if PostgreSQL's.
+/// failed and commits nothing; `stream` is the change stream the run read, if any.
 pub(super) fn commit(
     store: &StateStore,
     built: &[BuiltDestination],
     runtime: &tokio::runtime::Runtime,
     name: &str,
     position: RunPosition,
-    slot: Option<(&PostgresWarehouse, &Capture)>,
+    stream: Option<&dyn ChangeSource>,
     options: &SyncOptions,
 ) -> Result<RunRecord, SyncError> {
     let encoded = serde_json::to_vec(&position).unwrap_or_default();
@@ -51,10 +51,10 @@ pub(super) fn commit(
         );
         std::process::exit(71);
     }
-    if let (Some((pg, capture)), Some(lsn)) = (slot, lsn) {
+    if let (Some(stream), Some(lsn)) = (stream, lsn) {
         // Delivered: the slot may release these changes. A crash before this line replays
         // them on the next run, which is harmless.
-        if let Err(e) = pg.confirm_capture(capture, lsn) {
+        if let Err(e) = stream.confirm(Watermark::from_position(lsn)) {
             let reason = format!("delivered, but the slot could not be advanced: {e}");
             return Err(failed_uncommitted(store, run, name, reason)?);
         }

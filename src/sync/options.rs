@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use wharf_operators::dataflow::RunControl;
+use wharf_operators::watermark::Watermark;
 use wharf_pipelines::run::RunOutcome;
 
 use super::capture::MAX_CHANGES_PER_POLL;
@@ -33,7 +34,7 @@ pub struct SyncOptions {
     pub volume: Option<VolumeCheck>,
     /// A change-stream run reads only transactions committed before this position (set by
     /// [`run_sync`] while it drains the stream up to where it stood at its start).
-    pub capture_upto: Option<u64>,
+    pub capture_upto: Option<Watermark>,
     /// Most changes a change-stream run reads (whole transactions: a larger one comes whole).
     pub max_changes: usize,
 }
@@ -132,5 +133,5 @@ pub struct SyncReport {
     pub anomaly: Option<VolumeAnomaly>,
     /// A change-stream run stopped at its change limit: more changes wait, up to this
     /// position of the stream (its head when the run polled).
-    pub backlog: Option<u64>,
+    pub backlog: Option<Watermark>,
 }

@@ -10,7 +10,7 @@ use super::recovery::{committed_parts, pending_snapshots};
 use super::resolve::ResolvedSync;
 use crate::config::{ChangeCapture, Config, SyncMode};
 use crate::state::StateStore;
-use crate::warehouse::postgres::logical::{Capture, SnapshotVisibility};
+use crate::warehouse::SnapshotVisibility;
 use crate::warehouse::SourceRef;
 
 /// What the next run of a full/mirror sync would send, found by a dry run of the diff against
@@ -108,7 +108,7 @@ pub(super) fn preview_captured(
     seen: Option<&SnapshotVisibility>,
 ) -> Result<Option<ChangePreview>, SyncError> {
     let sync = &resolved.sync;
-    let (SourceRef::Table(table), SyncMode::Mirror, Some(position)) =
+    let (SourceRef::Table(_), SyncMode::Mirror, Some(position)) =
         (&resolved.source, sync.mode, position)
     else {
         return Ok(None);
@@ -117,33 +117,21 @@ pub(super) fn preview_captured(
         return Ok(None);
     }
     let werr = |e| SyncError::Warehouse(sync.name.clone(), e);
-    let warehouse = resolved.warehouse.as_ref();
-    let batches = match (warehouse.logical_decoding(), warehouse.change_function()) {
-        (Some(pg), _) => {
-            let capture = Capture::for_sync(&sync.name, table);
-            if !pg.capture_exists(&capture).map_err(werr)? {
-                return Ok(None);
-            }
-            pg.poll_capture(
-                &capture,
-                &sync.key_columns(),
-                MAX_CHANGES_PER_POLL,
-                None,
-                seen,
-            )
-            .map_err(werr)?
-            .batches
-        }
-        // A committed position of a change function: what the next run would read.
-        (None, Some(changes)) => {
-            let to = changes.change_position(&resolved.source).map_err(werr)?;
-            changes
-                .read_changes(&resolved.source, &sync.key_columns(), position, to)
-                .map_err(werr)?
-                .batches
-        }
-        (None, None) => return Ok(None),
+    let key = sync.key_columns();
+    let Some(stream) = resolved
+        .warehouse
+        .change_source(&sync.name, &resolved.source, &key)
+    else {
+        return Ok(None);
     };
+    if !stream.exists().map_err(werr)? {
+        return Ok(None);
+    }
+    // Up to the stream's position now: what the next run would read.
+    let batches = stream
+        .poll(position, None, MAX_CHANGES_PER_POLL, seen)
+        .map_err(werr)?
+        .batches;
     let mut preview = ChangePreview {
         rows: resolved.warehouse.count(&resolved.source).map_err(werr)?,
         inserts: 0,

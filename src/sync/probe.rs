@@ -5,7 +5,8 @@
 //!   window). Idle when it is 0, or when neither it nor the read position changed since the
 //!   last run started (a window is then re-read only when something in it changed, plus once
 //!   after each run moved the watermark).
-//! - PostgreSQL logical decoding: whether the slot holds a change of the table.
+//! - A change stream: its own cheap check ([`ChangeSource::pending`]; PostgreSQL: whether the
+//!   slot holds a change of the table).
 //!
 //! A probe is built from the last run's resolved sync and kept in its [`super::Session`]; a
 //! probe that fails says "not idle", so the full run reports the error.
@@ -17,8 +18,8 @@ use wharf_operators::arrow::datatypes::DataType;
 use wharf_operators::watermark::Watermark;
 
 use crate::state::StateStore;
-use crate::warehouse::postgres::logical::Capture;
-use crate::warehouse::postgres::PostgresWarehouse;
+#[cfg(doc)]
+use crate::warehouse::ChangeSource;
 use crate::warehouse::{SourceRef, Warehouse};
 
 /// What a probe found.
@@ -33,7 +34,16 @@ pub(super) enum Probed {
 /// A sync's probe.
 pub(super) enum Probe {
     Append(Box<AppendProbe>),
-    Logical(Box<(PostgresWarehouse, Capture)>),
+    Stream(Box<StreamProbe>),
+}
+
+/// A change-captured sync's probe: its stream is made again for each look (nothing is
+/// reached until it is used).
+pub(super) struct StreamProbe {
+    warehouse: Arc<dyn Warehouse>,
+    sync: String,
+    source: SourceRef,
+    key: Vec<String>,
 }
 
 /// An append sync's probe.
@@ -64,8 +74,18 @@ impl Probe {
     }
 
     /// A change-captured sync's probe.
-    pub(super) fn logical(pg: PostgresWarehouse, capture: Capture) -> Probe {
-        Probe::Logical(Box::new((pg, capture)))
+    pub(super) fn stream(
+        warehouse: Arc<dyn Warehouse>,
+        sync: &str,
+        source: SourceRef,
+        key: Vec<String>,
+    ) -> Probe {
+        Probe::Stream(Box::new(StreamProbe {
+            warehouse,
+            sync: sync.to_string(),
+            source,
+            key,
+        }))
     }
 
     /// Looks; `store` holds the committed watermark of sync `name`.
@@ -92,7 +112,11 @@ impl Probe {
                     }
                 }
             }
-            Probe::Logical(l) => match l.0.capture_pending(&l.1) {
+            Probe::Stream(p) => match p
+                .warehouse
+                .change_source(&p.sync, &p.source, &p.key)
+                .map_or(Ok(true), |s| s.pending())
+            {
                 Ok(false) => Probed::Idle,
                 Ok(true) => Probed::Busy(None),
                 Err(e) => {

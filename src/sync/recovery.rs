@@ -9,8 +9,6 @@ use super::error::SyncError;
 use super::resolve::ResolvedSync;
 use crate::destination::BuiltDestination;
 use crate::state::{RunRecord, RunStatus, SnapshotState, StateStore};
-use crate::warehouse::postgres::logical::Capture;
-use crate::warehouse::SourceRef;
 
 /// What a transactional destination stores with each run's records: enough to commit the
 /// run in the state store if the process stopped between the two commits.
@@ -22,7 +20,8 @@ pub(super) struct RunPosition {
     pub(super) watermark: Option<Watermark>,
     /// Its snapshot state (full and mirror by snapshot diff).
     pub(super) snapshot: Option<SnapshotState>,
-    /// The change stream's position it read up to (mirror by change capture).
+    /// The position it read up to in a change stream that keeps the sync's position itself
+    /// (a replication slot's LSN), confirmed to the stream once the run is committed.
     pub(super) lsn: Option<u64>,
 }
 
@@ -68,22 +67,19 @@ pub(super) fn recover_from_destination(
         destination = %built.destination.describe(),
         "the last run was committed by the destination but not in the state store (the process stopped in between); committing it now"
     );
-    if let (Some(lsn), Some(pg), SourceRef::Table(table)) = (
-        position.lsn,
-        resolved.warehouse.logical_decoding(),
-        &resolved.source,
-    ) {
-        pg.confirm_capture(&Capture::for_sync(name, table), lsn)
+    let stream = resolved
+        .warehouse
+        .change_source(name, &resolved.source, &resolved.sync.key_columns())
+        .filter(|s| s.keeps_position());
+    if let (Some(lsn), Some(stream)) = (position.lsn, stream) {
+        stream
+            .confirm(Watermark::from_position(lsn))
             .map_err(|e| SyncError::Warehouse(name.clone(), e))?;
     }
     let mut run = position.run;
     run.error = Some("committed on restart from the destination's position".into());
     store.commit_run(run, position.watermark, position.snapshot.as_ref())?;
     Ok(())
-}
-
-pub(super) fn lsn_watermark(lsn: u64) -> Watermark {
-    Watermark::Integer(i64::try_from(lsn).unwrap_or(i64::MAX))
 }
 
 /// The committed snapshot's part files as paths.

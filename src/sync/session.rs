@@ -14,8 +14,8 @@ use super::commit::{commit, record_failure};
 use super::error::SyncError;
 use super::options::{LiveRun, SyncOptions, SyncReport};
 use super::recovery::{
-    committed_parts, lsn_watermark, pending_snapshots, recover_from_destination,
-    remove_snapshots_except, RunPosition,
+    committed_parts, pending_snapshots, recover_from_destination, remove_snapshots_except,
+    RunPosition,
 };
 use super::resolve::{build_destination, change_mapper, resolve};
 use crate::config::{Config, SyncMode, TableType};
@@ -23,7 +23,7 @@ use crate::destination::{table_type_name, BuiltDestination};
 use crate::progress::Progress;
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::state::{RunStatus, SnapshotState, StateStore};
-use crate::warehouse::postgres::logical::{ChangePoll, SnapshotVisibility};
+use crate::warehouse::SnapshotVisibility;
 
 /// What consecutive runs of one sync in one process share: its connected destinations.
 /// Drop it (or start a new one) after a failed run or a config change.
@@ -90,9 +90,12 @@ pub fn run_in_session(
     let capture = capture_mode(&resolved, store)?;
     if options.skip_idle && session.probe.is_none() {
         session.probe = match (&capture, &resolved.cursor) {
-            (CaptureMode::Logical { pg, capture, .. }, _) => {
-                Some(super::probe::Probe::logical(pg.clone(), capture.clone()))
-            }
+            (CaptureMode::Stream { .. }, _) => Some(super::probe::Probe::stream(
+                resolved.warehouse.clone(),
+                name,
+                resolved.source.clone(),
+                sync.key_columns(),
+            )),
             (CaptureMode::Snapshot, Some(cursor)) if sync.mode == SyncMode::Append => {
                 Some(super::probe::Probe::append(
                     resolved.warehouse.clone(),
@@ -107,58 +110,32 @@ pub fn run_in_session(
     let mut backlog = None;
     // A change-stream run reads its changes before it starts, so an idle poll costs nothing.
     let poll = match &capture {
-        CaptureMode::Logical {
-            pg,
-            capture,
-            initial: None,
-        } => {
+        CaptureMode::Stream { source, start } if !start.snapshot_first => {
             let werr = |e| SyncError::Warehouse(name.to_string(), e);
             let seen = committed.as_ref().and_then(|c| c.seen.as_ref());
-            let poll = pg
-                .poll_capture(
-                    capture,
-                    &sync.key_columns(),
-                    options.max_changes,
+            let poll = source
+                .poll(
+                    start.position,
                     options.capture_upto,
+                    options.max_changes,
                     seen,
                 )
                 .map_err(werr)?;
             if poll.changes_read == 0 && options.skip_idle {
-                if let (true, Some(lsn)) = (poll.changes_skipped > 0, poll.end_lsn) {
-                    // Only transactions the first snapshot held: move past them.
-                    pg.confirm_capture(capture, lsn).map_err(werr)?;
-                    store.advance_watermark(name, lsn_watermark(lsn))?;
+                if let Some(end) = poll.end {
+                    // Nothing new, or only what the first snapshot held: move past it.
+                    source.confirm(end).map_err(werr)?;
+                    store.advance_watermark(name, end)?;
                 }
                 return Ok(None);
             }
             if poll.capped {
                 backlog = match options.capture_upto {
                     Some(upto) => Some(upto),
-                    None => Some(pg.current_lsn(capture).map_err(werr)?),
+                    None => Some(source.position().map_err(werr)?),
                 };
             }
             Some(poll)
-        }
-        CaptureMode::Function {
-            from: Some(from),
-            to,
-        } => {
-            let compacted = crate::warehouse::read_changes(
-                resolved.warehouse.as_ref(),
-                &resolved.source,
-                &sync.key_columns(),
-                (*from, *to),
-            )
-            .map_err(|e| SyncError::Warehouse(name.to_string(), e))?;
-            if compacted.changes_read == 0 && options.skip_idle {
-                store.advance_watermark(name, *to)?;
-                return Ok(None);
-            }
-            Some(ChangePoll {
-                batches: compacted.batches,
-                changes_read: compacted.changes_read,
-                ..ChangePoll::default()
-            })
         }
         _ => None,
     };
@@ -171,7 +148,7 @@ pub fn run_in_session(
             .ok(),
         (None, None) => resolved.warehouse.count(&resolved.source).ok(),
     };
-    let end_lsn = poll.as_ref().and_then(|p| p.end_lsn);
+    let stream_end = poll.as_ref().and_then(|p| p.end);
     let stream_batches = poll.map(|p| p.batches);
     if options.skip_idle && sync.mode == SyncMode::Append && total == Some(0) {
         return Ok(None);
@@ -337,13 +314,12 @@ pub fn run_in_session(
                 resolved.source.clone(),
                 watermark.clone(),
             );
-            // The first snapshot of a change-captured table says which transactions it saw.
+            // The first snapshot of a change-captured table is read by its stream (which may
+            // say which transactions it saw).
             let first_capture = match &capture {
-                CaptureMode::Logical {
-                    pg,
-                    initial: Some(_),
-                    ..
-                } => Some((pg.clone(), snapshot_seen.clone())),
+                CaptureMode::Stream { start, .. } if start.snapshot_first => {
+                    Some((name.to_string(), sync.key_columns(), snapshot_seen.clone()))
+                }
                 _ => None,
             };
             let cursor = resolved.cursor.clone();
@@ -368,20 +344,23 @@ pub fn run_in_session(
                             sender.send(SourceMessage::Batch(batch)).is_ok()
                         })
                     }
-                    None => match &first_capture {
-                        Some((pg, seen)) => pg
-                            .read_snapshot_seen(&source, |batch| {
-                                sender.send(SourceMessage::Batch(batch)).is_ok()
-                            })
-                            .map(|v| {
-                                if let Ok(mut s) = seen.lock() {
-                                    *s = Some(v);
-                                }
-                            }),
-                        None => warehouse.read_snapshot(&source, &mut |batch| {
-                            sender.send(SourceMessage::Batch(batch)).is_ok()
-                        }),
-                    },
+                    None => {
+                        let mut send =
+                            |batch| sender.send(SourceMessage::Batch(batch)).is_ok();
+                        let stream = first_capture.as_ref().and_then(|(sync, key, seen)| {
+                            Some((warehouse.change_source(sync, &source, key)?, seen))
+                        });
+                        match stream {
+                            Some((stream, seen)) => {
+                                stream.read_first_snapshot(&mut send).map(|v| {
+                                    if let (Some(v), Ok(mut s)) = (v, seen.lock()) {
+                                        *s = Some(v);
+                                    }
+                                })
+                            }
+                            None => warehouse.read_snapshot(&source, &mut send),
+                        }
+                    }
                 };
                 tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
                 if let Err(e) = result {
@@ -440,22 +419,15 @@ pub fn run_in_session(
                 .load(std::sync::atomic::Ordering::Relaxed);
             let new_wm = match (&capture, sync.mode) {
                 (_, SyncMode::Append) => max_watermark(after, after_wm),
-                // The change stream's position: the slot's, once it has moved.
-                (CaptureMode::Logical { initial: None, .. }, _) => end_lsn.map(lsn_watermark),
-                (
-                    CaptureMode::Logical {
-                        initial: Some(lsn), ..
-                    },
-                    _,
-                ) => Some(lsn_watermark(*lsn)),
-                (CaptureMode::Function { to, .. }, _) => Some(*to),
+                // A first snapshot commits the stream's position before it; a later run
+                // where its changes end.
+                (CaptureMode::Stream { start, .. }, _) if start.snapshot_first => {
+                    Some(start.position)
+                }
+                (CaptureMode::Stream { .. }, _) => stream_end,
                 _ => None,
             };
-            let streamed = matches!(
-                capture,
-                CaptureMode::Logical { initial: None, .. }
-                    | CaptureMode::Function { from: Some(_), .. }
-            );
+            let streamed = capture.streamed().is_some();
             let snapshot = match &diff_counts {
                 Some(c) if streamed || keyed_append => {
                     // A change-stream run leaves the committed snapshot state as it was; an
@@ -484,17 +456,21 @@ pub fn run_in_session(
                 }
                 None => None,
             };
-            let slot = match &capture {
-                CaptureMode::Logical { pg, capture, .. } => Some((pg, capture)),
-                _ => None,
+            let stream = match &capture {
+                CaptureMode::Stream { source, .. } => Some(source.as_ref()),
+                CaptureMode::Snapshot => None,
             };
             let position = RunPosition {
                 run,
                 watermark: new_wm,
                 snapshot: snapshot.clone(),
-                lsn: end_lsn,
+                // Confirmed to a stream that keeps the sync's position (a slot).
+                lsn: stream
+                    .filter(|s| s.keeps_position())
+                    .and(stream_end)
+                    .and_then(Watermark::position),
             };
-            let run = commit(store, built, runtime, name, position, slot, options)?;
+            let run = commit(store, built, runtime, name, position, stream, options)?;
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
             }

@@ -86,17 +86,8 @@ impl DuckDbWarehouse {
         open().map_err(|e| {
             let message = e.to_string();
             // Another process holding the file's write lock lets go eventually: worth a retry.
-            if message.contains("lock") {
-                WarehouseError::Unavailable {
-                    what: self.what(),
-                    message,
-                }
-            } else {
-                WarehouseError::Open {
-                    what: self.what(),
-                    message,
-                }
-            }
+            let transient = message.contains("lock");
+            WarehouseError::not_opened(self.what(), message, transient)
         })
     }
 

@@ -2,6 +2,7 @@
 //! warehouse produced them.
 
 pub mod bigquery;
+pub mod change_source;
 pub mod changes;
 pub mod databricks;
 #[cfg(feature = "duckdb")]
@@ -13,6 +14,8 @@ mod registry;
 pub mod snowflake;
 mod sql;
 
+pub use change_source::{ChangeFunction, ChangePoll, ChangeSource, FunctionStream, StreamStart};
+pub use postgres::visibility::SnapshotVisibility;
 pub use registry::open;
 
 use wharf_operators::arrow::array::RecordBatch;
@@ -130,6 +133,16 @@ pub enum WarehouseError {
 }
 
 impl WarehouseError {
+    /// The database `what` could not be opened: [`WarehouseError::Unavailable`] when it may
+    /// open later (`transient`), else [`WarehouseError::Open`].
+    pub fn not_opened(what: String, message: String, transient: bool) -> WarehouseError {
+        if transient {
+            WarehouseError::Unavailable { what, message }
+        } else {
+            WarehouseError::Open { what, message }
+        }
+    }
+
     /// Whether retrying may help.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -210,16 +223,23 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
     /// `SELECT count(*) FROM <src> <filter>`.
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError>;
 
-    /// The table's change output read through a SQL change function (Snowflake `CHANGES`,
-    /// Databricks' Change Data Feed, BigQuery `CHANGES`), if it has one wharf reads.
-    fn change_function(&self) -> Option<&dyn ChangeFunction> {
+    /// The change stream of `src` as sync `sync` reads it, keyed by `key`, where the warehouse
+    /// keeps one wharf reads: PostgreSQL's logical decoding, or a SQL change function
+    /// (Snowflake `CHANGES`, Databricks' Change Data Feed, BigQuery `CHANGES`). Nothing is
+    /// reached until it is used.
+    fn change_source<'a>(
+        &'a self,
+        _sync: &str,
+        _src: &SourceRef,
+        _key: &[String],
+    ) -> Option<Box<dyn ChangeSource + 'a>> {
         None
     }
 
-    /// PostgreSQL's logical decoding (a replication slot and a publication per sync), where
-    /// the server is PostgreSQL.
-    fn logical_decoding(&self) -> Option<&postgres::PostgresWarehouse> {
-        None
+    /// What `wharf check` says of mirror syncs here (e.g. whether the server's settings
+    /// allow change capture), after "ok"; empty when there is nothing to say.
+    fn change_capture_note(&self) -> String {
+        String::new()
     }
 
     /// The number of rows of `src`.
@@ -357,57 +377,6 @@ fn qualified_names(batch: &RecordBatch) -> Vec<String> {
             false => format!("{}.{}", schemas.value(i), names.value(i)),
         })
         .collect()
-}
-
-/// A warehouse's change output read by a SQL change function: stateless windows between two
-/// positions of the table (a time or a table version).
-pub trait ChangeFunction {
-    /// The current position of the change output of `src` when it can be read (probed), else
-    /// why not (a table without change tracking, a query, an emulator without the function).
-    fn change_start(&self, src: &SourceRef) -> Result<Result<Watermark, String>, WarehouseError>;
-
-    /// The current position of the change output of `src`.
-    fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError>;
-
-    /// The changes of `src` after `from` up to `to`, compacted by `key`.
-    fn read_changes(
-        &self,
-        src: &SourceRef,
-        key: &[String],
-        from: Watermark,
-        to: Watermark,
-    ) -> Result<changes::Compacted, WarehouseError>;
-}
-
-/// The changes of `src` in the window `(from, to]`, compacted by `key`, through the
-/// warehouse's change function (an error where it has none).
-pub fn read_changes(
-    warehouse: &dyn Warehouse,
-    src: &SourceRef,
-    key: &[String],
-    (from, to): (Watermark, Watermark),
-) -> Result<changes::Compacted, WarehouseError> {
-    match warehouse.change_function() {
-        Some(f) => f.read_changes(src, key, from, to),
-        None => Err(WarehouseError::Query {
-            source_ref: src.clone(),
-            message: "no change function here".into(),
-            transient: false,
-        }),
-    }
-}
-
-/// `None` when the change output of `src` can be read, else why not.
-pub fn changes_unavailable(
-    warehouse: &dyn Warehouse,
-    src: &SourceRef,
-) -> Result<Option<String>, WarehouseError> {
-    match warehouse.change_function() {
-        Some(f) => Ok(f.change_start(src)?.err()),
-        None => Ok(Some(
-            "this warehouse has no change function wharf reads".into(),
-        )),
-    }
 }
 
 /// How a SQL dialect writes an append cursor's timestamps and dates as text literals: each is

@@ -6,10 +6,9 @@ use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{DataType, Int64Type};
 use wharf_operators::watermark::Watermark;
 
+use super::change_source::{ChangeFunction, ChangeSource, FunctionStream};
 use super::changes::{self, ChangeFormat, Compacted};
-use super::{
-    ChangeFunction, EachBatch, Literals, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
-};
+use super::{EachBatch, Literals, Select, SourceRef, TableSchema, Warehouse, WarehouseError};
 
 /// A warehouse reached by sending it SQL over HTTP: what each says about itself; the
 /// [`Warehouse`] and [`ChangeFunction`] implementations below are written once on top.
@@ -94,7 +93,7 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
     }
 }
 
-impl<T: SqlApi> Warehouse for T {
+impl<T: SqlApi + 'static> Warehouse for T {
     fn what(&self) -> String {
         SqlApi::what(self)
     }
@@ -132,8 +131,14 @@ impl<T: SqlApi> Warehouse for T {
         Ok(self.scalar(src, &sql)?.unwrap_or(0).max(0) as u64)
     }
 
-    fn change_function(&self) -> Option<&dyn ChangeFunction> {
-        self.change_format().map(|_| self as &dyn ChangeFunction)
+    fn change_source<'a>(
+        &'a self,
+        _sync: &str,
+        src: &SourceRef,
+        key: &[String],
+    ) -> Option<Box<dyn ChangeSource + 'a>> {
+        self.change_format()?;
+        Some(Box::new(FunctionStream::new(self, self, src, key)))
     }
 }
 

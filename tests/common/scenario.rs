@@ -186,9 +186,12 @@ pub fn check_change_output(
         .map(|(i, n, o)| (*i, n.to_string(), o.to_string()))
         .collect();
     assert_eq!(got, want);
-    let why = wharf::warehouse::changes_unavailable(wh, &SourceRef::Table(plain.into()))
+    let why = wh
+        .change_source("probe", &SourceRef::Table(plain.into()), &[key.to_string()])
+        .expect("a warehouse with a change function")
+        .open(None)
         .unwrap()
-        .expect("an emulator without change functions");
+        .expect_err("an emulator without change functions");
     assert!(why.contains(hint), "{why}");
 }
 

@@ -18,8 +18,10 @@
 
 pub mod config;
 pub mod logical;
+mod stream;
 mod tls;
 pub mod types;
+pub mod visibility;
 
 pub(crate) use config::from_config;
 pub use config::{PostgresConfig, SslModeConfig};
@@ -38,7 +40,9 @@ use wharf_operators::watermark::Watermark;
 
 use self::types::{ColumnBuilder, PgKind};
 pub use super::{quote_ident, quote_table};
-use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError};
+use super::{
+    ChangeSource, ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+};
 
 /// Rows per fetch from the server-side cursor, and per Arrow batch.
 pub const FETCH_ROWS: i32 = 8192;
@@ -312,17 +316,7 @@ impl PostgresWarehouse {
             let (message, transient) = describe_error(&e);
             // Authentication and unknown databases are configuration problems.
             let permanent = matches!(sql_state(&e), Some(c) if c.starts_with("28") || c == "3D000");
-            if transient && !permanent {
-                WarehouseError::Unavailable {
-                    what: self.what(),
-                    message,
-                }
-            } else {
-                WarehouseError::Open {
-                    what: self.what(),
-                    message,
-                }
-            }
+            WarehouseError::not_opened(self.what(), message, transient && !permanent)
         })?;
         Ok(client)
     }
@@ -454,7 +448,7 @@ impl PostgresWarehouse {
         &self,
         src: &SourceRef,
         each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<logical::SnapshotVisibility, WarehouseError> {
+    ) -> Result<visibility::SnapshotVisibility, WarehouseError> {
         self.stream_in(src, "", None, true, each)?
             .ok_or_else(|| WarehouseError::Query {
                 source_ref: src.clone(),
@@ -483,7 +477,7 @@ impl PostgresWarehouse {
         limit: Option<usize>,
         seen: bool,
         mut each: impl FnMut(RecordBatch) -> bool,
-    ) -> Result<Option<logical::SnapshotVisibility>, WarehouseError> {
+    ) -> Result<Option<visibility::SnapshotVisibility>, WarehouseError> {
         self.block(async {
             let mut client = self.connect().await?;
             let layout = self.layout(&client, src).await?;
@@ -510,7 +504,7 @@ impl PostgresWarehouse {
                     .map_err(|e| self.err(src, e))?;
                 let (snapshot, lsn): (String, String) = (row.get(0), row.get(1));
                 Some(
-                    logical::SnapshotVisibility::parse(&snapshot, &lsn).ok_or_else(|| {
+                    visibility::SnapshotVisibility::parse(&snapshot, &lsn).ok_or_else(|| {
                         WarehouseError::Query {
                             source_ref: src.clone(),
                             message: format!("unexpected snapshot `{snapshot}` at `{lsn}`"),
@@ -703,8 +697,25 @@ impl Warehouse for PostgresWarehouse {
         ))
     }
 
-    /// Redshift included: it says itself that it has none (`capture_unavailable`).
-    fn logical_decoding(&self) -> Option<&PostgresWarehouse> {
-        Some(self)
+    /// Logical decoding; Redshift included: its stream says itself that it has none.
+    fn change_source<'a>(
+        &'a self,
+        sync: &str,
+        src: &SourceRef,
+        key: &[String],
+    ) -> Option<Box<dyn ChangeSource + 'a>> {
+        let capture = match src {
+            SourceRef::Table(table) => Some(logical::Capture::for_sync(sync, table)),
+            SourceRef::Query(_) => None,
+        };
+        Some(Box::new(stream::SlotStream {
+            pg: self,
+            capture,
+            key: key.to_vec(),
+        }))
+    }
+
+    fn change_capture_note(&self) -> String {
+        self.capture_note()
     }
 }
