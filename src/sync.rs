@@ -5,6 +5,7 @@ mod capture;
 mod commit;
 mod error;
 mod options;
+mod plan;
 mod preview;
 mod probe;
 mod recovery;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use timely::dataflow::operators::{Inspect, Probe};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::change::ChangeSet;
-use wharf_operators::dataflow::{poll_source, RunControl, SourceMessage, StartReader};
+use wharf_operators::dataflow::{poll_source, RunControl, StartReader};
 use wharf_operators::diff::{snapshot_diff, DiffCounts, DiffSpec};
 
 /// Runs one snapshot diff on its own (no destination): `batches` are the snapshot, `spec`
@@ -18,16 +18,7 @@ pub fn diff_batches(
     batches: Vec<RecordBatch>,
     spec: DiffSpec,
 ) -> Result<(Vec<ChangeSet>, Arc<DiffCounts>), String> {
-    let reader: StartReader = Box::new(move |sender| {
-        std::thread::spawn(move || {
-            for batch in batches {
-                if sender.send(SourceMessage::Batch(batch)).is_err() {
-                    break;
-                }
-            }
-        });
-    });
-    diff_run(workers, reader, spec, true)
+    diff_run(workers, crate::reader::batches_reader(batches), spec, true)
 }
 
 /// Runs one snapshot diff on its own, reading with `reader`; change sets are returned when

@@ -5,4 +5,5 @@ pub mod delivery;
 pub mod destination;
 pub mod diff_run;
 pub mod governor;
+pub mod reader;
 pub mod run;

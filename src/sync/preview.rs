@@ -1,8 +1,8 @@
 //! `wharf preview --changes`: what the next run of a mirror would send, sent nowhere.
 
-use wharf_operators::dataflow::{SourceMessage, SourceSender};
 use wharf_operators::diff::{DiffSpec, Emit};
 use wharf_operators::watermark::Watermark;
+use wharf_pipelines::reader::blocking_reader;
 
 use super::capture::MAX_CHANGES_PER_POLL;
 use super::error::SyncError;
@@ -72,16 +72,10 @@ pub fn preview_changes(
         send_deletes: false,
     };
     let (warehouse, source) = (resolved.warehouse.clone(), resolved.source.clone());
-    let handle = runtime.handle().clone();
-    let reader: wharf_operators::dataflow::StartReader = Box::new(move |sender: SourceSender| {
-        handle.spawn_blocking(move || {
-            let result = warehouse.read_snapshot(&source, &mut |batch| {
-                sender.send(SourceMessage::Batch(batch)).is_ok()
-            });
-            if let Err(e) = result {
-                let _ = sender.send(SourceMessage::Failed(e.to_string()));
-            }
-        });
+    let reader = blocking_reader(runtime.handle().clone(), move |send| {
+        warehouse
+            .read_snapshot(&source, send)
+            .map_err(|e| e.to_string())
     });
     let result = wharf_pipelines::diff_run::diff_run(workers.max(1), reader, spec, false);
     let _ = std::fs::remove_dir_all(&scratch);

@@ -2,22 +2,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use wharf_operators::dataflow::{RunControl, SourceMessage, SourceSender};
-use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
-use wharf_operators::envelope::{Envelope, EnvelopeRecords};
+use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::dataflow::RunControl;
+use wharf_operators::envelope::Envelope;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
-use wharf_operators::RecordMapper;
-use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
+use wharf_pipelines::reader::{batches_reader, blocking_reader};
+use wharf_pipelines::run::{run_dataflow, RunSpec};
 
 use super::capture::{capture_mode, CaptureMode};
 use super::commit::{commit, record_failure};
 use super::error::SyncError;
 use super::options::{LiveRun, SyncOptions, SyncReport};
-use super::recovery::{
-    committed_parts, pending_snapshots, recover_from_destination, remove_snapshots_except,
-    RunPosition,
-};
-use super::resolve::{build_destination, change_mapper, resolve};
+use super::plan::{plan, sink_specs, PlanInput};
+use super::recovery::{recover_from_destination, remove_snapshots_except, RunPosition};
+use super::resolve::{build_destination, resolve};
 use crate::config::{Config, SyncMode, TableType};
 use crate::destination::{table_type_name, BuiltDestination};
 use crate::progress::Progress;
@@ -205,110 +203,23 @@ pub fn run_in_session(
         table_type_name(sync.table_type),
         run.run_id,
     );
-    let mut sinks = Vec::with_capacity(built.len());
-    for b in built {
-        let env = b.envelope.then(|| envelope.clone());
-        let mapper = match &resolved.hasher {
-            None => {
-                let events = resolved
-                    .events
-                    .clone()
-                    .ok_or_else(|| SyncError::Unsupported {
-                        sync: name.to_string(),
-                        what: "append without an events mapping".into(),
-                    })?;
-                SinkMapper::Records(match env {
-                    Some(env) => Arc::new(EnvelopeRecords::new(events, env)),
-                    None => events as Arc<dyn RecordMapper>,
-                })
-            }
-            Some(_) => SinkMapper::Changes(change_mapper(config, &resolved, &b.name, env)?),
-        };
-        sinks.push(SinkSpec {
-            destination: b.destination.clone(),
-            limits: b.limits,
-            policy: b.policy.clone(),
-            mapper,
-        });
-    }
+    let sinks = sink_specs(config, &resolved, built, &envelope)?;
     let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
     // A lookup table is replaced whole: an append run that finds new rows sends all of them.
     let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
-    let (plan, diff_counts) = match &resolved.hasher {
-        None => (Plan::Append, None),
-        Some(hasher) if stream_batches.is_some() => {
-            let counts = Arc::new(DiffCounts::default());
-            (
-                Plan::Changes {
-                    hasher: hasher.clone(),
-                    counts: counts.clone(),
-                },
-                Some(counts),
-            )
-        }
-        // Append of keyed rows: every row read is sent (its key's latest); no state is kept.
-        Some(hasher) if keyed_append => {
-            let scratch = state_dir.join("tmp").join(format!("{name}-append"));
-            let _ = std::fs::remove_dir_all(&scratch);
-            let counts = Arc::new(DiffCounts::default());
-            let spec = DiffSpec {
-                hasher: hasher.clone(),
-                previous: Vec::new(),
-                pending: Vec::new(),
-                next_dir: scratch.join("state"),
-                spill_dir: scratch.join("spill"),
-                memory_budget: 64 << 20,
-                emit: Emit::All,
-                send_deletes: false,
-            };
-            (
-                Plan::Diff {
-                    spec: Arc::new(spec),
-                    counts: counts.clone(),
-                },
-                Some(counts),
-            )
-        }
-        Some(hasher) => {
-            let spill_dir = state_dir.join("tmp").join(name);
-            let _ = std::fs::remove_dir_all(&spill_dir);
-            let counts = Arc::new(DiffCounts::default());
-            let spec = DiffSpec {
-                hasher: hasher.clone(),
-                previous: committed_parts(committed.as_ref(), &state_dir),
-                pending: pending_snapshots(name, &snapshots_dir, committed.as_ref(), true)?,
-                next_dir: next_dir.clone(),
-                spill_dir,
-                memory_budget: 64 << 20,
-                emit: match (sync.table_type, sync.resend_all) {
-                    (TableType::Lookup, _) => Emit::AllIfChanged,
-                    (_, true) => Emit::All,
-                    (_, false) => Emit::Changes,
-                },
-                send_deletes: sync.mode == SyncMode::Mirror,
-            };
-            (
-                Plan::Diff {
-                    spec: Arc::new(spec),
-                    counts: counts.clone(),
-                },
-                Some(counts),
-            )
-        }
-    };
-    let reader: wharf_operators::dataflow::StartReader =
-        if let Some(batches) = stream_batches {
-            let handle = runtime.handle().clone();
-            Box::new(move |sender: SourceSender| {
-                handle.spawn_blocking(move || {
-                    for batch in batches {
-                        if sender.send(SourceMessage::Batch(batch)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            })
-        } else {
+    let (plan, diff_counts) = plan(
+        &resolved,
+        PlanInput {
+            state_dir: &state_dir,
+            committed: committed.as_ref(),
+            snapshots_dir: &snapshots_dir,
+            next_dir: &next_dir,
+            streamed: stream_batches.is_some(),
+        },
+    )?;
+    let reader = match stream_batches {
+        Some(batches) => batches_reader(batches),
+        None => {
             let (warehouse, source, watermark) = (
                 resolved.warehouse.clone(),
                 resolved.source.clone(),
@@ -327,53 +238,42 @@ pub fn run_in_session(
                 .as_ref()
                 .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
                 .unwrap_or(0);
-            let handle = runtime.handle().clone();
-            Box::new(move |sender: SourceSender| {
-                handle.spawn_blocking(move || {
+            blocking_reader(runtime.handle().clone(), move |send| {
                 let mut max = None;
+                let mut send_max = |batch: RecordBatch| {
+                    max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
+                    send(batch)
+                };
                 let result = match &cursor {
                     // New rows of a lookup table: the whole table goes (it is replaced).
                     Some(_) if whole_lookup && total == Some(0) => Ok(()),
-                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, &mut |batch| {
-                        max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
-                        sender.send(SourceMessage::Batch(batch)).is_ok()
-                    }),
+                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, &mut send_max),
                     Some((cursor, cursor_type)) => {
-                        warehouse.read_after(&source, cursor, cursor_type, read_from, &mut |batch| {
-                            max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
-                            sender.send(SourceMessage::Batch(batch)).is_ok()
-                        })
+                        warehouse.read_after(&source, cursor, cursor_type, read_from, &mut send_max)
                     }
                     None => {
-                        let mut send =
-                            |batch| sender.send(SourceMessage::Batch(batch)).is_ok();
                         let stream = first_capture.as_ref().and_then(|(sync, key, seen)| {
                             Some((warehouse.change_source(sync, &source, key)?, seen))
                         });
                         match stream {
-                            Some((stream, seen)) => {
-                                stream.read_first_snapshot(&mut send).map(|v| {
-                                    if let (Some(v), Ok(mut s)) = (v, seen.lock()) {
-                                        *s = Some(v);
-                                    }
-                                })
-                            }
-                            None => warehouse.read_snapshot(&source, &mut send),
+                            Some((stream, seen)) => stream.read_first_snapshot(send).map(|v| {
+                                if let (Some(v), Ok(mut s)) = (v, seen.lock()) {
+                                    *s = Some(v);
+                                }
+                            }),
+                            None => warehouse.read_snapshot(&source, send),
                         }
                     }
                 };
                 tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
-                if let Err(e) = result {
-                    let _ = sender.send(SourceMessage::Failed(e.to_string()));
-                }
+                // Set before the input ends: the run reads it once the dataflow is done.
                 if let Ok(mut w) = watermark.lock() {
                     *w = max;
                 }
-                // Dropping the sender ends the run's input.
-                drop(sender);
-            });
+                result.map_err(|e| e.to_string())
             })
-        };
+        }
+    };
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
