@@ -11,6 +11,7 @@
 
 pub mod invalid;
 mod syncs;
+pub(crate) mod tagged;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,13 +23,10 @@ use crate::destination::kafka::config::{KafkaConfig, KafkaPayload};
 use crate::destination::mixpanel::config::MixpanelConfig;
 use crate::duration::Span;
 pub use crate::secret::Secret;
-use crate::size::ByteSize;
-use crate::warehouse::bigquery::config::BigQueryConfig;
-use crate::warehouse::databricks::config::DatabricksConfig;
-use crate::warehouse::postgres::config::PostgresConfig;
-use crate::warehouse::snowflake::config::SnowflakeConfig;
+pub use crate::warehouse::registry::WarehouseConfig;
 use invalid::Invalid;
 pub use syncs::{ChangeCapture, MappingConfig, SyncConfig, SyncMode, TableType, TimeUnitConfig};
+use tagged::{tagged, tagged_fields, INNER_PATH};
 
 /// A configuration problem, located by file and key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,128 +179,6 @@ pub enum AnomalyAction {
     Alert,
     /// Do not send the run; pause the sync and alert.
     Pause,
-}
-
-/// A warehouse connection (chosen by its `type` key; see [`tagged`]).
-#[derive(Debug, Clone)]
-pub enum WarehouseConfig {
-    /// An embedded DuckDB database file.
-    Duckdb {
-        /// The database file.
-        path: PathBuf,
-        /// DuckDB's `memory_limit` for wharf's reads (e.g. `"1GB"`); default 64MB. DuckDB
-        /// keeps the file's blocks it has read in memory up to this limit, so without one the
-        /// process grows with the table; queries that need more (the profile-history
-        /// window) spill to `<file>.tmp`.
-        memory_limit: Option<ByteSize>,
-    },
-    /// A PostgreSQL server.
-    Postgres(PostgresConfig),
-    /// An Amazon Redshift cluster (PostgreSQL's wire protocol).
-    Redshift(PostgresConfig),
-    /// A Snowflake account (its HTTP API).
-    Snowflake(SnowflakeConfig),
-    /// A Databricks SQL warehouse (the SQL Statement Execution API).
-    Databricks(DatabricksConfig),
-    /// Google BigQuery (its REST API).
-    Bigquery(BigQueryConfig),
-}
-
-/// `type = "duckdb"`.
-#[cfg(feature = "duckdb")]
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DuckdbFields {
-    path: PathBuf,
-    #[serde(default)]
-    memory_limit: Option<ByteSize>,
-}
-
-impl<'de> Deserialize<'de> for WarehouseConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const TYPES: &[&str] = &[
-            "duckdb",
-            "postgres",
-            "redshift",
-            "snowflake",
-            "databricks",
-            "bigquery",
-        ];
-        let (kind, rest) = tagged::<D>(d, TYPES)?;
-        Ok(match kind.as_str() {
-            #[cfg(not(feature = "duckdb"))]
-            "duckdb" => {
-                let _ = rest;
-                return Err(serde::de::Error::custom(
-                    "this build of wharf has no DuckDB support; build with the `duckdb` feature",
-                ));
-            }
-            #[cfg(feature = "duckdb")]
-            "duckdb" => {
-                let f: DuckdbFields = tagged_fields::<D, _>(rest)?;
-                WarehouseConfig::Duckdb {
-                    path: f.path,
-                    memory_limit: f.memory_limit,
-                }
-            }
-            "postgres" => WarehouseConfig::Postgres(tagged_fields::<D, _>(rest)?),
-            "redshift" => WarehouseConfig::Redshift(tagged_fields::<D, _>(rest)?),
-            "snowflake" => WarehouseConfig::Snowflake(tagged_fields::<D, _>(rest)?),
-            "databricks" => WarehouseConfig::Databricks(tagged_fields::<D, _>(rest)?),
-            _ => WarehouseConfig::Bigquery(tagged_fields::<D, _>(rest)?),
-        })
-    }
-}
-
-/// Marks the key path inside a `type`-tagged table in an error message
-/// (`MARK path MARK message`): serde's tagged enums lose the path, so [`tagged_fields`] keeps
-/// it and [`Config::parse`] joins it to the outer one.
-const INNER_PATH: char = '\u{1f}';
-
-/// Splits a `type`-tagged table into its type (one of `types`) and its other keys.
-fn tagged<'de, D: serde::Deserializer<'de>>(
-    d: D,
-    types: &'static [&'static str],
-) -> Result<(String, toml::Value), D::Error> {
-    use serde::de::Error;
-    let mut table = toml::Table::deserialize(d)?;
-    let kind = match table.remove("type") {
-        Some(toml::Value::String(k)) if types.contains(&k.as_str()) => k,
-        Some(toml::Value::String(k)) => return Err(D::Error::unknown_variant(&k, types)),
-        Some(_) => {
-            return Err(D::Error::custom(format!(
-                "`type` must be a string, one of {}",
-                types.join(", ")
-            )))
-        }
-        None => return Err(D::Error::missing_field("type")),
-    };
-    Ok((kind, toml::Value::Table(table)))
-}
-
-/// Deserializes the keys of a `type`-tagged table, keeping the key path of an error.
-fn tagged_fields<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
-    rest: toml::Value,
-) -> Result<T, D::Error> {
-    use serde::de::Error;
-    serde_path_to_error::deserialize(rest).map_err(|e| {
-        let path = e.path().to_string();
-        D::Error::custom(format!("{INNER_PATH}{path}{INNER_PATH}{}", e.into_inner()))
-    })
-}
-
-impl WarehouseConfig {
-    /// The warehouse kind, as sent in `$warehouse_type`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            WarehouseConfig::Duckdb { .. } => "duckdb",
-            WarehouseConfig::Postgres(_) => "postgres",
-            WarehouseConfig::Redshift(_) => "redshift",
-            WarehouseConfig::Snowflake(_) => "snowflake",
-            WarehouseConfig::Databricks(_) => "databricks",
-            WarehouseConfig::Bigquery(_) => "bigquery",
-        }
-    }
 }
 
 /// A destination (chosen by its `type` key).
@@ -491,14 +367,7 @@ impl Config {
             }
         };
         for (name, w) in &self.warehouses {
-            match w {
-                WarehouseConfig::Duckdb { .. } => Ok(()),
-                WarehouseConfig::Postgres(p) | WarehouseConfig::Redshift(p) => p.validate(),
-                WarehouseConfig::Snowflake(c) => c.validate(),
-                WarehouseConfig::Databricks(c) => c.validate(),
-                WarehouseConfig::Bigquery(c) => c.validate(),
-            }
-            .map_err(within(format!("warehouses.{name}")))?;
+            w.validate().map_err(within(format!("warehouses.{name}")))?;
         }
         for (name, d) in &self.destinations {
             match d {
@@ -549,10 +418,10 @@ impl Config {
             }
         }
         if s.change_capture == ChangeCapture::Logical
-            && matches!(
-                self.warehouses.get(&s.warehouse),
-                Some(WarehouseConfig::Duckdb { .. } | WarehouseConfig::Redshift(_))
-            )
+            && self
+                .warehouses
+                .get(&s.warehouse)
+                .is_some_and(|w| !w.has_change_stream())
         {
             return Err((
                 key("change_capture"),

@@ -10,17 +10,26 @@ pub mod duckdb;
 mod http;
 pub mod jwt;
 pub mod postgres;
-mod registry;
+pub mod registry;
 pub mod snowflake;
 mod sql;
 
 pub use change_source::{ChangeFunction, ChangePoll, ChangeSource, FunctionStream, StreamStart};
 pub use postgres::visibility::SnapshotVisibility;
-pub use registry::open;
+pub use registry::WarehouseConfig;
+
+use std::sync::Arc;
 
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
 use wharf_operators::watermark::{is_cursor_type, Watermark};
+
+use crate::config::Config;
+
+/// The warehouse `name` of `config`, connected lazily (nothing is reached until it is used).
+pub fn open(config: &Config, name: &str) -> Option<Arc<dyn Warehouse>> {
+    config.warehouses.get(name)?.open(name, &config.base_dir)
+}
 
 /// What a sync reads: a table or a SQL query written by the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
