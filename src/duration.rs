@@ -33,13 +33,20 @@ impl Span {
 
 impl<'de> serde::Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map(Span).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration; write e.g. `500ms`, `30s`, `5m`, `2h`, `1d`"
-            ))
-        })
+        let what = "a duration; write e.g. `500ms`, `30s`, `5m`, `2h`, `1d`";
+        from_text(d, parse_duration, what).map(Span)
     }
+}
+
+/// Deserializes a value `wharf.toml` writes as text, read by `parse`; text it does not read
+/// is an error that says what was expected (`what`: "a duration; write e.g. …").
+pub(crate) fn from_text<'de, D: serde::Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<T, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    parse(&text).ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not {what}")))
 }
 
 #[cfg(test)]

@@ -36,12 +36,8 @@ impl ByteSize {
 
 impl<'de> serde::Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_size(&text).map(ByteSize).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a size; write e.g. `64MB`, `512MiB`, `2GB`"
-            ))
-        })
+        let what = "a size; write e.g. `64MB`, `512MiB`, `2GB`";
+        crate::duration::from_text(d, parse_size, what).map(ByteSize)
     }
 }
 
