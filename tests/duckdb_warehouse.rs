@@ -5,8 +5,9 @@ mod common;
 
 use common::Fixture;
 use wharf::warehouse::duckdb::DuckDbWarehouse;
-use wharf::warehouse::{check_cursor, SourceRef, Warehouse, WarehouseError};
+use wharf::warehouse::{check_cursor, Partition, SourceRef, Warehouse, WarehouseError};
 use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::{DataType, TimeUnit};
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 
 fn rows(batches: &[RecordBatch]) -> usize {
@@ -65,6 +66,32 @@ fn describes_previews_and_snapshots() {
         .unwrap_err()
         .to_string()
         .contains("does not exist"));
+}
+
+#[test]
+fn partitioned_reads_hold_every_row_once() {
+    let fx = Fixture::new();
+    // A composite key with NULLs in it, and a filter (an append cursor) narrowed by the parts.
+    fx.sql(
+        "CREATE TABLE t (id BIGINT, region VARCHAR, seen TIMESTAMP);
+         INSERT INTO t SELECT i, CASE WHEN i % 7 = 0 THEN NULL ELSE 'r' || (i % 5) END,
+                TIMESTAMP '2024-01-01' + to_seconds(i)
+         FROM range(20000) t(i);",
+    );
+    let wh = DuckDbWarehouse::new("wh", fx.warehouse());
+    let src = SourceRef::Table("t".into());
+    let key = ["id".to_string(), "region".to_string()];
+    assert_eq!(common::parts_cover_the_table(&wh, &src, &key, ""), 20000);
+    let past = wh.after_filter(
+        "seen",
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+        Some(Watermark::TimestampMicros(
+            1_704_067_200_000_000 + 4_999_000_000,
+        )),
+    );
+    assert_eq!(common::parts_cover_the_table(&wh, &src, &key, &past), 15000);
+    // No key: one part, the whole table.
+    assert_eq!(wh.partitions(&[], 4), vec![Partition::whole()]);
 }
 
 #[test]

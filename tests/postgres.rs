@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use common::{ops, read_ndjson, text, Fixture};
 use serde_json::Value;
 use wharf::warehouse::postgres::logical::Capture;
-use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::postgres::{Flavor, PgSettings, PostgresWarehouse, SslMode};
+use wharf::warehouse::{Partition, SourceRef, Warehouse};
 
 /// A schema of its own on the test server, dropped (with the sync's slot) on drop.
 struct Pg {
@@ -374,6 +374,34 @@ time_column = "at""#;
     let new = sync(&f, &pg, &mut seen);
     assert_eq!(new.len(), 1);
     assert_eq!(new[0]["event"], "late");
+}
+
+#[test]
+fn partitioned_reads_hold_every_row_once() {
+    let pg = Pg::new("parts");
+    // A composite key with NULLs in it (hashed as the row's text, so NULL keys land in a part).
+    pg.exec(
+        "CREATE TABLE t (id bigint, region text, n int);
+         INSERT INTO t SELECT i, CASE WHEN i % 7 = 0 THEN NULL ELSE 'r' || (i % 5) END, i
+         FROM generate_series(0, 19999) i;",
+    );
+    let wh = warehouse();
+    let src = SourceRef::Table(pg.table("t"));
+    let key = ["id".to_string(), "region".to_string()];
+    assert_eq!(common::parts_cover_the_table(&wh, &src, &key, ""), 20000);
+    assert_eq!(
+        common::parts_cover_the_table(&wh, &src, &key, "WHERE n >= 5000"),
+        15000
+    );
+    // Redshift has no `hashtext`: its reads stay whole.
+    let redshift = PostgresWarehouse::new(
+        "rs",
+        PgSettings {
+            flavor: Flavor::Redshift,
+            ..settings(SslMode::Disable)
+        },
+    );
+    assert_eq!(redshift.partitions(&key, 4), vec![Partition::whole()]);
 }
 
 #[test]

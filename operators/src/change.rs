@@ -55,6 +55,17 @@ impl ChangeSet {
 
 /// Turns a [`ChangeSet`] into records. Implemented per table type.
 pub trait ChangeMapper: Send + Sync {
-    /// Maps the changes; `now_ms` is the wall clock (for event time checks).
-    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch;
+    /// Maps the changes; `now_ms` is the wall clock (for event time checks). The rows
+    /// rejected before diffing come first among the rejects, then the mapper's own.
+    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
+        let mut out = self.map_set(changes, now_ms);
+        if let ChangeSet::Rows { rejects, .. } = changes {
+            out.rejects.splice(0..0, rejects.iter().cloned());
+        }
+        out
+    }
+
+    /// The table type's records of `changes` (the set's own rejects are added by
+    /// [`ChangeMapper::map_changes`]).
+    fn map_set(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch;
 }

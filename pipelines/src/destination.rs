@@ -9,6 +9,9 @@ use wharf_operators::record::{EncodedRecords, Reject};
 /// A boxed, sendable future (destinations are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What [`Destination::send`] returns: the send in flight.
+pub type Sending<'a> = BoxFuture<'a, Result<SendOutcome, DestinationError>>;
+
 /// What a destination did with one request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SendOutcome {
@@ -70,10 +73,7 @@ pub trait Destination: Send + Sync + 'static {
 
     /// Sends one request's records. Must be safe to call again with the same records after
     /// a transient failure (destinations deduplicate by `$insert_id` or key).
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>>;
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a>;
 
     /// Makes everything sent so far durable; called once every record of a run was
     /// acknowledged, before the run commits.

@@ -13,7 +13,9 @@ use wharf_operators::dataflow::{BatchLimits, RejectSink, RunControl, SourceMessa
 use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::delivery::RetryPolicy;
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{
+    BoxFuture, Destination, DestinationError, SendOutcome, Sending,
+};
 use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
 
 /// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
@@ -54,10 +56,7 @@ impl Destination for Flaky {
     fn describe(&self) -> String {
         "flaky".into()
     }
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move {
             let start = Instant::now();
             let n = self.calls.fetch_add(1, Ordering::SeqCst);

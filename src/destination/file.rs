@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::RetryPolicy;
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{
+    BoxFuture, Destination, DestinationError, SendOutcome, Sending,
+};
 
 use super::{BuildContext, BuiltDestination};
 
@@ -97,10 +99,7 @@ impl Destination for FileDestination {
         }
     }
 
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move {
             let mut out = self.out.lock().map_err(|_| DestinationError::Permanent {
                 message: "file writer poisoned by an earlier panic".into(),

@@ -69,21 +69,10 @@ const MAX_FUTURE_MS: f64 = 3_600_000.0;
 /// Placeholder distinct_ids Mixpanel rejects (compared case-insensitively after trimming).
 /// Deliberately its own copy of Mixpanel's list, not wharf's (`events::BANNED_DISTINCT_IDS`): the
 /// receiver's rules are written independently of the mapping so the two cannot drift together.
-const BANNED_DISTINCT_IDS: [&str; 13] = [
-    "anon",
-    "anonymous",
-    "nil",
-    "none",
-    "null",
-    "undefined",
-    "unknown",
-    "0",
-    "-1",
-    "[]",
-    "{}",
-    "00000000-0000-0000-0000-000000000000",
-    "<nil>",
-];
+/// Written as Mixpanel's documentation lists them, separated by spaces.
+const BANNED_DISTINCT_IDS: &str =
+    "anon anonymous nil none null undefined unknown 0 -1 [] {} <nil> \
+     00000000-0000-0000-0000-000000000000";
 const STRICT_FAILURE: &str = "some data points in the request failed validation";
 
 /// How the receiver authenticates `POST /import` and `PUT /lookup-tables/{id}` (HTTP Basic

@@ -114,7 +114,7 @@ fn check_properties<'f>(
     };
     let trimmed = distinct_id.trim();
     if BANNED_DISTINCT_IDS
-        .iter()
+        .split_ascii_whitespace()
         .any(|banned| banned.eq_ignore_ascii_case(trimmed))
     {
         reject!(

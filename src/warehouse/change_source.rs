@@ -123,14 +123,22 @@ pub trait ChangeFunction {
     /// The current position of the change output of `src`.
     fn change_position(&self, src: &SourceRef) -> Result<Watermark, WarehouseError>;
 
-    /// The changes of `src` after `from` up to `to`, compacted by `key`.
-    fn read_changes(
-        &self,
-        src: &SourceRef,
-        key: &[String],
-        from: Watermark,
-        to: Watermark,
-    ) -> Result<Compacted, WarehouseError>;
+    /// The changes of the window, compacted by its key.
+    fn read_changes(&self, window: &ChangeWindow<'_>) -> Result<Compacted, WarehouseError>;
+}
+
+/// What [`ChangeFunction::read_changes`] reads: the changes of `src` after `from` up to `to`,
+/// to be compacted by `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeWindow<'a> {
+    /// The table.
+    pub src: &'a SourceRef,
+    /// The sync's key columns.
+    pub key: &'a [String],
+    /// The position already read.
+    pub from: Watermark,
+    /// The position to read up to.
+    pub to: Watermark,
 }
 
 /// The [`ChangeSource`] of a SQL change function: nothing is kept per sync, the committed
@@ -199,7 +207,13 @@ impl ChangeSource for FunctionStream<'_> {
             Some(to) => to,
             None => self.changes.change_position(&self.src)?,
         };
-        let mut poll = ChangePoll::from(self.changes.read_changes(&self.src, &self.key, from, to)?);
+        let window = ChangeWindow {
+            src: &self.src,
+            key: &self.key,
+            from,
+            to,
+        };
+        let mut poll = ChangePoll::from(self.changes.read_changes(&window)?);
         poll.end = Some(to);
         Ok(poll)
     }

@@ -256,6 +256,11 @@ impl Warehouse for DuckDbWarehouse {
         }
     }
 
+    /// DuckDB's `hash(…)`: an unsigned 64-bit hash of the values, NULLs included.
+    fn key_hash(&self, columns: &[String]) -> Option<String> {
+        Some(format!("hash({})", columns.join(", ")))
+    }
+
     fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
         let sql = query.sql(&Self::from_clause(query.source));
         self.stream(query.source, &sql, each)

@@ -30,6 +30,32 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
+/// A warehouse's base URL from the config: used as written to send requests, shown through
+/// [`shown_url`] (Debug and [`BaseUrl::shown`]) so credentials written into it never print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    /// `url` without a trailing `/` (paths are appended to it).
+    pub fn new(url: &str) -> Self {
+        BaseUrl(url.trim_end_matches('/').to_string())
+    }
+    /// The URL as written, for requests only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The URL as messages show it.
+    pub fn shown(&self) -> String {
+        shown_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
 /// Runs `f` on a private current-thread runtime (warehouse calls come from plain threads).
 pub fn block_on<T>(
     what: &str,

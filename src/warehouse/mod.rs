@@ -14,7 +14,9 @@ pub mod registry;
 pub mod snowflake;
 mod sql;
 
-pub use change_source::{ChangeFunction, ChangePoll, ChangeSource, FunctionStream, StreamStart};
+pub use change_source::{
+    ChangeFunction, ChangePoll, ChangeSource, ChangeWindow, FunctionStream, StreamStart,
+};
 pub use postgres::visibility::SnapshotVisibility;
 pub use registry::WarehouseConfig;
 
@@ -196,6 +198,40 @@ impl<'a> Select<'a> {
     }
 }
 
+/// One of the disjoint parts a read of a table is split into, so that several workers read it
+/// at once: together the parts of one [`Warehouse::partitions`] call hold every row exactly
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// This part's number, from 0.
+    pub index: usize,
+    /// How many parts the read is split into.
+    pub count: usize,
+    /// The SQL condition that keeps this part's rows (from quoted names and numbers, never
+    /// user text); `None`: every row.
+    condition: Option<String>,
+}
+
+impl Partition {
+    /// The whole table, as one part.
+    pub fn whole() -> Self {
+        Partition {
+            index: 0,
+            count: 1,
+            condition: None,
+        }
+    }
+
+    /// `filter` (`WHERE …` or empty) narrowed to this part.
+    pub fn narrow(&self, filter: &str) -> String {
+        match (&self.condition, filter) {
+            (None, f) => f.to_string(),
+            (Some(c), "") => format!("WHERE {c}"),
+            (Some(c), f) => format!("{f} AND ({c})"),
+        }
+    }
+}
+
 /// Where a read's Arrow batches go, one at a time; returning false stops the read.
 pub type EachBatch<'a> = &'a mut dyn FnMut(RecordBatch) -> bool;
 
@@ -251,6 +287,41 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         String::new()
     }
 
+    /// A hash of the (quoted) `columns` as a non-negative integer expression, NULLs included,
+    /// where the dialect has one wharf splits reads by; `None` where it has not.
+    fn key_hash(&self, _columns: &[String]) -> Option<String> {
+        None
+    }
+
+    /// A read split into `count` disjoint parts by a hash of `key`, which together hold every
+    /// row once; one part (the whole table) where `key` is empty, `count` is 1, or the
+    /// warehouse has no [`Warehouse::key_hash`].
+    fn partitions(&self, key: &[String], count: usize) -> Vec<Partition> {
+        let quoted: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
+        match self.key_hash(&quoted) {
+            Some(hash) if count > 1 && !key.is_empty() => (0..count)
+                .map(|index| Partition {
+                    index,
+                    count,
+                    condition: Some(format!("{hash} % {count} = {index}")),
+                })
+                .collect(),
+            _ => vec![Partition::whole()],
+        }
+    }
+
+    /// Streams the rows of `part` of `src` that `filter` (`WHERE …` written by wharf, or
+    /// empty) keeps to `each` (false stops), in no particular order.
+    fn read(
+        &self,
+        src: &SourceRef,
+        filter: &str,
+        part: &Partition,
+        each: EachBatch<'_>,
+    ) -> Result<(), WarehouseError> {
+        self.select(Select::all(src, &part.narrow(filter)), each)
+    }
+
     /// The number of rows of `src`.
     fn count(&self, src: &SourceRef) -> Result<u64, WarehouseError> {
         self.count_where(src, "")
@@ -300,12 +371,12 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
         let filter = self.after_filter(cursor, cursor_type, after);
-        self.select(Select::all(src, &filter), each)
+        self.read(src, &filter, &Partition::whole(), each)
     }
 
     /// Streams the whole of `src` to `each` (false stops).
     fn read_snapshot(&self, src: &SourceRef, each: EachBatch<'_>) -> Result<(), WarehouseError> {
-        self.select(Select::all(src, ""), each)
+        self.read(src, "", &Partition::whole(), each)
     }
 
     /// The first `limit` rows of `src`.

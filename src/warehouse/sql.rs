@@ -6,9 +6,25 @@ use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{DataType, Int64Type};
 use wharf_operators::watermark::Watermark;
 
-use super::change_source::{ChangeFunction, ChangeSource, FunctionStream};
+use super::change_source::{ChangeFunction, ChangeSource, ChangeWindow, FunctionStream};
 use super::changes::{self, ChangeFormat, Compacted};
 use super::{EachBatch, Literals, Select, SourceRef, TableSchema, Warehouse, WarehouseError};
+
+/// What [`SqlApi::run`] runs: `sql`, written by wharf for reading `src` (named in errors);
+/// `limit` is the most rows the caller wants (a paging hint).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sql<'a> {
+    pub src: &'a SourceRef,
+    pub sql: &'a str,
+    pub limit: Option<usize>,
+}
+
+impl<'a> Sql<'a> {
+    /// `sql` reading `src`, at most `limit` rows wanted.
+    pub fn new(src: &'a SourceRef, sql: &'a str, limit: Option<usize>) -> Self {
+        Sql { src, sql, limit }
+    }
+}
 
 /// A warehouse reached by sending it SQL over HTTP: what each says about itself; the
 /// [`Warehouse`] and [`ChangeFunction`] implementations below are written once on top.
@@ -38,26 +54,19 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
     /// How the dialect writes an append cursor's literals.
     const LITERALS: Literals;
 
-    /// Runs `sql`, handing each result batch to `each` (false stops); `limit` is the most rows
-    /// the caller wants (a paging hint).
-    fn run(
-        &self,
-        src: &SourceRef,
-        sql: &str,
-        limit: Option<usize>,
-        each: EachBatch<'_>,
-    ) -> Result<(), WarehouseError>;
+    /// Runs the statement, handing each result batch to `each` (false stops).
+    fn run(&self, sql: Sql<'_>, each: EachBatch<'_>) -> Result<(), WarehouseError>;
 
     /// `SELECT * FROM <src> <filter>`; BigQuery reads through its Storage Read API instead.
     fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
         let sql = query.sql(&self.source_sql(query.source)?);
-        self.run(query.source, &sql, query.limit, each)
+        self.run(Sql::new(query.source, &sql, query.limit), each)
     }
 
     /// The first column of the first row of `sql`, as an integer.
     fn scalar(&self, src: &SourceRef, sql: &str) -> Result<Option<i64>, WarehouseError> {
         let mut n = None;
-        self.run(src, sql, Some(1), &mut |b| {
+        self.run(Sql::new(src, sql, Some(1)), &mut |b| {
             if b.num_rows() > 0 {
                 n = first_i64(b.column(0).as_ref());
             }
@@ -164,7 +173,8 @@ impl<T: SqlApi> ChangeFunction for T {
         let Some(probe) = self.changes_sql(table, at - 1, at) else {
             return Ok(Err("this warehouse has no change output wharf reads".into()));
         };
-        match self.run(src, &format!("{probe} LIMIT 0"), Some(0), &mut |_| true) {
+        let sql = format!("{probe} LIMIT 0");
+        match self.run(Sql::new(src, &sql, Some(0)), &mut |_| true) {
             Ok(()) => Ok(Ok(self.position_watermark(at))),
             Err(e) => refused(e),
         }
@@ -185,13 +195,8 @@ impl<T: SqlApi> ChangeFunction for T {
         Ok(self.position_watermark(v))
     }
 
-    fn read_changes(
-        &self,
-        src: &SourceRef,
-        key: &[String],
-        from: Watermark,
-        to: Watermark,
-    ) -> Result<Compacted, WarehouseError> {
+    fn read_changes(&self, window: &ChangeWindow<'_>) -> Result<Compacted, WarehouseError> {
+        let ChangeWindow { src, key, from, to } = *window;
         let qerr = |message: String| WarehouseError::Query {
             source_ref: src.clone(),
             message,
@@ -208,7 +213,7 @@ impl<T: SqlApi> ChangeFunction for T {
             .changes_sql(table, from, to)
             .ok_or_else(|| qerr("no change output here".into()))?;
         let mut batches = Vec::new();
-        self.run(src, &sql, None, &mut |b| {
+        self.run(Sql::new(src, &sql, None), &mut |b| {
             batches.push(b);
             true
         })?;

@@ -138,3 +138,44 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Reads `src` whole and in 1, 3 and 4 parts (`Warehouse::partitions` by `key`), each time
+/// keeping the rows `filter` keeps, and checks that the parts hold exactly the whole read's
+/// rows (by the BIGINT column `id`), each once, and that a split read has no empty part.
+/// Returns how many rows the whole read had.
+pub fn parts_cover_the_table(
+    wh: &dyn wharf::warehouse::Warehouse,
+    src: &wharf::warehouse::SourceRef,
+    key: &[String],
+    filter: &str,
+) -> usize {
+    use wharf::warehouse::Partition;
+    use wharf_operators::arrow::array::AsArray;
+    use wharf_operators::arrow::datatypes::Int64Type;
+    let ids = |part: &Partition| {
+        let mut out = Vec::new();
+        wh.read(src, filter, part, &mut |b| {
+            let col = b.column_by_name("id").expect("a BIGINT `id` column");
+            let col = col.as_primitive::<Int64Type>();
+            out.extend((0..col.len()).map(|i| col.value(i)));
+            true
+        })
+        .unwrap();
+        out
+    };
+    let mut whole = ids(&Partition::whole());
+    whole.sort_unstable();
+    for count in [1, 3, 4] {
+        let parts = wh.partitions(key, count);
+        assert_eq!(parts.len(), count, "{count} parts asked");
+        let mut all = Vec::new();
+        for part in &parts {
+            let got = ids(part);
+            assert!(!got.is_empty(), "part {} of {count} is empty", part.index);
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, whole, "{count} parts hold the rows once each");
+    }
+    whole.len()
+}

@@ -49,7 +49,7 @@ impl EventChanges {
 }
 
 impl ChangeMapper for EventChanges {
-    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
+    fn map_set(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
         let mut out = MappedBatch::default();
         match changes {
             ChangeSet::Deletes(keys) => {
@@ -73,9 +73,8 @@ impl ChangeMapper for EventChanges {
                 batch,
                 changes,
                 keys,
-                rejects,
+                ..
             } => {
-                out.rejects.extend(rejects.iter().cloned());
                 let mapped = self.mapper.map_batch(batch, now_ms);
                 out.rejects.extend(mapped.rejects);
                 let mut records = mapped.records;
@@ -297,7 +296,7 @@ fn id_text(key: &str) -> String {
 }
 
 impl ChangeMapper for ProfileChanges {
-    fn map_changes(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
+    fn map_set(&self, changes: &ChangeSet, now_ms: i64) -> MappedBatch {
         let mut out = MappedBatch::default();
         let mut line = Vec::with_capacity(512);
         match changes {
@@ -322,9 +321,8 @@ impl ChangeMapper for ProfileChanges {
                 batch,
                 changes,
                 keys,
-                rejects,
+                ..
             } => {
-                out.rejects.extend(rejects.iter().cloned());
                 let encs: Vec<ColumnEncoder<'_>> =
                     batch.columns().iter().map(ColumnEncoder::new).collect();
                 let mut set = Vec::with_capacity(512);
@@ -423,14 +421,13 @@ pub fn write_csv_field(out: &mut Vec<u8>, value: &str) {
 }
 
 impl ChangeMapper for LookupRows {
-    fn map_changes(&self, changes: &ChangeSet, _now_ms: i64) -> MappedBatch {
+    fn map_set(&self, changes: &ChangeSet, _now_ms: i64) -> MappedBatch {
         let mut out = MappedBatch::default();
-        let ChangeSet::Rows { batch, rejects, .. } = changes else {
+        let ChangeSet::Rows { batch, .. } = changes else {
             // A lookup table is replaced whole: deleted keys are simply not in it.
             out.dropped = changes.len();
             return out;
         };
-        out.rejects.extend(rejects.iter().cloned());
         let encs: Vec<ColumnEncoder<'_>> = batch.columns().iter().map(ColumnEncoder::new).collect();
         let mut line = Vec::with_capacity(256);
         let mut json = Vec::new();

@@ -39,7 +39,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::EncodedRecords;
 use wharf_pipelines::delivery::RetryPolicy;
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{
+    BoxFuture, Destination, DestinationError, SendOutcome, Sending,
+};
 use wharf_pipelines::governor::RateCap;
 
 use super::{fill_template, BuildContext, BuiltDestination};
@@ -510,10 +512,7 @@ impl Destination for KafkaDestination {
         )
     }
 
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move {
             self.begin()?;
             match self.produce(records).await {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::{EncodedRecords, Reject};
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{Destination, DestinationError, SendOutcome, Sending};
 
 use super::client::{api_host, http_client, permanent, snippet, HttpAnswer};
 use super::config::MixpanelConfig;
@@ -236,10 +236,7 @@ impl Destination for MixpanelProfiles {
         format!("Mixpanel {} at {}", self.endpoint.path(), self.host)
     }
 
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move {
             let request = self
                 .client

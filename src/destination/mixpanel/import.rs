@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::{EncodedRecords, Reject};
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{Destination, DestinationError, SendOutcome, Sending};
 
 use super::client::{
     api_host, basic_auth, http_client, permanent, project_id_param, snippet, Credentials,
@@ -156,10 +156,7 @@ impl Destination for MixpanelImport {
         format!("Mixpanel /import at {}", self.host)
     }
 
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move {
             let request = self
                 .client

@@ -15,7 +15,9 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use wharf_operators::record::EncodedRecords;
-use wharf_pipelines::destination::{BoxFuture, Destination, DestinationError, SendOutcome};
+use wharf_pipelines::destination::{
+    BoxFuture, Destination, DestinationError, SendOutcome, Sending,
+};
 
 use super::client::{
     api_host, basic_auth, http_client, percent_encode, permanent, project_id_param, snippet,
@@ -229,10 +231,7 @@ impl Destination for MixpanelLookupTable {
         format!("Mixpanel lookup table {} at {}", self.table_id, self.host)
     }
 
-    fn send<'a>(
-        &'a self,
-        records: &'a EncodedRecords,
-    ) -> BoxFuture<'a, Result<SendOutcome, DestinationError>> {
+    fn send<'a>(&'a self, records: &'a EncodedRecords) -> Sending<'a> {
         Box::pin(async move { self.buffer(records) })
     }
 

@@ -48,7 +48,7 @@ use answers::{
     arrow_schema, columns, conform, ErrorAnswer, ErrorProto, FieldSchema, Fields, QueryAnswer,
 };
 
-use super::sql::SqlApi;
+use super::sql::{Sql, SqlApi};
 use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, WarehouseError};
 
 /// How to reach BigQuery.
@@ -552,13 +552,8 @@ impl SqlApi for BigQueryWarehouse {
         date: ("DATE '", "'"),
     };
 
-    fn run(
-        &self,
-        src: &SourceRef,
-        sql: &str,
-        limit: Option<usize>,
-        each: EachBatch<'_>,
-    ) -> Result<(), WarehouseError> {
+    fn run(&self, sql: Sql<'_>, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        let Sql { src, sql, limit } = sql;
         let max = limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX));
         self.block(self.stream(src, sql, max, each)).map(|_| ())
     }
@@ -570,7 +565,7 @@ impl SqlApi for BigQueryWarehouse {
             None => self.block(self.read_table(query.source, query.filter, each)),
             Some(_) => {
                 let sql = query.sql(&self.table_sql(query.source));
-                self.run(query.source, &sql, query.limit, each)
+                self.run(Sql::new(query.source, &sql, query.limit), each)
             }
         }
     }

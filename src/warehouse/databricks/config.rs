@@ -9,6 +9,7 @@ use super::{DatabricksSettings, DatabricksWarehouse};
 use crate::config::invalid::Invalid;
 use crate::duration::Span;
 use crate::secret::Secret;
+use crate::warehouse::http::BaseUrl;
 
 /// `type = "databricks"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,8 +48,8 @@ impl DatabricksConfig {
 /// The warehouse `name` configured by `d`.
 pub(crate) fn from_config(name: &str, d: &DatabricksConfig) -> DatabricksWarehouse {
     let settings = DatabricksSettings {
-        host: d.host.trim_end_matches('/').to_string(),
-        token: d.token.expose().to_string(),
+        host: BaseUrl::new(&d.host),
+        token: d.token.clone(),
         warehouse_id: d.warehouse_id.clone(),
         catalog: d.catalog.clone(),
         schema: d.schema.clone(),

@@ -29,17 +29,19 @@ use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
-use super::sql::SqlApi;
+use super::http::BaseUrl;
+use super::sql::{Sql, SqlApi};
 use super::{ColumnInfo, EachBatch, SourceRef, TableSchema, WarehouseError};
+use crate::secret::Secret;
 use values::Column;
 
 /// How to reach a Databricks SQL warehouse.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DatabricksSettings {
     /// Workspace URL, e.g. `https://adb-123.4.azuredatabricks.net`.
-    pub host: String,
+    pub host: BaseUrl,
     /// Personal access or service-principal token (never logged).
-    pub token: String,
+    pub token: Secret,
     /// The SQL warehouse id.
     pub warehouse_id: String,
     /// Default catalog and schema of statements.
@@ -48,16 +50,6 @@ pub struct DatabricksSettings {
     pub schema: Option<String>,
     /// Per-request timeout.
     pub timeout: Duration,
-}
-
-impl std::fmt::Debug for DatabricksSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabricksSettings")
-            .field("host", &super::http::shown_url(&self.host))
-            .field("token", &"***")
-            .field("warehouse_id", &self.warehouse_id)
-            .finish()
-    }
 }
 
 /// A Databricks SQL warehouse.
@@ -231,11 +223,11 @@ impl DatabricksWarehouse {
             body["schema"] = json!(sc);
         }
         let body = body.to_string();
-        let url = format!("{}/api/2.0/sql/statements", s.host);
+        let url = format!("{}/api/2.0/sql/statements", s.host.as_str());
         let resp = super::http::send(&self.what(), || {
             client
                 .post(&url)
-                .bearer_auth(&s.token)
+                .bearer_auth(s.token.expose())
                 .header("content-type", "application/json")
                 .body(body.clone())
         })
@@ -248,9 +240,11 @@ impl DatabricksWarehouse {
             };
             tokio::time::sleep(Duration::from_millis(if polls < 10 { 200 } else { 1000 })).await;
             polls += 1;
-            let url = format!("{}/api/2.0/sql/statements/{id}", s.host);
-            let resp =
-                super::http::send(&self.what(), || client.get(&url).bearer_auth(&s.token)).await?;
+            let url = format!("{}/api/2.0/sql/statements/{id}", s.host.as_str());
+            let resp = super::http::send(&self.what(), || {
+                client.get(&url).bearer_auth(s.token.expose())
+            })
+            .await?;
             st = self.parse(src, resp).await?;
         }
         match st.status.state.as_str() {
@@ -301,9 +295,9 @@ impl DatabricksWarehouse {
             let Some(path) = next else {
                 return Ok(());
             };
-            let url = format!("{}{path}", self.settings.host);
+            let url = format!("{}{path}", self.settings.host.as_str());
             let resp = super::http::send(&self.what(), || {
-                client.get(&url).bearer_auth(&self.settings.token)
+                client.get(&url).bearer_auth(self.settings.token.expose())
             })
             .await?;
             let status = resp.status().as_u16();
@@ -349,7 +343,7 @@ impl SqlApi for DatabricksWarehouse {
         format!(
             "Databricks warehouse `{}` ({}, SQL warehouse {})",
             self.name,
-            super::http::shown_url(&self.settings.host),
+            self.settings.host.shown(),
             self.settings.warehouse_id
         )
     }
@@ -398,13 +392,8 @@ impl SqlApi for DatabricksWarehouse {
         date: ("DATE '", "'"),
     };
 
-    fn run(
-        &self,
-        src: &SourceRef,
-        sql: &str,
-        _limit: Option<usize>,
-        each: EachBatch<'_>,
-    ) -> Result<(), WarehouseError> {
+    fn run(&self, sql: Sql<'_>, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        let Sql { src, sql, .. } = sql;
         super::http::block_on(&self.what(), self.stream(src, sql, each))
     }
 

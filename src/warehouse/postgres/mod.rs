@@ -662,6 +662,18 @@ impl Warehouse for PostgresWarehouse {
         }
     }
 
+    /// PostgreSQL's `hashtext` of the key's row text (NULLs included), made non-negative;
+    /// none on Redshift, which has no `hashtext` (its reads stay whole).
+    fn key_hash(&self, columns: &[String]) -> Option<String> {
+        match self.settings.flavor {
+            Flavor::Postgres => Some(format!(
+                "(hashtext(ROW({})::text)::bigint + 2147483648)",
+                columns.join(", ")
+            )),
+            Flavor::Redshift => None,
+        }
+    }
+
     fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
         self.stream(query.source, query.filter, query.limit, each)
     }

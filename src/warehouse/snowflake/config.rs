@@ -10,6 +10,7 @@ use super::{SnowflakeAuth, SnowflakeSettings, SnowflakeWarehouse};
 use crate::config::invalid::{at_most_one, Invalid};
 use crate::duration::Span;
 use crate::secret::Secret;
+use crate::warehouse::http::BaseUrl;
 
 /// `type = "snowflake"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,22 +74,19 @@ impl SnowflakeConfig {
 /// The warehouse `name` configured by `sf`.
 pub(crate) fn from_config(name: &str, sf: &SnowflakeConfig, base_dir: &Path) -> SnowflakeWarehouse {
     let settings = SnowflakeSettings {
-        base_url: sf
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", sf.account))
-            .trim_end_matches('/')
-            .to_string(),
+        base_url: BaseUrl::new(
+            &sf.url
+                .clone()
+                .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", sf.account)),
+        ),
         account: sf.account.clone(),
         user: sf.user.clone(),
         auth: match (&sf.password, &sf.private_key, &sf.private_key_file) {
-            (_, Some(pem), _) => SnowflakeAuth::KeyPair(pem.expose().to_string()),
+            (_, Some(pem), _) => SnowflakeAuth::KeyPair(pem.clone()),
             (_, None, Some(path)) => SnowflakeAuth::KeyPairFile(base_dir.join(path)),
-            (p, None, None) => SnowflakeAuth::Password(
-                p.as_ref()
-                    .map(|p| p.expose().to_string())
-                    .unwrap_or_default(),
-            ),
+            (p, None, None) => {
+                SnowflakeAuth::Password(p.clone().unwrap_or_else(|| Secret::new("")))
+            }
         },
         database: sf.database.clone(),
         schema: sf.schema.clone().unwrap_or_else(|| "PUBLIC".into()),

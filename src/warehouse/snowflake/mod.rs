@@ -33,15 +33,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use wharf_operators::arrow::datatypes::SchemaRef;
 
-use super::sql::SqlApi;
+use super::http::BaseUrl;
+use super::sql::{Sql, SqlApi};
 use super::{ColumnInfo, EachBatch, SourceRef, TableSchema, WarehouseError};
+use crate::secret::Secret;
 use arrow::RowType;
 
 /// How to reach and log in to a Snowflake account.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SnowflakeSettings {
     /// `https://<account>.snowflakecomputing.com`, or the emulator's URL.
-    pub base_url: String,
+    pub base_url: BaseUrl,
     /// The account identifier.
     pub account: String,
     /// The login name.
@@ -60,39 +62,16 @@ pub struct SnowflakeSettings {
     pub timeout: Duration,
 }
 
-impl std::fmt::Debug for SnowflakeSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnowflakeSettings")
-            .field("base_url", &super::http::shown_url(&self.base_url))
-            .field("account", &self.account)
-            .field("user", &self.user)
-            .field("auth", &self.auth)
-            .field("database", &self.database)
-            .field("schema", &self.schema)
-            .finish()
-    }
-}
-
 /// How a Snowflake user signs in.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum SnowflakeAuth {
     /// User and password.
-    Password(String),
+    Password(Secret),
     /// Key-pair authentication: a JWT signed with the user's RSA private key (PEM text),
     /// whose public key was set on the user (`ALTER USER … SET RSA_PUBLIC_KEY`).
-    KeyPair(String),
+    KeyPair(Secret),
     /// Key-pair authentication with the key read from this PEM file at each login.
     KeyPairFile(std::path::PathBuf),
-}
-
-impl std::fmt::Debug for SnowflakeAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SnowflakeAuth::Password(_) => f.write_str("Password(***)"),
-            SnowflakeAuth::KeyPair(_) => f.write_str("KeyPair(***)"),
-            SnowflakeAuth::KeyPairFile(p) => write!(f, "KeyPairFile({})", p.display()),
-        }
-    }
 }
 
 /// Snowflake's account name as it appears in a key-pair JWT: upper case, without the region
@@ -222,11 +201,14 @@ impl SnowflakeWarehouse {
 
     /// `base_url` + `path` with `query` parameters.
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Url, WarehouseError> {
-        reqwest::Url::parse_with_params(&format!("{}{path}", self.settings.base_url), query)
-            .map_err(|e| WarehouseError::Open {
-                what: self.what(),
-                message: format!("bad url: {e}"),
-            })
+        reqwest::Url::parse_with_params(
+            &format!("{}{path}", self.settings.base_url.as_str()),
+            query,
+        )
+        .map_err(|e| WarehouseError::Open {
+            what: self.what(),
+            message: format!("bad url: {e}"),
+        })
     }
 
     /// Runs `f` on a private runtime (warehouse calls come from plain threads).
@@ -279,10 +261,10 @@ impl SnowflakeWarehouse {
         });
         let pem = match &s.auth {
             SnowflakeAuth::Password(p) => {
-                data["PASSWORD"] = Value::from(p.as_str());
+                data["PASSWORD"] = Value::from(p.expose());
                 None
             }
-            SnowflakeAuth::KeyPair(pem) => Some(pem.clone()),
+            SnowflakeAuth::KeyPair(pem) => Some(pem.expose().to_string()),
             SnowflakeAuth::KeyPairFile(path) => Some(std::fs::read_to_string(path).map_err(
                 |e| WarehouseError::Open {
                     what: self.what(),
@@ -396,7 +378,7 @@ impl SnowflakeWarehouse {
             };
             tokio::time::sleep(Duration::from_millis(if polls < 10 { 200 } else { 1000 })).await;
             polls += 1;
-            let poll = format!("{}{path}", self.settings.base_url);
+            let poll = format!("{}{path}", self.settings.base_url.as_str());
             let resp = self
                 .send(|| {
                     client
@@ -647,7 +629,7 @@ impl SqlApi for SnowflakeWarehouse {
             "Snowflake warehouse `{}` (account {}, {})",
             self.name,
             self.settings.account,
-            super::http::shown_url(&self.settings.base_url)
+            self.settings.base_url.shown()
         )
     }
 
@@ -698,13 +680,8 @@ impl SqlApi for SnowflakeWarehouse {
         date: ("'", "'::DATE"),
     };
 
-    fn run(
-        &self,
-        src: &SourceRef,
-        sql: &str,
-        _limit: Option<usize>,
-        each: EachBatch<'_>,
-    ) -> Result<(), WarehouseError> {
+    fn run(&self, sql: Sql<'_>, each: EachBatch<'_>) -> Result<(), WarehouseError> {
+        let Sql { src, sql, .. } = sql;
         self.block(self.stream(src, sql, each)).map(|_| ())
     }
 
