@@ -208,7 +208,8 @@ fn statements_on(schema: &str) -> BTreeMap<String, i64> {
 }
 
 /// A continuous append sync with nothing new costs one statement per poll (a count past the
-/// watermark) and records no run; new rows are read and sent at the next poll.
+/// watermark) and records no run; new rows are read and sent at the next poll, each poll an
+/// epoch of the one dataflow the process keeps.
 #[test]
 fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
     let f = Fixture::new();
@@ -238,7 +239,7 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
         ])
         .current_dir(f.dir.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(f.path("continuous.log")).expect("log file"))
         .spawn()
         .expect("start wharf");
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -258,26 +259,39 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
     );
     assert_eq!(reads, 0, "idle polls read nothing: {idle:?}");
     assert_eq!(all, probes, "one statement per idle poll: {idle:?}");
-    pg.exec("INSERT INTO t VALUES (101, 'new', timestamptz '2025-01-01')");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while read_ndjson(&f.path("out.ndjson")).len() < 101 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new row never came"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // Two polls that find rows: two epochs of the one long-lived dataflow.
+    for (n, at) in [(101, "2025-01-01"), (102, "2025-01-02")] {
+        pg.exec(&format!(
+            "INSERT INTO t VALUES ({n}, 'new', timestamptz '{at}')"
+        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while read_ndjson(&f.path("out.ndjson")).len() < n {
+            assert!(std::time::Instant::now() < deadline, "row {n} never came");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     let _ = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
     let _ = child.wait();
+    assert_eq!(
+        read_ndjson(&f.path("out.ndjson")).len(),
+        102,
+        "each row once"
+    );
     let history = f.wharf(&["history", &pg.schema, "--json", "-c", "wharf.toml"], &[]);
     let runs = String::from_utf8_lossy(&history.stdout).lines().count();
     assert_eq!(
         runs,
-        2,
-        "the first load and the run that found the new row: {}",
+        3,
+        "the first load and the two runs that found new rows: {}",
         text(&history)
+    );
+    let log = std::fs::read_to_string(f.path("continuous.log")).unwrap_or_default();
+    assert_eq!(
+        log.matches("long-lived dataflow started").count(),
+        1,
+        "one dataflow for every poll of the process: {log}"
     );
 }
 

@@ -79,6 +79,23 @@ pub struct RunCounters {
     pub changes_unapplied: AtomicU64,
 }
 
+impl RunCounters {
+    /// Counts from zero again (the next epoch of a long-lived dataflow).
+    pub fn reset(&self) {
+        for c in [
+            &self.rows_read,
+            &self.records_delivered,
+            &self.rows_rejected,
+            &self.bytes_sent,
+            &self.requests,
+            &self.retries,
+            &self.changes_unapplied,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Shared state of one run: counters, flow control and the first failure.
 #[derive(Debug)]
 pub struct RunControl {
@@ -258,48 +275,165 @@ pub fn poll_source<'s>(
             };
             let Some(c) = cap.as_ref() else { return };
             let mut session = output.session(c);
-            loop {
-                if !control.has_room_or_retry(&retry) {
-                    return;
-                }
-                match rx.try_recv() {
-                    Ok(SourceMessage::Batch(batch)) => {
-                        let rows = batch.num_rows();
-                        if rows == 0 {
-                            continue;
-                        }
-                        control.inflight.fetch_add(rows as i64, Ordering::Relaxed);
-                        control
-                            .counters
-                            .rows_read
-                            .fetch_add(rows as u64, Ordering::Relaxed);
-                        session.give(ArrowBatch { seq, batch });
-                        seq += 1;
-                    }
-                    Ok(SourceMessage::Failed(reason)) => {
-                        control.fail(reason);
-                        return;
-                    }
-                    Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Disconnected) => {
-                        tracing::debug!(epoch, batches = seq, "source input complete");
-                        break;
-                    }
-                }
-            }
+            let mut give = |b| session.give(b);
+            let done = drain_reader(rx, &mut give, &mut seq, &control, &retry);
             drop(session);
-            cap = None;
+            if done {
+                tracing::debug!(epoch, batches = seq, "source input complete");
+                cap = None;
+            }
         }
     })
 }
 
-/// Maps each batch into records with `mapper`, spreading batches over the workers.
+/// Gives what the reader sent so far on `rx` (while the run has room), numbering the batches
+/// from `seq`; true when the reader is done (it dropped its sender).
+fn drain_reader(
+    rx: &Receiver<SourceMessage>,
+    give: &mut impl FnMut(ArrowBatch),
+    seq: &mut u64,
+    control: &RunControl,
+    retry: &Activator,
+) -> bool {
+    loop {
+        if !control.has_room_or_retry(retry) {
+            return false;
+        }
+        match rx.try_recv() {
+            Ok(SourceMessage::Batch(batch)) => {
+                let rows = batch.num_rows();
+                if rows == 0 {
+                    continue;
+                }
+                control.inflight.fetch_add(rows as i64, Ordering::Relaxed);
+                control
+                    .counters
+                    .rows_read
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+                give(ArrowBatch { seq: *seq, batch });
+                *seq += 1;
+            }
+            Ok(SourceMessage::Failed(reason)) => {
+                control.fail(reason);
+                return false;
+            }
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+}
+
+/// One epoch of a long-lived dataflow (see [`epoch_source`]): its number and its reader.
+pub struct EpochJob {
+    /// The epoch; each job's is greater than the one before.
+    pub epoch: u64,
+    /// Reads the epoch's rows.
+    pub start: StartReader,
+}
+
+/// The jobs of a long-lived dataflow's source: where they arrive, and where the source hands
+/// back the activator that wakes it once a job was sent.
+pub struct EpochJobs {
+    /// The jobs, in epoch order; dropping the sender ends the dataflow.
+    pub jobs: Receiver<EpochJob>,
+    /// Receives the source's activator once, when the dataflow is built.
+    pub wake: Sender<SyncActivator>,
+}
+
+/// The source of a long-lived dataflow: a source of Arrow batches for one epoch after
+/// another. The worker given `Some(jobs)` runs each [`EpochJob`]'s reader in turn, holding a
+/// capability for its epoch until the reader is done, then moves it past the epoch: the
+/// frontier downstream passes an epoch exactly when the epoch's rows are all read and
+/// processed. Workers given `None` contribute nothing. The dataflow ends when the job sender
+/// is dropped.
+pub fn epoch_source<'s>(
+    scope: Scope<'s, u64>,
+    jobs: Option<EpochJobs>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<ArrowBatch>> {
+    let worker = scope.worker();
+    source(scope, "EpochSource", move |cap: Capability<u64>, info| {
+        let activator = worker.sync_activator_for(info.address.to_vec());
+        let retry = worker.activator_for(info.address.clone());
+        let jobs = jobs.map(|j| {
+            let _ = j.wake.send(activator.clone());
+            j.jobs
+        });
+        let mut cap = Some(cap);
+        let mut current: Option<(u64, Receiver<SourceMessage>)> = None;
+        let mut seq = 0u64;
+        move |output| {
+            let Some(jobs) = jobs.as_ref() else {
+                cap = None;
+                return;
+            };
+            while let Some(c) = cap.as_mut() {
+                let Some((epoch, rx)) = current.as_ref() else {
+                    match jobs.try_recv() {
+                        Ok(job) => {
+                            c.downgrade(&job.epoch);
+                            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+                            (job.start)(SourceSender {
+                                tx: Some(tx),
+                                activator: activator.clone(),
+                            });
+                            current = Some((job.epoch, rx));
+                            seq = 0;
+                            continue;
+                        }
+                        Err(TryRecvError::Empty) => return,
+                        Err(TryRecvError::Disconnected) => {
+                            cap = None;
+                            return;
+                        }
+                    }
+                };
+                let epoch = *epoch;
+                let mut session = output.session(&*c);
+                let mut give = |b| session.give(b);
+                let done = drain_reader(rx, &mut give, &mut seq, &control, &retry);
+                drop(session);
+                if !done {
+                    return;
+                }
+                tracing::debug!(epoch, batches = seq, "epoch input complete");
+                c.downgrade(&(epoch + 1));
+                current = None;
+            }
+        }
+    })
+}
+
+/// The mapper of an epoch and the wall clock its mapping checks times against: the same for
+/// every epoch of a run's dataflow ([`same_mapper`]), one per epoch in a long-lived one.
+pub type MapperAt<M> = Arc<dyn Fn(u64) -> Option<(Arc<M>, i64)> + Send + Sync>;
+
+/// `mapper` and `now_ms` for every epoch.
+pub fn same_mapper<M: ?Sized + Send + Sync + 'static>(mapper: Arc<M>, now_ms: i64) -> MapperAt<M> {
+    Arc::new(move |_| Some((mapper.clone(), now_ms)))
+}
+
+/// The mapper of `epoch` (a message's time); none fails the run (its epoch was never
+/// announced).
+pub fn mapper_for<M: ?Sized>(
+    mapper_at: &MapperAt<M>,
+    epoch: Option<&u64>,
+    control: &RunControl,
+) -> Option<(Arc<M>, i64)> {
+    let epoch = epoch.copied().unwrap_or_default();
+    let found = mapper_at(epoch);
+    if found.is_none() {
+        control.fail(format!("no mapper for epoch {epoch}"));
+    }
+    found
+}
+
+/// Maps each batch into records with the mapper of its epoch, spreading batches over the workers.
 /// With `copy` (a second destination of a fan-out), the rows were counted in flight once
 /// already: this branch admits its own, so each destination's acknowledgements settle them.
 pub fn map_records<'s>(
     stream: Stream<'s, u64, Vec<ArrowBatch>>,
-    mapper: Arc<dyn RecordMapper>,
-    now_ms: i64,
+    mapper_at: MapperAt<dyn RecordMapper>,
     control: Arc<RunControl>,
     copy: bool,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
@@ -309,6 +443,10 @@ pub fn map_records<'s>(
         move |_cap, _info| {
             move |input, output| {
                 input.for_each(|cap, data| {
+                    let Some((mapper, now_ms)) = mapper_for(&mapper_at, cap.least(), &control)
+                    else {
+                        return;
+                    };
                     let mut session = output.session(&cap);
                     for b in data.drain(..) {
                         let mapped = mapper.map_batch(&b.batch, now_ms);

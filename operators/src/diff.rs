@@ -37,7 +37,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
 use crate::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
-use crate::dataflow::{ArrowBatch, RunControl};
+use crate::dataflow::{mapper_for, ArrowBatch, MapperAt, RunControl};
 use crate::record::{MappedBatch, Reject};
 use crate::snapshot::{
     owner, state_fingerprint_version, KeyMap, KeySet, KeyTextWriter, PendingSnapshot, RowHasher,
@@ -110,6 +110,18 @@ pub struct DiffCounts {
     pub rows: std::sync::atomic::AtomicU64,
     /// The new state's part files, once written.
     pub parts: Mutex<Vec<PathBuf>>,
+}
+
+impl DiffCounts {
+    /// Counts from zero again (the next epoch of a long-lived dataflow).
+    pub fn reset(&self) {
+        for c in [&self.inserts, &self.updates, &self.deletes, &self.rows] {
+            c.store(0, Ordering::Relaxed);
+        }
+        if let Ok(mut parts) = self.parts.lock() {
+            parts.clear();
+        }
+    }
 }
 
 /// The snapshot diff for run `epoch`: rows in, changes out. Counts go to `counts`.
@@ -380,17 +392,25 @@ const DELETE_CHUNK: usize = 2000;
 /// (a second destination of a fan-out) every record is admitted.
 pub fn map_changes<'s>(
     stream: Stream<'s, u64, Vec<ChangeSet>>,
-    mapper: Arc<dyn ChangeMapper>,
-    now_ms: i64,
+    mapper_at: MapperAt<dyn ChangeMapper>,
     control: Arc<RunControl>,
     copy: bool,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
-    flat_map_named(stream, "MapChanges", move |c: ChangeSet| {
-        let mapped = mapper.map_changes(&c, now_ms);
-        let settles = mapped.records.len() + mapped.settled_without_request();
-        let admitted = if copy { 0 } else { c.len() };
-        control.admit(settles.saturating_sub(admitted));
-        Some(mapped)
+    stream.unary(Pipeline, "MapChanges", move |_cap, _info| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let Some((mapper, now_ms)) = mapper_for(&mapper_at, cap.least(), &control) else {
+                    return;
+                };
+                output.session(&cap).give_iterator(data.drain(..).map(|c| {
+                    let mapped = mapper.map_changes(&c, now_ms);
+                    let settles = mapped.records.len() + mapped.settled_without_request();
+                    let admitted = if copy { 0 } else { c.len() };
+                    control.admit(settles.saturating_sub(admitted));
+                    mapped
+                }));
+            });
+        }
     })
 }
 

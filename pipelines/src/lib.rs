@@ -5,5 +5,6 @@ pub mod delivery;
 pub mod destination;
 pub mod diff_run;
 pub mod governor;
+pub mod live;
 pub mod reader;
 pub mod run;

@@ -17,15 +17,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 use wharf_operators::change::ChangeMapper;
 use wharf_operators::dataflow::{
-    batch_sink, map_records, poll_source, BatchLimits, RejectSink, RunControl, StartReader,
+    batch_sink, map_records, poll_source, same_mapper, ArrowBatch, BatchLimits, MapperAt,
+    RejectSink, RunControl, SinkRequest, StartReader,
 };
 use wharf_operators::diff::{map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec};
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
 use wharf_operators::timely::dataflow::operators::Probe;
+use wharf_operators::timely::dataflow::Stream;
 use wharf_operators::RecordMapper;
 
 use crate::delivery::{delivery_loop, RetryPolicy};
@@ -136,44 +140,21 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         runtime,
         now_ms,
     } = spec;
-    if sinks.is_empty() {
-        return Err(RunError("no destination".into()));
-    }
-    let changes_plan = !matches!(plan, Plan::Append);
-    for sink in &sinks {
-        if matches!(sink.mapper, SinkMapper::Changes(_)) != changes_plan {
-            return Err(RunError(format!(
-                "{}: its mapper does not match the run's plan",
-                sink.destination.describe()
-            )));
-        }
-    }
-    // Partial requests wait in the sinks; leave room for all of them (see `raise_inflight_limit`).
-    let room: usize = sinks.iter().map(|s| s.limits.max_records * 2).sum();
-    control.raise_inflight_limit(workers.max(1) * room);
-    let mut senders = Vec::with_capacity(sinks.len());
-    let mut deliveries = Vec::with_capacity(sinks.len());
-    for sink in &sinks {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        senders.push(tx);
-        deliveries.push(runtime.spawn(delivery_loop(
-            rx,
-            sink.destination.clone(),
-            sink.policy.clone(),
-            rejects.clone(),
-            control.clone(),
-        )));
-    }
-    let branches: Vec<(SinkMapper, BatchLimits)> =
-        sinks.iter().map(|s| (s.mapper.clone(), s.limits)).collect();
+    check_sinks(&plan, &sinks)?;
+    let (senders, deliveries) = spawn_deliveries(&sinks, workers, &rejects, &control, &runtime);
+    let branches: Vec<(Branch, BatchLimits)> = sinks
+        .iter()
+        .map(|s| {
+            let branch = match &s.mapper {
+                SinkMapper::Records(m) => Branch::Records(same_mapper(m.clone(), now_ms)),
+                SinkMapper::Changes(m) => Branch::Changes(same_mapper(m.clone(), now_ms)),
+            };
+            (branch, s.limits)
+        })
+        .collect();
     let reader = Arc::new(Mutex::new(Some(reader)));
-    let config = if workers <= 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
-    };
     let ctl = control.clone();
-    let guards = timely::execute(config, move |worker| {
+    let guards = timely::execute(timely_config(workers), move |worker| {
         let start = if worker.index() == 0 {
             reader.lock().ok().and_then(|mut r| r.take())
         } else {
@@ -183,35 +164,15 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         let (senders, branches) = (senders.clone(), branches.clone());
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, epoch, start, ctl.clone());
-            let changes = match plan {
-                Plan::Append => None,
-                Plan::Diff { spec, counts } => Some(snapshot_diff(
-                    rows.clone(),
-                    epoch,
-                    spec,
-                    counts,
-                    ctl.clone(),
-                )),
-                Plan::Changes { hasher, counts } => {
-                    Some(stream_changes(rows.clone(), hasher, counts, ctl.clone()))
-                }
+            let wiring = Wiring {
+                epoch,
+                plan,
+                branches,
+                senders,
+                rejects,
+                control: ctl.clone(),
             };
-            let probe = ProbeHandle::new();
-            for (i, ((mapper, limits), tx)) in branches.into_iter().zip(senders).enumerate() {
-                let copy = i > 0;
-                let records = match (&changes, mapper) {
-                    (None, SinkMapper::Records(m)) => {
-                        map_records(rows.clone(), m, now_ms, ctl.clone(), copy)
-                    }
-                    (Some(changes), SinkMapper::Changes(m)) => {
-                        map_changes(changes.clone(), m, now_ms, ctl.clone(), copy)
-                    }
-                    // Checked above.
-                    _ => continue,
-                };
-                batch_sink(records, limits, tx, rejects.clone(), ctl.clone()).probe_with(&probe);
-            }
-            probe
+            wiring.wire(rows)
         });
         while probe.less_equal(&epoch) {
             if ctl.failure().is_some() {
@@ -241,15 +202,138 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
             return Err(RunError(format!("delivery task failed: {e}")));
         }
     }
-    for sink in &sinks {
+    flush_all(&sinks, &runtime)?;
+    Ok(outcome(&control, started))
+}
+
+/// Checks that every sink's mapper fits the plan (rows or changes).
+pub(crate) fn check_sinks(plan: &Plan, sinks: &[SinkSpec]) -> Result<(), RunError> {
+    if sinks.is_empty() {
+        return Err(RunError("no destination".into()));
+    }
+    let changes_plan = !matches!(plan, Plan::Append);
+    for sink in sinks {
+        if matches!(sink.mapper, SinkMapper::Changes(_)) != changes_plan {
+            return Err(RunError(format!(
+                "{}: its mapper does not match the run's plan",
+                sink.destination.describe()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One delivery loop per sink on `runtime`, and the senders the sinks hand requests to.
+pub(crate) fn spawn_deliveries(
+    sinks: &[SinkSpec],
+    workers: usize,
+    rejects: &Arc<dyn RejectSink>,
+    control: &Arc<RunControl>,
+    runtime: &tokio::runtime::Handle,
+) -> (Vec<UnboundedSender<SinkRequest>>, Vec<JoinHandle<()>>) {
+    // Partial requests wait in the sinks; leave room for all of them (see `raise_inflight_limit`).
+    let room: usize = sinks.iter().map(|s| s.limits.max_records * 2).sum();
+    control.raise_inflight_limit(workers.max(1) * room);
+    sinks
+        .iter()
+        .map(|sink| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let task = runtime.spawn(delivery_loop(
+                rx,
+                sink.destination.clone(),
+                sink.policy.clone(),
+                rejects.clone(),
+                control.clone(),
+            ));
+            (tx, task)
+        })
+        .unzip()
+}
+
+/// Timely's configuration for `workers` threads in this process.
+pub(crate) fn timely_config(workers: usize) -> timely::Config {
+    if workers <= 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    }
+}
+
+/// How one destination's branch gets its mapper for an epoch.
+#[derive(Clone)]
+pub(crate) enum Branch {
+    /// From rows.
+    Records(MapperAt<dyn RecordMapper>),
+    /// From changes.
+    Changes(MapperAt<dyn ChangeMapper>),
+}
+
+/// What hangs below a dataflow's source: the plan's operators, then one
+/// `map → batch_sink` branch per destination.
+pub(crate) struct Wiring {
+    /// The epoch of a snapshot diff (a run's dataflow has one).
+    pub epoch: u64,
+    pub plan: Plan,
+    pub branches: Vec<(Branch, BatchLimits)>,
+    pub senders: Vec<UnboundedSender<SinkRequest>>,
+    pub rejects: Arc<dyn RejectSink>,
+    pub control: Arc<RunControl>,
+}
+
+impl Wiring {
+    /// Wires the operators below `rows`; the probe's frontier passes an epoch once every
+    /// destination acknowledged all of it.
+    pub(crate) fn wire<'s>(self, rows: Stream<'s, u64, Vec<ArrowBatch>>) -> ProbeHandle<u64> {
+        let ctl = self.control;
+        let changes = match self.plan {
+            Plan::Append => None,
+            Plan::Diff { spec, counts } => Some(snapshot_diff(
+                rows.clone(),
+                self.epoch,
+                spec,
+                counts,
+                ctl.clone(),
+            )),
+            Plan::Changes { hasher, counts } => {
+                Some(stream_changes(rows.clone(), hasher, counts, ctl.clone()))
+            }
+        };
+        let probe = ProbeHandle::new();
+        for (i, ((branch, limits), tx)) in self.branches.into_iter().zip(self.senders).enumerate() {
+            let copy = i > 0;
+            let records = match (&changes, branch) {
+                (None, Branch::Records(m)) => map_records(rows.clone(), m, ctl.clone(), copy),
+                (Some(changes), Branch::Changes(m)) => {
+                    map_changes(changes.clone(), m, ctl.clone(), copy)
+                }
+                // Checked by `check_sinks`.
+                _ => continue,
+            };
+            batch_sink(records, limits, tx, self.rejects.clone(), ctl.clone()).probe_with(&probe);
+        }
+        probe
+    }
+}
+
+/// Flushes every destination; a failure aborts them all.
+pub(crate) fn flush_all(
+    sinks: &[SinkSpec],
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), RunError> {
+    for sink in sinks {
         let d = &sink.destination;
         if let Err(e) = runtime.block_on(d.flush()) {
-            abort_all(&sinks, &runtime);
+            abort_all(sinks, runtime);
             return Err(RunError(format!("{}: {e}", d.describe())));
         }
     }
+    Ok(())
+}
+
+/// What the run (or epoch) did, from its counters.
+pub(crate) fn outcome(control: &RunControl, started: Instant) -> RunOutcome {
     let c = &control.counters;
-    Ok(RunOutcome {
+    RunOutcome {
         rows_read: c.rows_read.load(Ordering::Relaxed),
         delivered: c.records_delivered.load(Ordering::Relaxed),
         rejected: c.rows_rejected.load(Ordering::Relaxed),
@@ -257,11 +341,11 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         requests: c.requests.load(Ordering::Relaxed),
         retries: c.retries.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
-    })
+    }
 }
 
 /// Tells every destination that the run failed (transactional ones discard what it sent).
-fn abort_all(sinks: &[SinkSpec], runtime: &tokio::runtime::Handle) {
+pub(crate) fn abort_all(sinks: &[SinkSpec], runtime: &tokio::runtime::Handle) {
     for sink in sinks {
         runtime.block_on(sink.destination.abort());
     }

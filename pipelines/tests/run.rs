@@ -1,6 +1,7 @@
 //! `run_dataflow` against in-memory readers and destinations that misbehave on purpose: the
 //! run completes only when everything is acknowledged, transient failures and 413s are
-//! retried, permanent failures fail the run.
+//! retried, permanent failures fail the run. The same of a long-lived dataflow, epoch after
+//! epoch.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
-use wharf_operators::dataflow::{BatchLimits, RejectSink, RunControl, SourceMessage, SourceSender};
+use wharf_operators::dataflow::{
+    BatchLimits, RejectSink, RunControl, SourceMessage, SourceSender, StartReader,
+};
 use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::delivery::RetryPolicy;
 use wharf_pipelines::destination::{
     BoxFuture, Destination, DestinationError, SendOutcome, Sending,
 };
+use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
 use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
 
 /// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
@@ -313,4 +317,82 @@ fn one_failing_destination_fails_the_fan_out_and_aborts_every_destination() {
     assert!(err.0.contains("flaky: no"), "{err}");
     assert_eq!(steady.aborts.load(Ordering::SeqCst), 1);
     assert_eq!(broken.aborts.load(Ordering::SeqCst), 1);
+}
+
+/// A reader of 10 batches of 1,000 rows from row `from` on.
+fn reader_from(rt: &tokio::runtime::Runtime, from: i64) -> StartReader {
+    let handle = rt.handle().clone();
+    Box::new(move |tx: SourceSender| {
+        handle.spawn_blocking(move || {
+            for i in 0..10 {
+                let rows = batch(from + i * 1000, 1000);
+                if tx.send(SourceMessage::Batch(rows)).is_err() {
+                    return;
+                }
+            }
+        });
+    })
+}
+
+/// A long-lived dataflow of `spec`'s shape, and a maker of its epochs' inputs.
+fn live(spec: RunSpec) -> (LiveDataflow, impl Fn(StartReader) -> EpochInput) {
+    let mappers: Vec<SinkMapper> = spec.sinks.iter().map(|s| s.mapper.clone()).collect();
+    let rejects = spec.rejects.clone();
+    let live = LiveDataflow::start(LiveSpec {
+        workers: spec.workers,
+        plan: spec.plan,
+        sinks: spec.sinks,
+        runtime: spec.runtime,
+    })
+    .unwrap();
+    let input = move |reader| EpochInput {
+        reader,
+        mappers: mappers.clone(),
+        rejects: rejects.clone(),
+        now_ms: 1_800_000_000_000,
+    };
+    (live, input)
+}
+
+#[test]
+fn a_long_lived_dataflow_runs_epoch_after_epoch() {
+    let rt = runtime();
+    for workers in [1, 2] {
+        let dest = Arc::new(Flaky::new(2, 700, false));
+        let rejects = Arc::new(Rejects::default());
+        let (mut live, input) = live(spec(dest.clone(), rejects.clone(), workers, &rt));
+        for epoch in 1..=3u64 {
+            let from = epoch as i64 * 100_000;
+            let out = live
+                .run_epoch(epoch, input(reader_from(&rt, from)))
+                .unwrap();
+            // Each epoch's counts are its own, and all of it arrived before it returned.
+            assert_eq!(out.rows_read, 10_000, "epoch {epoch}: {out:?}");
+            assert_eq!(out.delivered, 9_900);
+            assert_eq!(out.rejected, 100);
+            assert_eq!(dest.got.lock().unwrap().len(), 9_900 * epoch as usize);
+        }
+        let got = dest.got.lock().unwrap();
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), 3 * 9_900, "nothing lost, nothing duplicated");
+        assert_eq!(rejects.0.lock().unwrap().len(), 300);
+        drop(got);
+        // Epochs only move forward.
+        assert!(live.run_epoch(2, input(reader_from(&rt, 0))).is_err());
+    }
+}
+
+#[test]
+fn a_failed_epoch_spends_the_long_lived_dataflow() {
+    let rt = runtime();
+    let dest = Arc::new(Flaky::new(0, usize::MAX, true));
+    let (mut live, input) = live(spec(dest.clone(), Arc::new(Rejects::default()), 2, &rt));
+    let err = live.run_epoch(1, input(reader_from(&rt, 0))).unwrap_err();
+    assert!(err.0.contains("flaky: no"), "{err}");
+    assert!(
+        dest.aborts.load(Ordering::SeqCst) >= 1,
+        "the destination was told"
+    );
+    let again = live.run_epoch(2, input(reader_from(&rt, 0))).unwrap_err();
+    assert!(again.0.contains("failed before"), "{again}");
 }

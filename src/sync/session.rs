@@ -6,8 +6,9 @@ use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::envelope::Envelope;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
+use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
 use wharf_pipelines::reader::{batches_reader, blocking_reader};
-use wharf_pipelines::run::{run_dataflow, RunSpec};
+use wharf_pipelines::run::{run_dataflow, Plan, RunSpec};
 
 use super::capture::{capture_mode, CaptureMode};
 use super::commit::{commit, record_failure};
@@ -28,6 +29,8 @@ use crate::warehouse::SnapshotVisibility;
 #[derive(Default)]
 pub struct Session {
     destinations: Option<Vec<BuiltDestination>>,
+    /// Continuous runs of an append or change-stream plan: the dataflow kept across them.
+    live: Option<LiveDataflow>,
     /// Continuous runs: the cheap check made before each run (see [`probe`]).
     probe: Option<super::probe::Probe>,
 }
@@ -184,15 +187,6 @@ pub fn run_in_session(
             run.run_id,
         ),
     });
-    let control = RunControl::new(64 * 1024);
-    if let Some(Ok(mut slot)) = options.live.as_ref().map(|s| s.lock()) {
-        *slot = Some(LiveRun {
-            run_id: run.run_id,
-            started: std::time::Instant::now(),
-            total,
-            control: control.clone(),
-        });
-    }
     let watermark: Arc<Mutex<Option<Watermark>>> = Arc::new(Mutex::new(None));
     let snapshot_seen: Arc<Mutex<Option<SnapshotVisibility>>> = Arc::default();
     let snapshots_dir = state_dir.join("snapshots").join(name);
@@ -207,7 +201,7 @@ pub fn run_in_session(
     let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
     // A lookup table is replaced whole: an append run that finds new rows sends all of them.
     let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
-    let (plan, diff_counts) = plan(
+    let (plan, mut diff_counts) = plan(
         &resolved,
         PlanInput {
             state_dir: &state_dir,
@@ -217,6 +211,42 @@ pub fn run_in_session(
             streamed: stream_batches.is_some(),
         },
     )?;
+    // Continuous runs of an append or change-stream plan are epochs of one long-lived
+    // dataflow; other runs (snapshot diffs, single runs) build a dataflow of their own.
+    let long_lived = options.skip_idle && !matches!(plan, Plan::Diff { .. });
+    if !long_lived || session.live.as_ref().is_some_and(|l| !l.fits(&plan)) {
+        session.live = None;
+    }
+    if long_lived && session.live.is_none() {
+        let spec = LiveSpec {
+            workers: options.workers.max(1),
+            plan: plan.clone(),
+            sinks: sinks.clone(),
+            runtime: runtime.handle().clone(),
+        };
+        match LiveDataflow::start(spec) {
+            Ok(live) => {
+                tracing::info!(sync = name, "long-lived dataflow started");
+                session.live = Some(live);
+            }
+            Err(e) => return Err(record_failure(store, run, &RunControl::new(1), name, e.0)?),
+        }
+    }
+    let control = match &session.live {
+        Some(live) => {
+            diff_counts = live.counts();
+            live.control()
+        }
+        None => RunControl::new(64 * 1024),
+    };
+    if let Some(Ok(mut slot)) = options.live.as_ref().map(|s| s.lock()) {
+        *slot = Some(LiveRun {
+            run_id: run.run_id,
+            started: std::time::Instant::now(),
+            total,
+            control: control.clone(),
+        });
+    }
     let reader = match stream_batches {
         Some(batches) => batches_reader(batches),
         None => {
@@ -279,17 +309,34 @@ pub fn run_in_session(
         .then(|| Progress::start(name, control.clone(), total));
     let described: Vec<String> = built.iter().map(|b| b.destination.describe()).collect();
     tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destinations = ?described, "run started");
-    let result = run_dataflow(RunSpec {
-        workers: options.workers.max(1),
-        epoch: run.run_id,
-        reader,
-        plan,
-        sinks,
-        rejects: logs.clone(),
-        control: control.clone(),
-        runtime: runtime.handle().clone(),
-        now_ms: chrono::Utc::now().timestamp_millis(),
-    });
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let result = match session.live.as_mut() {
+        Some(live) => {
+            let input = EpochInput {
+                reader,
+                mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
+                rejects: logs.clone(),
+                now_ms,
+            };
+            let result = live.run_epoch(run.run_id, input);
+            if result.is_err() {
+                // Spent: the next run builds a new one.
+                session.live = None;
+            }
+            result
+        }
+        None => run_dataflow(RunSpec {
+            workers: options.workers.max(1),
+            epoch: run.run_id,
+            reader,
+            plan,
+            sinks,
+            rejects: logs.clone(),
+            control: control.clone(),
+            runtime: runtime.handle().clone(),
+            now_ms,
+        }),
+    };
     if let Some(p) = progress {
         p.finish();
     }

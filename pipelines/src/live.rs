@@ -1,0 +1,361 @@
+//! A long-lived dataflow: one per continuous sync, kept across its polls. Each poll is an
+//! epoch: its reader is handed to the dataflow's [`epoch_source`], which holds the epoch's
+//! capability while it reads; the sinks hold it until every record of the epoch was
+//! acknowledged; [`LiveDataflow::run_epoch`] returns once the frontier has passed the epoch,
+//! and the caller commits it. No rebuild and no new worker threads per poll.
+//!
+//! The epochs of one dataflow run one after another (the next is handed in after the last
+//! one passed), so the counters of its [`RunControl`] are the current epoch's. A failure
+//! poisons the dataflow: nothing of the failed epoch may be committed, and the caller drops
+//! the dataflow and starts a new one.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use wharf_operators::dataflow::{
+    epoch_source, BatchLimits, EpochJob, EpochJobs, RejectSink, RunControl, StartReader,
+};
+use wharf_operators::diff::DiffCounts;
+use wharf_operators::record::Reject;
+use wharf_operators::timely;
+use wharf_operators::timely::scheduling::SyncActivator;
+use wharf_operators::timely::WorkerConfig;
+
+use crate::run::{
+    abort_all, check_sinks, flush_all, outcome, spawn_deliveries, timely_config, Branch, Plan,
+    RunError, RunOutcome, SinkMapper, SinkSpec, Wiring,
+};
+
+/// What a long-lived dataflow is built from: like a run's [`crate::run::RunSpec`] without the
+/// epoch and its reader. Its plan is [`Plan::Append`] or [`Plan::Changes`] (a snapshot diff
+/// holds per-run files and runs as a dataflow of its own).
+pub struct LiveSpec {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// What the dataflow does with the rows.
+    pub plan: Plan,
+    /// Where records go; each epoch brings its own mappers, in the same order.
+    pub sinks: Vec<SinkSpec>,
+    /// The runtime that runs the readers and the delivery.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Where the current epoch's rejects go: each epoch (a run) brings its own sink.
+struct EpochRejects(Mutex<Option<Arc<dyn RejectSink>>>);
+
+impl EpochRejects {
+    fn current(&self) -> Result<Arc<dyn RejectSink>, String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .ok_or_else(|| "no reject sink for the epoch".to_string())
+    }
+}
+
+impl RejectSink for EpochRejects {
+    fn record(&self, rejects: &[Reject]) -> Result<(), String> {
+        self.current()?.record(rejects)
+    }
+
+    fn record_unapplied(&self, changes: &[Reject]) -> Result<(), String> {
+        self.current()?.record_unapplied(changes)
+    }
+}
+
+/// The mappers of the epochs handed in and not yet finished, with their wall clocks.
+type Mappers = Arc<Mutex<BTreeMap<u64, (Vec<SinkMapper>, i64)>>>;
+
+/// The first element of the dataflow's output frontier (`None`: empty, the dataflow ended),
+/// published by worker 0 after each step; a new dataflow's is 0.
+struct Frontier {
+    first: Mutex<Option<u64>>,
+    moved: Condvar,
+}
+
+/// What one epoch brings: its reader, mappers (one per sink, in the order of
+/// [`LiveSpec::sinks`]), reject sink and wall clock.
+pub struct EpochInput {
+    /// Reads the epoch's rows.
+    pub reader: StartReader,
+    /// The epoch's record or change mappers.
+    pub mappers: Vec<SinkMapper>,
+    /// Where the epoch's rejected rows are recorded.
+    pub rejects: Arc<dyn RejectSink>,
+    /// Wall clock for the mapping's "too far in the future" check.
+    pub now_ms: i64,
+}
+
+/// A dataflow that outlives its epochs (see the module's text).
+pub struct LiveDataflow {
+    jobs: Option<Sender<EpochJob>>,
+    wake: SyncActivator,
+    frontier: Arc<Frontier>,
+    mappers: Mappers,
+    rejects: Arc<EpochRejects>,
+    sinks: Vec<SinkSpec>,
+    plan: Plan,
+    control: Arc<RunControl>,
+    runtime: tokio::runtime::Handle,
+    deliveries: Vec<JoinHandle<()>>,
+    guards: Option<timely::communication::WorkerGuards<()>>,
+    last_epoch: Option<u64>,
+}
+
+impl LiveDataflow {
+    /// Builds the dataflow on `spec.workers` threads; it waits for its first epoch.
+    pub fn start(spec: LiveSpec) -> Result<Self, RunError> {
+        let LiveSpec {
+            workers,
+            plan,
+            sinks,
+            runtime,
+        } = spec;
+        if matches!(plan, Plan::Diff { .. }) {
+            return Err(RunError(
+                "a snapshot diff runs as a dataflow of its own".into(),
+            ));
+        }
+        check_sinks(&plan, &sinks)?;
+        let control = RunControl::new(64 * 1024);
+        let epoch_rejects = Arc::new(EpochRejects(Mutex::new(None)));
+        let rejects: Arc<dyn RejectSink> = epoch_rejects.clone();
+        let (senders, deliveries) = spawn_deliveries(&sinks, workers, &rejects, &control, &runtime);
+        let mappers: Mappers = Arc::default();
+        let branches: Vec<(Branch, BatchLimits)> = sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (branch_of(&s.mapper, i, &mappers), s.limits))
+            .collect();
+        let (job_tx, job_rx) = channel();
+        let (wake_tx, wake_rx) = channel();
+        let jobs = Arc::new(Mutex::new(Some(EpochJobs {
+            jobs: job_rx,
+            wake: wake_tx,
+        })));
+        let frontier = Arc::new(Frontier {
+            first: Mutex::new(Some(0)),
+            moved: Condvar::new(),
+        });
+        let (ctl, published, wired_plan) = (control.clone(), frontier.clone(), plan.clone());
+        let config = timely::Config {
+            communication: timely_config(workers).communication,
+            worker: WorkerConfig::default(),
+        };
+        let guards = timely::execute(config, move |worker| {
+            let jobs = match worker.index() {
+                0 => jobs.lock().ok().and_then(|mut j| j.take()),
+                _ => None,
+            };
+            let wiring = Wiring {
+                epoch: 0,
+                plan: wired_plan.clone(),
+                branches: branches.clone(),
+                senders: senders.clone(),
+                rejects: rejects.clone(),
+                control: ctl.clone(),
+            };
+            let publish = worker.index() == 0;
+            let probe = worker
+                .dataflow::<u64, _, _>(|scope| wiring.wire(epoch_source(scope, jobs, ctl.clone())));
+            loop {
+                if ctl.failure().is_some() {
+                    for id in worker.installed_dataflows() {
+                        worker.drop_dataflow(id);
+                    }
+                    published.moved.notify_all();
+                    return;
+                }
+                if publish {
+                    let first = probe.with_frontier(|f| f.first().copied());
+                    if let Ok(mut at) = published.first.lock() {
+                        if *at != first {
+                            *at = first;
+                            published.moved.notify_all();
+                        }
+                    }
+                }
+                if probe.done() {
+                    return;
+                }
+                worker.step_or_park(Some(Duration::from_millis(100)));
+            }
+        })
+        .map_err(RunError)?;
+        let wake = wake_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| RunError("the long-lived dataflow did not start".into()))?;
+        Ok(LiveDataflow {
+            jobs: Some(job_tx),
+            wake,
+            frontier,
+            mappers,
+            rejects: epoch_rejects,
+            sinks,
+            plan,
+            control,
+            runtime,
+            deliveries,
+            guards: Some(guards),
+            last_epoch: None,
+        })
+    }
+
+    /// The dataflow's counters and failure: the current epoch's.
+    pub fn control(&self) -> Arc<RunControl> {
+        self.control.clone()
+    }
+
+    /// The change counts of a [`Plan::Changes`] dataflow: the current epoch's.
+    pub fn counts(&self) -> Option<Arc<DiffCounts>> {
+        match &self.plan {
+            Plan::Changes { counts, .. } | Plan::Diff { counts, .. } => Some(counts.clone()),
+            Plan::Append => None,
+        }
+    }
+
+    /// Whether the dataflow was built for `plan` (the same kind of plan).
+    pub fn fits(&self, plan: &Plan) -> bool {
+        std::mem::discriminant(&self.plan) == std::mem::discriminant(plan)
+    }
+
+    /// Runs epoch `epoch` (greater than any before) of `input`, and returns once every record
+    /// of it was acknowledged and the destinations flushed (Ok), or the epoch failed (Err:
+    /// nothing of it may be committed, and the dataflow is spent).
+    pub fn run_epoch(&mut self, epoch: u64, input: EpochInput) -> Result<RunOutcome, RunError> {
+        let EpochInput {
+            reader,
+            mappers,
+            rejects,
+            now_ms,
+        } = input;
+        let started = Instant::now();
+        if let Some(reason) = self.control.failure() {
+            return Err(RunError(format!("the dataflow failed before: {reason}")));
+        }
+        if self.last_epoch.is_some_and(|last| epoch <= last) {
+            return Err(RunError(format!(
+                "epoch {epoch} is not after epoch {}",
+                self.last_epoch.unwrap_or_default()
+            )));
+        }
+        self.last_epoch = Some(epoch);
+        let fits = mappers.len() == self.sinks.len()
+            && mappers.iter().zip(&self.sinks).all(|(m, s)| {
+                matches!(m, SinkMapper::Records(_)) == matches!(s.mapper, SinkMapper::Records(_))
+            });
+        if !fits {
+            return Err(RunError(
+                "the epoch's mappers do not fit the dataflow".into(),
+            ));
+        }
+        if let Ok(mut r) = self.rejects.0.lock() {
+            *r = Some(rejects);
+        }
+        self.control.counters.reset();
+        if let Some(counts) = self.counts() {
+            counts.reset();
+        }
+        if let Ok(mut m) = self.mappers.lock() {
+            m.insert(epoch, (mappers, now_ms));
+        }
+        let sent = self.jobs.as_ref().map(|jobs| {
+            jobs.send(EpochJob {
+                epoch,
+                start: reader,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(RunError("the long-lived dataflow stopped".into()));
+        }
+        let _ = self.wake.activate();
+        let passed = self.wait_past(epoch);
+        if let Ok(mut m) = self.mappers.lock() {
+            m.retain(|e, _| *e > epoch);
+        }
+        if let Some(reason) = self.control.failure() {
+            abort_all(&self.sinks, &self.runtime);
+            return Err(RunError(reason));
+        }
+        if !passed {
+            self.control
+                .fail("the long-lived dataflow ended before its epoch");
+            return Err(RunError(
+                "the long-lived dataflow ended before its epoch".into(),
+            ));
+        }
+        if let Err(e) = flush_all(&self.sinks, &self.runtime) {
+            self.control.fail(e.0.clone());
+            return Err(e);
+        }
+        Ok(outcome(&self.control, started))
+    }
+
+    /// Waits until the frontier has passed `epoch` (true) or the dataflow failed or ended.
+    fn wait_past(&self, epoch: u64) -> bool {
+        let Ok(mut first) = self.frontier.first.lock() else {
+            return false;
+        };
+        loop {
+            match *first {
+                Some(t) if t > epoch => return true,
+                // Empty: the dataflow ended (its jobs closed) before passing the epoch.
+                None => return false,
+                _ if self.control.failure().is_some() => return false,
+                _ => {}
+            }
+            first = match self
+                .frontier
+                .moved
+                .wait_timeout(first, Duration::from_millis(50))
+            {
+                Ok((guard, _)) => guard,
+                Err(_) => return false,
+            };
+        }
+    }
+}
+
+impl Drop for LiveDataflow {
+    /// Ends the dataflow: the source sees its jobs closed, the frontier empties, the workers
+    /// return (or already did, after a failure).
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        let _ = self.wake.activate();
+        if let Some(guards) = self.guards.take() {
+            for result in guards.join() {
+                if let Err(e) = result {
+                    tracing::warn!("a worker of a long-lived dataflow failed: {e}");
+                }
+            }
+        }
+        for d in &self.deliveries {
+            d.abort();
+        }
+    }
+}
+
+/// Branch `i`'s mapper for an epoch, looked up in `mappers`.
+fn branch_of(kind: &SinkMapper, i: usize, mappers: &Mappers) -> Branch {
+    let at = {
+        let mappers = mappers.clone();
+        move |epoch: u64| -> Option<(SinkMapper, i64)> {
+            let m = mappers.lock().ok()?;
+            let (ms, now) = m.get(&epoch)?;
+            Some((ms.get(i)?.clone(), *now))
+        }
+    };
+    match kind {
+        SinkMapper::Records(_) => Branch::Records(Arc::new(move |epoch| match at(epoch)? {
+            (SinkMapper::Records(r), now) => Some((r, now)),
+            _ => None,
+        })),
+        SinkMapper::Changes(_) => Branch::Changes(Arc::new(move |epoch| match at(epoch)? {
+            (SinkMapper::Changes(c), now) => Some((c, now)),
+            _ => None,
+        })),
+    }
+}
