@@ -7,11 +7,17 @@
 //!
 //! With `WHARF_BENCH_KAFKA=1` the destination is Kafka (an Apache Kafka broker started here,
 //! see `tests/common/kafka.rs`) and the time is taken when a consumer reads the record.
+//!
+//! By default one row is committed at a time (the next after the last arrived, at a random
+//! point of the poll cycle). With `WHARF_BENCH_RATE=100` a writer commits single-row
+//! transactions at that many per second, whatever arrives, and each record's latency is
+//! matched to its row by key. `WHARF_BENCH_LOG` sets wharf's log filter (default `warn`).
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
 
 use wharf::warehouse::postgres::logical::Capture;
 use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
@@ -27,28 +33,29 @@ enum Arrivals {
 }
 
 impl Arrivals {
-    /// Waits for the next record; false after 30 s.
-    fn next(&mut self, since: Instant) -> bool {
+    /// Waits for the next record and returns its text; none after 30 s.
+    fn next(&mut self, since: Instant) -> Option<String> {
         match self {
             Arrivals::File(reader) => {
                 let mut line = String::new();
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).expect("read") > 0 && line.ends_with('\n') {
-                        return true;
+                        return Some(line);
                     }
                     if since.elapsed() > Duration::from_secs(30) {
-                        return false;
+                        return None;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
             Arrivals::Kafka(consumer) => loop {
-                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(1)) {
-                    return true;
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(1)) {
+                    let text = m.payload().map(String::from_utf8_lossy).unwrap_or_default();
+                    return Some(text.into_owned());
                 }
                 if since.elapsed() > Duration::from_secs(30) {
-                    return false;
+                    return None;
                 }
             },
         }
@@ -118,7 +125,10 @@ user_id_column = "id"
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["sync", &schema, "--continuous", "--interval", &interval])
         .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WHARF_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .spawn()
         .expect("start wharf");
     // Wait for the initial snapshot run (an empty table: the file or topic appears when it
@@ -139,6 +149,9 @@ user_id_column = "id"
                 .set("bootstrap.servers", b.brokers())
                 .set("group.id", "latency")
                 .set("fetch.wait.max.ms", "5")
+                // A fetch that finds the partition's end waits this long before the next one
+                // (500 ms by default): the consumer's pause, not the pipeline's.
+                .set("fetch.error.backoff.ms", "5")
                 .create()
                 .expect("consumer");
             let topic = format!("wharf.{schema}");
@@ -158,17 +171,42 @@ user_id_column = "id"
         }
     };
     std::thread::sleep(Duration::from_millis(300));
+    let rate: Option<u64> = std::env::var("WHARF_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut latencies = Vec::with_capacity(rows);
-    for i in 0..rows {
-        exec(&format!("INSERT INTO {schema}.t VALUES ({i}, 'x')"));
-        let committed = Instant::now();
-        assert!(
-            arrivals.next(committed),
-            "row {i} did not arrive within 30 s"
-        );
-        latencies.push(committed.elapsed());
-        // Rows arrive at random points of the poll cycle.
-        std::thread::sleep(Duration::from_millis(fastrand::u64(0..100)));
+    match rate {
+        None => {
+            for i in 0..rows {
+                exec(&format!("INSERT INTO {schema}.t VALUES ({i}, 'x')"));
+                let committed = Instant::now();
+                assert!(
+                    arrivals.next(committed).is_some(),
+                    "row {i} did not arrive within 30 s"
+                );
+                latencies.push(committed.elapsed());
+                // Rows arrive at random points of the poll cycle.
+                std::thread::sleep(Duration::from_millis(fastrand::u64(0..100)));
+            }
+        }
+        Some(rate) => {
+            let committed = std::sync::Arc::new(std::sync::Mutex::new(vec![None; rows]));
+            let writer = {
+                let (committed, schema, pg) = (committed.clone(), schema.clone(), pg.clone());
+                std::thread::spawn(move || write_at_rate(&pg, &schema, rows, rate, &committed))
+            };
+            let mut seen = vec![false; rows];
+            for _ in 0..rows {
+                let text = arrivals.next(Instant::now()).expect("a record within 30 s");
+                let arrived = Instant::now();
+                let id = key_of(&text).unwrap_or_else(|| panic!("no key in {text}"));
+                assert!(!seen[id], "row {id} arrived twice");
+                seen[id] = true;
+                let at = committed.lock().expect("lock")[id].expect("committed before arriving");
+                latencies.push(arrived.duration_since(at));
+            }
+            writer.join().expect("writer");
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -177,16 +215,64 @@ user_id_column = "id"
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "PostgreSQL commit → {}, {rows} single-row commits, poll interval {interval}: \
+        "PostgreSQL commit → {}, {rows} single-row commits {}, poll interval {interval}: \
          p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         if broker.is_some() {
             "Kafka consumer"
         } else {
             "file"
         },
+        match rate {
+            Some(r) => format!("at {r}/s"),
+            None => "one at a time".into(),
+        },
         pct(0.50),
         pct(0.90),
         pct(0.99),
         latencies[latencies.len() - 1]
     );
+}
+
+/// Commits rows `0..rows` of `schema.t`, one per transaction, `rate` per second on one
+/// connection, noting when each commit returned.
+fn write_at_rate(
+    pg: &PostgresWarehouse,
+    schema: &str,
+    rows: usize,
+    rate: u64,
+    committed: &std::sync::Mutex<Vec<Option<Instant>>>,
+) {
+    pg.block(async {
+        let c = pg.connect().await?;
+        let start = Instant::now();
+        for i in 0..rows {
+            let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate.max(1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let sql = format!("INSERT INTO {schema}.t VALUES ({i}, 'x')");
+            c.batch_execute(&sql)
+                .await
+                .map_err(|e| pg.err(&SourceRef::Query(sql.clone()), e))?;
+            committed.lock().expect("lock")[i] = Some(Instant::now());
+        }
+        Ok(())
+    })
+    .expect("writer");
+}
+
+/// The row id in a change envelope's `key` (a number, or the first of an array or object).
+fn key_of(text: &str) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    let key = &v["key"];
+    let first = match key {
+        serde_json::Value::Array(a) => a.first()?.clone(),
+        serde_json::Value::Object(o) => o.values().next()?.clone(),
+        other => other.clone(),
+    };
+    match first {
+        serde_json::Value::Number(n) => n.as_u64().map(|n| n as usize),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
 }

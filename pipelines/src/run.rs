@@ -181,7 +181,8 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
                 }
                 return;
             }
-            worker.step_or_park(Some(Duration::from_millis(50)));
+            // Briefly: a capability dropped in one step reaches the probe in a later one.
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
     })
     .map_err(RunError)?;

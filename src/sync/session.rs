@@ -417,6 +417,7 @@ pub fn run_in_session(
                     .and(stream_end)
                     .and_then(Watermark::position),
             };
+            tracing::debug!(sync = name, run = position.run.run_id, "committing");
             let run = commit(store, built, runtime, name, position, stream, options)?;
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
