@@ -29,7 +29,7 @@ use crate::warehouse::SnapshotVisibility;
 #[derive(Default)]
 pub struct Session {
     destinations: Option<Vec<BuiltDestination>>,
-    /// Continuous runs of an append or change-stream plan: the dataflow kept across them.
+    /// Runs of an append or change-stream plan: the dataflow kept across them.
     live: Option<LiveDataflow>,
     /// Continuous runs: the cheap check made before each run (see [`probe`]).
     probe: Option<super::probe::Probe>,
@@ -211,9 +211,10 @@ pub fn run_in_session(
             streamed: stream_batches.is_some(),
         },
     )?;
-    // Continuous runs of an append or change-stream plan are epochs of one long-lived
-    // dataflow; other runs (snapshot diffs, single runs) build a dataflow of their own.
-    let long_lived = options.skip_idle && !matches!(plan, Plan::Diff { .. });
+    // Runs of an append or change-stream plan are epochs of the session's long-lived
+    // dataflow (a continuous sync's polls, a backlog caught up in several runs, the service's
+    // scheduled runs); a snapshot diff builds a dataflow of its own.
+    let long_lived = !matches!(plan, Plan::Diff { .. });
     if !long_lived || session.live.as_ref().is_some_and(|l| !l.fits(&plan)) {
         session.live = None;
     }
