@@ -539,6 +539,57 @@ fn mirror_reads_logical_decoding_and_confirms_after_delivery() {
     assert!(warehouse().capture_exists(&pg.capture()).unwrap());
 }
 
+/// A backlog larger than one run takes (`WHARF_MAX_CHANGES_PER_RUN`, 100,000 by default) is
+/// caught up by one `wharf sync`: several runs, each committed, all epochs of one dataflow.
+#[test]
+fn one_sync_catches_up_a_backlog_in_committed_epochs_of_one_dataflow() {
+    let f = Fixture::new();
+    let pg = Pg::new("backlog");
+    pg.exec("CREATE TABLE t (id int PRIMARY KEY, v text);");
+    f.write_config(
+        "wharf.toml",
+        &pg.config("postgres", "users", "mirror", USERS),
+    );
+    let mut seen = 0;
+    assert!(
+        sync(&f, &pg, &mut seen).is_empty(),
+        "the first snapshot is empty"
+    );
+    // 25 transactions of 100 rows: the stream is read in whole transactions.
+    let inserts: String = (0..25)
+        .map(|i| {
+            format!(
+                "BEGIN; INSERT INTO t SELECT g, 'x' FROM generate_series({}, {}) g; COMMIT;",
+                i * 100 + 1,
+                i * 100 + 100
+            )
+        })
+        .collect();
+    pg.exec(&inserts);
+    let out = f.wharf(
+        &["sync", &pg.schema, "-c", "wharf.toml"],
+        &[("WHARF_MAX_CHANGES_PER_RUN", "1000")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let all = read_ndjson(&f.path("out.ndjson"));
+    let got = ops(&all[seen..]);
+    assert_eq!(got.len(), 2500, "every change, once");
+    assert!(got.values().all(|op| op == "insert"));
+    let log = text(&out);
+    assert_eq!(
+        log.matches("run committed").count(),
+        3,
+        "1,000 + 1,000 + 500 changes: {log}"
+    );
+    assert_eq!(
+        log.matches("long-lived dataflow started").count(),
+        1,
+        "one dataflow for the three runs: {log}"
+    );
+    seen = all.len();
+    assert!(sync(&f, &pg, &mut seen).is_empty(), "caught up");
+}
+
 #[test]
 fn crash_before_the_slot_moves_replays_the_changes() {
     let f = Fixture::new();
