@@ -41,14 +41,24 @@ pub fn run_sync(
     };
     let mut session = Session::default();
     let store = StateStore::open(&config.state_dir())?;
+    // A run that left a backlog, reported once the next run shows it was not the last.
+    let mut pending: Option<SyncReport> = None;
     loop {
-        let report = run_in_session(config, name, &options, runtime, &mut session, &store)?
-            .ok_or_else(|| SyncError::RunFailed {
-                permanent: false,
-                sync: name.to_string(),
-                run_id: 0,
-                reason: "no run was made".into(),
-            })?;
+        let report = match run_in_session(config, name, &options, runtime, &mut session, &store)? {
+            Some(report) => report,
+            // A catch-up run found nothing more (the last run's window held the rest).
+            None => {
+                return pending.ok_or_else(|| SyncError::RunFailed {
+                    permanent: false,
+                    sync: name.to_string(),
+                    run_id: 0,
+                    reason: "no run was made".into(),
+                })
+            }
+        };
+        if let Some(previous) = pending.take() {
+            on_run(&previous);
+        }
         // A change stream with more waiting than one run takes: further runs, each committed,
         // until the position the stream had when this sync started.
         match report.backlog {
@@ -58,8 +68,8 @@ pub fn run_sync(
                     run = report.run.run_id,
                     "more changes are waiting; running again up to where the stream stood at the start"
                 );
-                on_run(&report);
                 options.capture_upto = Some(upto);
+                pending = Some(report);
             }
             None => return Ok(report),
         }

@@ -588,6 +588,18 @@ fn one_sync_catches_up_a_backlog_in_committed_epochs_of_one_dataflow() {
     );
     seen = all.len();
     assert!(sync(&f, &pg, &mut seen).is_empty(), "caught up");
+    // One transaction larger than a run's cap is read whole in one run; the catch-up run
+    // that finds nothing more records nothing.
+    pg.exec("INSERT INTO t SELECT g, 'y' FROM generate_series(3001, 4500) g;");
+    let out = f.wharf(
+        &["sync", &pg.schema, "-c", "wharf.toml"],
+        &[("WHARF_MAX_CHANGES_PER_RUN", "1000")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read_ndjson(&f.path("out.ndjson")).len() - seen, 1500);
+    let log = text(&out);
+    assert_eq!(log.matches("run committed").count(), 1, "{log}");
+    assert_eq!(log.matches("changes: 1500 inserted").count(), 1, "{log}");
 }
 
 #[test]

@@ -122,7 +122,9 @@ pub fn run_in_session(
                     seen,
                 )
                 .map_err(werr)?;
-            if poll.changes_read == 0 && options.skip_idle {
+            // Nothing new in a continuous poll, or in a catch-up run (the last window held
+            // the rest): no run is recorded.
+            if poll.changes_read == 0 && (options.skip_idle || options.capture_upto.is_some()) {
                 if let Some(end) = poll.end {
                     // Nothing new, or only what the first snapshot held: move past it.
                     source.confirm(end).map_err(werr)?;
