@@ -193,6 +193,13 @@ impl RunControl {
     pub fn settle(&self, rows: usize) {
         self.inflight.fetch_sub(rows as i64, Ordering::Relaxed);
     }
+
+    /// Counts in-flight rows from zero again, returning what was left: at the end of an epoch
+    /// of a long-lived dataflow every row was settled, and anything left is a miscount that
+    /// would otherwise hold back every later epoch.
+    pub fn clear_inflight(&self) -> i64 {
+        self.inflight.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// What a warehouse reader sends into [`poll_source`].

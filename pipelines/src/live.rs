@@ -301,6 +301,14 @@ impl LiveDataflow {
             return Err(e);
         }
         tracing::debug!(epoch, "epoch flushed");
+        let left = self.control.clear_inflight();
+        if left != 0 {
+            tracing::warn!(
+                epoch,
+                left,
+                "rows counted in flight after the epoch; cleared"
+            );
+        }
         Ok(outcome(&self.control, started))
     }
 

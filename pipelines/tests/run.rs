@@ -371,6 +371,11 @@ fn a_long_lived_dataflow_runs_epoch_after_epoch() {
             assert_eq!(out.delivered, 9_900);
             assert_eq!(out.rejected, 100);
             assert_eq!(dest.got.lock().unwrap().len(), 9_900 * epoch as usize);
+            assert_eq!(
+                live.control().inflight(),
+                0,
+                "every row settled by the epoch's end"
+            );
         }
         let got = dest.got.lock().unwrap();
         let unique: HashSet<&String> = got.iter().collect();
