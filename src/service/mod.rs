@@ -266,9 +266,16 @@ impl Service {
             alerts,
             reload_error: Mutex::new(None),
         });
+        // Every sync is known before the API answers (a client told the service is up finds
+        // each of them), and none runs before the API is bound.
+        let slots = config
+            .syncs
+            .iter()
+            .map(|s| insert_slot(&shared, &s.name, now))
+            .collect::<Result<Vec<_>, _>>()?;
         let api = api::ApiServer::start(shared.clone(), &config.service)?;
-        for s in &config.syncs {
-            add_slot(&shared, &s.name, now)?;
+        for slot in slots {
+            start_slot(&shared, slot)?;
         }
         tracing::info!(
             addr = %api.addr(),
@@ -315,6 +322,16 @@ impl Service {
 }
 
 fn add_slot(shared: &Arc<Shared>, name: &str, now: DateTime<Utc>) -> Result<(), ServiceError> {
+    let slot = insert_slot(shared, name, now)?;
+    start_slot(shared, slot)
+}
+
+/// Registers sync `name` (the API knows it from now on); [`start_slot`] starts its scheduler.
+fn insert_slot(
+    shared: &Arc<Shared>,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Arc<Slot>, ServiceError> {
     let config = shared.config();
     let slot = Arc::new(Slot {
         name: name.to_string(),
@@ -325,6 +342,12 @@ fn add_slot(shared: &Arc<Shared>, name: &str, now: DateTime<Utc>) -> Result<(), 
     if let Ok(mut slots) = shared.slots.lock() {
         slots.insert(name.to_string(), slot.clone());
     }
+    Ok(slot)
+}
+
+/// Starts the scheduler thread of a registered sync.
+fn start_slot(shared: &Arc<Shared>, slot: Arc<Slot>) -> Result<(), ServiceError> {
+    let name = slot.name.clone();
     let thread_shared = shared.clone();
     let handle = std::thread::Builder::new()
         .name(format!("sync-{name}"))
