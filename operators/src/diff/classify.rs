@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::arranged;
 use super::stash::Stash;
 use super::{DiffCounts, DiffSpec};
 use crate::change::{ChangeOp, RowChange};
@@ -54,6 +55,11 @@ pub(super) fn duplicate_examples(
 /// Bits of the key hash that pick a [`Buckets`] bucket.
 pub(super) const BUCKET_BITS: u32 = 12;
 
+/// The [`Buckets`] bucket of a key hash.
+fn bucket_of(key: u128) -> usize {
+    (key >> (128 - BUCKET_BITS)) as usize
+}
+
 /// A worker's `(key hash, fingerprint)` pairs, put into buckets by the key hash's top bits as
 /// they arrive: the buckets are in key order, and each is small enough (≈ rows / 4096) to sort
 /// in cache — about twice as fast as sorting one vector of them all.
@@ -65,7 +71,7 @@ impl Buckets {
         if self.0.is_empty() {
             self.0.resize_with(1 << BUCKET_BITS, Vec::new);
         }
-        self.0[(pair.0 >> (128 - BUCKET_BITS)) as usize].push(pair);
+        self.0[bucket_of(pair.0)].push(pair);
     }
 
     /// Sorts each bucket; iterating the result's buckets in turn gives the pairs in key order.
@@ -78,9 +84,10 @@ impl Buckets {
 }
 
 /// Classifies key range `index` of `peers`: sorts `pairs` (this run's rows in the range) by
-/// key, reports duplicate keys (then stops: the run fails), else merges them with the previous
-/// snapshot's range — a key only now is an insert, in both with another fingerprint an update,
-/// only before a delete — and writes the range's new sorted part as it goes.
+/// key, reports duplicate keys (then stops: the run fails), else takes the differential delta of
+/// each bucket against the previous snapshot's range ([`arranged::deltas`]) — a key only now
+/// is an insert, in both with another fingerprint an update, only before a delete — and writes
+/// the range's new sorted part as it goes.
 pub(super) fn classify(
     pairs: Buckets,
     spec: &DiffSpec,
@@ -122,40 +129,55 @@ pub(super) fn classify(
         send_deletes(spec, &deleted, out)?;
     } else {
         let mut prev = PreviousRange::open(&spec.previous, index, peers).map_err(previous)?;
-        let mut old = prev.next_pair().map_err(previous)?;
+        let mut head = prev.next_pair().map_err(previous)?;
         let (mut ins, mut upd) = (0u64, 0u64);
         let mut deleted = KeySet::default();
-        for &(k, fp) in pairs.iter().flatten() {
-            writer.push(k, fp).map_err(state)?;
-            while let Some((ok, _)) = old.filter(|o| o.0 < k) {
-                deleted.insert(ok);
-                old = prev.next_pair().map_err(previous)?;
+        let mut failed = None;
+        for bucket in 0..1usize << BUCKET_BITS {
+            let now = pairs.get(bucket).map(Vec::as_slice).unwrap_or_default();
+            for &(k, fp) in now {
+                writer.push(k, fp).map_err(state)?;
             }
-            let change = match old {
-                Some((ok, ofp)) if ok == k => {
-                    old = prev.next_pair().map_err(previous)?;
-                    if ofp == fp {
-                        continue;
-                    }
-                    upd += 1;
-                    RowChange {
-                        op: ChangeOp::Update,
-                        identity_changed: identity_changed(ofp, fp),
+            // The committed pairs of the bucket, read in order from the sorted part.
+            let committed = std::iter::from_fn(|| {
+                let pair = head.filter(|p| bucket_of(p.0) == bucket)?;
+                match prev.next_pair() {
+                    Ok(next) => head = next,
+                    Err(e) => {
+                        failed = Some(e);
+                        head = None;
                     }
                 }
-                _ => {
-                    ins += 1;
-                    RowChange {
-                        op: ChangeOp::Insert,
-                        identity_changed: false,
+                Some(pair)
+            });
+            let before = arranged::build(committed, now.len(), arranged::BEFORE, -1);
+            let now = arranged::build(now.iter().copied(), now.len(), arranged::NOW, 1);
+            arranged::deltas(before.as_ref(), now.as_ref(), &mut |d| {
+                let change = match (d.before, d.now) {
+                    (Some(ofp), Some(fp)) => {
+                        upd += 1;
+                        RowChange {
+                            op: ChangeOp::Update,
+                            identity_changed: identity_changed(ofp, fp),
+                        }
                     }
-                }
-            };
-            out(Verdict::Changed(k, change));
-        }
-        while let Some((ok, _)) = old {
-            deleted.insert(ok);
-            old = prev.next_pair().map_err(previous)?;
+                    (None, Some(_)) => {
+                        ins += 1;
+                        RowChange {
+                            op: ChangeOp::Insert,
+                            identity_changed: false,
+                        }
+                    }
+                    _ => {
+                        deleted.insert(d.key);
+                        return;
+                    }
+                };
+                out(Verdict::Changed(d.key, change));
+            });
+            if let Some(e) = failed.take() {
+                return Err(previous(e));
+            }
         }
         counts.inserts.fetch_add(ins, Ordering::Relaxed);
         counts.updates.fetch_add(upd, Ordering::Relaxed);
