@@ -19,7 +19,10 @@
 
 mod arranged;
 mod classify;
+mod held;
 mod stash;
+
+pub use held::consolidate_changes;
 
 use std::cell::RefCell;
 use std::path::PathBuf;

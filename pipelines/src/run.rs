@@ -1,7 +1,8 @@
 //! One run of a sync as a timely dataflow:
 //! `poll_source → map_records → batch_sink` (append), or
 //! `poll_source → snapshot_diff → map_changes → batch_sink` (full and mirror), or
-//! `poll_source → stream_changes → map_changes → batch_sink` (a source's own change stream),
+//! `poll_source → consolidate_changes → stream_changes → map_changes → batch_sink` (a source's
+//! own change stream, consolidated per key against what the dataflow sent before),
 //! with delivery on tokio.
 //!
 //! A sync with several destinations (fan-out) has one `map_* → batch_sink` branch and one
@@ -24,7 +25,9 @@ use wharf_operators::dataflow::{
     batch_sink, map_records, poll_source, same_mapper, ArrowBatch, BatchLimits, MapperAt,
     RejectSink, RunControl, SinkRequest, StartReader,
 };
-use wharf_operators::diff::{map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec};
+use wharf_operators::diff::{
+    consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec,
+};
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -296,7 +299,8 @@ impl Wiring {
                 ctl.clone(),
             )),
             Plan::Changes { hasher, counts } => {
-                Some(stream_changes(rows.clone(), hasher, counts, ctl.clone()))
+                let consolidated = consolidate_changes(rows.clone(), hasher.clone(), ctl.clone());
+                Some(stream_changes(consolidated, hasher, counts, ctl.clone()))
             }
         };
         let probe = ProbeHandle::new();

@@ -401,3 +401,141 @@ fn a_failed_epoch_spends_the_long_lived_dataflow() {
     let again = live.run_epoch(2, input(reader_from(&rt, 0))).unwrap_err();
     assert!(again.0.contains("failed before"), "{again}");
 }
+
+/// Maps each changed row to `op:key:value` and each delete to `delete:key`.
+struct OpsMapper;
+
+impl wharf_operators::change::ChangeMapper for OpsMapper {
+    fn map_set(
+        &self,
+        changes: &wharf_operators::change::ChangeSet,
+        _now_ms: i64,
+    ) -> wharf_operators::record::MappedBatch {
+        use wharf_operators::arrow::array::AsArray;
+        use wharf_operators::arrow::datatypes::Int64Type;
+        use wharf_operators::change::ChangeSet;
+        let mut out = wharf_operators::record::MappedBatch::default();
+        match changes {
+            ChangeSet::Rows {
+                batch,
+                changes,
+                keys,
+                ..
+            } => {
+                let v = batch.column(1).as_primitive::<Int64Type>();
+                for (i, (c, k)) in changes.iter().zip(keys).enumerate() {
+                    let line = format!("{:?}:{k}:{}\n", c.op, v.value(i));
+                    out.records.push(line.as_bytes());
+                }
+            }
+            ChangeSet::Deletes(keys) => {
+                for k in keys {
+                    out.records.push(format!("delete:{k}\n").as_bytes());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A change batch: (key, value, op) rows.
+fn changes(rows: &[(i64, i64, &str)]) -> RecordBatch {
+    use wharf_operators::arrow::array::StringArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+        Field::new(wharf_operators::diff::OP_COLUMN, DataType::Utf8, false),
+    ]));
+    let k: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0)));
+    let v: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
+    let op: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2)));
+    RecordBatch::try_new(schema, vec![k, v, op]).unwrap()
+}
+
+#[test]
+fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
+    use wharf_operators::diff::DiffCounts;
+    use wharf_operators::snapshot::RowHasher;
+    let rt = runtime();
+    for workers in [1, 2, 3] {
+        let dest = Arc::new(Flaky::new(0, usize::MAX, false));
+        let mut run = spec(dest.clone(), Arc::new(Rejects::default()), workers, &rt);
+        let data = Schema::new(changes(&[]).schema().fields()[..2].to_vec());
+        run.plan = Plan::Changes {
+            hasher: Arc::new(RowHasher::new(&data, &["k".to_string()], &[], &[]).unwrap()),
+            counts: Arc::new(DiffCounts::default()),
+        };
+        let mapper: Arc<dyn wharf_operators::change::ChangeMapper> = Arc::new(OpsMapper);
+        run.sinks[0].mapper = SinkMapper::Changes(mapper);
+        let (mut live, input) = live(run);
+        let handle = rt.handle().clone();
+        let epoch = |rows: Vec<Vec<(i64, i64, &'static str)>>| -> StartReader {
+            let handle = handle.clone();
+            Box::new(move |tx: SourceSender| {
+                handle.spawn_blocking(move || {
+                    for b in rows {
+                        if tx.send(SourceMessage::Batch(changes(&b))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            })
+        };
+        let sent = |live: &mut LiveDataflow, e: u64, rows| {
+            let before = dest.got.lock().unwrap().len();
+            live.run_epoch(e, input(epoch(rows))).unwrap();
+            assert_eq!(live.control().inflight(), 0, "every row settled");
+            let mut got = dest.got.lock().unwrap()[before..].to_vec();
+            got.sort();
+            got.into_iter()
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>()
+        };
+        // Epoch 1: keys 1..=1000 inserted (in two batches); key 5000 inserted then deleted:
+        // the delete is sent (the epoch may replay an insert that a run which did not commit
+        // delivered).
+        let first: Vec<(i64, i64, &str)> = (1..=1000).map(|k| (k, k * 10, "insert")).collect();
+        let got = sent(
+            &mut live,
+            1,
+            vec![
+                first[..500].to_vec(),
+                first[500..].to_vec(),
+                vec![(5000, 1, "insert"), (5000, 1, "delete")],
+            ],
+        );
+        assert_eq!(got.len(), 1001, "workers={workers}");
+        assert!(got.contains(&"delete:5000".to_string()), "{got:?}");
+        // Epoch 2: key 1 updated to the same value (nothing), key 2 to a new one, key 3
+        // updated twice (the last wins), key 4 deleted, key 7000 (never seen) deleted.
+        let got = sent(
+            &mut live,
+            2,
+            vec![vec![
+                (1, 10, "update"),
+                (2, 21, "update"),
+                (3, 31, "update"),
+                (3, 32, "update"),
+                (4, 0, "delete"),
+                (7000, 0, "delete"),
+            ]],
+        );
+        assert_eq!(
+            got,
+            vec!["Update:2:21", "Update:3:32", "delete:4", "delete:7000"],
+            "workers={workers}"
+        );
+        // Epoch 3: key 2 back to its first value is a change; key 3 again 32 is not; key 4
+        // inserted again is.
+        let got = sent(
+            &mut live,
+            3,
+            vec![vec![
+                (2, 20, "update"),
+                (3, 32, "update"),
+                (4, 40, "insert"),
+            ]],
+        );
+        assert_eq!(got, vec!["Insert:4:40", "Update:2:20"], "workers={workers}");
+    }
+}

@@ -421,7 +421,15 @@ pub fn run_in_session(
                     .and_then(Watermark::position),
             };
             tracing::debug!(sync = name, run = position.run.run_id, "committing");
-            let run = commit(store, built, runtime, name, position, stream, options)?;
+            let run = match commit(store, built, runtime, name, position, stream, options) {
+                Ok(run) => run,
+                Err(e) => {
+                    // The dataflow's held state counts this epoch as sent; a destination that
+                    // aborted it did not keep it, so the next run starts from a new dataflow.
+                    session.live = None;
+                    return Err(e);
+                }
+            };
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
             }

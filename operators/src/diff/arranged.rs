@@ -65,27 +65,36 @@ pub(super) struct KeyDelta {
 /// [`NOW`], diff +1), in key order: differential's merge of the two batches, compacted to
 /// `{NOW}`.
 pub(super) fn deltas(
-    before: Option<&PairBatch>,
-    now: Option<&PairBatch>,
+    before: Option<PairBatch>,
+    now: Option<PairBatch>,
     out: &mut impl FnMut(KeyDelta),
 ) {
+    if let Some(delta) = delta_batch(before, now, NOW) {
+        for_each_key(&delta, out);
+    }
+}
+
+/// `now + before` (`before` built with diff −1), compacted to `{time}`: pairs in both cancel.
+pub(super) fn delta_batch(
+    before: Option<PairBatch>,
+    now: Option<PairBatch>,
+    time: u64,
+) -> Option<PairBatch> {
     match (before, now) {
-        (None, None) => {}
-        (Some(one), None) | (None, Some(one)) => for_each_key(one, out),
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one),
         (Some(before), Some(now)) => {
-            let since = Antichain::from_elem(NOW);
-            let mut merger = <PairBatch as SpineBatch>::Merger::new(before, now, since.borrow());
+            let since = Antichain::from_elem(time);
+            let mut merger = <PairBatch as SpineBatch>::Merger::new(&before, &now, since.borrow());
             let mut fuel = isize::MAX;
-            merger.work(before, now, &mut fuel);
-            if let Some(delta) = merger.done() {
-                for_each_key(&delta, out);
-            }
+            merger.work(&before, &now, &mut fuel);
+            merger.done()
         }
     }
 }
 
 /// Each key of `batch` with its fingerprints by the sign of their accumulated diffs.
-fn for_each_key(batch: &PairBatch, out: &mut impl FnMut(KeyDelta)) {
+pub(super) fn for_each_key(batch: &PairBatch, out: &mut impl FnMut(KeyDelta)) {
     let mut cursor = batch.cursor();
     while cursor.key_valid(batch) {
         let mut delta = KeyDelta {
@@ -119,7 +128,7 @@ mod tests {
         let b = build(before.iter().copied(), before.len(), BEFORE, -1);
         let n = build(now.iter().copied(), now.len(), NOW, 1);
         let mut out = Vec::new();
-        deltas(b.as_ref(), n.as_ref(), &mut |d| out.push(d));
+        deltas(b, n, &mut |d| out.push(d));
         out
     }
 

@@ -152,7 +152,7 @@ pub(super) fn classify(
             });
             let before = arranged::build(committed, now.len(), arranged::BEFORE, -1);
             let now = arranged::build(now.iter().copied(), now.len(), arranged::NOW, 1);
-            arranged::deltas(before.as_ref(), now.as_ref(), &mut |d| {
+            arranged::deltas(before, now, &mut |d| {
                 let change = match (d.before, d.now) {
                     (Some(ofp), Some(fp)) => {
                         upd += 1;

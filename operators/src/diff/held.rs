@@ -1,0 +1,300 @@
+//! Change-stream epochs consolidated per key, against an arrangement the dataflow holds.
+//!
+//! A long-lived dataflow of a change-stream sync keeps, per worker, a differential-dataflow
+//! trace (a `Spine` of [`PairBatch`]es, key hash → fingerprint) of what it has sent for the keys
+//! of its range. Each epoch's change rows are routed to the worker owning their key; once the
+//! epoch is complete there, it is consolidated per key:
+//! - only a key's last change of the epoch counts (the source's order);
+//! - for a key whose last change is an insert or update, the epoch's `(key, fingerprint)` at
+//!   +1 and the held one at −1 are merged by differential's batch merger
+//!   ([`arranged::deltas`]): a fingerprint equal to the one sent before cancels, and the change
+//!   is dropped;
+//! - a delete is always sent, even of a key inserted within the epoch: the epoch may replay
+//!   changes that a run which did not commit delivered (a slot is advanced only on commit), so
+//!   that insert may be in the destination. Deleting a key it lacks is harmless.
+//!
+//! The consolidated delta is then inserted into the trace at the epoch's time, and the trace
+//! compacted to the next epoch, so differential's spine merges it into the held state.
+//! The held state starts empty: a key it does not hold is sent as the source says (as without
+//! it). It only ever holds what this dataflow delivered: an epoch that fails spends the
+//! dataflow, and the trace with it.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, take_record_batch};
+use differential_dataflow::trace::implementations::spine_fueled::Spine;
+use differential_dataflow::trace::{Cursor, Description, Navigable, Span, Trace, TraceReader};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+use timely::progress::Antichain;
+
+use super::arranged::{self, PairBatch};
+use super::OP_COLUMN;
+use crate::dataflow::{ArrowBatch, RunControl};
+use crate::snapshot::{owner, RowHasher};
+
+/// Consolidates the change batches of each epoch per key (see the module's text); batches keep
+/// their columns, [`OP_COLUMN`] last.
+pub fn consolidate_changes<'s>(
+    stream: Stream<'s, u64, Vec<ArrowBatch>>,
+    hasher: Arc<RowHasher>,
+    control: Arc<RunControl>,
+) -> Stream<'s, u64, Vec<ArrowBatch>> {
+    let peers = stream.scope().peers();
+    let routed = {
+        let (hasher, control) = (hasher.clone(), control.clone());
+        stream.unary::<CapacityContainerBuilder<Vec<ArrowBatch>>, _, _, _>(
+            Pipeline,
+            "RouteChangesByKey",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for b in data.drain(..) {
+                            match split_by_owner(&b.batch, &hasher, peers) {
+                                Ok(parts) => session.give_iterator(parts.into_iter()),
+                                Err(e) => control.fail(e),
+                            }
+                        }
+                    });
+                }
+            },
+        )
+    };
+    routed.unary_frontier::<CapacityContainerBuilder<Vec<ArrowBatch>>, _, _, _>(
+        Exchange::new(|b: &ArrowBatch| b.seq),
+        "ConsolidateChanges",
+        move |_cap, info| {
+            let mut held: Spine<Rc<PairBatch>> = Spine::new(info, None, None);
+            let mut epochs: BTreeMap<u64, (Capability<u64>, Vec<RecordBatch>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    // Messages under no capability make no claim; they cannot be placed.
+                    let Some(held) = cap.retain_least(0) else {
+                        control.fail("change rows arrived without an epoch");
+                        return;
+                    };
+                    let entry = epochs
+                        .entry(*held.time())
+                        .or_insert_with(|| (held, Vec::new()));
+                    for b in data.drain(..) {
+                        // Held rows no longer hold the source back (the epoch must be read
+                        // whole before it is consolidated); what is sent is admitted again.
+                        control.settle(b.batch.num_rows());
+                        entry.1.push(b.batch);
+                    }
+                });
+                while let Some(epoch) = epochs.keys().next().copied() {
+                    if frontier.less_equal(&epoch) {
+                        break;
+                    }
+                    let Some((cap, batches)) = epochs.remove(&epoch) else {
+                        break;
+                    };
+                    match consolidate_epoch(epoch, batches, &hasher, &mut held) {
+                        Ok(kept) => {
+                            control.admit(kept.iter().map(RecordBatch::num_rows).sum());
+                            let mut session = output.session(&cap);
+                            session.give_iterator(
+                                kept.into_iter()
+                                    .map(|batch| ArrowBatch { seq: epoch, batch }),
+                            );
+                        }
+                        Err(e) => control.fail(e),
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The rows of `batch` per worker owning their key (rows without a key go to worker 0, which
+/// rejects them later), each part tagged with its worker in `seq`; order is kept.
+fn split_by_owner(
+    batch: &RecordBatch,
+    hasher: &RowHasher,
+    peers: usize,
+) -> Result<Vec<ArrowBatch>, String> {
+    if peers == 1 {
+        return Ok(vec![ArrowBatch {
+            seq: 0,
+            batch: batch.clone(),
+        }]);
+    }
+    let rows = data_columns(batch)?;
+    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); peers];
+    for (row, key) in hasher.key_hashes(&rows).into_iter().enumerate() {
+        rows_of[key.map(|k| owner(k, peers)).unwrap_or(0)].push(row as u32);
+    }
+    rows_of
+        .into_iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(worker, rows)| {
+            take_record_batch(batch, &UInt32Array::from(rows))
+                .map(|batch| ArrowBatch {
+                    seq: worker as u64,
+                    batch,
+                })
+                .map_err(|e| format!("cannot route change rows: {e}"))
+        })
+        .collect()
+}
+
+/// A change batch without its [`OP_COLUMN`].
+fn data_columns(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    let n = batch.num_columns();
+    match batch.schema().fields().last() {
+        Some(f) if f.name() == OP_COLUMN => batch
+            .project(&(0..n - 1).collect::<Vec<_>>())
+            .map_err(|e| e.to_string()),
+        _ => Err(format!("a change batch lacks its `{OP_COLUMN}` column")),
+    }
+}
+
+/// One key's change; once consolidated, its last change within the epoch.
+struct KeyChanges {
+    key: u128,
+    /// Where its last change is: (batch, row).
+    last: (usize, usize),
+    /// Its last change is a delete.
+    deleted_last: bool,
+    /// The fingerprint of its last change (not of a delete).
+    fp: u128,
+}
+
+/// Consolidates one epoch's change batches against `held`, inserts the epoch's delta into it,
+/// and returns the batches of the rows to send.
+fn consolidate_epoch(
+    epoch: u64,
+    batches: Vec<RecordBatch>,
+    hasher: &RowHasher,
+    held: &mut Spine<Rc<PairBatch>>,
+) -> Result<Vec<RecordBatch>, String> {
+    // Every keyed change, numbered in the source's order.
+    let mut changes: Vec<(usize, KeyChanges)> = Vec::new();
+    let mut keep: Vec<Vec<bool>> = Vec::with_capacity(batches.len());
+    let mut seq = 0usize;
+    for (b, batch) in batches.iter().enumerate() {
+        let ops = batch
+            .column(batch.num_columns() - 1)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| format!("a change batch lacks its `{OP_COLUMN}` column"))?;
+        let hashed = hasher.hash_batch(&data_columns(batch)?);
+        let mut mask = vec![false; batch.num_rows()];
+        for (row, id) in hashed.ids.iter().enumerate() {
+            let Some(id) = id else {
+                // No key: rejected downstream, with its reason.
+                mask[row] = true;
+                continue;
+            };
+            let op = ops.is_valid(row).then(|| ops.value(row));
+            let change = KeyChanges {
+                key: id.key,
+                last: (b, row),
+                deleted_last: op == Some("delete"),
+                fp: id.fp,
+            };
+            changes.push((seq, change));
+            seq += 1;
+        }
+        keep.push(mask);
+    }
+    changes.sort_unstable_by_key(|(seq, c)| (c.key, *seq));
+    let mut keys: Vec<KeyChanges> = Vec::new();
+    for (_, change) in changes.drain(..) {
+        match keys.last_mut() {
+            // A later change of the same key replaces the earlier.
+            Some(k) if k.key == change.key => *k = change,
+            _ => keys.push(change),
+        }
+    }
+    drop(changes);
+
+    // The held fingerprints of the touched keys, and the epoch's.
+    let mut before = held_fingerprints(held, epoch, &keys);
+    let now: Vec<(u128, u128)> = keys
+        .iter()
+        .filter(|k| !k.deleted_last)
+        .map(|k| (k.key, k.fp))
+        .collect();
+    let before = arranged::build(before.drain(..), keys.len(), epoch, -1);
+    let now = arranged::build(now.iter().copied(), now.len(), epoch, 1);
+    let delta = arranged::delta_batch(before, now, epoch);
+
+    // Which last changes are sent: a delete always, an insert or update only if the delta
+    // holds its key.
+    let mut changed = Vec::new();
+    if let Some(d) = &delta {
+        arranged::for_each_key(d, &mut |kd| changed.push(kd.key));
+    }
+    let mut changed = changed.into_iter().peekable();
+    for k in &keys {
+        while changed.next_if(|c| *c < k.key).is_some() {}
+        let in_delta = changed.next_if(|c| *c == k.key).is_some();
+        if k.deleted_last || in_delta {
+            keep[k.last.0][k.last.1] = true;
+        }
+    }
+
+    // The epoch's delta into the held trace, which compacts to the next epoch.
+    let mut lower = Antichain::new();
+    held.read_upper(&mut lower);
+    let next = Antichain::from_elem(epoch + 1);
+    let desc = Description::new(lower, next.clone(), Antichain::from_elem(0));
+    held.insert(Span::new(desc, delta.map(Rc::new)));
+    held.set_logical_compaction(next.borrow());
+    held.set_physical_compaction(next.borrow());
+
+    let mut out = Vec::with_capacity(batches.len());
+    for (batch, mask) in batches.iter().zip(keep) {
+        let kept = mask.iter().filter(|k| **k).count();
+        if kept == mask.len() {
+            out.push(batch.clone());
+        } else if kept > 0 {
+            out.push(
+                filter_record_batch(batch, &BooleanArray::from(mask))
+                    .map_err(|e| format!("cannot select change rows: {e}"))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The fingerprints `held` holds (accumulated diff above 0) for `keys` (sorted), in key order.
+fn held_fingerprints(
+    held: &mut Spine<Rc<PairBatch>>,
+    epoch: u64,
+    keys: &[KeyChanges],
+) -> Vec<(u128, u128)> {
+    let upper = Antichain::from_elem(epoch);
+    let mut found: Vec<((u128, u128), i64)> = Vec::new();
+    for batch in held.batches_through(upper.borrow()).unwrap_or_default() {
+        let batch: &PairBatch = &batch;
+        let mut cursor = batch.cursor();
+        for k in keys {
+            cursor.seek_key(batch, &k.key);
+            if cursor.get_key(batch) != Some(&k.key) {
+                continue;
+            }
+            while let Some(fp) = cursor.get_val(batch) {
+                let mut sum = 0i64;
+                cursor.map_times(batch, |_, d| sum += *d);
+                found.push(((k.key, *fp), sum));
+                cursor.step_val(batch);
+            }
+        }
+    }
+    differential_dataflow::consolidation::consolidate(&mut found);
+    found
+        .into_iter()
+        .filter(|(_, sum)| *sum > 0)
+        .map(|(pair, _)| pair)
+        .collect()
+}
