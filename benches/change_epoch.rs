@@ -8,6 +8,10 @@
 //! `cargo bench --bench change_epoch -- [ROWS] [WORKERS] [EPOCHS]` (default 10000000 rows,
 //! 2 workers, 30 epochs of 1,000 changes).
 
+#[path = "common/rss.rs"]
+mod rss;
+
+use rss::peak_rss_mb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,18 +65,6 @@ impl RejectSink for NoRejects {
     }
 }
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -123,6 +115,7 @@ fn main() {
         mappers: vec![SinkMapper::Changes(mapper.clone())],
         rejects: Arc::new(NoRejects),
         now_ms: chrono::Utc::now().timestamp_millis(),
+        diff: None,
     };
     let mut epoch = 0u64;
     // The table, as inserts.

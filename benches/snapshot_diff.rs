@@ -6,6 +6,10 @@
 //!
 //! `cargo bench --bench snapshot_diff -- [ROWS] [WORKERS]` (default 1000000 rows, 2 workers).
 
+#[path = "common/rss.rs"]
+mod rss;
+
+use rss::peak_rss_mb;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,18 +85,6 @@ fn reader(rows: usize, version: u32) -> StartReader {
             });
         spawned.expect("generator thread");
     })
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 fn main() {

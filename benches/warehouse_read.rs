@@ -10,21 +10,14 @@
 #[path = "../tests/common/emulators.rs"]
 mod emulators;
 
+#[path = "common/rss.rs"]
+mod rss;
+
+use rss::peak_rss_kb;
 use std::time::Instant;
 
 use wharf::config::Config;
 use wharf::warehouse::SourceRef;
-
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Resets the peak RSS (Linux: `5` into `clear_refs`), so each warehouse's peak is its own.
 fn reset_peak() {

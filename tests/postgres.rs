@@ -207,6 +207,45 @@ fn statements_on(schema: &str) -> BTreeMap<String, i64> {
     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
+/// `wharf sync` of `pg`'s sync, continuous with 100 ms polls, logging to `continuous.log`.
+fn continuous(f: &Fixture, pg: &Pg) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args([
+            "sync",
+            &pg.schema,
+            "-c",
+            "wharf.toml",
+            "--continuous",
+            "--interval",
+            "100ms",
+        ])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(f.path("continuous.log")).expect("log file"))
+        .spawn()
+        .expect("start wharf")
+}
+
+/// Waits (30 s at most) until `out.ndjson` holds `n` records.
+fn wait_for_records(f: &Fixture, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while read_ndjson(&f.path("out.ndjson")).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} records never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Stops a continuous `wharf sync` as Ctrl-C would, and waits for it.
+fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// A continuous append sync with nothing new costs one statement per poll (a count past the
 /// watermark) and records no run; new rows are read and sent at the next poll, each poll an
 /// epoch of the one dataflow the process keeps.
@@ -227,21 +266,7 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
     let mut seen = 0;
     assert_eq!(sync(&f, &pg, &mut seen).len(), 100);
     let before = statements_on(&pg.schema);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args([
-            "sync",
-            &pg.schema,
-            "-c",
-            "wharf.toml",
-            "--continuous",
-            "--interval",
-            "100ms",
-        ])
-        .current_dir(f.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(f.path("continuous.log")).expect("log file"))
-        .spawn()
-        .expect("start wharf");
+    let child = continuous(&f, &pg);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let idle = statements_on(&pg.schema);
     let delta = |key: &str, a: &BTreeMap<String, i64>, b: &BTreeMap<String, i64>| -> i64 {
@@ -264,16 +289,9 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
         pg.exec(&format!(
             "INSERT INTO t VALUES ({n}, 'new', timestamptz '{at}')"
         ));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while read_ndjson(&f.path("out.ndjson")).len() < n {
-            assert!(std::time::Instant::now() < deadline, "row {n} never came");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_records(&f, n);
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    stop(child);
     assert_eq!(
         read_ndjson(&f.path("out.ndjson")).len(),
         102,
@@ -292,6 +310,46 @@ fn idle_continuous_polls_cost_one_statement_and_record_no_run() {
         log.matches("long-lived dataflow started").count(),
         1,
         "one dataflow for every poll of the process: {log}"
+    );
+}
+
+/// A continuous full sync of user profiles: every poll's snapshot is an epoch of the one
+/// snapshot-diff dataflow the process keeps, diffed against the last committed snapshot.
+#[test]
+fn continuous_full_sync_diffs_each_snapshot_in_one_dataflow() {
+    let f = Fixture::new();
+    let pg = Pg::new("fulllive");
+    pg.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'a' FROM generate_series(1, 500) g;",
+    );
+    f.write_config("wharf.toml", &pg.config("postgres", "users", "full", USERS));
+    let child = continuous(&f, &pg);
+    wait_for_records(&f, 500);
+    pg.exec("UPDATE t SET v = 'b' WHERE id <= 3; INSERT INTO t VALUES (501, 'c');");
+    wait_for_records(&f, 504);
+    // Polls in between find the same snapshot: nothing more is sent.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    stop(child);
+    let all = read_ndjson(&f.path("out.ndjson"));
+    let log = std::fs::read_to_string(f.path("continuous.log")).unwrap_or_default();
+    assert_eq!(
+        all.len(),
+        504,
+        "the first snapshot, then 3 updates and 1 insert: {log}"
+    );
+    let got = ops(&all[500..]);
+    let want = map(&[
+        ("1", "update"),
+        ("2", "update"),
+        ("3", "update"),
+        ("501", "insert"),
+    ]);
+    assert_eq!(got, want, "{log}");
+    assert_eq!(
+        log.matches("long-lived dataflow started").count(),
+        1,
+        "one dataflow for every snapshot of the process: {log}"
     );
 }
 

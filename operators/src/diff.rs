@@ -19,12 +19,15 @@
 
 mod arranged;
 mod classify;
+mod epochs;
 mod held;
 mod stash;
 
+pub use epochs::DiffEpochs;
 pub use held::consolidate_changes;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -42,10 +45,9 @@ use timely::dataflow::Stream;
 use crate::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
 use crate::dataflow::{mapper_for, ArrowBatch, MapperAt, RunControl};
 use crate::record::{MappedBatch, Reject};
-use crate::snapshot::{
-    owner, state_fingerprint_version, KeyMap, KeySet, KeyTextWriter, PendingSnapshot, RowHasher,
-};
-use classify::{classify, duplicate_examples, unreadable_state, Buckets, Verdict};
+use crate::snapshot::{owner, KeyMap, KeySet, KeyTextWriter, PendingSnapshot, RowHasher};
+use classify::{classify, duplicate_examples, Buckets, Verdict};
+use epochs::{EpochWatch, Opened};
 use stash::{Stash, StashIter};
 
 /// Which rows a run emits.
@@ -127,61 +129,70 @@ impl DiffCounts {
     }
 }
 
-/// The snapshot diff for run `epoch`: rows in, changes out. Counts go to `counts`.
+/// The rows stashed per worker, per epoch: kept by `HashRows`, drained by `EmitChangedRows`.
+type Stashes = Rc<RefCell<BTreeMap<u64, Stash>>>;
+
+/// The snapshot diff of each epoch announced in `epochs`: rows in, changes out. Counts go to
+/// `counts` (the epoch's: epochs run one after another).
 pub fn snapshot_diff<'s>(
     rows: Stream<'s, u64, Vec<ArrowBatch>>,
-    epoch: u64,
-    spec: Arc<DiffSpec>,
+    epochs: DiffEpochs,
     counts: Arc<DiffCounts>,
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<ChangeSet>> {
     let scope = rows.scope();
     let (index, peers) = (scope.index(), scope.peers());
-    // A state keeps the fingerprint version it was first written with.
-    let spec = match state_fingerprint_version(&spec.previous) {
-        Ok(v) if v == spec.hasher.fingerprint_version() => spec,
-        Ok(v) => Arc::new(DiffSpec {
-            hasher: Arc::new(spec.hasher.with_fingerprint(v)),
-            ..(*spec).clone()
-        }),
-        Err(e) => {
-            control.fail(unreadable_state(e));
-            spec
-        }
-    };
-    let stash = Rc::new(RefCell::new(Stash::Memory {
-        batches: Vec::new(),
-        bytes: 0,
-    }));
+    let stashes: Stashes = Rc::default();
 
     // 1. Hash every row, stash the batch, write the rows' key texts; emit (key, fp).
     let cur = {
-        let (spec, counts, control, stash) =
-            (spec.clone(), counts.clone(), control.clone(), stash.clone());
-        let part_path = spec.next_dir.join(format!("keys-{index}.snap"));
-        let mut writer = match KeyTextWriter::create(&part_path) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                control.fail(format!(
-                    "cannot write snapshot state {}: {e}",
-                    part_path.display()
-                ));
-                None
-            }
-        };
+        let (epochs, counts, control, stashes) = (
+            epochs.clone(),
+            counts.clone(),
+            control.clone(),
+            stashes.clone(),
+        );
         rows.unary_frontier::<CapacityContainerBuilder<Vec<(u128, u128)>>, _, _, _>(
             Exchange::new(|b: &ArrowBatch| b.seq),
             "HashRows",
             move |cap, _info| {
-                // Held until this worker's key-text part is finished, so that no range is
-                // classified (and no change leaves) before every key text of the run is on
-                // disk: a later run may need them to delete what this one sent.
-                let mut held = Some(cap);
+                let mut watch = EpochWatch::new(cap, epochs);
+                // Per open epoch its capability (held until this worker's key-text part is
+                // finished, so that no range is classified — and no change leaves — before
+                // every key text of the run is on disk: a later run may need them to delete
+                // what this one sent), its setup and its key-text writer.
+                let mut open: BTreeMap<u64, (Opened, Option<KeyTextWriter>)> = BTreeMap::new();
+                let start = move |o: Opened, control: &RunControl, stashes: &Stashes| {
+                    let path = o.spec.next_dir.join(format!("keys-{index}.snap"));
+                    let writer = KeyTextWriter::create(&path)
+                        .map_err(|e| {
+                            control.fail(format!(
+                                "cannot write snapshot state {}: {e}",
+                                path.display()
+                            ))
+                        })
+                        .ok();
+                    stashes.borrow_mut().insert(o.epoch, Stash::default());
+                    (o.epoch, (o, writer))
+                };
                 move |(input, frontier), output| {
+                    for o in watch.reached(frontier) {
+                        let (e, state) = start(o, &control, &stashes);
+                        open.insert(e, state);
+                    }
                     input.for_each(|cap, data| {
-                        let mut session = output.session(&cap);
+                        let Some(&epoch) = cap.least() else { return };
+                        if let Some(o) = watch.open(epoch) {
+                            let (e, state) = start(o, &control, &stashes);
+                            open.insert(e, state);
+                        }
+                        let Some((o, writer)) = open.get_mut(&epoch) else {
+                            control.fail(format!("rows of epoch {epoch}, which was not announced"));
+                            return;
+                        };
+                        let mut session = output.session(&o.cap);
                         for b in data.drain(..) {
-                            let hashed = spec.hasher.hash_batch(&b.batch);
+                            let hashed = o.spec.hasher.hash_batch(&b.batch);
                             let rows = b.batch.num_rows();
                             let mut keyed = 0u64;
                             for (i, id) in hashed.ids.iter().enumerate() {
@@ -191,17 +202,21 @@ pub fn snapshot_diff<'s>(
                                 if let Some(w) = writer.as_mut() {
                                     if let Err(e) = w.push(hashed.key(i)) {
                                         control.fail(format!("cannot write snapshot state: {e}"));
-                                        writer = None;
+                                        *writer = None;
                                     }
                                 }
                             }
                             counts.rows.fetch_add(keyed, Ordering::Relaxed);
-                            if let Err(e) = stash.borrow_mut().push(
-                                b.batch,
-                                spec.memory_budget,
-                                &spec.spill_dir,
-                                index,
-                            ) {
+                            let pushed = match stashes.borrow_mut().get_mut(&epoch) {
+                                Some(stash) => stash.push(
+                                    b.batch,
+                                    o.spec.memory_budget,
+                                    &o.spec.spill_dir,
+                                    index,
+                                ),
+                                None => Err("no stash for the epoch".to_string()),
+                            };
+                            if let Err(e) = pushed {
                                 control.fail(e);
                             }
                             // Stashed rows no longer hold the source back; what is emitted later
@@ -209,8 +224,14 @@ pub fn snapshot_diff<'s>(
                             control.settle(rows);
                         }
                     });
-                    if !frontier.less_equal(&epoch) {
-                        if let Some(w) = writer.take() {
+                    // Epochs the frontier passed: finish their key-text parts; dropping their
+                    // capabilities lets the classification start.
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (_, writer) = entry.remove();
+                        if let Some(w) = writer {
                             match w.finish() {
                                 Ok(p) => {
                                     if let Ok(mut parts) = counts.parts.lock() {
@@ -220,40 +241,51 @@ pub fn snapshot_diff<'s>(
                                 Err(e) => control.fail(format!("cannot write snapshot state: {e}")),
                             }
                         }
-                        // Dropping the capability lets the classification start.
-                        drop(held.take());
                     }
                 }
             },
         )
     };
 
-    // 2. Per key range: sort the range's pairs, find duplicate keys, merge them with the
-    //    previous snapshot's range (insert / update / delete) and write the new sorted part.
+    // 2. Per key range: sort the range's pairs, find duplicate keys, take the delta against
+    //    the previous snapshot's range (insert / update / delete) and write the new sorted part.
     let verdicts = {
-        let (spec, counts, control) = (spec.clone(), counts.clone(), control.clone());
+        let (epochs, counts, control) = (epochs.clone(), counts.clone(), control.clone());
         cur.unary_frontier::<CapacityContainerBuilder<Vec<Verdict>>, _, _, _>(
             Exchange::new(move |p: &(u128, u128)| owner(p.0, peers) as u64),
             "ClassifyChanges",
             move |cap, _info| {
-                let mut pairs = Buckets::default();
-                let mut held = Some(cap.delayed(&epoch));
+                let mut watch = EpochWatch::new(cap, epochs);
+                let mut open: BTreeMap<u64, (Opened, Buckets)> = BTreeMap::new();
                 move |(input, frontier), output| {
-                    input.for_each(|_cap, data| {
+                    for o in watch.reached(frontier) {
+                        open.insert(o.epoch, (o, Buckets::default()));
+                    }
+                    input.for_each(|cap, data| {
+                        let Some(&epoch) = cap.least() else { return };
+                        if let Some(o) = watch.open(epoch) {
+                            open.insert(epoch, (o, Buckets::default()));
+                        }
+                        let Some((_, pairs)) = open.get_mut(&epoch) else {
+                            control
+                                .fail(format!("pairs of epoch {epoch}, which was not announced"));
+                            return;
+                        };
                         for p in data.drain(..) {
                             pairs.push(p);
                         }
                     });
-                    if frontier.less_equal(&epoch) {
-                        return;
-                    }
-                    let Some(cap) = held.take() else { return };
-                    let mut session = output.session(&cap);
-                    let pairs = std::mem::take(&mut pairs);
-                    if let Err(e) = classify(pairs, &spec, index, peers, &counts, &mut |v| {
-                        session.give(v)
-                    }) {
-                        control.fail(e);
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (o, pairs) = entry.remove();
+                        let mut session = output.session(&o.cap);
+                        if let Err(e) = classify(pairs, &o.spec, index, peers, &counts, &mut |v| {
+                            session.give(v)
+                        }) {
+                            control.fail(e);
+                        }
                     }
                 }
             },
@@ -303,88 +335,145 @@ pub fn snapshot_diff<'s>(
             "EmitChangedRows",
             move |cap, info| {
                 let activator = worker.activator_for(info.address.clone());
-                let mut held = Some(cap.delayed(&epoch));
-                let mut changed: KeyMap<RowChange> = KeyMap::default();
-                let mut dups = KeySet::default();
-                let mut iter: Option<StashIter> = None;
+                let mut watch = EpochWatch::new(cap, epochs);
+                let mut open: BTreeMap<u64, Emitting> = BTreeMap::new();
                 move |(input, frontier), output| {
-                    input.for_each(|_cap, data| {
+                    for o in watch.reached(frontier) {
+                        open.insert(o.epoch, Emitting::new(o));
+                    }
+                    input.for_each(|cap, data| {
+                        let Some(&epoch) = cap.least() else { return };
+                        if let Some(o) = watch.open(epoch) {
+                            open.insert(epoch, Emitting::new(o));
+                        }
+                        let Some(e) = open.get_mut(&epoch) else {
+                            control
+                                .fail(format!("changes of epoch {epoch}, which was not announced"));
+                            return;
+                        };
                         for v in data.drain(..) {
                             match v {
                                 Verdict::Changed(k, c) => {
-                                    changed.insert(k, c);
+                                    e.changed.insert(k, c);
                                 }
                                 Verdict::Duplicate(k) => {
-                                    dups.insert(k);
+                                    e.dups.insert(k);
                                 }
                                 Verdict::Deleted(_) => {}
                             }
                         }
                     });
-                    if frontier.less_equal(&epoch) {
-                        return;
+                    while let Some(mut entry) = open.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let epoch = *entry.key();
+                        let done = entry
+                            .get_mut()
+                            .emit(epoch, &stashes, &counts, &control, &activator, output);
+                        if !done {
+                            // Out of room: resumed when the sinks make some.
+                            break;
+                        }
+                        entry.remove();
+                        stashes.borrow_mut().remove(&epoch);
                     }
-                    let Some(cap) = held.as_ref() else { return };
-                    let first = spec.is_first();
-                    if iter.is_none() {
-                        if !dups.is_empty() {
-                            let examples = duplicate_examples(&stash, &spec.hasher, &dups);
-                            if !examples.is_empty() {
-                                control.fail(format!(
-                                    "the snapshot has duplicate primary key values, e.g. {}; fix `primary_key` (it must be unique) or deduplicate the rows in a `query`",
-                                    examples.join(", ")
-                                ));
-                            }
-                            held = None;
-                            return;
-                        }
-                        let nothing_changed = !first
-                            && changed.is_empty()
-                            && counts.deletes.load(Ordering::Relaxed) == 0;
-                        if spec.emit == Emit::Changes && changed.is_empty() && !first
-                            || spec.emit == Emit::AllIfChanged && nothing_changed
-                        {
-                            held = None;
-                            return;
-                        }
-                        match stash.borrow_mut().drain() {
-                            Ok(it) => iter = Some(it),
-                            Err(e) => {
-                                control.fail(e);
-                                held = None;
-                                return;
-                            }
-                        }
-                    }
-                    let Some(it) = iter.as_mut() else { return };
-                    let mut session = output.session(cap);
-                    loop {
-                        if !control.has_room_or_retry(&activator) {
-                            return;
-                        }
-                        match it.next_batch() {
-                            None => break,
-                            Some(Err(e)) => {
-                                control.fail(e);
-                                break;
-                            }
-                            Some(Ok(batch)) => {
-                                if let Some(set) = pick_rows(&batch, &spec, &changed, first) {
-                                    control.admit(set.len());
-                                    session.give(set);
-                                }
-                            }
-                        }
-                    }
-                    drop(session);
-                    iter = None;
-                    changed = KeyMap::default();
-                    held = None;
                 }
             },
         )
     };
     rows.concat(deletes)
+}
+
+/// One epoch of `EmitChangedRows`: the changed keys it learnt, then the stash being filtered.
+struct Emitting {
+    opened: Opened,
+    changed: KeyMap<RowChange>,
+    dups: KeySet,
+    iter: Option<StashIter>,
+}
+
+impl Emitting {
+    fn new(opened: Opened) -> Self {
+        Emitting {
+            opened,
+            changed: KeyMap::default(),
+            dups: KeySet::default(),
+            iter: None,
+        }
+    }
+
+    /// Emits the epoch's changed rows (all of them, for resends), picked out of its stash;
+    /// false when the sinks have no room left (the operator is activated again once they do).
+    fn emit(
+        &mut self,
+        epoch: u64,
+        stashes: &Stashes,
+        counts: &DiffCounts,
+        control: &RunControl,
+        activator: &timely::scheduling::Activator,
+        output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+            '_,
+            u64,
+            CapacityContainerBuilder<Vec<ChangeSet>>,
+        >,
+    ) -> bool {
+        let spec = self.opened.spec.clone();
+        let first = spec.is_first();
+        if self.iter.is_none() {
+            let mut stashes = stashes.borrow_mut();
+            let Some(stash) = stashes.get_mut(&epoch) else {
+                // No rows on this worker, or nothing to emit.
+                return true;
+            };
+            if !self.dups.is_empty() {
+                let examples = duplicate_examples(stash, &spec.hasher, &self.dups);
+                if !examples.is_empty() {
+                    control.fail(format!(
+                        "the snapshot has duplicate primary key values, e.g. {}; fix `primary_key` (it must be unique) or deduplicate the rows in a `query`",
+                        examples.join(", ")
+                    ));
+                }
+                return true;
+            }
+            let nothing_changed =
+                !first && self.changed.is_empty() && counts.deletes.load(Ordering::Relaxed) == 0;
+            if spec.emit == Emit::Changes && self.changed.is_empty() && !first
+                || spec.emit == Emit::AllIfChanged && nothing_changed
+            {
+                return true;
+            }
+            match stash.drain() {
+                Ok(it) => self.iter = Some(it),
+                Err(e) => {
+                    control.fail(e);
+                    return true;
+                }
+            }
+        }
+        let Some(it) = self.iter.as_mut() else {
+            return true;
+        };
+        let mut session = output.session(&self.opened.cap);
+        loop {
+            if !control.has_room_or_retry(activator) {
+                return false;
+            }
+            match it.next_batch() {
+                None => return true,
+                Some(Err(e)) => {
+                    control.fail(e);
+                    return true;
+                }
+                Some(Ok(batch)) => {
+                    if let Some(set) = pick_rows(&batch, &spec, &self.changed, first) {
+                        control.admit(set.len());
+                        session.give(set);
+                    }
+                }
+            }
+        }
+    }
 }
 
 const DELETE_CHUNK: usize = 2000;

@@ -8,7 +8,7 @@ use timely::dataflow::operators::{Inspect, Probe};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::change::ChangeSet;
 use wharf_operators::dataflow::{poll_source, RunControl, StartReader};
-use wharf_operators::diff::{snapshot_diff, DiffCounts, DiffSpec};
+use wharf_operators::diff::{snapshot_diff, DiffCounts, DiffEpochs, DiffSpec};
 
 /// Runs one snapshot diff on its own (no destination): `batches` are the snapshot, `spec`
 /// says where the previous state is and where the new one goes. Returns every change set, in
@@ -31,7 +31,8 @@ pub fn diff_run(
 ) -> Result<(Vec<ChangeSet>, Arc<DiffCounts>), String> {
     let control = RunControl::new(usize::MAX / 4);
     let counts = Arc::new(DiffCounts::default());
-    let spec = Arc::new(spec);
+    let epochs = DiffEpochs::default();
+    epochs.announce(1, Arc::new(spec))?;
     let out: Arc<Mutex<Vec<ChangeSet>>> = Arc::default();
     let reader = Arc::new(Mutex::new(Some(reader)));
     let config = if workers <= 1 {
@@ -46,10 +47,10 @@ pub fn diff_run(
         } else {
             None
         };
-        let (ctl, cnt, sink, spec) = (ctl.clone(), cnt.clone(), sink.clone(), spec.clone());
+        let (ctl, cnt, sink, epochs) = (ctl.clone(), cnt.clone(), sink.clone(), epochs.clone());
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, 1, start, ctl.clone());
-            let (probe, _) = snapshot_diff(rows, 1, spec, cnt, ctl.clone())
+            let (probe, _) = snapshot_diff(rows, epochs, cnt, ctl.clone())
                 .inspect(move |c: &ChangeSet| {
                     if collect {
                         if let Ok(mut s) = sink.lock() {

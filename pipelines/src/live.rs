@@ -1,5 +1,6 @@
-//! A long-lived dataflow: one per continuous sync, kept across its polls. Each poll is an
-//! epoch: its reader is handed to the dataflow's [`epoch_source`], which holds the epoch's
+//! A long-lived dataflow: one per sync's session, kept across its runs and polls (append,
+//! change stream or snapshot diff). Each poll is an epoch: its reader (and a snapshot diff's
+//! setup) is handed to the dataflow's [`epoch_source`], which holds the epoch's
 //! capability while it reads; the sinks hold it until every record of the epoch was
 //! acknowledged; [`LiveDataflow::run_epoch`] returns once the frontier has passed the epoch,
 //! and the caller commits it. No rebuild and no new worker threads per poll.
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use wharf_operators::dataflow::{
     epoch_source, BatchLimits, EpochJob, EpochJobs, RejectSink, RunControl, StartReader,
 };
-use wharf_operators::diff::DiffCounts;
+use wharf_operators::diff::{DiffCounts, DiffEpochs, DiffSpec};
 use wharf_operators::record::Reject;
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -32,8 +33,8 @@ use crate::run::{
 };
 
 /// What a long-lived dataflow is built from: like a run's [`crate::run::RunSpec`] without the
-/// epoch and its reader. Its plan is [`Plan::Append`] or [`Plan::Changes`] (a snapshot diff
-/// holds per-run files and runs as a dataflow of its own).
+/// epoch and its reader. A [`Plan::Diff`]'s own setup is not used: each epoch brings its own
+/// ([`EpochInput::diff`]).
 pub struct LiveSpec {
     /// Timely worker threads.
     pub workers: usize,
@@ -89,6 +90,8 @@ pub struct EpochInput {
     pub rejects: Arc<dyn RejectSink>,
     /// Wall clock for the mapping's "too far in the future" check.
     pub now_ms: i64,
+    /// The epoch's snapshot diff setup (a [`Plan::Diff`] dataflow needs one per epoch).
+    pub diff: Option<Arc<DiffSpec>>,
 }
 
 /// A dataflow that outlives its epochs (see the module's text).
@@ -100,6 +103,7 @@ pub struct LiveDataflow {
     rejects: Arc<EpochRejects>,
     sinks: Vec<SinkSpec>,
     plan: Plan,
+    diff_epochs: DiffEpochs,
     control: Arc<RunControl>,
     runtime: tokio::runtime::Handle,
     deliveries: Vec<JoinHandle<()>>,
@@ -118,12 +122,8 @@ impl LiveDataflow {
             sinks,
             runtime,
         } = spec;
-        if matches!(plan, Plan::Diff { .. }) {
-            return Err(RunError(
-                "a snapshot diff runs as a dataflow of its own".into(),
-            ));
-        }
         check_sinks(&plan, &sinks)?;
+        let diff_epochs = DiffEpochs::default();
         let control = RunControl::new(64 * 1024);
         let epoch_rejects = Arc::new(EpochRejects(Mutex::new(None)));
         let rejects: Arc<dyn RejectSink> = epoch_rejects.clone();
@@ -145,6 +145,7 @@ impl LiveDataflow {
             moved: Condvar::new(),
         });
         let (ctl, published, wired_plan) = (control.clone(), frontier.clone(), plan.clone());
+        let wired_epochs = diff_epochs.clone();
         let announced = Arc::new(AtomicU64::new(0));
         let in_flight = announced.clone();
         let config = timely::Config {
@@ -157,7 +158,7 @@ impl LiveDataflow {
                 _ => None,
             };
             let wiring = Wiring {
-                epoch: 0,
+                diff_epochs: wired_epochs.clone(),
                 plan: wired_plan.clone(),
                 branches: branches.clone(),
                 senders: senders.clone(),
@@ -202,6 +203,7 @@ impl LiveDataflow {
             rejects: epoch_rejects,
             sinks,
             plan,
+            diff_epochs,
             control,
             runtime,
             deliveries,
@@ -216,7 +218,7 @@ impl LiveDataflow {
         self.control.clone()
     }
 
-    /// The change counts of a [`Plan::Changes`] dataflow: the current epoch's.
+    /// The change counts of a [`Plan::Changes`] or [`Plan::Diff`] dataflow: the current epoch's.
     pub fn counts(&self) -> Option<Arc<DiffCounts>> {
         match &self.plan {
             Plan::Changes { counts, .. } | Plan::Diff { counts, .. } => Some(counts.clone()),
@@ -238,6 +240,7 @@ impl LiveDataflow {
             mappers,
             rejects,
             now_ms,
+            diff,
         } = input;
         let started = Instant::now();
         if let Some(reason) = self.control.failure() {
@@ -258,6 +261,15 @@ impl LiveDataflow {
             return Err(RunError(
                 "the epoch's mappers do not fit the dataflow".into(),
             ));
+        }
+        match (&self.plan, diff) {
+            (Plan::Diff { .. }, Some(spec)) => {
+                self.diff_epochs.announce(epoch, spec).map_err(RunError)?;
+            }
+            (Plan::Diff { .. }, None) => {
+                return Err(RunError("a snapshot diff epoch needs its setup".into()));
+            }
+            _ => {}
         }
         if let Ok(mut r) = self.rejects.0.lock() {
             *r = Some(rejects);
@@ -284,6 +296,7 @@ impl LiveDataflow {
         if let Ok(mut m) = self.mappers.lock() {
             m.retain(|e, _| *e > epoch);
         }
+        self.diff_epochs.retire_through(epoch);
         if let Some(reason) = self.control.failure() {
             abort_all(&self.sinks, &self.runtime);
             return Err(RunError(reason));

@@ -26,7 +26,8 @@ use wharf_operators::dataflow::{
     RejectSink, RunControl, SinkRequest, StartReader,
 };
 use wharf_operators::diff::{
-    consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffSpec,
+    consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffEpochs,
+    DiffSpec,
 };
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
@@ -144,6 +145,12 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         now_ms,
     } = spec;
     check_sinks(&plan, &sinks)?;
+    let diff_epochs = DiffEpochs::default();
+    if let Plan::Diff { spec, .. } = &plan {
+        diff_epochs
+            .announce(epoch, spec.clone())
+            .map_err(RunError)?;
+    }
     let (senders, deliveries) = spawn_deliveries(&sinks, workers, &rejects, &control, &runtime);
     let branches: Vec<(Branch, BatchLimits)> = sinks
         .iter()
@@ -165,10 +172,11 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
         };
         let (plan, rejects, ctl) = (plan.clone(), rejects.clone(), ctl.clone());
         let (senders, branches) = (senders.clone(), branches.clone());
+        let diff_epochs = diff_epochs.clone();
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, epoch, start, ctl.clone());
             let wiring = Wiring {
-                epoch,
+                diff_epochs,
                 plan,
                 branches,
                 senders,
@@ -275,8 +283,8 @@ pub(crate) enum Branch {
 /// What hangs below a dataflow's source: the plan's operators, then one
 /// `map → batch_sink` branch per destination.
 pub(crate) struct Wiring {
-    /// The epoch of a snapshot diff (a run's dataflow has one).
-    pub epoch: u64,
+    /// The setups of a snapshot diff's epochs (a run's dataflow has one).
+    pub diff_epochs: DiffEpochs,
     pub plan: Plan,
     pub branches: Vec<(Branch, BatchLimits)>,
     pub senders: Vec<UnboundedSender<SinkRequest>>,
@@ -291,10 +299,9 @@ impl Wiring {
         let ctl = self.control;
         let changes = match self.plan {
             Plan::Append => None,
-            Plan::Diff { spec, counts } => Some(snapshot_diff(
+            Plan::Diff { counts, .. } => Some(snapshot_diff(
                 rows.clone(),
-                self.epoch,
-                spec,
+                self.diff_epochs,
                 counts,
                 ctl.clone(),
             )),

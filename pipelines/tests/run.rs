@@ -350,6 +350,7 @@ fn live(spec: RunSpec) -> (LiveDataflow, impl Fn(StartReader) -> EpochInput) {
         mappers: mappers.clone(),
         rejects: rejects.clone(),
         now_ms: 1_800_000_000_000,
+        diff: None,
     };
     (live, input)
 }
@@ -537,5 +538,100 @@ fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
             ]],
         );
         assert_eq!(got, vec!["Insert:4:40", "Update:2:20"], "workers={workers}");
+    }
+}
+
+/// A table snapshot: (key, value) rows, as a change batch's first two columns.
+fn table(rows: &[(i64, i64)]) -> RecordBatch {
+    let b = changes(
+        &rows
+            .iter()
+            .map(|r| (r.0, r.1, "insert"))
+            .collect::<Vec<_>>(),
+    );
+    b.project(&[0, 1]).unwrap()
+}
+
+#[test]
+fn a_long_lived_dataflow_diffs_snapshot_after_snapshot() {
+    use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
+    use wharf_operators::snapshot::RowHasher;
+    let rt = runtime();
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = Arc::new(Flaky::new(0, usize::MAX, false));
+        let mut run = spec(dest.clone(), Arc::new(Rejects::default()), workers, &rt);
+        let hasher =
+            Arc::new(RowHasher::new(&table(&[]).schema(), &["k".to_string()], &[], &[]).unwrap());
+        let spec_for = |epoch: u64, previous: Vec<std::path::PathBuf>| {
+            Arc::new(DiffSpec {
+                hasher: hasher.clone(),
+                previous,
+                pending: Vec::new(),
+                next_dir: dir.path().join(format!("run-{epoch}")),
+                spill_dir: dir.path().join("spill"),
+                memory_budget: 1 << 20,
+                emit: Emit::Changes,
+                send_deletes: true,
+            })
+        };
+        run.plan = Plan::Diff {
+            spec: spec_for(0, Vec::new()),
+            counts: Arc::new(DiffCounts::default()),
+        };
+        let mapper: Arc<dyn wharf_operators::change::ChangeMapper> = Arc::new(OpsMapper);
+        run.sinks[0].mapper = SinkMapper::Changes(mapper);
+        let (mut live, input) = live(run);
+        let mut previous = Vec::new();
+        let snapshots: Vec<Vec<(i64, i64)>> = vec![
+            (1..=2000).map(|k| (k, k)).collect(),
+            // 1 changed, 2000 deleted, 3000 new.
+            (1..=1999)
+                .map(|k| (k, if k == 1 { -1 } else { k }))
+                .chain([(3000, 3)])
+                .collect(),
+            // Nothing changed.
+            (1..=1999)
+                .map(|k| (k, if k == 1 { -1 } else { k }))
+                .chain([(3000, 3)])
+                .collect(),
+            // Empty: every key deleted.
+            vec![],
+        ];
+        for (i, rows) in snapshots.into_iter().enumerate() {
+            // Epochs far apart, as run ids are.
+            let epoch = 10 * (i as u64 + 1);
+            let before = dest.got.lock().unwrap().len();
+            // The empty table reads no batch at all: its epoch still classifies.
+            let batches = if rows.is_empty() {
+                vec![]
+            } else {
+                vec![table(&rows)]
+            };
+            let mut epoch_input = input(wharf_pipelines::reader::batches_reader(batches));
+            epoch_input.diff = Some(spec_for(epoch, previous.clone()));
+            live.run_epoch(epoch, epoch_input).unwrap();
+            assert_eq!(live.control().inflight(), 0, "every row settled");
+            let mut got: Vec<String> = dest.got.lock().unwrap()[before..]
+                .iter()
+                .map(|l| l.trim().to_string())
+                .collect();
+            got.sort();
+            let counts = live.counts().unwrap();
+            previous = counts.parts.lock().unwrap().clone();
+            match i {
+                0 => assert_eq!(got.len(), 2000, "workers={workers}: all inserts"),
+                1 => assert_eq!(
+                    got,
+                    vec!["Insert:3000:3", "Update:1:-1", "delete:2000"],
+                    "workers={workers}"
+                ),
+                2 => assert!(got.is_empty(), "workers={workers}: {got:?}"),
+                _ => {
+                    assert_eq!(got.len(), 2000, "workers={workers}: every key deleted");
+                    assert!(got.iter().all(|l| l.starts_with("delete:")));
+                }
+            }
+        }
     }
 }

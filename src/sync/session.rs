@@ -8,7 +8,7 @@ use wharf_operators::envelope::Envelope;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
 use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
 use wharf_pipelines::reader::{batches_reader, blocking_reader};
-use wharf_pipelines::run::{run_dataflow, Plan, RunSpec};
+use wharf_pipelines::run::{Plan, RunError};
 
 use super::capture::{capture_mode, CaptureMode};
 use super::commit::{commit, record_failure};
@@ -213,14 +213,13 @@ pub fn run_in_session(
             streamed: stream_batches.is_some(),
         },
     )?;
-    // Runs of an append or change-stream plan are epochs of the session's long-lived
-    // dataflow (a continuous sync's polls, a backlog caught up in several runs, the service's
-    // scheduled runs); a snapshot diff builds a dataflow of its own.
-    let long_lived = !matches!(plan, Plan::Diff { .. });
-    if !long_lived || session.live.as_ref().is_some_and(|l| !l.fits(&plan)) {
+    // Every run is an epoch of the session's long-lived dataflow (a continuous sync's polls, a
+    // backlog caught up in several runs, the service's scheduled runs), built again only when
+    // the plan's kind changes (a mirror's first snapshot, then its change stream) or a run failed.
+    if session.live.as_ref().is_some_and(|l| !l.fits(&plan)) {
         session.live = None;
     }
-    if long_lived && session.live.is_none() {
+    if session.live.is_none() {
         let spec = LiveSpec {
             workers: options.workers.max(1),
             plan: plan.clone(),
@@ -320,6 +319,10 @@ pub fn run_in_session(
                 mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
                 rejects: logs.clone(),
                 now_ms,
+                diff: match &plan {
+                    Plan::Diff { spec, .. } => Some(spec.clone()),
+                    _ => None,
+                },
             };
             let result = live.run_epoch(run.run_id, input);
             if result.is_err() {
@@ -328,17 +331,8 @@ pub fn run_in_session(
             }
             result
         }
-        None => run_dataflow(RunSpec {
-            workers: options.workers.max(1),
-            epoch: run.run_id,
-            reader,
-            plan,
-            sinks,
-            rejects: logs.clone(),
-            control: control.clone(),
-            runtime: runtime.handle().clone(),
-            now_ms,
-        }),
+        // Started above, or the run returned.
+        None => Err(RunError("the sync has no dataflow".into())),
     };
     if let Some(p) = progress {
         p.finish();

@@ -2,8 +2,6 @@
 //! of the committed state (and of pending parts of runs that did not commit) into inserts,
 //! updates, deletes and duplicates.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -29,12 +27,12 @@ pub(super) enum Verdict {
 
 /// Key texts of stashed rows whose key hash is in `dups` (for the error message).
 pub(super) fn duplicate_examples(
-    stash: &Rc<RefCell<Stash>>,
+    stash: &mut Stash,
     hasher: &RowHasher,
     dups: &KeySet,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let Ok(mut it) = stash.borrow_mut().drain() else {
+    let Ok(mut it) = stash.drain() else {
         return out;
     };
     while let Some(Ok(batch)) = it.next_batch() {
@@ -132,26 +130,20 @@ pub(super) fn classify(
         let mut head = prev.next_pair().map_err(previous)?;
         let (mut ins, mut upd) = (0u64, 0u64);
         let mut deleted = KeySet::default();
-        let mut failed = None;
+        let mut committed: Vec<(u128, u128)> = Vec::new();
         for bucket in 0..1usize << BUCKET_BITS {
             let now = pairs.get(bucket).map(Vec::as_slice).unwrap_or_default();
             for &(k, fp) in now {
                 writer.push(k, fp).map_err(state)?;
             }
             // The committed pairs of the bucket, read in order from the sorted part.
-            let committed = std::iter::from_fn(|| {
-                let pair = head.filter(|p| bucket_of(p.0) == bucket)?;
-                match prev.next_pair() {
-                    Ok(next) => head = next,
-                    Err(e) => {
-                        failed = Some(e);
-                        head = None;
-                    }
-                }
-                Some(pair)
-            });
-            let before = arranged::build(committed, now.len(), arranged::BEFORE, -1);
-            let now = arranged::build(now.iter().copied(), now.len(), arranged::NOW, 1);
+            committed.clear();
+            while let Some(pair) = head.filter(|p| bucket_of(p.0) == bucket) {
+                committed.push(pair);
+                head = prev.next_pair().map_err(previous)?;
+            }
+            let before = arranged::build(&committed, arranged::BEFORE, -1);
+            let now = arranged::build(now, arranged::NOW, 1);
             arranged::deltas(before, now, &mut |d| {
                 let change = match (d.before, d.now) {
                     (Some(ofp), Some(fp)) => {
@@ -175,9 +167,6 @@ pub(super) fn classify(
                 };
                 out(Verdict::Changed(d.key, change));
             });
-            if let Some(e) = failed.take() {
-                return Err(previous(e));
-            }
         }
         counts.inserts.fetch_add(ins, Ordering::Relaxed);
         counts.updates.fetch_add(upd, Ordering::Relaxed);

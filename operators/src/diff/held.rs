@@ -218,14 +218,14 @@ fn consolidate_epoch(
     drop(changes);
 
     // The held fingerprints of the touched keys, and the epoch's.
-    let mut before = held_fingerprints(held, epoch, &keys);
+    let before = held_fingerprints(held, epoch, &keys);
     let now: Vec<(u128, u128)> = keys
         .iter()
         .filter(|k| !k.deleted_last)
         .map(|k| (k.key, k.fp))
         .collect();
-    let before = arranged::build(before.drain(..), keys.len(), epoch, -1);
-    let now = arranged::build(now.iter().copied(), now.len(), epoch, 1);
+    let before = arranged::build(&before, epoch, -1);
+    let now = arranged::build(&now, epoch, 1);
     let delta = arranged::delta_batch(before, now, epoch);
 
     // Which last changes are sent: a delete always, an insert or update only if the delta

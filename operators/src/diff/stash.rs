@@ -23,6 +23,15 @@ pub(super) enum Stash {
     },
 }
 
+impl Default for Stash {
+    fn default() -> Self {
+        Stash::Memory {
+            batches: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
 impl Stash {
     pub(super) fn push(
         &mut self,
