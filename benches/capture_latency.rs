@@ -175,6 +175,8 @@ user_id_column = "id"
         .ok()
         .and_then(|v| v.parse().ok());
     let mut latencies = Vec::with_capacity(rows);
+    // (latency, when the row was committed, since the first commit): where the tail lies.
+    let mut timeline: Vec<(Duration, Duration)> = Vec::new();
     match rate {
         None => {
             for i in 0..rows {
@@ -202,8 +204,14 @@ user_id_column = "id"
                 let id = key_of(&text).unwrap_or_else(|| panic!("no key in {text}"));
                 assert!(!seen[id], "row {id} arrived twice");
                 seen[id] = true;
-                let at = committed.lock().expect("lock")[id].expect("committed before arriving");
+                let (at, first) = {
+                    let c = committed.lock().expect("lock");
+                    (c[id].expect("committed before arriving"), c[0])
+                };
                 latencies.push(arrived.duration_since(at));
+                if let Some(first) = first {
+                    timeline.push((arrived.duration_since(at), at.duration_since(first)));
+                }
             }
             writer.join().expect("writer");
         }
@@ -231,6 +239,19 @@ user_id_column = "id"
         pct(0.99),
         latencies[latencies.len() - 1]
     );
+    if !timeline.is_empty() {
+        // The slowest 1%: spread over the run (the poll cycle) or bunched (a stall somewhere).
+        timeline.sort_by_key(|t| std::cmp::Reverse(t.0));
+        let tail = &timeline[..(timeline.len() / 100).max(1)];
+        let mut seconds: Vec<u64> = tail.iter().map(|(_, at)| at.as_secs()).collect();
+        seconds.dedup();
+        seconds.sort_unstable();
+        seconds.dedup();
+        println!(
+            "slowest 1% ({} rows) committed during seconds {seconds:?} of the run",
+            tail.len()
+        );
+    }
 }
 
 /// Commits rows `0..rows` of `schema.t`, one per transaction, `rate` per second on one

@@ -116,6 +116,7 @@ fn main() {
         rejects: Arc::new(NoRejects),
         now_ms: chrono::Utc::now().timestamp_millis(),
         diff: None,
+        may_replay: false,
     };
     let mut epoch = 0u64;
     // The table, as inserts.

@@ -24,7 +24,7 @@ mod held;
 mod stash;
 
 pub use epochs::DiffEpochs;
-pub use held::consolidate_changes;
+pub use held::{consolidate_changes, ReplayFree};
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -511,6 +511,20 @@ pub fn map_changes<'s>(
 /// batches; a delete row needs only its key columns.
 pub const OP_COLUMN: &str = "wharf_op";
 
+/// An [`OP_COLUMN`] value: a delete of a key whose first change in the source's window was an
+/// insert, so the key did not exist where the window starts. Read as a delete; an epoch known
+/// to replay nothing drops it when the dataflow never sent the key (see [`consolidate_changes`]).
+pub const OP_DELETE_OF_NEW: &str = "delete_new";
+
+/// The [`OP_COLUMN`] value of a key's compacted change `op`, `born` when the key's first change
+/// in the window was an insert.
+pub fn op_text(op: ChangeOp, born: bool) -> &'static str {
+    match op {
+        ChangeOp::Delete if born => OP_DELETE_OF_NEW,
+        op => op.as_str(),
+    }
+}
+
 /// Turns change-stream batches (see [`OP_COLUMN`]) into change sets, counting the changes in
 /// `counts`. The source has compacted them so a key changes at most once per run; rows with a
 /// NULL key become rejects. A batch whose last column is not a valid op column fails the run.
@@ -575,7 +589,7 @@ pub fn split_changes(
         let op = match ops.is_valid(row).then(|| ops.value(row)) {
             Some("insert") => ChangeOp::Insert,
             Some("update") => ChangeOp::Update,
-            Some("delete") => ChangeOp::Delete,
+            Some("delete" | OP_DELETE_OF_NEW) => ChangeOp::Delete,
             other => return Err(format!("unknown change `{other:?}` in a change batch")),
         };
         mask.push(false);

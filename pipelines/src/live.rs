@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use wharf_operators::dataflow::{
     epoch_source, BatchLimits, EpochJob, EpochJobs, RejectSink, RunControl, StartReader,
 };
-use wharf_operators::diff::{DiffCounts, DiffEpochs, DiffSpec};
+use wharf_operators::diff::{DiffCounts, DiffEpochs, DiffSpec, ReplayFree};
 use wharf_operators::record::Reject;
 use wharf_operators::timely;
 use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -92,6 +92,9 @@ pub struct EpochInput {
     pub now_ms: i64,
     /// The epoch's snapshot diff setup (a [`Plan::Diff`] dataflow needs one per epoch).
     pub diff: Option<Arc<DiffSpec>>,
+    /// A change-stream epoch may re-read changes that a run which did not commit delivered
+    /// (`false` only when the last run before it committed; see [`ReplayFree`]).
+    pub may_replay: bool,
 }
 
 /// A dataflow that outlives its epochs (see the module's text).
@@ -104,6 +107,7 @@ pub struct LiveDataflow {
     sinks: Vec<SinkSpec>,
     plan: Plan,
     diff_epochs: DiffEpochs,
+    replay_free: ReplayFree,
     control: Arc<RunControl>,
     runtime: tokio::runtime::Handle,
     deliveries: Vec<JoinHandle<()>>,
@@ -124,6 +128,7 @@ impl LiveDataflow {
         } = spec;
         check_sinks(&plan, &sinks)?;
         let diff_epochs = DiffEpochs::default();
+        let replay_free = ReplayFree::default();
         let control = RunControl::new(64 * 1024);
         let epoch_rejects = Arc::new(EpochRejects(Mutex::new(None)));
         let rejects: Arc<dyn RejectSink> = epoch_rejects.clone();
@@ -145,7 +150,7 @@ impl LiveDataflow {
             moved: Condvar::new(),
         });
         let (ctl, published, wired_plan) = (control.clone(), frontier.clone(), plan.clone());
-        let wired_epochs = diff_epochs.clone();
+        let (wired_epochs, wired_replays) = (diff_epochs.clone(), replay_free.clone());
         let announced = Arc::new(AtomicU64::new(0));
         let in_flight = announced.clone();
         let config = timely::Config {
@@ -159,6 +164,7 @@ impl LiveDataflow {
             };
             let wiring = Wiring {
                 diff_epochs: wired_epochs.clone(),
+                replay_free: wired_replays.clone(),
                 plan: wired_plan.clone(),
                 branches: branches.clone(),
                 senders: senders.clone(),
@@ -204,6 +210,7 @@ impl LiveDataflow {
             sinks,
             plan,
             diff_epochs,
+            replay_free,
             control,
             runtime,
             deliveries,
@@ -241,6 +248,7 @@ impl LiveDataflow {
             rejects,
             now_ms,
             diff,
+            may_replay,
         } = input;
         let started = Instant::now();
         if let Some(reason) = self.control.failure() {
@@ -271,6 +279,7 @@ impl LiveDataflow {
             }
             _ => {}
         }
+        self.replay_free.set(epoch, !may_replay);
         if let Ok(mut r) = self.rejects.0.lock() {
             *r = Some(rejects);
         }

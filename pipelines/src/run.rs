@@ -27,7 +27,7 @@ use wharf_operators::dataflow::{
 };
 use wharf_operators::diff::{
     consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffEpochs,
-    DiffSpec,
+    DiffSpec, ReplayFree,
 };
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
@@ -177,6 +177,7 @@ pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
             let rows = poll_source(scope, epoch, start, ctl.clone());
             let wiring = Wiring {
                 diff_epochs,
+                replay_free: ReplayFree::default(),
                 plan,
                 branches,
                 senders,
@@ -285,6 +286,8 @@ pub(crate) enum Branch {
 pub(crate) struct Wiring {
     /// The setups of a snapshot diff's epochs (a run's dataflow has one).
     pub diff_epochs: DiffEpochs,
+    /// Which change-stream epoch replays nothing (a run's dataflow: none is known to).
+    pub replay_free: ReplayFree,
     pub plan: Plan,
     pub branches: Vec<(Branch, BatchLimits)>,
     pub senders: Vec<UnboundedSender<SinkRequest>>,
@@ -306,7 +309,12 @@ impl Wiring {
                 ctl.clone(),
             )),
             Plan::Changes { hasher, counts } => {
-                let consolidated = consolidate_changes(rows.clone(), hasher.clone(), ctl.clone());
+                let consolidated = consolidate_changes(
+                    rows.clone(),
+                    hasher.clone(),
+                    self.replay_free,
+                    ctl.clone(),
+                );
                 Some(stream_changes(consolidated, hasher, counts, ctl.clone()))
             }
         };

@@ -351,6 +351,8 @@ fn live(spec: RunSpec) -> (LiveDataflow, impl Fn(StartReader) -> EpochInput) {
         rejects: rejects.clone(),
         now_ms: 1_800_000_000_000,
         diff: None,
+        // Each epoch after a committed one (tests of the first epoch after a crash say so).
+        may_replay: false,
     };
     (live, input)
 }
@@ -482,9 +484,13 @@ fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
                 });
             })
         };
-        let sent = |live: &mut LiveDataflow, e: u64, rows| {
+        let sent_with = |live: &mut LiveDataflow, e: u64, may_replay: bool, rows| {
             let before = dest.got.lock().unwrap().len();
-            live.run_epoch(e, input(epoch(rows))).unwrap();
+            let epoch_input = EpochInput {
+                may_replay,
+                ..input(epoch(rows))
+            };
+            live.run_epoch(e, epoch_input).unwrap();
             assert_eq!(live.control().inflight(), 0, "every row settled");
             let mut got = dest.got.lock().unwrap()[before..].to_vec();
             got.sort();
@@ -492,9 +498,9 @@ fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
                 .map(|l| l.trim().to_string())
                 .collect::<Vec<_>>()
         };
-        // Epoch 1: keys 1..=1000 inserted (in two batches); key 5000 inserted then deleted:
-        // the delete is sent (the epoch may replay an insert that a run which did not commit
-        // delivered).
+        let sent = |live: &mut LiveDataflow, e: u64, rows| sent_with(live, e, false, rows);
+        // Epoch 1: keys 1..=1000 inserted (in two batches); key 5000 inserted then deleted, as
+        // two changes that no source compacted: the last, a delete, is sent.
         let first: Vec<(i64, i64, &str)> = (1..=1000).map(|k| (k, k * 10, "insert")).collect();
         let got = sent(
             &mut live,
@@ -538,6 +544,18 @@ fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
             ]],
         );
         assert_eq!(got, vec!["Insert:4:40", "Update:2:20"], "workers={workers}");
+        // Epoch 4: keys the source saw inserted and deleted within its window. Key 8000 was
+        // never sent: nothing goes. Key 4 was (epoch 3): its delete goes.
+        let got = sent(
+            &mut live,
+            4,
+            vec![vec![(8000, 0, "delete_new"), (4, 0, "delete_new")]],
+        );
+        assert_eq!(got, vec!["delete:4"], "workers={workers}");
+        // Epoch 5 may replay what a run that did not commit delivered: the delete of key 8001,
+        // inserted and deleted within the window, is sent.
+        let got = sent_with(&mut live, 5, true, vec![vec![(8001, 0, "delete_new")]]);
+        assert_eq!(got, vec!["delete:8001"], "workers={workers}");
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use wharf_operators::arrow::array::RecordBatch;
+use wharf_operators::arrow::datatypes::Schema;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::envelope::Envelope;
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
@@ -16,7 +17,7 @@ use super::error::SyncError;
 use super::options::{LiveRun, SyncOptions, SyncReport};
 use super::plan::{plan, sink_specs, PlanInput};
 use super::recovery::{recover_from_destination, remove_snapshots_except, RunPosition};
-use super::resolve::{build_destination, resolve};
+use super::resolve::{build_destination, resolve, ResolvedSync};
 use crate::config::{Config, SyncMode, TableType};
 use crate::destination::{table_type_name, BuiltDestination};
 use crate::progress::Progress;
@@ -33,6 +34,10 @@ pub struct Session {
     live: Option<LiveDataflow>,
     /// Continuous runs: the cheap check made before each run (see [`probe`]).
     probe: Option<super::probe::Probe>,
+    /// A change-stream sync's resolved warehouse, schema and mapping, kept across its polls
+    /// (with the warehouse's kept connection); resolved again when a poll's changes come in
+    /// another schema, and with the session after a failed run or a config change.
+    resolved: Option<Arc<ResolvedSync>>,
 }
 
 /// Runs `name` once in `session` (see [`run_sync_polled`]), recording it in `store` (one
@@ -53,7 +58,12 @@ pub fn run_in_session(
             super::probe::Probed::Busy(rows) => probed_rows = rows,
         }
     }
-    let resolved = resolve(config, name)?;
+    let kept = session.resolved.take();
+    let reused = kept.is_some();
+    let resolved = match kept {
+        Some(r) => r,
+        None => Arc::new(resolve(config, name)?),
+    };
     let sync = &resolved.sync;
     if session.destinations.is_none() {
         let mut built = sync
@@ -122,6 +132,21 @@ pub fn run_in_session(
                     seen,
                 )
                 .map_err(werr)?;
+            // The table's columns changed since the kept resolve: resolve again, and poll
+            // again (a poll only peeks; nothing was consumed).
+            if reused
+                && poll
+                    .batches
+                    .first()
+                    .is_some_and(|b| !same_columns(&b.schema(), &resolved.schema.arrow))
+            {
+                tracing::info!(
+                    sync = name,
+                    "the table's columns changed: resolving it again"
+                );
+                return run_in_session(config, name, options, runtime, session, store);
+            }
+            session.resolved = Some(resolved.clone());
             // Nothing new in a continuous poll, or in a catch-up run (the last window held
             // the rest): no run is recorded.
             if poll.changes_read == 0 && (options.skip_idle || options.capture_upto.is_some()) {
@@ -175,6 +200,13 @@ pub fn run_in_session(
             anomaly: anomaly.clone(),
         });
     }
+    // A change-stream epoch replays nothing when the run before it committed: its slot was
+    // confirmed (before the state store committed it), so nothing was delivered past where
+    // this run starts. After a run that failed or died, it may replay what that run sent.
+    let may_replay = !store
+        .runs(name, 1)?
+        .first()
+        .is_some_and(|r| r.status == RunStatus::Succeeded);
     let run = store.begin_run(name, &mode_name, after)?;
     let rejects_path = sync
         .rejects_path
@@ -323,6 +355,7 @@ pub fn run_in_session(
                     Plan::Diff { spec, .. } => Some(spec.clone()),
                     _ => None,
                 },
+                may_replay,
             };
             let result = live.run_epoch(run.run_id, input);
             if result.is_err() {
@@ -452,4 +485,19 @@ pub fn run_in_session(
         }
         Err(e) => Err(record_failure(store, run, &control, name, e.0)?),
     }
+}
+
+/// Whether a change poll's batches (the table's columns, then the change's kind) have the
+/// columns, names and types in order, that the sync was resolved with.
+fn same_columns(changes: &Schema, resolved: &Schema) -> bool {
+    let fields = changes.fields();
+    let columns = match fields.last() {
+        Some(op) if op.name() == wharf_operators::diff::OP_COLUMN => &fields[..fields.len() - 1],
+        _ => &fields[..],
+    };
+    columns.len() == resolved.fields().len()
+        && columns
+            .iter()
+            .zip(resolved.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }

@@ -15,7 +15,9 @@
 //!
 //! Compaction per key, in change order (the same rules as PostgreSQL's): a delete then an
 //! insert is an update (the row was replaced); an insert then an update is still an insert
-//! (new to the destination); otherwise the later change wins. Update pre-images carry nothing
+//! (new to the destination); otherwise the later change wins, and a delete of a key whose
+//! first change was an insert is marked as such ([`OP_DELETE_OF_NEW`]: the key did not exist
+//! where the window starts). Update pre-images carry nothing
 //! the post-image lacks and are skipped. Rows whose key is NULL are kept as they are, so the
 //! run rejects them with its usual reason.
 
@@ -27,7 +29,9 @@ use wharf_operators::arrow::compute::{cast, concat_batches, take_record_batch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::arrow::util::display::{ArrayFormatter, FormatOptions};
 use wharf_operators::change::ChangeOp;
-use wharf_operators::diff::OP_COLUMN;
+#[cfg(doc)]
+use wharf_operators::diff::OP_DELETE_OF_NEW;
+use wharf_operators::diff::{op_text, OP_COLUMN};
 
 /// Which warehouse's change output a batch holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +186,8 @@ pub fn compact(
     rows.sort_by_key(|(at, rank, row, _)| (*at, *rank, *row));
 
     let mut by_key: HashMap<Vec<Option<String>>, usize> = HashMap::new();
-    let mut out: Vec<(usize, ChangeOp)> = Vec::new();
+    // (row, compacted change, born: the key's first change in the window was an insert).
+    let mut out: Vec<(usize, ChangeOp, bool)> = Vec::new();
     for (_, _, row, op) in rows {
         let k: Vec<Option<String>> = key_idx
             .iter()
@@ -195,17 +200,17 @@ pub fn compact(
             .collect();
         if k.iter().any(Option::is_none) {
             // Rejected by the run with the usual reason.
-            out.push((row, op));
+            out.push((row, op, false));
             continue;
         }
         match by_key.get(&k) {
             Some(&i) => {
-                let before = out[i].1;
-                out[i] = (row, combine(before, op));
+                let (_, before, born) = out[i];
+                out[i] = (row, combine(before, op), born);
             }
             None => {
                 by_key.insert(k, out.len());
-                out.push((row, op));
+                out.push((row, op, op == ChangeOp::Insert));
             }
         }
     }
@@ -220,11 +225,13 @@ pub fn compact(
         .collect();
     let table = all.project(&keep).map_err(|e| e.to_string())?;
     let indices = wharf_operators::arrow::array::UInt32Array::from(
-        out.iter().map(|(row, _)| *row as u32).collect::<Vec<_>>(),
+        out.iter().map(|(row, ..)| *row as u32).collect::<Vec<_>>(),
     );
     let picked = take_record_batch(&table, &indices).map_err(|e| e.to_string())?;
     let ops: ArrayRef = Arc::new(StringArray::from(
-        out.iter().map(|(_, op)| op.as_str()).collect::<Vec<_>>(),
+        out.iter()
+            .map(|(_, op, born)| op_text(*op, *born))
+            .collect::<Vec<_>>(),
     ));
     let mut fields: Vec<Field> = picked
         .schema()
@@ -343,7 +350,8 @@ mod tests {
             ops_of(&c),
             vec![
                 (1, "v3".into(), "insert".into()),
-                (2, "x".into(), "delete".into()),
+                // Inserted, then deleted within the window: a delete of a new key.
+                (2, "x".into(), "delete_new".into()),
                 (3, "b".into(), "update".into()),
             ]
         );

@@ -9,9 +9,12 @@
 //!   +1 and the held one at −1 are merged by differential's batch merger
 //!   ([`arranged::deltas`]): a fingerprint equal to the one sent before cancels, and the change
 //!   is dropped;
-//! - a delete is always sent, even of a key inserted within the epoch: the epoch may replay
+//! - a delete is sent, except of a key inserted and deleted within the epoch
+//!   ([`OP_DELETE_OF_NEW`]) that the dataflow does not hold, in an epoch known to replay
+//!   nothing ([`ReplayFree`]): such a key was never in the destination. An epoch may replay
 //!   changes that a run which did not commit delivered (a slot is advanced only on commit), so
-//!   that insert may be in the destination. Deleting a key it lacks is harmless.
+//!   the insert may be there; then the delete is sent (deleting a key the destination lacks
+//!   is harmless).
 //!
 //! The consolidated delta is then inserted into the trace at the epoch's time, and the trace
 //! compacted to the next epoch, so differential's spine merges it into the held state.
@@ -21,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
@@ -35,15 +39,34 @@ use timely::dataflow::Stream;
 use timely::progress::Antichain;
 
 use super::arranged::{self, PairBatch};
-use super::OP_COLUMN;
+use super::{OP_COLUMN, OP_DELETE_OF_NEW};
 use crate::dataflow::{ArrowBatch, RunControl};
 use crate::snapshot::{owner, RowHasher};
+
+/// Which epoch, if any, is known to replay nothing: no run delivered anything past the source
+/// position it starts from (the last run before it committed). Set by the dataflow's owner
+/// before the epoch's rows are read; epochs run one at a time.
+#[derive(Clone, Default)]
+pub struct ReplayFree(Arc<AtomicU64>);
+
+impl ReplayFree {
+    /// Says whether `epoch` (the next to run) replays nothing.
+    pub fn set(&self, epoch: u64, replay_free: bool) {
+        self.0
+            .store(if replay_free { epoch } else { 0 }, Ordering::Release);
+    }
+
+    fn holds(&self, epoch: u64) -> bool {
+        epoch != 0 && self.0.load(Ordering::Acquire) == epoch
+    }
+}
 
 /// Consolidates the change batches of each epoch per key (see the module's text); batches keep
 /// their columns, [`OP_COLUMN`] last.
 pub fn consolidate_changes<'s>(
     stream: Stream<'s, u64, Vec<ArrowBatch>>,
     hasher: Arc<RowHasher>,
+    replay_free: ReplayFree,
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<ArrowBatch>> {
     let peers = stream.scope().peers();
@@ -97,7 +120,8 @@ pub fn consolidate_changes<'s>(
                     let Some((cap, batches)) = epochs.remove(&epoch) else {
                         break;
                     };
-                    match consolidate_epoch(epoch, batches, &hasher, &mut held) {
+                    let replay_free = replay_free.holds(epoch);
+                    match consolidate_epoch(epoch, batches, &hasher, replay_free, &mut held) {
                         Ok(kept) => {
                             control.admit(kept.iter().map(RecordBatch::num_rows).sum());
                             let mut session = output.session(&cap);
@@ -165,6 +189,8 @@ struct KeyChanges {
     last: (usize, usize),
     /// Its last change is a delete.
     deleted_last: bool,
+    /// ... of a key inserted within the source's window ([`OP_DELETE_OF_NEW`]).
+    new_key: bool,
     /// The fingerprint of its last change (not of a delete).
     fp: u128,
 }
@@ -175,6 +201,7 @@ fn consolidate_epoch(
     epoch: u64,
     batches: Vec<RecordBatch>,
     hasher: &RowHasher,
+    replay_free: bool,
     held: &mut Spine<Rc<PairBatch>>,
 ) -> Result<Vec<RecordBatch>, String> {
     // Every keyed change, numbered in the source's order.
@@ -198,7 +225,8 @@ fn consolidate_epoch(
             let change = KeyChanges {
                 key: id.key,
                 last: (b, row),
-                deleted_last: op == Some("delete"),
+                deleted_last: matches!(op, Some("delete" | OP_DELETE_OF_NEW)),
+                new_key: op == Some(OP_DELETE_OF_NEW),
                 fp: id.fp,
             };
             changes.push((seq, change));
@@ -228,8 +256,9 @@ fn consolidate_epoch(
     let now = arranged::build(&now, epoch, 1);
     let delta = arranged::delta_batch(before, now, epoch);
 
-    // Which last changes are sent: a delete always, an insert or update only if the delta
-    // holds its key.
+    // Which last changes are sent: an insert or update only if the delta holds its key; a
+    // delete unless its key was new in the window, the dataflow never sent it (the delta does
+    // not hold it) and the epoch replays nothing.
     let mut changed = Vec::new();
     if let Some(d) = &delta {
         arranged::for_each_key(d, &mut |kd| changed.push(kd.key));
@@ -238,7 +267,8 @@ fn consolidate_epoch(
     for k in &keys {
         while changed.next_if(|c| *c < k.key).is_some() {}
         let in_delta = changed.next_if(|c| *c == k.key).is_some();
-        if k.deleted_last || in_delta {
+        let never_there = k.new_key && replay_free && !in_delta;
+        if (k.deleted_last && !never_there) || in_delta {
             keep[k.last.0][k.last.1] = true;
         }
     }

@@ -23,7 +23,9 @@
 //!   becomes an update), so the destination never sees two changes of one key in flight at
 //!   once.
 //! - **Row shape**: each poll becomes Arrow batches with the table's columns plus a last
-//!   column [`OP_COLUMN`] (`insert`/`update`/`delete`). Deletes carry only the key columns.
+//!   column [`OP_COLUMN`] (`insert`/`update`/`delete`, or `delete_new` for a key inserted and
+//!   deleted within the poll, see
+//!   [`OP_DELETE_OF_NEW`](wharf_operators::diff::OP_DELETE_OF_NEW)). Deletes carry only the key columns.
 //! - **Requirements**: `wal_level = logical`; the table needs a replica identity that holds
 //!   the sync's key columns (its primary key by default, or `REPLICA IDENTITY FULL`) —
 //!   without one PostgreSQL would refuse the table's UPDATEs and DELETEs once it is published,
@@ -38,15 +40,18 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use tokio_postgres::Client;
 use wharf_operators::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::watermark::Watermark;
 
 pub use super::visibility::{format_lsn, parse_lsn, SnapshotVisibility};
+
 use super::{quote_table, Layout, PostgresWarehouse};
 use crate::warehouse::change_source::ChangePoll;
 use crate::warehouse::{SourceRef, WarehouseError};
 
+use wharf_operators::diff::op_text;
 pub use wharf_operators::diff::OP_COLUMN;
 
 /// A sync's slot and publication.
@@ -107,8 +112,7 @@ impl PostgresWarehouse {
             return Ok(Some("Redshift has no logical decoding".into()));
         }
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             let level: String = c
                 .query_one("SHOW wal_level", &[])
                 .await
@@ -160,8 +164,7 @@ impl PostgresWarehouse {
     /// Creates the publication and the slot if they do not exist yet.
     pub fn start_capture(&self, capture: &Capture) -> Result<CaptureStart, WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             let err = |e| self.err(&src, e);
             let exists = c
                 .query_opt(
@@ -212,8 +215,7 @@ impl PostgresWarehouse {
     /// Whether the slot exists.
     pub fn capture_exists(&self, capture: &Capture) -> Result<bool, WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             let row = c
                 .query_opt(
                     "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
@@ -228,8 +230,7 @@ impl PostgresWarehouse {
     /// Drops the slot and the publication (when a sync is removed; tests).
     pub fn drop_capture(&self, capture: &Capture) -> Result<(), WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             c.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots \
                  WHERE slot_name = $1",
@@ -250,8 +251,7 @@ impl PostgresWarehouse {
     /// Moves the slot to `lsn` (after the changes before it were delivered).
     pub fn confirm_capture(&self, capture: &Capture, lsn: u64) -> Result<(), WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             c.execute(
                 "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
                 &[&capture.slot, &format_lsn(lsn)],
@@ -266,8 +266,7 @@ impl PostgresWarehouse {
     /// changed the table): one cheap statement, for continuous syncs to skip idle polls.
     pub fn capture_pending(&self, capture: &Capture) -> Result<bool, WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect_bare().await?;
+        self.on_held(async |c: &Client| {
             let row = c
                 .query_one(
                     "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, 1, \
@@ -283,8 +282,7 @@ impl PostgresWarehouse {
     /// The WAL insert position now: a poll up to it reads every change committed so far.
     pub fn current_lsn(&self, capture: &Capture) -> Result<u64, WarehouseError> {
         let src = Self::capture_src(capture);
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             let row = c
                 .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await
@@ -311,9 +309,8 @@ impl PostgresWarehouse {
     ) -> Result<ChangePoll, WarehouseError> {
         let src = Self::capture_src(capture);
         let max_changes = max_changes.clamp(1, i32::MAX as usize);
-        self.block(async {
-            let c = self.connect().await?;
-            let layout = self.layout(&c, &src).await?;
+        self.on_held(async |c: &Client| {
+            let layout = self.layout(c, &src).await?;
             let upto = upto.map(format_lsn);
             let rows = c
                 .query(
@@ -351,6 +348,8 @@ impl PostgresWarehouse {
 struct Change {
     op: wharf_operators::change::ChangeOp,
     values: Vec<Option<String>>,
+    /// The key's first change in this poll was an insert (it did not exist where it starts).
+    born: bool,
 }
 
 /// Folds `pgoutput` messages into compacted changes.
@@ -599,6 +598,8 @@ impl Decoder {
         use wharf_operators::change::ChangeOp;
         self.read += 1;
         let mut partial = false;
+        // Before a partial update is read as an insert below: that key did exist.
+        let born = op == ChangeOp::Insert;
         let values: Vec<Option<String>> = (0..self.names.len())
             .map(|i| match tuple.get(i) {
                 Some(Some(v)) => v.clone(),
@@ -618,11 +619,12 @@ impl Decoder {
             op
         };
         let key: Vec<Option<String>> = self.key_idx.iter().map(|i| values[*i].clone()).collect();
-        let change = Change { op, values };
+        let change = Change { op, values, born };
         match self.by_key.get(&key) {
             Some(&i) => {
                 let before = self.changes[i].op;
                 let mut change = change;
+                change.born = self.changes[i].born;
                 // Deleted then inserted: an update (it replaces the old values). Inserted then
                 // updated: still new to the destination.
                 match (before, change.op) {
@@ -672,7 +674,7 @@ impl Decoder {
             }
             let mut columns: Vec<ArrayRef> = builders.iter_mut().map(|b| b.finish()).collect();
             columns.push(Arc::new(StringArray::from_iter_values(
-                chunk.iter().map(|c| c.op.as_str()),
+                chunk.iter().map(|c| op_text(c.op, c.born)),
             )));
             batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?);
         }

@@ -17,6 +17,7 @@
 //! Change capture through logical decoding lives in [`logical`].
 
 pub mod config;
+mod held;
 pub mod logical;
 mod stream;
 mod tls;
@@ -129,6 +130,8 @@ impl std::fmt::Debug for PgSettings {
 pub struct PostgresWarehouse {
     name: String,
     settings: Arc<PgSettings>,
+    /// The connection kept for short statements ([`held`]).
+    held: held::HeldConnection,
 }
 
 /// A column's raw bytes, whatever its type (decoded by [`ColumnBuilder`]).
@@ -232,6 +235,7 @@ impl PostgresWarehouse {
         PostgresWarehouse {
             name: name.into(),
             settings: Arc::new(settings),
+            held: Default::default(),
         }
     }
 
@@ -346,8 +350,7 @@ impl PostgresWarehouse {
 
     /// The server's `wal_level` (`logical` is needed for change capture).
     pub fn wal_level(&self) -> Result<String, WarehouseError> {
-        self.block(async {
-            let c = self.connect().await?;
+        self.on_held(async |c: &Client| {
             let row = c
                 .query_one("SHOW wal_level", &[])
                 .await
@@ -432,8 +435,7 @@ impl PostgresWarehouse {
     }
 
     fn count_sql(&self, src: &SourceRef, sql: &str) -> Result<u64, WarehouseError> {
-        self.block(async {
-            let client = self.connect_bare().await?;
+        self.on_held(async |client: &Client| {
             let row = client
                 .query_one(sql, &[])
                 .await
@@ -592,9 +594,8 @@ impl Warehouse for PostgresWarehouse {
 
     /// Columns, types, declared primary key and Arrow schema of `src`.
     fn describe(&self, src: &SourceRef) -> Result<TableSchema, WarehouseError> {
-        self.block(async {
-            let client = self.connect().await?;
-            let layout = self.layout(&client, src).await?;
+        self.on_held(async |client: &Client| {
+            let layout = self.layout(client, src).await?;
             let mut columns: Vec<ColumnInfo> = layout
                 .names
                 .iter()
