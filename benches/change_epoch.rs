@@ -111,7 +111,7 @@ fn main() {
     })
     .expect("dataflow");
     let input = |batches: Vec<RecordBatch>| EpochInput {
-        reader: batches_reader(batches),
+        readers: vec![batches_reader(batches)],
         mappers: vec![SinkMapper::Changes(mapper.clone())],
         rejects: Arc::new(NoRejects),
         now_ms: chrono::Utc::now().timestamp_millis(),

@@ -1,6 +1,7 @@
 //! End-to-end throughput harness: generates a demo events table in DuckDB and runs the real
-//! `wharf sync` binary into (a) an NDJSON file and (b) the Mixpanel-compatible receiver over
-//! HTTP, printing rows/s and the sync process's peak RSS.
+//! `wharf sync` binary into (a) a null receiver (an HTTP server answering 200 to every
+//! request), (b) an NDJSON file and (c) the Mixpanel-compatible receiver over HTTP, printing
+//! rows/s and the sync process's peak RSS.
 //!
 //! `cargo bench --bench e2e` (rows: `WHARF_BENCH_ROWS`, default 1,000,000;
 //! `WHARF_BENCH_FAULTS=0` skips the run with injected faults, which takes minutes at 10M rows;
@@ -50,7 +51,20 @@ fn main() {
         std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
         receiver
     };
-    let receiver = start_receiver(0);
+    // A null receiver: an HTTP server on 127.0.0.1 that reads each request and answers 200
+    // (what the sender alone can do, with no receiver's parsing on the same cores).
+    let null_url = rt.block_on(async {
+        let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+            std::hint::black_box(body.len());
+            r#"{"code":200,"status":"OK"}"#
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    });
 
     println!(
         "{:<38} {:>10} {:>8} {:>10} {:>8} {:>17}",
@@ -90,6 +104,11 @@ fn main() {
         let _ = std::fs::remove_file(dir.path().join("out/events.ndjson"));
         rate
     };
+    let config = wharf::demo::demo_config("demo.duckdb", &null_url);
+    std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
+    run("duckdb -> null receiver, 1 worker", "demo_events", "1");
+    run("duckdb -> null receiver, 2 workers", "demo_events", "2");
+    let receiver = start_receiver(0);
     run("duckdb -> file, 1 worker", "demo_events_file", "1");
     run("duckdb -> file, 2 workers", "demo_events_file", "2");
     let repeat: usize = std::env::var("WHARF_BENCH_REPEAT")

@@ -8,6 +8,7 @@ mod options;
 mod plan;
 mod preview;
 mod probe;
+mod read;
 mod recovery;
 mod resolve;
 mod session;

@@ -92,6 +92,46 @@ fn partitioned_reads_hold_every_row_once() {
     assert_eq!(common::parts_cover_the_table(&wh, &src, &key, &past), 15000);
     // No key: one part, the whole table.
     assert_eq!(wh.partitions(&[], 4), vec![Partition::whole()]);
+
+    // The parts the workers of a run read at once: a table by rowid ranges (with or without a
+    // key), a query by the key's hash; each part on its own thread, all rows once.
+    let wh = std::sync::Arc::new(wh);
+    let query = SourceRef::Query("SELECT * FROM t WHERE id < 10000".into());
+    for (src, key, filter, rows) in [
+        (&src, &[][..], "", 20000),
+        (&src, &key[..], past.as_str(), 15000),
+        (&query, &key[..], "", 10000),
+    ] {
+        for count in [1, 2, 3] {
+            let parts = wh.clone().read_parts(src, filter, key, count).unwrap();
+            assert_eq!(parts.len(), count, "{src:?}: {count} parts");
+            let threads: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    std::thread::spawn(move || {
+                        let mut ids = Vec::new();
+                        part(&mut |b: RecordBatch| {
+                            use wharf_operators::arrow::array::AsArray;
+                            let col = b.column_by_name("id").unwrap();
+                            let col =
+                                col.as_primitive::<wharf_operators::arrow::datatypes::Int64Type>();
+                            ids.extend(col.values().iter().copied());
+                            true
+                        })
+                        .unwrap();
+                        ids
+                    })
+                })
+                .collect();
+            let mut all: Vec<i64> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), rows, "{src:?} in {count} parts, {filter}");
+        }
+    }
 }
 
 #[test]

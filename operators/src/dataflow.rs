@@ -330,12 +330,13 @@ fn drain_reader(
     }
 }
 
-/// One epoch of a long-lived dataflow (see [`epoch_source`]): its number and its reader.
+/// One epoch of a long-lived dataflow for one worker (see [`epoch_source`]): its number and
+/// the readers of the parts of the epoch's read this worker reads.
 pub struct EpochJob {
     /// The epoch; each job's is greater than the one before.
     pub epoch: u64,
-    /// Reads the epoch's rows.
-    pub start: StartReader,
+    /// Read the worker's parts of the epoch's rows, all at once; none: it reads nothing.
+    pub start: Vec<StartReader>,
 }
 
 /// The jobs of a long-lived dataflow's source: where they arrive, and where the source hands
@@ -348,11 +349,11 @@ pub struct EpochJobs {
 }
 
 /// The source of a long-lived dataflow: a source of Arrow batches for one epoch after
-/// another. The worker given `Some(jobs)` runs each [`EpochJob`]'s reader in turn, holding a
-/// capability for its epoch until the reader is done, then moves it past the epoch: the
-/// frontier downstream passes an epoch exactly when the epoch's rows are all read and
-/// processed. Workers given `None` contribute nothing. The dataflow ends when the job sender
-/// is dropped.
+/// another. Each worker given `Some(jobs)` (every worker, when each reads a part) starts each
+/// [`EpochJob`]'s readers, holding a capability for its epoch until they are all done, then
+/// moves it past the epoch: the frontier downstream passes an epoch exactly when every
+/// worker's part of it is read and processed. Workers given `None` contribute nothing. The
+/// dataflow ends when the job senders are dropped.
 pub fn epoch_source<'s>(
     scope: Scope<'s, u64>,
     jobs: Option<EpochJobs>,
@@ -379,11 +380,16 @@ pub fn epoch_source<'s>(
                     match jobs.try_recv() {
                         Ok(job) => {
                             c.downgrade(&job.epoch);
+                            // One channel for the worker's readers: it disconnects (the epoch's
+                            // input is complete here) once the last of them is done.
                             let (tx, rx) = std::sync::mpsc::sync_channel(4);
-                            (job.start)(SourceSender {
-                                tx: Some(tx),
-                                activator: activator.clone(),
-                            });
+                            for start in job.start {
+                                start(SourceSender {
+                                    tx: Some(tx.clone()),
+                                    activator: activator.clone(),
+                                });
+                            }
+                            drop(tx);
                             current = Some((job.epoch, rx));
                             seq = 0;
                             continue;

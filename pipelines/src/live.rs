@@ -79,11 +79,12 @@ struct Frontier {
     moved: Condvar,
 }
 
-/// What one epoch brings: its reader, mappers (one per sink, in the order of
+/// What one epoch brings: its readers, mappers (one per sink, in the order of
 /// [`LiveSpec::sinks`]), reject sink and wall clock.
 pub struct EpochInput {
-    /// Reads the epoch's rows.
-    pub reader: StartReader,
+    /// Read the epoch's rows, one reader per part of the read (the workers read them, worker
+    /// `w` parts `w`, `w + W`, …); none: the epoch reads nothing.
+    pub readers: Vec<StartReader>,
     /// The epoch's record or change mappers.
     pub mappers: Vec<SinkMapper>,
     /// Where the epoch's rejected rows are recorded.
@@ -99,8 +100,10 @@ pub struct EpochInput {
 
 /// A dataflow that outlives its epochs (see the module's text).
 pub struct LiveDataflow {
-    jobs: Option<Sender<EpochJob>>,
-    wake: SyncActivator,
+    /// One job sender per worker (each reads its parts of an epoch); empty once ended.
+    jobs: Vec<Sender<EpochJob>>,
+    /// The workers' sources, woken once their jobs were sent.
+    wakes: Vec<SyncActivator>,
     frontier: Arc<Frontier>,
     mappers: Mappers,
     rejects: Arc<EpochRejects>,
@@ -139,12 +142,20 @@ impl LiveDataflow {
             .enumerate()
             .map(|(i, s)| (branch_of(&s.mapper, i, &mappers), s.limits))
             .collect();
-        let (job_tx, job_rx) = channel();
         let (wake_tx, wake_rx) = channel();
-        let jobs = Arc::new(Mutex::new(Some(EpochJobs {
-            jobs: job_rx,
-            wake: wake_tx,
-        })));
+        let (job_txs, job_rxs): (Vec<Sender<EpochJob>>, Vec<_>) =
+            (0..workers.max(1)).map(|_| channel()).unzip();
+        let jobs: Vec<Mutex<Option<EpochJobs>>> = job_rxs
+            .into_iter()
+            .map(|jobs| {
+                Mutex::new(Some(EpochJobs {
+                    jobs,
+                    wake: wake_tx.clone(),
+                }))
+            })
+            .collect();
+        drop(wake_tx);
+        let jobs = Arc::new(jobs);
         let frontier = Arc::new(Frontier {
             first: Mutex::new(Some(0)),
             moved: Condvar::new(),
@@ -158,10 +169,9 @@ impl LiveDataflow {
             worker: WorkerConfig::default(),
         };
         let guards = timely::execute(config, move |worker| {
-            let jobs = match worker.index() {
-                0 => jobs.lock().ok().and_then(|mut j| j.take()),
-                _ => None,
-            };
+            let jobs = jobs
+                .get(worker.index())
+                .and_then(|j| j.lock().ok().and_then(|mut j| j.take()));
             let wiring = Wiring {
                 diff_epochs: wired_epochs.clone(),
                 replay_free: wired_replays.clone(),
@@ -198,12 +208,13 @@ impl LiveDataflow {
             }
         })
         .map_err(RunError)?;
-        let wake = wake_rx
-            .recv_timeout(Duration::from_secs(30))
+        let wakes = (0..job_txs.len())
+            .map(|_| wake_rx.recv_timeout(Duration::from_secs(30)))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|_| RunError("the long-lived dataflow did not start".into()))?;
         Ok(LiveDataflow {
-            jobs: Some(job_tx),
-            wake,
+            jobs: job_txs,
+            wakes,
             frontier,
             mappers,
             rejects: epoch_rejects,
@@ -243,7 +254,7 @@ impl LiveDataflow {
     /// nothing of it may be committed, and the dataflow is spent).
     pub fn run_epoch(&mut self, epoch: u64, input: EpochInput) -> Result<RunOutcome, RunError> {
         let EpochInput {
-            reader,
+            readers,
             mappers,
             rejects,
             now_ms,
@@ -291,16 +302,26 @@ impl LiveDataflow {
             m.insert(epoch, (mappers, now_ms));
         }
         self.announced.store(epoch, Ordering::Release);
-        let sent = self.jobs.as_ref().map(|jobs| {
-            jobs.send(EpochJob {
-                epoch,
-                start: reader,
-            })
-        });
-        if !matches!(sent, Some(Ok(()))) {
+        // Worker w reads parts w, w + W, w + 2W, …; every worker gets a job, maybe empty.
+        let mut parts: Vec<Vec<StartReader>> = self.jobs.iter().map(|_| Vec::new()).collect();
+        let workers = parts.len();
+        for (i, reader) in readers.into_iter().enumerate() {
+            if let Some(p) = parts.get_mut(i % workers.max(1)) {
+                p.push(reader);
+            }
+        }
+        let sent = !self.jobs.is_empty()
+            && self
+                .jobs
+                .iter()
+                .zip(parts)
+                .all(|(jobs, start)| jobs.send(EpochJob { epoch, start }).is_ok());
+        if !sent {
             return Err(RunError("the long-lived dataflow stopped".into()));
         }
-        let _ = self.wake.activate();
+        for wake in &self.wakes {
+            let _ = wake.activate();
+        }
         let passed = self.wait_past(epoch);
         if let Ok(mut m) = self.mappers.lock() {
             m.retain(|e, _| *e > epoch);
@@ -363,8 +384,10 @@ impl Drop for LiveDataflow {
     /// Ends the dataflow: the source sees its jobs closed, the frontier empties, the workers
     /// return (or already did, after a failure).
     fn drop(&mut self) {
-        drop(self.jobs.take());
-        let _ = self.wake.activate();
+        self.jobs.clear();
+        for wake in &self.wakes {
+            let _ = wake.activate();
+        }
         if let Some(guards) = self.guards.take() {
             for result in guards.join() {
                 if let Err(e) = result {

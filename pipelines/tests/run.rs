@@ -346,7 +346,7 @@ fn live(spec: RunSpec) -> (LiveDataflow, impl Fn(StartReader) -> EpochInput) {
     })
     .unwrap();
     let input = move |reader| EpochInput {
-        reader,
+        readers: vec![reader],
         mappers: mappers.clone(),
         rejects: rejects.clone(),
         now_ms: 1_800_000_000_000,
@@ -387,6 +387,58 @@ fn a_long_lived_dataflow_runs_epoch_after_epoch() {
         drop(got);
         // Epochs only move forward.
         assert!(live.run_epoch(2, input(reader_from(&rt, 0))).is_err());
+    }
+}
+
+/// An epoch read in parts: every worker reads its share of the parts (worker w parts w,
+/// w + W, …), at once; an epoch with no part reads nothing and still passes.
+#[test]
+fn every_worker_reads_its_parts_of_an_epoch() {
+    let rt = runtime();
+    for workers in [1, 2, 3] {
+        let dest = Arc::new(Flaky::new(0, usize::MAX, false));
+        let rejects = Arc::new(Rejects::default());
+        let (mut live, input) = live(spec(dest.clone(), rejects.clone(), workers, &rt));
+        // Five parts of 10,000 rows each, on threads of their own.
+        let threads: Arc<Mutex<HashSet<std::thread::ThreadId>>> = Arc::default();
+        let readers: Vec<StartReader> = (0..5i64)
+            .map(|p| {
+                let (handle, threads) = (rt.handle().clone(), threads.clone());
+                Box::new(move |tx: SourceSender| {
+                    handle.spawn_blocking(move || {
+                        threads.lock().unwrap().insert(std::thread::current().id());
+                        for i in 0..10 {
+                            let rows = batch(p * 1_000_000 + i * 1000, 1000);
+                            if tx.send(SourceMessage::Batch(rows)).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }) as StartReader
+            })
+            .collect();
+        let epoch_input = EpochInput {
+            readers,
+            ..input(reader_from(&rt, 0))
+        };
+        let out = live.run_epoch(1, epoch_input).unwrap();
+        assert_eq!(out.rows_read, 50_000, "workers={workers}: {out:?}");
+        assert_eq!(out.delivered + out.rejected, 50_000);
+        let got = dest.got.lock().unwrap().clone();
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "nothing duplicated");
+        assert_eq!(got.len() as u64, out.delivered);
+        assert!(
+            threads.lock().unwrap().len() > 1,
+            "the parts were read at once"
+        );
+        // No part at all: nothing read, and the epoch passes.
+        let empty = EpochInput {
+            readers: Vec::new(),
+            ..input(reader_from(&rt, 0))
+        };
+        let out = live.run_epoch(2, empty).unwrap();
+        assert_eq!(out.rows_read, 0);
     }
 }
 

@@ -70,15 +70,12 @@ pub(super) fn sink_specs(
         .collect()
 }
 
-/// The run's plan, and the counts of its diff (keyed syncs).
-pub(super) fn plan(
-    resolved: &ResolvedSync,
-    input: PlanInput<'_>,
-) -> Result<(Plan, Option<Arc<DiffCounts>>), SyncError> {
+/// The run's plan (a dataflow built for it counts its diff in the plan's counts).
+pub(super) fn plan(resolved: &ResolvedSync, input: PlanInput<'_>) -> Result<Plan, SyncError> {
     let sync = &resolved.sync;
     let name = &sync.name;
     let Some(hasher) = &resolved.hasher else {
-        return Ok((Plan::Append, None));
+        return Ok(Plan::Append);
     };
     let counts = Arc::new(DiffCounts::default());
     let diff = |spec: DiffSpec| Plan::Diff {
@@ -122,5 +119,5 @@ pub(super) fn plan(
             send_deletes: sync.mode == SyncMode::Mirror,
         })
     };
-    Ok((plan, Some(counts)))
+    Ok(plan)
 }

@@ -2,13 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::Schema;
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::envelope::Envelope;
-use wharf_operators::watermark::{column_max, max_watermark, Watermark};
+use wharf_operators::watermark::{max_watermark, Watermark};
 use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
-use wharf_pipelines::reader::{batches_reader, blocking_reader};
 use wharf_pipelines::run::{Plan, RunError};
 
 use super::capture::{capture_mode, CaptureMode};
@@ -16,6 +14,7 @@ use super::commit::{commit, record_failure};
 use super::error::SyncError;
 use super::options::{LiveRun, SyncOptions, SyncReport};
 use super::plan::{plan, sink_specs, PlanInput};
+use super::read::{epoch_readers, Read};
 use super::recovery::{recover_from_destination, remove_snapshots_except, RunPosition};
 use super::resolve::{build_destination, resolve, ResolvedSync};
 use crate::config::{Config, SyncMode, TableType};
@@ -235,7 +234,7 @@ pub fn run_in_session(
     let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
     // A lookup table is replaced whole: an append run that finds new rows sends all of them.
     let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
-    let (plan, mut diff_counts) = plan(
+    let plan = plan(
         &resolved,
         PlanInput {
             state_dir: &state_dir,
@@ -248,31 +247,61 @@ pub fn run_in_session(
     // Every run is an epoch of the session's long-lived dataflow (a continuous sync's polls, a
     // backlog caught up in several runs, the service's scheduled runs), built again only when
     // the plan's kind changes (a mirror's first snapshot, then its change stream) or a run failed.
-    if session.live.as_ref().is_some_and(|l| !l.fits(&plan)) {
-        session.live = None;
-    }
-    if session.live.is_none() {
-        let spec = LiveSpec {
-            workers: options.workers.max(1),
-            plan: plan.clone(),
-            sinks: sinks.clone(),
-            runtime: runtime.handle().clone(),
-        };
-        match LiveDataflow::start(spec) {
-            Ok(live) => {
-                tracing::info!(sync = name, "long-lived dataflow started");
-                session.live = Some(live);
+    // The epoch's readers: every worker reads a part where the warehouse splits the read.
+    let read = match (stream_batches, &resolved.cursor, &capture) {
+        (Some(batches), _, _) => Read::Polled(batches),
+        // New rows of a lookup table: the whole table goes (it is replaced).
+        (None, Some(_), _) if whole_lookup && total == Some(0) => Read::Nothing,
+        (None, Some(_), _) if whole_lookup => Read::Snapshot,
+        (None, Some(cursor), _) => Read::After {
+            cursor: cursor.clone(),
+            from: read_from,
+        },
+        // The first snapshot of a change-captured table is read by its stream (which may say
+        // which transactions it saw).
+        (None, None, CaptureMode::Stream { start, .. }) if start.snapshot_first => {
+            Read::FirstCapture {
+                seen: snapshot_seen.clone(),
             }
-            Err(e) => return Err(record_failure(store, run, &RunControl::new(1), name, e.0)?),
         }
-    }
-    let control = match &session.live {
-        Some(live) => {
-            diff_counts = live.counts();
-            live.control()
-        }
-        None => RunControl::new(64 * 1024),
+        (None, None, _) => Read::Snapshot,
     };
+    let parts = options.workers.max(1);
+    let readers = match epoch_readers(&resolved, read, parts, &watermark, runtime.handle()) {
+        Ok(readers) => readers,
+        Err(e) => {
+            return Err(record_failure(
+                store,
+                run,
+                &RunControl::new(1),
+                name,
+                e.to_string(),
+            )?)
+        }
+    };
+    // The dataflow goes back into the session only once this run committed: a failed epoch or
+    // commit spends it (its held state would count what the destination did not keep).
+    let mut live = match session.live.take() {
+        Some(live) if live.fits(&plan) => live,
+        _ => {
+            let spec = LiveSpec {
+                workers: options.workers.max(1),
+                plan: plan.clone(),
+                sinks: sinks.clone(),
+                runtime: runtime.handle().clone(),
+            };
+            match LiveDataflow::start(spec) {
+                Ok(live) => {
+                    tracing::info!(sync = name, "long-lived dataflow started");
+                    live
+                }
+                Err(e) => return Err(record_failure(store, run, &RunControl::new(1), name, e.0)?),
+            }
+        }
+    };
+    // The counts of this run: the dataflow's, reset for each epoch.
+    let diff_counts = live.counts();
+    let control = live.control();
     if let Some(Ok(mut slot)) = options.live.as_ref().map(|s| s.lock()) {
         *slot = Some(LiveRun {
             run_id: run.run_id,
@@ -281,99 +310,31 @@ pub fn run_in_session(
             control: control.clone(),
         });
     }
-    let reader = match stream_batches {
-        Some(batches) => batches_reader(batches),
-        None => {
-            let (warehouse, source, watermark) = (
-                resolved.warehouse.clone(),
-                resolved.source.clone(),
-                watermark.clone(),
-            );
-            // The first snapshot of a change-captured table is read by its stream (which may
-            // say which transactions it saw).
-            let first_capture = match &capture {
-                CaptureMode::Stream { start, .. } if start.snapshot_first => {
-                    Some((name.to_string(), sync.key_columns(), snapshot_seen.clone()))
-                }
-                _ => None,
-            };
-            let cursor = resolved.cursor.clone();
-            let cursor_idx = cursor
-                .as_ref()
-                .and_then(|c| resolved.schema.arrow.index_of(&c.0).ok())
-                .unwrap_or(0);
-            blocking_reader(runtime.handle().clone(), move |send| {
-                let mut max = None;
-                let mut send_max = |batch: RecordBatch| {
-                    max = max_watermark(max, column_max(batch.column(cursor_idx).as_ref()));
-                    send(batch)
-                };
-                let result = match &cursor {
-                    // New rows of a lookup table: the whole table goes (it is replaced).
-                    Some(_) if whole_lookup && total == Some(0) => Ok(()),
-                    Some(_) if whole_lookup => warehouse.read_snapshot(&source, &mut send_max),
-                    Some((cursor, cursor_type)) => {
-                        warehouse.read_after(&source, cursor, cursor_type, read_from, &mut send_max)
-                    }
-                    None => {
-                        let stream = first_capture.as_ref().and_then(|(sync, key, seen)| {
-                            Some((warehouse.change_source(sync, &source, key)?, seen))
-                        });
-                        match stream {
-                            Some((stream, seen)) => stream.read_first_snapshot(send).map(|v| {
-                                if let (Some(v), Ok(mut s)) = (v, seen.lock()) {
-                                    *s = Some(v);
-                                }
-                            }),
-                            None => warehouse.read_snapshot(&source, send),
-                        }
-                    }
-                };
-                tracing::debug!(ok = result.is_ok(), watermark = ?max, "warehouse read finished");
-                // Set before the input ends: the run reads it once the dataflow is done.
-                if let Ok(mut w) = watermark.lock() {
-                    *w = max;
-                }
-                result.map_err(|e| e.to_string())
-            })
-        }
-    };
     let progress = options
         .progress
         .then(|| Progress::start(name, control.clone(), total));
     let described: Vec<String> = built.iter().map(|b| b.destination.describe()).collect();
     tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destinations = ?described, "run started");
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let result = match session.live.as_mut() {
-        Some(live) => {
-            let input = EpochInput {
-                reader,
-                mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
-                rejects: logs.clone(),
-                now_ms,
-                diff: match &plan {
-                    Plan::Diff { spec, .. } => Some(spec.clone()),
-                    _ => None,
-                },
-                may_replay,
-            };
-            let result = live.run_epoch(run.run_id, input);
-            if result.is_err() {
-                // Spent: the next run builds a new one.
-                session.live = None;
-            }
-            result
-        }
-        // Started above, or the run returned.
-        None => Err(RunError("the sync has no dataflow".into())),
+    let input = EpochInput {
+        readers,
+        mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
+        rejects: logs.clone(),
+        now_ms,
+        diff: match &plan {
+            Plan::Diff { spec, .. } => Some(spec.clone()),
+            _ => None,
+        },
+        may_replay,
     };
+    let result = live.run_epoch(run.run_id, input);
     if let Some(p) = progress {
         p.finish();
     }
     let result = result.and_then(|outcome| {
         logs.flush()
             .map(|_| outcome)
-            .map_err(|e| wharf_pipelines::run::RunError(format!("cannot write rejects: {e}")))
+            .map_err(|e| RunError(format!("cannot write rejects: {e}")))
     });
     match result {
         Ok(outcome) => {
@@ -448,15 +409,8 @@ pub fn run_in_session(
                     .and_then(Watermark::position),
             };
             tracing::debug!(sync = name, run = position.run.run_id, "committing");
-            let run = match commit(store, built, runtime, name, position, stream, options) {
-                Ok(run) => run,
-                Err(e) => {
-                    // The dataflow's held state counts this epoch as sent; a destination that
-                    // aborted it did not keep it, so the next run starts from a new dataflow.
-                    session.live = None;
-                    return Err(e);
-                }
-            };
+            let run = commit(store, built, runtime, name, position, stream, options)?;
+            session.live = Some(live);
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
             }

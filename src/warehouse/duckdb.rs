@@ -6,6 +6,7 @@
 //! read-only for reads, so several readers may share it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use duckdb::{AccessMode, Config, Connection};
 use wharf_operators::arrow::array::RecordBatch;
@@ -13,7 +14,8 @@ use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
 use super::{
-    quote_table, ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+    quote_table, whole_read, ColumnInfo, EachBatch, PartRead, Partition, Select, SourceRef,
+    TableSchema, Warehouse, WarehouseError,
 };
 
 /// A DuckDB database file.
@@ -120,7 +122,15 @@ impl DuckDbWarehouse {
         sql: &str,
         each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
-        let conn = self.connect()?;
+        Self::stream_on(&self.connect()?, src, sql, each)
+    }
+
+    fn stream_on(
+        conn: &Connection,
+        src: &SourceRef,
+        sql: &str,
+        each: EachBatch<'_>,
+    ) -> Result<(), WarehouseError> {
         let mut stmt = conn.prepare(sql).map_err(|e| Self::query_err(src, e))?;
         let stream = stmt.stream_arrow([]).map_err(|e| Self::query_err(src, e))?;
         // DuckDB streams vectors of 2,048 rows; coalescing them into batches of at least
@@ -254,6 +264,67 @@ impl Warehouse for DuckDbWarehouse {
             }
             Watermark::Date(d) => format!("DATE '1970-01-01' + CAST({d} AS INTEGER)"),
         }
+    }
+
+    /// A table's read split by `rowid` ranges (DuckDB skips the row groups outside a part's
+    /// range); a query's by a hash of `key`; every part on a connection to one database
+    /// instance, opened before any part runs, so all read one state of the file (the instance
+    /// holds its lock until the last part is done).
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        key: &[String],
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        if count <= 1 {
+            return Ok(vec![whole_read(self, src, filter)]);
+        }
+        let conn = self.connect()?;
+        let conditions: Vec<String> = match src {
+            SourceRef::Table(t) => {
+                let sql = format!("SELECT max(rowid) FROM {}", quote_table(t));
+                let max: Option<i64> = conn
+                    .query_row(&sql, [], |r| r.get(0))
+                    .map_err(|e| Self::query_err(src, e))?;
+                let rows = max.map_or(0, |m| m.max(0) as u64 + 1);
+                let step = rows.div_ceil(count as u64).max(1);
+                (0..count as u64)
+                    .map(|i| i * step)
+                    .take_while(|lo| *lo < rows.max(1))
+                    .map(|lo| match lo + step >= rows {
+                        true => format!("rowid >= {lo}"),
+                        false => format!("rowid >= {lo} AND rowid < {}", lo + step),
+                    })
+                    .collect()
+            }
+            SourceRef::Query(_) => self
+                .partitions(key, count)
+                .iter()
+                .map(|p| p.narrow(""))
+                .map(|w| w.trim_start_matches("WHERE ").to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
+        };
+        if conditions.len() <= 1 {
+            return Ok(vec![whole_read(self, src, filter)]);
+        }
+        let from = Self::from_clause(src);
+        conditions
+            .into_iter()
+            .map(|condition| {
+                let part = Partition {
+                    index: 0,
+                    count: 1,
+                    condition: Some(condition),
+                };
+                let sql = Select::all(src, &part.narrow(filter)).sql(&from);
+                let conn = conn.try_clone().map_err(|e| Self::query_err(src, e))?;
+                let src = src.clone();
+                let read: PartRead = Box::new(move |each| Self::stream_on(&conn, &src, &sql, each));
+                Ok(read)
+            })
+            .collect()
     }
 
     /// DuckDB's `hash(…)`: an unsigned 64-bit hash of the values, NULLs included.

@@ -235,6 +235,20 @@ impl Partition {
 /// Where a read's Arrow batches go, one at a time; returning false stops the read.
 pub type EachBatch<'a> = &'a mut dyn FnMut(RecordBatch) -> bool;
 
+/// The whole read of `src`'s rows that `filter` keeps, as one [`PartRead`].
+pub fn whole_read<W: Warehouse + ?Sized + 'static>(
+    warehouse: Arc<W>,
+    src: &SourceRef,
+    filter: &str,
+) -> PartRead {
+    let (src, filter) = (src.clone(), filter.to_string());
+    Box::new(move |each| warehouse.read(&src, &filter, &Partition::whole(), each))
+}
+
+/// One part of a read split by [`Warehouse::read_parts`]: it runs on a thread of its own, at
+/// once with the read's other parts.
+pub type PartRead = Box<dyn FnOnce(EachBatch<'_>) -> Result<(), WarehouseError> + Send>;
+
 /// One way in for every warehouse. A connector (one folder under `src/warehouse/`, one line
 /// in `registry.rs`) says how it connects, describes a table, writes a `FROM` item and a
 /// cursor comparison, and runs a `SELECT`; the reads a sync makes (counts, append reads,
@@ -308,6 +322,25 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
                 .collect(),
             _ => vec![Partition::whole()],
         }
+    }
+
+    /// The read of `src`'s rows that `filter` keeps (see [`Warehouse::read`]) as at most
+    /// `count` parts that the dataflow's workers run at once and that together hold every row
+    /// once, all of one state of `src` (a run's watermark is the greatest value any part
+    /// read, so a part may not see rows another part's state lacks); `key`: the sync's key
+    /// columns, maybe none. By default the whole read, as one part: a warehouse splits its
+    /// reads only where its parts share that state.
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        _key: &[String],
+        _count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError>
+    where
+        Self: 'static,
+    {
+        Ok(vec![whole_read(self, src, filter)])
     }
 
     /// Streams the rows of `part` of `src` that `filter` (`WHERE …` written by wharf, or
