@@ -3,7 +3,7 @@
 //! read through wharf's connector (one REPEATABLE READ transaction, a portal fetched 8,192 rows
 //! at a time, binary format decoded into Arrow). Needs the local PostgreSQL server.
 //!
-//! `cargo bench --bench pg_read`
+//! `cargo bench --bench pg_read` (each run reads the table whole, then in 2 parts at once).
 
 use std::time::Instant;
 
@@ -48,19 +48,37 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     let src = SourceRef::Table(format!("{schema}.t"));
+    let parted = std::sync::Arc::new(pg.clone());
     for run in 1..=3 {
-        let started = Instant::now();
-        let mut n = 0u64;
-        pg.read_snapshot(&src, &mut |b| {
-            n += b.num_rows() as u64;
-            true
-        })
-        .expect("read");
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "run {run}: read {n} rows in {secs:.2}s = {:.0} rows/s",
-            n as f64 / secs
-        );
+        // One part, then 2 parts read at once on threads of their own (as 2 workers do, inside
+        // one exported snapshot).
+        for parts in [1, 2] {
+            let started = Instant::now();
+            let split = parted
+                .clone()
+                .read_parts(&src, "", &["id".to_string()], parts)
+                .expect("split");
+            let threads: Vec<_> = split
+                .into_iter()
+                .map(|part| {
+                    std::thread::spawn(move || {
+                        let mut n = 0u64;
+                        part(&mut |b| {
+                            n += b.num_rows() as u64;
+                            true
+                        })
+                        .expect("read");
+                        n
+                    })
+                })
+                .collect();
+            let n: u64 = threads.into_iter().map(|t| t.join().expect("part")).sum();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "run {run}, {parts} part(s): read {n} rows in {secs:.2}s = {:.0} rows/s",
+                n as f64 / secs
+            );
+        }
     }
     exec(format!("DROP SCHEMA {schema} CASCADE"));
 }

@@ -107,21 +107,7 @@ fn partitioned_reads_hold_every_row_once() {
             assert_eq!(parts.len(), count, "{src:?}: {count} parts");
             let threads: Vec<_> = parts
                 .into_iter()
-                .map(|part| {
-                    std::thread::spawn(move || {
-                        let mut ids = Vec::new();
-                        part(&mut |b: RecordBatch| {
-                            use wharf_operators::arrow::array::AsArray;
-                            let col = b.column_by_name("id").unwrap();
-                            let col =
-                                col.as_primitive::<wharf_operators::arrow::datatypes::Int64Type>();
-                            ids.extend(col.values().iter().copied());
-                            true
-                        })
-                        .unwrap();
-                        ids
-                    })
-                })
+                .map(|part| std::thread::spawn(move || common::ids_of(part)))
                 .collect();
             let mut all: Vec<i64> = threads
                 .into_iter()

@@ -505,6 +505,40 @@ fn partitioned_reads_hold_every_row_once() {
         },
     );
     assert_eq!(redshift.partitions(&key, 4), vec![Partition::whole()]);
+
+    // The parts the workers of a run read at once: the table by page ranges, a query by the
+    // key's hash, all inside the snapshot exported when the read was split — rows committed
+    // after that are not read by any part.
+    let wh = std::sync::Arc::new(wh);
+    let query = SourceRef::Query(format!("SELECT * FROM {} WHERE n < 10000", pg.table("t")));
+    for (src, filter, count) in [(&src, "", 3), (&src, "WHERE n >= 5000", 2), (&query, "", 3)] {
+        let parts = wh.clone().read_parts(src, filter, &key, count).unwrap();
+        assert_eq!(parts.len(), count, "{src:?}");
+        pg.exec("INSERT INTO t SELECT i, 'late', i FROM generate_series(100000, 100099) i;");
+        let threads: Vec<_> = parts
+            .into_iter()
+            .map(|part| std::thread::spawn(move || common::ids_of(part)))
+            .collect();
+        let mut all: Vec<i64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let len = all.len();
+        all.dedup();
+        assert_eq!(all.len(), len, "no row twice");
+        assert!(
+            all.iter().all(|id| *id < 100000),
+            "no row committed after the split"
+        );
+        let want = match (src, filter) {
+            (SourceRef::Query(_), _) => 10000,
+            (_, "") => 20000,
+            _ => 15000,
+        };
+        assert_eq!(all.len(), want, "{src:?} {filter}");
+        pg.exec("DELETE FROM t WHERE id >= 100000;");
+    }
 }
 
 #[test]

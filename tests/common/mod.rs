@@ -179,3 +179,17 @@ pub fn parts_cover_the_table(
     }
     whole.len()
 }
+
+/// The `id` (BIGINT) values a part of a split read holds.
+pub fn ids_of(part: wharf::warehouse::PartRead) -> Vec<i64> {
+    use wharf_operators::arrow::array::AsArray;
+    use wharf_operators::arrow::datatypes::Int64Type;
+    let mut ids = Vec::new();
+    part(&mut |b| {
+        let col = b.column_by_name("id").expect("a BIGINT `id` column");
+        ids.extend(col.as_primitive::<Int64Type>().values().iter().copied());
+        true
+    })
+    .unwrap();
+    ids
+}

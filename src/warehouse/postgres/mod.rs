@@ -19,6 +19,7 @@
 pub mod config;
 mod held;
 pub mod logical;
+mod parts;
 mod stream;
 mod tls;
 pub mod types;
@@ -42,7 +43,8 @@ use wharf_operators::watermark::Watermark;
 use self::types::{ColumnBuilder, PgKind};
 pub use super::{quote_ident, quote_table};
 use super::{
-    ChangeSource, ColumnInfo, EachBatch, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+    ChangeSource, ColumnInfo, EachBatch, PartRead, Select, SourceRef, TableSchema, Warehouse,
+    WarehouseError,
 };
 
 /// Rows per fetch from the server-side cursor, and per Arrow batch.
@@ -451,7 +453,7 @@ impl PostgresWarehouse {
         src: &SourceRef,
         each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<visibility::SnapshotVisibility, WarehouseError> {
-        self.stream_in(src, "", None, true, each)?
+        self.stream_in(src, "", None, true, None, each)?
             .ok_or_else(|| WarehouseError::Query {
                 source_ref: src.clone(),
                 message: "the server did not describe its snapshot".into(),
@@ -466,18 +468,21 @@ impl PostgresWarehouse {
         limit: Option<usize>,
         each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
-        self.stream_in(src, clause, limit, false, each).map(|_| ())
+        self.stream_in(src, clause, limit, false, None, each)
+            .map(|_| ())
     }
 
     /// [`Self::stream`] in one `REPEATABLE READ` transaction; with `seen`, the transaction's
     /// snapshot and the WAL insert position are read first (the first statement takes the
-    /// snapshot) and returned.
+    /// snapshot) and returned; with `snapshot`, the transaction imports that exported
+    /// snapshot first (a part of a read, [`parts`]).
     fn stream_in(
         &self,
         src: &SourceRef,
         clause: &str,
         limit: Option<usize>,
         seen: bool,
+        snapshot: Option<parts::Exported>,
         mut each: impl FnMut(RecordBatch) -> bool,
     ) -> Result<Option<visibility::SnapshotVisibility>, WarehouseError> {
         self.block(async {
@@ -496,6 +501,13 @@ impl PostgresWarehouse {
                 .start()
                 .await
                 .map_err(|e| self.err(src, e))?;
+            if let Some(snapshot) = snapshot {
+                // The identifier was checked (hex digits and dashes) when it was exported.
+                tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.id))
+                    .await
+                    .map_err(|e| self.err(src, e))?;
+                drop(snapshot.hold);
+            }
             let visibility = if seen {
                 let row = tx
                     .query_one(
@@ -661,6 +673,18 @@ impl Warehouse for PostgresWarehouse {
             }
             Watermark::Date(d) => format!("DATE '1970-01-01' + ({d})::integer"),
         }
+    }
+
+    /// Parts inside one exported snapshot (`parts.rs`): a table by page ranges, a query by
+    /// the key's hash; Redshift reads whole.
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        key: &[String],
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        self.parts(src, filter, key, count)
     }
 
     /// PostgreSQL's `hashtext` of the key's row text (NULLs included), made non-negative;
