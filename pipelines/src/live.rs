@@ -32,9 +32,8 @@ use crate::run::{
     RunError, RunOutcome, SinkMapper, SinkSpec, Wiring,
 };
 
-/// What a long-lived dataflow is built from: like a run's [`crate::run::RunSpec`] without the
-/// epoch and its reader. A [`Plan::Diff`]'s own setup is not used: each epoch brings its own
-/// ([`EpochInput::diff`]).
+/// What a long-lived dataflow is built from (each epoch brings its readers). A
+/// [`Plan::Diff`]'s own setup is not used: each epoch brings its own ([`EpochInput::diff`]).
 pub struct LiveSpec {
     /// Timely worker threads.
     pub workers: usize,

@@ -1,8 +1,9 @@
-//! One run of a sync as a timely dataflow:
-//! `poll_source → map_records → batch_sink` (append), or
-//! `poll_source → snapshot_diff → map_changes → batch_sink` (full and mirror), or
-//! `poll_source → consolidate_changes → stream_changes → map_changes → batch_sink` (a source's
-//! own change stream, consolidated per key against what the dataflow sent before),
+//! What every dataflow of a sync is wired from, below its source ([`crate::live`]'s
+//! `epoch_source`; `wharf preview --changes`'s `poll_source`):
+//! `→ map_records → batch_sink` (append), or
+//! `→ snapshot_diff → map_changes → batch_sink` (full and mirror), or
+//! `→ consolidate_changes → stream_changes → map_changes → batch_sink` (a source's own change
+//! stream, consolidated per key against what the dataflow sent before),
 //! with delivery on tokio.
 //!
 //! A sync with several destinations (fan-out) has one `map_* → batch_sink` branch and one
@@ -12,18 +13,18 @@
 //! The run is complete when every sink's output frontier passes the run's epoch, which
 //! happens only after every destination acknowledged every record (or it was rejected with a
 //! reason). A destination that fails for good fails the whole run. Committing the run's
-//! position is the caller's job and must happen only after [`run_dataflow`] returned `Ok`.
+//! position is the caller's job and must happen only after the epoch returned `Ok`
+//! ([`crate::live::LiveDataflow::run_epoch`]).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use wharf_operators::change::ChangeMapper;
 use wharf_operators::dataflow::{
-    batch_sink, map_records, poll_source, same_mapper, ArrowBatch, BatchLimits, MapperAt,
-    RejectSink, RunControl, SinkRequest, StartReader,
+    batch_sink, map_records, ArrowBatch, BatchLimits, MapperAt, RejectSink, RunControl, SinkRequest,
 };
 use wharf_operators::diff::{
     consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffEpochs,
@@ -38,28 +39,6 @@ use wharf_operators::RecordMapper;
 
 use crate::delivery::{delivery_loop, RetryPolicy};
 use crate::destination::Destination;
-
-/// Everything one run needs.
-pub struct RunSpec {
-    /// Timely worker threads.
-    pub workers: usize,
-    /// The run's epoch (timely timestamp).
-    pub epoch: u64,
-    /// Starts the warehouse reader (on worker 0).
-    pub reader: StartReader,
-    /// What the dataflow does with the rows.
-    pub plan: Plan,
-    /// Where records go: one or more destinations.
-    pub sinks: Vec<SinkSpec>,
-    /// Where rejected rows are recorded.
-    pub rejects: Arc<dyn RejectSink>,
-    /// Counters and failure of this run (shared with progress displays).
-    pub control: Arc<RunControl>,
-    /// The runtime that runs the reader and the delivery.
-    pub runtime: tokio::runtime::Handle,
-    /// Wall clock for the mapping's "too far in the future" check.
-    pub now_ms: i64,
-}
 
 /// One destination of a run.
 #[derive(Clone)]
@@ -128,96 +107,6 @@ pub struct RunOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("run failed: {0}")]
 pub struct RunError(pub String);
-
-/// Builds and runs the dataflow for one epoch on `spec.workers` threads and waits until every
-/// record is acknowledged (Ok) or the run failed (Err).
-pub fn run_dataflow(spec: RunSpec) -> Result<RunOutcome, RunError> {
-    let started = Instant::now();
-    let RunSpec {
-        workers,
-        epoch,
-        reader,
-        plan,
-        sinks,
-        rejects,
-        control,
-        runtime,
-        now_ms,
-    } = spec;
-    check_sinks(&plan, &sinks)?;
-    let diff_epochs = DiffEpochs::default();
-    if let Plan::Diff { spec, .. } = &plan {
-        diff_epochs
-            .announce(epoch, spec.clone())
-            .map_err(RunError)?;
-    }
-    let (senders, deliveries) = spawn_deliveries(&sinks, workers, &rejects, &control, &runtime);
-    let branches: Vec<(Branch, BatchLimits)> = sinks
-        .iter()
-        .map(|s| {
-            let branch = match &s.mapper {
-                SinkMapper::Records(m) => Branch::Records(same_mapper(m.clone(), now_ms)),
-                SinkMapper::Changes(m) => Branch::Changes(same_mapper(m.clone(), now_ms)),
-            };
-            (branch, s.limits)
-        })
-        .collect();
-    let reader = Arc::new(Mutex::new(Some(reader)));
-    let ctl = control.clone();
-    let guards = timely::execute(timely_config(workers), move |worker| {
-        let start = if worker.index() == 0 {
-            reader.lock().ok().and_then(|mut r| r.take())
-        } else {
-            None
-        };
-        let (plan, rejects, ctl) = (plan.clone(), rejects.clone(), ctl.clone());
-        let (senders, branches) = (senders.clone(), branches.clone());
-        let diff_epochs = diff_epochs.clone();
-        let probe = worker.dataflow::<u64, _, _>(|scope| {
-            let rows = poll_source(scope, epoch, start, ctl.clone());
-            let wiring = Wiring {
-                diff_epochs,
-                replay_free: ReplayFree::default(),
-                plan,
-                branches,
-                senders,
-                rejects,
-                control: ctl.clone(),
-            };
-            wiring.wire(rows)
-        });
-        while probe.less_equal(&epoch) {
-            if ctl.failure().is_some() {
-                for id in worker.installed_dataflows() {
-                    worker.drop_dataflow(id);
-                }
-                return;
-            }
-            // Briefly: a capability dropped in one step reaches the probe in a later one.
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
-    })
-    .map_err(RunError)?;
-    for result in guards.join() {
-        result.map_err(|e| RunError(format!("worker failed: {e}")))?;
-    }
-    if let Some(reason) = control.failure() {
-        for d in &deliveries {
-            d.abort();
-        }
-        abort_all(&sinks, &runtime);
-        return Err(RunError(reason));
-    }
-    // Every sender is gone with the workers: the loops end once their tasks are done.
-    for d in deliveries {
-        if let Err(e) = runtime.block_on(d) {
-            abort_all(&sinks, &runtime);
-            return Err(RunError(format!("delivery task failed: {e}")));
-        }
-    }
-    flush_all(&sinks, &runtime)?;
-    Ok(outcome(&control, started))
-}
 
 /// Checks that every sink's mapper fits the plan (rows or changes).
 pub(crate) fn check_sinks(plan: &Plan, sinks: &[SinkSpec]) -> Result<(), RunError> {

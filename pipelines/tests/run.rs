@@ -1,7 +1,6 @@
-//! `run_dataflow` against in-memory readers and destinations that misbehave on purpose: the
-//! run completes only when everything is acknowledged, transient failures and 413s are
-//! retried, permanent failures fail the run. The same of a long-lived dataflow, epoch after
-//! epoch.
+//! Long-lived dataflows against in-memory readers and destinations that misbehave on
+//! purpose: an epoch completes only when everything is acknowledged, transient failures and
+//! 413s are retried, permanent failures fail it; epoch after epoch.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use wharf_operators::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema};
 use wharf_operators::dataflow::{
-    BatchLimits, RejectSink, RunControl, SourceMessage, SourceSender, StartReader,
+    BatchLimits, RejectSink, SourceMessage, SourceSender, StartReader,
 };
 use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
 use wharf_operators::record::{EncodedRecords, Reject};
@@ -20,7 +19,24 @@ use wharf_pipelines::destination::{
     BoxFuture, Destination, DestinationError, SendOutcome, Sending,
 };
 use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
-use wharf_pipelines::run::{run_dataflow, Plan, RunSpec, SinkMapper, SinkSpec};
+use wharf_pipelines::run::{Plan, RunError, RunOutcome, SinkMapper, SinkSpec};
+
+/// A test's dataflow: its shape, destinations and first epoch's reader.
+struct RunSpec {
+    workers: usize,
+    reader: StartReader,
+    plan: Plan,
+    sinks: Vec<SinkSpec>,
+    rejects: Arc<dyn RejectSink>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// One epoch (1) of `spec` on a long-lived dataflow of its own.
+fn run_dataflow(mut spec: RunSpec) -> Result<RunOutcome, RunError> {
+    let reader = std::mem::replace(&mut spec.reader, Box::new(|_| {}));
+    let (mut live, input) = live(spec);
+    live.run_epoch(1, input(reader))
+}
 
 /// Fails the first `transient` calls, answers 413 to requests over `max_ok` records, and
 /// fails for good when `permanent` is set.
@@ -170,7 +186,6 @@ fn fan_out(
     let handle = rt.handle().clone();
     RunSpec {
         workers,
-        epoch: 1,
         reader: Box::new(move |tx: SourceSender| {
             handle.spawn_blocking(move || {
                 for i in 0..10 {
@@ -204,9 +219,7 @@ fn fan_out(
             })
             .collect(),
         rejects,
-        control: RunControl::new(3000),
         runtime: rt.handle().clone(),
-        now_ms: 1_800_000_000_000,
     }
 }
 
