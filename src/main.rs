@@ -92,6 +92,10 @@ enum Command {
         /// again until it has drained the stream up to where it stood at its start.
         #[arg(long, hide = true, env = "WHARF_MAX_CHANGES_PER_RUN")]
         max_changes_per_run: Option<usize>,
+        /// Most rows one append run takes (default 1,000,000; more where rows share the last
+        /// insert time); `wharf sync` runs again, each run committed, until it has them all.
+        #[arg(long, env = "WHARF_MAX_ROWS_PER_RUN")]
+        max_rows_per_run: Option<u64>,
         /// Keep running: poll again every `--interval` and send changes as they come (mirror
         /// syncs with change capture send each change within about one interval). Ctrl-C
         /// stops after the current run.
@@ -235,6 +239,7 @@ fn run(cli: Cli) -> Result<()> {
             crash_after_destination_commit,
             crash_after_slot_confirm,
             max_changes_per_run,
+            max_rows_per_run,
             continuous,
             interval,
         } => {
@@ -249,6 +254,9 @@ fn run(cli: Cli) -> Result<()> {
                 skip_idle: continuous,
                 max_changes: max_changes_per_run
                     .unwrap_or(wharf::sync::MAX_CHANGES_PER_POLL)
+                    .max(1),
+                max_rows: max_rows_per_run
+                    .unwrap_or(wharf::sync::MAX_ROWS_PER_RUN)
                     .max(1),
                 ..SyncOptions::default()
             };

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use crate::destination::{table_type_name, BuiltDestination};
 pub use capture::MAX_CHANGES_PER_POLL;
 pub use error::{SyncError, VolumeAnomaly};
-pub use options::{LiveRun, LiveSlot, SyncOptions, SyncReport, VolumeCheck};
+pub use options::{LiveRun, LiveSlot, SyncOptions, SyncReport, VolumeCheck, MAX_ROWS_PER_RUN};
 pub use preview::{preview_changes, ChangePreview};
 pub use resolve::{build_destination, change_mapper, resolve, ResolvedSync};
 pub use session::{run_in_session, Session};
@@ -61,13 +61,14 @@ pub fn run_sync(
             on_run(&previous);
         }
         // A change stream with more waiting than one run takes: further runs, each committed,
-        // until the position the stream had when this sync started.
+        // until the position the stream had when this sync started. An append backlog larger
+        // than one run takes: further runs, each committed, until a run finds no more.
         match report.backlog {
             Some(upto) => {
                 tracing::info!(
                     sync = name,
                     run = report.run.run_id,
-                    "more changes are waiting; running again up to where the stream stood at the start"
+                    "more is waiting than one run takes; running again"
                 );
                 options.capture_upto = Some(upto);
                 pending = Some(report);

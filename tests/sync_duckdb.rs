@@ -229,6 +229,49 @@ fn second_run_sends_only_new_rows_and_a_crash_before_commit_replays_harmlessly()
     assert!(st.contains("FAILED"), "the crashed run is marked: {st}");
 }
 
+/// A backlog larger than a run takes (`WHARF_MAX_ROWS_PER_RUN`) is read by one `wharf sync` in
+/// runs in insert-time order, each committed; rows sharing the last insert time of a run go
+/// in that run.
+#[test]
+fn a_large_backlog_is_read_in_committed_runs_of_at_most_max_rows() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
+    // 2,500 rows, every 3 sharing an insert time.
+    fx.sql(
+        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i),
+         TIMESTAMP '2024-06-01' + to_seconds(i // 3), 'u' || (i % 50)::VARCHAR, i * 1.5
+         FROM range(0, 2500) t(i)",
+    );
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    fx.write_config(
+        "wharf.toml",
+        &events_config(".state", &receiver.base_url(), "ev", EV_MAPPING),
+    );
+    let per_run = [("WHARF_MAX_ROWS_PER_RUN", "1000")];
+    let out = fx.wharf(&["sync", "s"], &per_run);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = receiver.stats();
+    assert_eq!((s.events_accepted, s.unique_events), (2500, 2500));
+    let history = fx.wharf(&["history", "s", "--json"], &[]);
+    let mut rows: Vec<u64> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["rows_read"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    rows.sort_unstable();
+    // The 1,000th row shares its insert time with the next two: 1,002 rows, twice, then 496.
+    assert_eq!(rows, vec![496, 1002, 1002], "{}", text(&history));
+    let log = text(&out);
+    assert_eq!(log.matches("run committed").count(), 3, "{log}");
+    // Caught up: the next sync finds nothing.
+    let out = fx.wharf(&["sync", "s", "--summary-json"], &per_run);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows_read"], 0, "{summary}");
+}
+
 #[test]
 fn one_and_two_workers_deliver_identical_events() {
     let fx = Fixture::new();

@@ -33,10 +33,14 @@ pub struct SyncOptions {
     /// Compare the run's row count with the sync's recent runs before sending.
     pub volume: Option<VolumeCheck>,
     /// A change-stream run reads only transactions committed before this position (set by
-    /// [`run_sync`] while it drains the stream up to where it stood at its start).
+    /// [`run_sync`] while it drains the stream up to where it stood at its start); set, an
+    /// append run that finds nothing records no run (the last run took the rest).
     pub capture_upto: Option<Watermark>,
     /// Most changes a change-stream run reads (whole transactions: a larger one comes whole).
     pub max_changes: usize,
+    /// Most rows an append run reads (more where rows share the last cursor value): a larger
+    /// backlog is read in several runs, each committed, in cursor order.
+    pub max_rows: u64,
 }
 
 /// The running run of a sync, as the service sees it.
@@ -116,9 +120,13 @@ impl Default for SyncOptions {
             volume: None,
             capture_upto: None,
             max_changes: MAX_CHANGES_PER_POLL,
+            max_rows: MAX_ROWS_PER_RUN,
         }
     }
 }
+
+/// Rows an append run reads at most, by default (see [`SyncOptions::max_rows`]).
+pub const MAX_ROWS_PER_RUN: u64 = 1_000_000;
 
 /// What a run did.
 #[derive(Debug, Clone)]
@@ -132,6 +140,7 @@ pub struct SyncReport {
     /// The run was sent although [`SyncOptions::volume`] found it anomalous.
     pub anomaly: Option<VolumeAnomaly>,
     /// A change-stream run stopped at its change limit: more changes wait, up to this
-    /// position of the stream (its head when the run polled).
+    /// position of the stream (its head when the run polled). An append run that stopped at
+    /// its row limit: more rows wait past this cursor value.
     pub backlog: Option<Watermark>,
 }

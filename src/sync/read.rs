@@ -28,10 +28,11 @@ pub(super) enum Read {
     Nothing,
     /// The whole table (full and mirror snapshots, a lookup table that is replaced).
     Snapshot,
-    /// The rows whose append cursor is past `from`.
+    /// The rows whose append cursor is past `from` (and at most `upto`).
     After {
         cursor: (String, DataType),
         from: Option<Watermark>,
+        upto: Option<Watermark>,
     },
 }
 
@@ -69,8 +70,11 @@ pub(super) fn epoch_readers(
                 .clone()
                 .read_parts(&source, "", &resolved.sync.key_columns(), parts)
         }
-        Read::After { cursor, from } => {
-            let filter = warehouse.after_filter(&cursor.0, &cursor.1, from);
+        Read::After { cursor, from, upto } => {
+            let mut filter = warehouse.after_filter(&cursor.0, &cursor.1, from);
+            if let Some(upto) = upto {
+                filter = warehouse.upto_filter(&filter, &cursor.0, &cursor.1, upto);
+            }
             warehouse
                 .clone()
                 .read_parts(&source, &filter, &resolved.sync.key_columns(), parts)

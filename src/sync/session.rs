@@ -166,7 +166,10 @@ pub fn run_in_session(
         }
         _ => None,
     };
-    let total = match (&resolved.cursor, &poll) {
+    let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
+    // A lookup table is replaced whole: an append run that finds new rows sends all of them.
+    let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
+    let mut total = match (&resolved.cursor, &poll) {
         (_, Some(p)) => Some(p.batches.iter().map(|b| b.num_rows() as u64).sum()),
         (Some(_), None) if probed_rows.is_some() => probed_rows,
         (Some((cursor, cursor_type)), None) => resolved
@@ -175,9 +178,39 @@ pub fn run_in_session(
             .ok(),
         (None, None) => resolved.warehouse.count(&resolved.source).ok(),
     };
+    // A backlog past the watermark larger than a run takes is read in runs of about
+    // `max_rows` rows in cursor order, each committed: a run reads up to the cursor value of
+    // its `max_rows`-th row (and every row sharing it), and `run_sync` runs again.
+    let mut read_upto = None;
+    if let (SyncMode::Append, false, Some((cursor, cursor_type)), Some(rows)) =
+        (sync.mode, whole_lookup, &resolved.cursor, total)
+    {
+        if rows > options.max_rows.max(1) {
+            let werr = |e| SyncError::Warehouse(name.to_string(), e);
+            let wh = &resolved.warehouse;
+            let bound = wh
+                .cursor_bound(
+                    &resolved.source,
+                    cursor,
+                    cursor_type,
+                    read_from,
+                    options.max_rows.max(1),
+                )
+                .map_err(werr)?;
+            if let Some(upto) = bound {
+                let filter = wh.after_filter(cursor, cursor_type, read_from);
+                let filter = wh.upto_filter(&filter, cursor, cursor_type, upto);
+                total = wh.count_where(&resolved.source, &filter).ok();
+                read_upto = Some(upto);
+                backlog = Some(upto);
+            }
+        }
+    }
     let stream_end = poll.as_ref().and_then(|p| p.end);
     let stream_batches = poll.map(|p| p.batches);
-    if options.skip_idle && sync.mode == SyncMode::Append && total == Some(0) {
+    // Nothing new in a continuous poll, or in a catch-up run (the last run held the rest).
+    let catching_up = options.skip_idle || options.capture_upto.is_some();
+    if catching_up && sync.mode == SyncMode::Append && total == Some(0) {
         return Ok(None);
     }
     let mode_name = format!("{:?}", sync.mode).to_lowercase();
@@ -231,9 +264,6 @@ pub fn run_in_session(
         run.run_id,
     );
     let sinks = sink_specs(config, &resolved, built, &envelope)?;
-    let keyed_append = sync.mode == SyncMode::Append && resolved.hasher.is_some();
-    // A lookup table is replaced whole: an append run that finds new rows sends all of them.
-    let whole_lookup = keyed_append && sync.table_type == TableType::Lookup;
     let plan = plan(
         &resolved,
         PlanInput {
@@ -256,6 +286,7 @@ pub fn run_in_session(
         (None, Some(cursor), _) => Read::After {
             cursor: cursor.clone(),
             from: read_from,
+            upto: read_upto,
         },
         // The first snapshot of a change-captured table is read by its stream (which may say
         // which transactions it saw).

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, SchemaRef};
-use wharf_operators::watermark::{is_cursor_type, Watermark};
+use wharf_operators::watermark::{column_max, is_cursor_type, max_watermark, Watermark};
 
 use crate::config::Config;
 
@@ -390,6 +390,50 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         after: Option<Watermark>,
     ) -> Result<u64, WarehouseError> {
         self.count_where(src, &self.after_filter(cursor, cursor_type, after))
+    }
+
+    /// The cursor value of the `n`-th row (from 1) past `after` in cursor order, if there are
+    /// that many: a run that reads the rows up to it ([`Warehouse::upto_filter`]) reads about
+    /// `n` (more where rows share that value). One `ORDER BY … LIMIT 1 OFFSET` statement.
+    fn cursor_bound(
+        &self,
+        src: &SourceRef,
+        cursor: &str,
+        cursor_type: &DataType,
+        after: Option<Watermark>,
+        n: u64,
+    ) -> Result<Option<Watermark>, WarehouseError> {
+        let column = self.ident(cursor);
+        let query = SourceRef::Query(format!(
+            "SELECT {column} FROM {} {} ORDER BY {column} LIMIT 1 OFFSET {}",
+            self.source_item(src)?,
+            self.after_filter(cursor, cursor_type, after),
+            n.saturating_sub(1)
+        ));
+        let mut bound = None;
+        self.select(Select::all(&query, ""), &mut |b| {
+            if b.num_columns() > 0 {
+                bound = max_watermark(bound, column_max(b.column(0).as_ref()));
+            }
+            true
+        })?;
+        Ok(bound)
+    }
+
+    /// `filter` (`WHERE …` or empty) narrowed to the rows whose `cursor` is at most `upto`.
+    fn upto_filter(
+        &self,
+        filter: &str,
+        cursor: &str,
+        cursor_type: &DataType,
+        upto: Watermark,
+    ) -> String {
+        let zone = matches!(cursor_type, DataType::Timestamp(_, Some(_)));
+        let upto = format!("{} <= {}", self.ident(cursor), self.literal(upto, zone));
+        match filter {
+            "" => format!("WHERE {upto}"),
+            f => format!("{f} AND {upto}"),
+        }
     }
 
     /// Streams the rows whose `cursor` is past `after` to `each` (false stops), in no

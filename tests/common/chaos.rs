@@ -565,6 +565,10 @@ user_id_column = "uid"
     );
     let mut total = n;
     let mut checked = 0;
+    // A backfill in runs of at most a fifth of the table, each committed: a kill resumes from
+    // the last committed run.
+    let per_run = (n / 5).max(1).to_string();
+    let envs = [("WHARF_MAX_ROWS_PER_RUN", per_run.as_str())];
     for round in 0..kills {
         if round > 0 {
             // New rows, later than every row before them.
@@ -574,16 +578,20 @@ user_id_column = "uid"
             ));
             total += 1000;
         }
-        killer.run(&f, "ev", &[]);
+        killer.run(&f, "ev", &envs);
         checked = checked.max(assert_watermark_behind_delivery(&f, &receiver, "ev"));
     }
-    clean_run(&f, "ev", &[]);
-    eprintln!(
-        "append: {}; {n} rows + {} new, up to {checked} rows checked behind a committed watermark",
-        killer.report(),
-        total - n
-    );
+    clean_run(&f, "ev", &envs);
     let stats = receiver.stats();
+    eprintln!(
+        "append: {}; {n} rows + {} new in runs of at most {per_run}, up to {checked} rows \
+         checked behind a committed watermark; {} events accepted for {total} rows \
+         (re-sent, and deduplicated by $insert_id: {})",
+        killer.report(),
+        total - n,
+        stats.events_accepted,
+        stats.events_accepted.saturating_sub(total)
+    );
     assert_eq!(
         stats.unique_events, total,
         "every row once by the dedup key: {stats:?}"
