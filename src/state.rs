@@ -116,6 +116,48 @@ pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Creates the store at `path` whole or not at all. redb writes its magic number last, so a
+/// process killed while `Database::create` initialised a new file would leave a file that no
+/// later run could open; instead the new store is initialised under a name of this process's
+/// own and linked into place once complete (a link, not a rename: another process that
+/// created the store meanwhile keeps its file). Leftovers of processes killed while creating
+/// are removed.
+fn create_whole(dir: &Path, path: &Path) -> Result<(), String> {
+    let mine = std::process::id();
+    let prefix = "state.redb.";
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.strip_suffix(".new"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = pid != mine && Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let tmp = dir.join(format!("{prefix}{mine}.new"));
+    let db = Database::create(&tmp).map_err(|e| e.to_string())?;
+    drop(db);
+    let linked = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    // The link itself is durable only once the folder is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| e.to_string())
+}
+
 impl StateStore {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
@@ -125,6 +167,9 @@ impl StateStore {
             message: m,
         };
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create folder: {e}")))?;
+        if !path.exists() {
+            create_whole(dir, &path).map_err(|e| err(format!("cannot create it: {e}")))?;
+        }
         let db = Database::create(&path).map_err(|e| {
             use redb::DatabaseError as E;
             match e {
@@ -392,6 +437,35 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_whose_creation_was_killed_is_created_again_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a process killed inside `Database::create` leaves: a file without redb's magic
+        // number, under the creating process's own name.
+        let left = dir.path().join(format!("state.redb.{}.new", u32::MAX - 1));
+        std::fs::write(&left, vec![0u8; 4096]).unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        assert!(!left.exists(), "the leftover is removed");
+        let run = store.begin_run("s", "append", None).unwrap();
+        store
+            .commit_run(run, Some(Watermark::Integer(1)), None)
+            .unwrap();
+        drop(store);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["state.redb".to_string()]);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.watermark("s").unwrap(), Some(Watermark::Integer(1)));
+        drop(store);
+
+        // A store that exists but is not whole is never silently replaced.
+        std::fs::write(dir.path().join("state.redb"), vec![0u8; 4096]).unwrap();
+        let e = StateStore::open(dir.path()).err().expect("refused");
+        assert!(e.to_string().contains("damaged"), "{e}");
+    }
 
     #[test]
     fn commit_stores_watermark_and_history() {
