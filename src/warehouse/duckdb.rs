@@ -14,8 +14,8 @@ use wharf_operators::arrow::datatypes::SchemaRef;
 use wharf_operators::watermark::Watermark;
 
 use super::{
-    quote_table, whole_read, ColumnInfo, EachBatch, PartRead, Partition, Select, SourceRef,
-    TableSchema, Warehouse, WarehouseError,
+    hash_conditions, quote_table, range_conditions, whole_read, ColumnInfo, EachBatch, PartRead,
+    Partition, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
 };
 
 /// A DuckDB database file.
@@ -288,23 +288,12 @@ impl Warehouse for DuckDbWarehouse {
                     .query_row(&sql, [], |r| r.get(0))
                     .map_err(|e| Self::query_err(src, e))?;
                 let rows = max.map_or(0, |m| m.max(0) as u64 + 1);
-                let step = rows.div_ceil(count as u64).max(1);
-                (0..count as u64)
-                    .map(|i| i * step)
-                    .take_while(|lo| *lo < rows.max(1))
-                    .map(|lo| match lo + step >= rows {
-                        true => format!("rowid >= {lo}"),
-                        false => format!("rowid >= {lo} AND rowid < {}", lo + step),
-                    })
-                    .collect()
+                range_conditions(rows, count, |lo, hi| match hi {
+                    None => format!("rowid >= {lo}"),
+                    Some(hi) => format!("rowid >= {lo} AND rowid < {hi}"),
+                })
             }
-            SourceRef::Query(_) => self
-                .partitions(key, count)
-                .iter()
-                .map(|p| p.narrow(""))
-                .map(|w| w.trim_start_matches("WHERE ").to_string())
-                .filter(|c| !c.is_empty())
-                .collect(),
+            SourceRef::Query(_) => hash_conditions(self.as_ref(), key, count),
         };
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);

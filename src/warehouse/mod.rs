@@ -235,6 +235,32 @@ impl Partition {
 /// Where a read's Arrow batches go, one at a time; returning false stops the read.
 pub type EachBatch<'a> = &'a mut dyn FnMut(RecordBatch) -> bool;
 
+/// `0..total` (rows, pages) split into at most `count` ranges, each written as a condition
+/// by `condition(lo, hi)` (`hi` is `None` for the last range, open at its top end).
+pub fn range_conditions(
+    total: u64,
+    count: usize,
+    condition: impl Fn(u64, Option<u64>) -> String,
+) -> Vec<String> {
+    let step = total.div_ceil(count.max(1) as u64).max(1);
+    (0..count as u64)
+        .map(|i| i * step)
+        .take_while(|lo| *lo < total.max(1))
+        .map(|lo| condition(lo, (lo + step < total).then_some(lo + step)))
+        .collect()
+}
+
+/// The conditions (without `WHERE`) that split a read into `count` parts by the hash of
+/// `key`, as [`Warehouse::partitions`] writes them; none where it cannot.
+pub fn hash_conditions<W: Warehouse + ?Sized>(w: &W, key: &[String], count: usize) -> Vec<String> {
+    w.partitions(key, count)
+        .iter()
+        .map(|p| p.narrow(""))
+        .map(|c| c.trim_start_matches("WHERE ").to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 /// The whole read of `src`'s rows that `filter` keeps, as one [`PartRead`].
 pub fn whole_read<W: Warehouse + ?Sized + 'static>(
     warehouse: Arc<W>,

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_postgres::IsolationLevel;
 
 use super::{quote_table, Flavor, PostgresWarehouse};
-use crate::warehouse::{whole_read, PartRead, SourceRef, Warehouse, WarehouseError};
+use crate::warehouse::{
+    hash_conditions, range_conditions, whole_read, PartRead, SourceRef, WarehouseError,
+};
 
 /// How long the coordinator keeps its snapshot for parts that have not imported it yet.
 const HOLD_SNAPSHOT: Duration = Duration::from_secs(120);
@@ -54,26 +56,12 @@ impl PostgresWarehouse {
         let conditions: Vec<String> = match src {
             SourceRef::Table(t) => {
                 let pages = self.pages(src, t)?;
-                let step = pages.div_ceil(count as u64).max(1);
-                (0..count as u64)
-                    .map(|i| i * step)
-                    .take_while(|lo| *lo < pages.max(1))
-                    .map(|lo| match lo + step >= pages {
-                        true => format!("ctid >= '({lo},0)'::tid"),
-                        false => format!(
-                            "ctid >= '({lo},0)'::tid AND ctid < '({},0)'::tid",
-                            lo + step
-                        ),
-                    })
-                    .collect()
+                range_conditions(pages, count, |lo, hi| match hi {
+                    None => format!("ctid >= '({lo},0)'::tid"),
+                    Some(hi) => format!("ctid >= '({lo},0)'::tid AND ctid < '({hi},0)'::tid"),
+                })
             }
-            SourceRef::Query(_) => self
-                .partitions(key, count)
-                .iter()
-                .map(|p| p.narrow(""))
-                .map(|w| w.trim_start_matches("WHERE ").to_string())
-                .filter(|c| !c.is_empty())
-                .collect(),
+            SourceRef::Query(_) => hash_conditions(self.as_ref(), key, count),
         };
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
