@@ -9,7 +9,10 @@
 //! connector (`warehouse/<kind>/config.rs`, `destination/<kind>/config.rs`), and a sync's
 //! own in [`syncs`].
 
+pub mod edit;
+pub mod fields;
 pub mod invalid;
+pub mod secrets;
 mod syncs;
 pub(crate) mod tagged;
 
@@ -25,6 +28,7 @@ use crate::duration::Span;
 pub use crate::secret::Secret;
 pub use crate::warehouse::registry::WarehouseConfig;
 use invalid::Invalid;
+pub use secrets::Secrets;
 pub use syncs::{ChangeCapture, MappingConfig, SyncConfig, SyncMode, TableType, TimeUnitConfig};
 use tagged::{tagged, tagged_fields, INNER_PATH};
 
@@ -215,21 +219,27 @@ impl<'de> Deserialize<'de> for DestinationConfig {
     }
 }
 
-/// Expands `${VAR}` in every string of `value`; `path` locates errors.
-fn expand_env(value: &mut toml::Value, path: &str, file: &str) -> Result<(), ConfigError> {
+/// Expands `${VAR}` in every string of `value` (the environment first, then the secrets
+/// file); `path` locates errors.
+fn expand_env(
+    value: &mut toml::Value,
+    path: &str,
+    file: &str,
+    secrets: &Secrets,
+) -> Result<(), ConfigError> {
     match value {
         toml::Value::String(s) if s.contains("${") => {
-            *s = expand_str(s).map_err(|var| ConfigError {
+            *s = expand_str(s, secrets).map_err(|var| ConfigError {
                 file: file.into(),
                 key: path.into(),
                 message: format!(
-                    "environment variable `{var}` is not set (referenced as ${{{var}}}); set it or write the value"
+                    "environment variable `{var}` is not set (referenced as ${{{var}}}); set it, write the value, or store it in the secrets file beside the config"
                 ),
             })?;
         }
         toml::Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
-                expand_env(v, &format!("{path}[{i}]"), file)?;
+                expand_env(v, &format!("{path}[{i}]"), file, secrets)?;
             }
         }
         toml::Value::Table(t) => {
@@ -239,7 +249,7 @@ fn expand_env(value: &mut toml::Value, path: &str, file: &str) -> Result<(), Con
                 } else {
                     format!("{path}.{k}")
                 };
-                expand_env(v, &p, file)?;
+                expand_env(v, &p, file, secrets)?;
             }
         }
         _ => {}
@@ -247,7 +257,7 @@ fn expand_env(value: &mut toml::Value, path: &str, file: &str) -> Result<(), Con
     Ok(())
 }
 
-fn expand_str(s: &str) -> Result<String, String> {
+fn expand_str(s: &str, secrets: &Secrets) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -260,7 +270,10 @@ fn expand_str(s: &str) -> Result<String, String> {
         let var = &after[..end];
         match std::env::var(var) {
             Ok(v) => out.push_str(&v),
-            Err(_) => return Err(var.to_string()),
+            Err(_) => match secrets.get(var) {
+                Some(v) => out.push_str(v),
+                None => return Err(var.to_string()),
+            },
         }
         rest = &after[end + 1..];
     }
@@ -277,7 +290,7 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}; create one with `wharf init`"),
         })?;
-        let mut config = Config::parse(&text, &file)?;
+        let mut config = Config::parse_with(&text, &file, &secrets::load(path)?)?;
         config.base_dir = path
             .parent()
             .map(|p| {
@@ -293,13 +306,18 @@ impl Config {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, file, &Secrets::default())
+    }
+
+    /// [`Config::parse`], with `secrets` for the `${NAME}`s the environment does not set.
+    pub fn parse_with(text: &str, file: &str, secrets: &Secrets) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
             file: file.into(),
             key: "(syntax)".into(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         let mut value = toml::Value::Table(table);
-        expand_env(&mut value, "", file)?;
+        expand_env(&mut value, "", file, secrets)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let mut key = e.path().to_string();
             // serde's messages can quote the offending value; keep them only when no secret

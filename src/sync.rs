@@ -21,7 +21,7 @@ pub use crate::destination::{table_type_name, BuiltDestination};
 pub use capture::MAX_CHANGES_PER_POLL;
 pub use error::{SyncError, VolumeAnomaly};
 pub use options::{LiveRun, LiveSlot, SyncOptions, SyncReport, VolumeCheck, MAX_ROWS_PER_RUN};
-pub use preview::{preview_changes, ChangePreview};
+pub use preview::{preview_changes, preview_records, ChangePreview, RecordPreview};
 pub use resolve::{build_destination, change_mapper, resolve, ResolvedSync};
 pub use session::{run_in_session, Session};
 
@@ -169,8 +169,16 @@ pub fn one_time_load(store: &StateStore, name: &str) -> Result<Option<RunRecord>
 /// (Mixpanel deduplicates events by `$insert_id`; profiles are set again). Returns what was
 /// cleared, for the user.
 pub fn reset_sync(config: &Config, name: &str) -> Result<Vec<String>, SyncError> {
+    reset_sync_in(config, name, &StateStore::open(&config.state_dir())?)
+}
+
+/// [`reset_sync`] with the state store already open (the service holds it).
+pub fn reset_sync_in(
+    config: &Config,
+    name: &str,
+    store: &StateStore,
+) -> Result<Vec<String>, SyncError> {
     let resolved = resolve(config, name)?;
-    let store = StateStore::open(&config.state_dir())?;
     let mut cleared = Vec::new();
     if store.reset(name)? {
         cleared.push(

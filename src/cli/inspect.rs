@@ -3,10 +3,7 @@
 use anyhow::{bail, Result};
 use wharf::config::Config;
 use wharf::sync::resolve;
-use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
 use wharf_operators::columns::row_json;
-use wharf_operators::record::MappedBatch;
-use wharf_operators::RecordMapper;
 
 use crate::runtime;
 
@@ -109,57 +106,29 @@ pub fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
     if !r.schema.primary_key.is_empty() {
         println!("  table's primary key: {}", r.schema.primary_key.join(", "));
     }
-    let now = chrono::Utc::now().timestamp_millis();
-    let batches = r.warehouse.preview(&r.source, limit)?;
-    if r.hasher.is_some() {
+    let rt = runtime()?;
+    let p = wharf::sync::preview_records(config, &r, limit, &rt)?;
+    if let Some(c) = &p.changes {
         println!("  sync key   : {}", r.sync.key_columns().join(", "));
-        let rt = runtime()?;
-        let p = wharf::sync::preview_changes(config, &r, 1, &rt)?;
         println!(
             "next run would send: {} inserts, {} updates, {} deletes ({} rows in the table; nothing sent, nothing committed)",
-            p.inserts, p.updates, p.deletes, p.rows
+            c.inserts, c.updates, c.deletes, c.rows
         );
-        let mapper = wharf::sync::change_mapper(config, &r, &r.sync.destinations[0], None)?;
         println!("records as they would be sent for new rows:");
-        for b in &batches {
-            let keys = r
-                .hasher
-                .as_ref()
-                .map(|h| h.key_texts(b))
-                .unwrap_or_default();
-            let set = ChangeSet::Rows {
-                batch: b.clone(),
-                changes: vec![
-                    RowChange {
-                        op: ChangeOp::Insert,
-                        identity_changed: false
-                    };
-                    b.num_rows()
-                ],
-                keys,
-                rejects: Vec::new(),
-            };
-            print_mapped(&mapper.map_changes(&set, now));
-        }
-    } else if let Some(ev) = &r.events {
+    } else {
         println!("records as they would be sent:");
-        for b in &batches {
-            print_mapped(&ev.map_batch(b, now));
-        }
     }
+    for rec in &p.records {
+        println!("{}", String::from_utf8_lossy(rec));
+    }
+    for rej in &p.rejects {
+        println!("REJECTED key={} reason: {}", rej.key, rej.reason);
+    }
+    let batches = r.warehouse.preview(&r.source, 1)?;
     if batches.is_empty() {
         println!("(the table is empty)");
     } else if let Some(b) = batches.first() {
         println!("first source row: {}", row_json(b, 0));
     }
     Ok(())
-}
-
-pub fn print_mapped(mapped: &MappedBatch) {
-    for rec in mapped.records.iter() {
-        println!("{}", String::from_utf8_lossy(rec));
-    }
-    for rej in &mapped.rejects {
-        println!("REJECTED key={} reason: {}", rej.key, rej.reason);
-    }
 }

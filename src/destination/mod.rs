@@ -108,3 +108,30 @@ pub fn table_type_name(t: TableType) -> &'static str {
         TableType::Lookup => "lookup",
     }
 }
+
+/// Every destination kind with the console's form for it.
+pub fn kinds() -> Vec<crate::config::fields::Kind> {
+    use crate::config::fields::{Field, Kind};
+    const FILE: &[Field] = &[Field::text(
+        "path",
+        "File",
+        "NDJSON, relative to the config file",
+    )];
+    vec![
+        Kind {
+            kind: "mixpanel",
+            label: "Mixpanel",
+            fields: mixpanel::config::FIELDS,
+        },
+        Kind {
+            kind: "kafka",
+            label: "Kafka",
+            fields: kafka::config::FIELDS,
+        },
+        Kind {
+            kind: "file",
+            label: "NDJSON file",
+            fields: FILE,
+        },
+    ]
+}

@@ -33,11 +33,16 @@ use axum::Router;
 use serde::Serialize;
 use tokio::sync::watch;
 
+mod console;
+mod suggest;
+
 use super::{ApiRefusal, ServiceError, Shared};
 use crate::config::ServiceConfig;
 use crate::secret::Secret;
 
 const PAGE: &str = include_str!("page.html");
+/// The API's OpenAPI document.
+const OPENAPI: &str = include_str!("openapi.json");
 
 /// A running API server.
 pub struct ApiServer {
@@ -152,17 +157,22 @@ fn serve(
 fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/status", get(service_status))
-        .route("/syncs", get(syncs))
-        .route("/syncs/{name}", get(one_sync))
+        .route("/syncs", get(syncs).post(console::create_sync))
+        .route("/syncs/{name}", get(one_sync).delete(console::delete_sync))
         .route("/syncs/{name}/runs", get(runs))
         .route("/syncs/{name}/run", post(trigger))
         .route("/syncs/{name}/pause", post(pause))
         .route("/syncs/{name}/resume", post(resume))
         .route("/metrics", get(metrics))
+        .merge(console::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)

@@ -1,4 +1,5 @@
-//! `wharf preview --changes`: what the next run of a mirror would send, sent nowhere.
+//! `wharf preview` and the console's preview: the records a sync would send (sent nowhere),
+//! and what the next run of a full or mirror sync would send.
 
 use wharf_operators::diff::{DiffSpec, Emit};
 use wharf_operators::watermark::Watermark;
@@ -146,4 +147,68 @@ pub(super) fn preview_captured(
         }
     }
     Ok(Some(preview))
+}
+
+/// What a sync would send, found without sending or committing anything.
+#[derive(Debug, Clone, Default)]
+pub struct RecordPreview {
+    /// The first records as they would be sent (JSON text), for a full or mirror sync those
+    /// of its rows as new rows.
+    pub records: Vec<Vec<u8>>,
+    /// The first rows' rejects, with their reasons.
+    pub rejects: Vec<wharf_operators::record::Reject>,
+    /// For a full or mirror sync: what its next run would send.
+    pub changes: Option<ChangePreview>,
+}
+
+/// The records the first `limit` rows of `resolved` map to (to its first destination), and
+/// for a full or mirror sync the counts of its next run.
+pub fn preview_records(
+    config: &Config,
+    resolved: &ResolvedSync,
+    limit: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<RecordPreview, SyncError> {
+    use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
+    use wharf_operators::RecordMapper;
+    let name = &resolved.sync.name;
+    let now = chrono::Utc::now().timestamp_millis();
+    let batches = resolved
+        .warehouse
+        .preview(&resolved.source, limit)
+        .map_err(|e| SyncError::Warehouse(name.clone(), e))?;
+    let mut out = RecordPreview::default();
+    let mut take = |m: wharf_operators::record::MappedBatch| {
+        out.records.extend(m.records.iter().map(|r| r.to_vec()));
+        out.rejects.extend(m.rejects);
+    };
+    if let Some(hasher) = &resolved.hasher {
+        let Some(destination) = resolved.sync.destinations.first() else {
+            return Ok(out);
+        };
+        let mapper = super::change_mapper(config, resolved, destination, None)?;
+        for b in &batches {
+            let set = ChangeSet::Rows {
+                batch: b.clone(),
+                changes: vec![
+                    RowChange {
+                        op: ChangeOp::Insert,
+                        identity_changed: false
+                    };
+                    b.num_rows()
+                ],
+                keys: hasher.key_texts(b),
+                rejects: Vec::new(),
+            };
+            take(mapper.map_changes(&set, now));
+        }
+        out.changes = Some(preview_changes(config, resolved, 1, runtime)?);
+    } else if let Some(events) = &resolved.events {
+        for b in &batches {
+            take(events.map_batch(b, now));
+        }
+    }
+    out.records.truncate(limit);
+    out.rejects.truncate(limit);
+    Ok(out)
 }

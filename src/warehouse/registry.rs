@@ -146,3 +146,44 @@ impl WarehouseConfig {
         })
     }
 }
+
+/// Every warehouse kind with the console's form for it.
+pub fn kinds() -> Vec<crate::config::fields::Kind> {
+    use crate::config::fields::{Field, Kind};
+    const DUCKDB: &[Field] = &[
+        Field::text("path", "Database file", "relative to the config file"),
+        Field::text("memory_limit", "Memory limit", "default 64MB").optional(),
+    ];
+    vec![
+        Kind {
+            kind: "duckdb",
+            label: "DuckDB",
+            fields: DUCKDB,
+        },
+        Kind {
+            kind: "postgres",
+            label: "PostgreSQL",
+            fields: postgres::config::FIELDS,
+        },
+        Kind {
+            kind: "redshift",
+            label: "Amazon Redshift",
+            fields: postgres::config::FIELDS,
+        },
+        Kind {
+            kind: "snowflake",
+            label: "Snowflake",
+            fields: snowflake::config::FIELDS,
+        },
+        Kind {
+            kind: "databricks",
+            label: "Databricks",
+            fields: databricks::config::FIELDS,
+        },
+        Kind {
+            kind: "bigquery",
+            label: "BigQuery",
+            fields: bigquery::config::FIELDS,
+        },
+    ]
+}

@@ -158,3 +158,15 @@ const RESERVED: &[&str] = &[
     "compression.codec",
     "compression.type",
 ];
+
+/// The console's form of a Kafka destination.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("brokers", "Brokers", "host:port, comma-separated"),
+        Field::text("topic", "Topic", "default wharf.{sync}").optional(),
+        Field::text("exactly_once", "Exactly once", "Kafka transactions")
+            .optional()
+            .boolean(),
+    ]
+};

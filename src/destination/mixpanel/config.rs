@@ -81,3 +81,18 @@ impl MixpanelConfig {
         }
     }
 }
+
+/// The console's form of a Mixpanel destination.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("project_id", "Project id", "").optional(),
+        Field::text("project_token", "Project token", "")
+            .optional()
+            .secret(),
+        Field::text("region", "Data residency", "")
+            .optional()
+            .select(&["us", "eu", "in"]),
+        Field::text("api_host", "API host", "overrides the region's host").optional(),
+    ]
+};

@@ -103,3 +103,19 @@ pub(crate) fn from_config(name: &str, b: &BigQueryConfig, base_dir: &Path) -> Bi
     };
     BigQueryWarehouse::new(name, settings)
 }
+
+/// The console's form of a BigQuery warehouse.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("project", "Project", ""),
+        Field::text("dataset", "Dataset", "of unqualified table names").optional(),
+        Field::text("location", "Location", "e.g. US, EU").optional(),
+        Field::text("credentials", "Service account key (JSON)", "")
+            .optional()
+            .secret(),
+        Field::text("access_token", "Access token", "instead of a key")
+            .optional()
+            .secret(),
+    ]
+};

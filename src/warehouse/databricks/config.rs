@@ -57,3 +57,15 @@ pub(crate) fn from_config(name: &str, d: &DatabricksConfig) -> DatabricksWarehou
     };
     DatabricksWarehouse::new(name, settings)
 }
+
+/// The console's form of a Databricks SQL warehouse.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("host", "Workspace URL", "https://adb-….azuredatabricks.net"),
+        Field::text("token", "Access token", "").secret(),
+        Field::text("warehouse_id", "SQL warehouse id", ""),
+        Field::text("catalog", "Catalog", "").optional(),
+        Field::text("schema", "Schema", "").optional(),
+    ]
+};

@@ -91,3 +91,29 @@ pub(crate) fn from_config(
     };
     PostgresWarehouse::new(name, settings)
 }
+
+/// The console's form of a PostgreSQL or Redshift warehouse.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("host", "Host", "name or address of the server"),
+        Field::text("port", "Port", "default 5432 (Redshift 5439)")
+            .optional()
+            .number(),
+        Field::text("database", "Database", ""),
+        Field::text("user", "User", ""),
+        Field::text(
+            "password",
+            "Password",
+            "stored in the secrets file, or write ${ENV_VAR}",
+        )
+        .optional()
+        .secret(),
+        Field::text("sslmode", "TLS", "").optional().select(&[
+            "prefer",
+            "disable",
+            "require",
+            "verify-full",
+        ]),
+    ]
+};

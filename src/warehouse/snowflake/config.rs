@@ -96,3 +96,22 @@ pub(crate) fn from_config(name: &str, sf: &SnowflakeConfig, base_dir: &Path) -> 
     };
     SnowflakeWarehouse::new(name, settings)
 }
+
+/// The console's form of a Snowflake warehouse.
+pub const FIELDS: &[crate::config::fields::Field] = {
+    use crate::config::fields::Field;
+    &[
+        Field::text("account", "Account", "e.g. myorg-myaccount"),
+        Field::text("user", "User", ""),
+        Field::text("password", "Password", "or a private key below")
+            .optional()
+            .secret(),
+        Field::text("private_key", "Private key (PEM)", "key-pair sign-in")
+            .optional()
+            .secret(),
+        Field::text("database", "Database", ""),
+        Field::text("schema", "Schema", "default PUBLIC").optional(),
+        Field::text("warehouse", "Virtual warehouse", "").optional(),
+        Field::text("role", "Role", "").optional(),
+    ]
+};
