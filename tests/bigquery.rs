@@ -371,3 +371,40 @@ fn bigquery_service_account_signs_in_once_and_bad_keys_are_refused() {
         .to_string();
     assert!(e.contains("not several"), "{e}");
 }
+
+#[test]
+fn partitioned_reads_deal_one_read_sessions_streams_to_the_parts() {
+    let bq = BqEmulator::start();
+    bq.sql(&[
+        // Over 1 MB: BigQuery (and the emulator) read smaller tables in one stream.
+        "CREATE TABLE ds.t AS SELECT x AS id, CONCAT('r', CAST(MOD(x, 5) AS STRING)) AS region, \
+         REPEAT('x', 40) AS pad FROM UNNEST(GENERATE_ARRAY(0, 59999)) AS x",
+    ]);
+    let config = Config::parse(&bq.toml(), "w.toml").unwrap();
+    let wh = wharf::warehouse::open(&config, "bq").unwrap();
+    let key = ["id".to_string()];
+    let table = SourceRef::Table("t".into());
+    let query = SourceRef::Query("SELECT * FROM ds.t WHERE id < 100".into());
+    let every = |n: i64| (0..n).collect::<Vec<i64>>();
+    for (src, filter, count, rows) in [
+        (&table, "", 1, every(60_000)),
+        (&table, "", 3, every(60_000)),
+        (&table, "WHERE id >= 20000", 2, (20_000..60_000).collect()),
+        // A query is read through REST pages: one part.
+        (&query, "", 3, every(100)),
+    ] {
+        let parts = wh.clone().read_parts(src, filter, &key, count).unwrap();
+        let expected_parts = if matches!(src, SourceRef::Query(_)) {
+            1
+        } else {
+            count
+        };
+        assert_eq!(parts.len(), expected_parts, "{src:?} {filter} in {count}");
+        // Every row once, each part on its own thread.
+        assert_eq!(
+            common::ids_of_parts(parts),
+            rows,
+            "{src:?} {filter} in {count}"
+        );
+    }
+}

@@ -105,15 +105,7 @@ fn partitioned_reads_hold_every_row_once() {
         for count in [1, 2, 3] {
             let parts = wh.clone().read_parts(src, filter, key, count).unwrap();
             assert_eq!(parts.len(), count, "{src:?}: {count} parts");
-            let threads: Vec<_> = parts
-                .into_iter()
-                .map(|part| std::thread::spawn(move || common::ids_of(part)))
-                .collect();
-            let mut all: Vec<i64> = threads
-                .into_iter()
-                .flat_map(|t| t.join().unwrap())
-                .collect();
-            all.sort_unstable();
+            let mut all = common::ids_of_parts(parts);
             all.dedup();
             assert_eq!(all.len(), rows, "{src:?} in {count} parts, {filter}");
         }

@@ -515,15 +515,7 @@ fn partitioned_reads_hold_every_row_once() {
         let parts = wh.clone().read_parts(src, filter, &key, count).unwrap();
         assert_eq!(parts.len(), count, "{src:?}");
         pg.exec("INSERT INTO t SELECT i, 'late', i FROM generate_series(100000, 100099) i;");
-        let threads: Vec<_> = parts
-            .into_iter()
-            .map(|part| std::thread::spawn(move || common::ids_of(part)))
-            .collect();
-        let mut all: Vec<i64> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        all.sort_unstable();
+        let mut all = common::ids_of_parts(parts);
         let len = all.len();
         all.dedup();
         assert_eq!(all.len(), len, "no row twice");

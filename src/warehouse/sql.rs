@@ -8,7 +8,11 @@ use wharf_operators::watermark::Watermark;
 
 use super::change_source::{ChangeFunction, ChangeSource, ChangeWindow, FunctionStream};
 use super::changes::{self, ChangeFormat, Compacted};
-use super::{EachBatch, Literals, Select, SourceRef, TableSchema, Warehouse, WarehouseError};
+use std::sync::Arc;
+
+use super::{
+    EachBatch, Literals, PartRead, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
+};
 
 /// What [`SqlApi::run`] runs: `sql`, written by wharf for reading `src` (named in errors);
 /// `limit` is the most rows the caller wants (a paging hint).
@@ -61,6 +65,20 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
     fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
         let sql = query.sql(&self.source_sql(query.source)?);
         self.run(Sql::new(query.source, &sql, query.limit), each)
+    }
+
+    /// A read of `src`'s rows that `filter` keeps in `count` parts that see one state of it
+    /// (see [`Warehouse::read_parts`]); one part unless the warehouse splits it.
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        _count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError>
+    where
+        Self: Sized + 'static,
+    {
+        Ok(vec![super::whole_read(self, src, filter)])
     }
 
     /// The first column of the first row of `sql`, as an integer.
@@ -133,6 +151,16 @@ impl<T: SqlApi + 'static> Warehouse for T {
 
     fn select(&self, query: Select, each: EachBatch<'_>) -> Result<(), WarehouseError> {
         SqlApi::select(self, query, each)
+    }
+
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        _key: &[String],
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        SqlApi::read_parts(self, src, filter, count)
     }
 
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {

@@ -180,6 +180,21 @@ pub fn parts_cover_the_table(
     whole.len()
 }
 
+/// The `id`s the parts of a split read hold, each part read on a thread of its own (as the
+/// workers of a run read them), sorted; a row read twice appears twice.
+pub fn ids_of_parts(parts: Vec<wharf::warehouse::PartRead>) -> Vec<i64> {
+    let threads: Vec<_> = parts
+        .into_iter()
+        .map(|part| std::thread::spawn(move || ids_of(part)))
+        .collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("a part's thread"))
+        .collect();
+    all.sort_unstable();
+    all
+}
+
 /// The `id` (BIGINT) values a part of a split read holds.
 pub fn ids_of(part: wharf::warehouse::PartRead) -> Vec<i64> {
     use wharf_operators::arrow::array::AsArray;

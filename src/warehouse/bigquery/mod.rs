@@ -49,7 +49,9 @@ use answers::{
 };
 
 use super::sql::{Sql, SqlApi};
-use super::{ColumnInfo, EachBatch, Select, SourceRef, TableSchema, WarehouseError};
+use super::{
+    whole_read, ColumnInfo, EachBatch, PartRead, Select, SourceRef, TableSchema, WarehouseError,
+};
 
 /// How to reach BigQuery.
 #[derive(Clone)]
@@ -343,30 +345,104 @@ impl BigQueryWarehouse {
         restriction: String,
         each: EachBatch<'_>,
     ) -> Result<(), WarehouseError> {
+        let (client, session) = self
+            .storage_session(src, table.clone(), restriction.clone(), 1)
+            .await?;
+        self.storage_streams(
+            src,
+            (table, restriction),
+            Some(&client),
+            &session,
+            &session.streams,
+            schema,
+            each,
+        )
+        .await
+    }
+
+    /// The request of a read of `table` (rows matching `restriction`) in `streams` streams.
+    async fn storage_request<'a>(
+        &'a self,
+        endpoint: &'a str,
+        table: String,
+        restriction: String,
+        streams: u32,
+    ) -> Result<storage::ReadRequest<'a>, WarehouseError> {
         let s = &self.settings;
-        let endpoint = s.storage_endpoint.clone().unwrap_or_default();
-        let req = storage::ReadRequest {
-            endpoint: &endpoint,
+        Ok(storage::ReadRequest {
+            endpoint,
             project: &s.project,
             table,
             row_restriction: restriction,
-            max_streams: s.storage_streams.max(1),
+            max_streams: s.storage_streams.max(streams).max(1),
             token: self.bearer().await?,
             timeout: s.timeout,
+        })
+    }
+
+    /// Opens a read session of `table` with at least `streams` streams asked for.
+    async fn storage_session(
+        &self,
+        src: &SourceRef,
+        table: String,
+        restriction: String,
+        streams: u32,
+    ) -> Result<(reqwest::Client, storage::Session), WarehouseError> {
+        let endpoint = self.settings.storage_endpoint.clone().unwrap_or_default();
+        let req = self
+            .storage_request(&endpoint, table, restriction, streams)
+            .await?;
+        storage::open(&req)
+            .await
+            .map_err(|e| self.storage_err(src, e))
+    }
+
+    /// Reads `streams` of `session` (of `table`, rows matching `restriction`) as batches of
+    /// `schema`.
+    #[allow(clippy::too_many_arguments)]
+    async fn storage_streams(
+        &self,
+        src: &SourceRef,
+        (table, restriction): (String, String),
+        client: Option<&reqwest::Client>,
+        session: &storage::Session,
+        streams: &[String],
+        schema: &SchemaRef,
+        each: EachBatch<'_>,
+    ) -> Result<(), WarehouseError> {
+        let endpoint = self.settings.storage_endpoint.clone().unwrap_or_default();
+        let req = self
+            .storage_request(&endpoint, table, restriction, 1)
+            .await?;
+        // A part reads on a runtime of its own: its own client (connections are the runtime's).
+        let own;
+        let client = match client {
+            Some(c) => c,
+            None => {
+                own = storage::client(&req).map_err(|e| self.storage_err(src, e))?;
+                &own
+            }
         };
         let mut failed = None;
-        let result = storage::read(&req, &mut |batch| match conform(&batch, schema) {
-            Ok(b) => each(b),
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        })
-        .await;
+        let result =
+            storage::read_streams(client, &req, session, streams, &mut |batch| match conform(
+                &batch, schema,
+            ) {
+                Ok(b) => each(b),
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })
+            .await;
         if let Some(e) = failed {
             return Err(Self::query_err(src, e));
         }
-        result.map_err(|e| match e.code {
+        result.map_err(|e| self.storage_err(src, e))
+    }
+
+    fn storage_err(&self, src: &SourceRef, e: storage::StorageError) -> WarehouseError {
+        match e.code {
             Some(5) if matches!(src, SourceRef::Table(_)) => WarehouseError::MissingTable {
                 source_ref: src.clone(),
                 warehouse: self.what(),
@@ -380,7 +456,55 @@ impl BigQueryWarehouse {
                 message: format!("Storage Read API: {e}"),
             },
             _ => Self::query_err(src, format!("Storage Read API: {e}")),
-        })
+        }
+    }
+
+    /// A read in `count` parts: one read session (one state of the table), its streams dealt
+    /// out to the parts; each part reads its streams on its own thread. A read the Storage
+    /// API cannot make (a query, REST-only types, no Storage endpoint, a refused session) is
+    /// one part.
+    fn storage_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        let whole = |wh: Arc<Self>| Ok(vec![whole_read(wh, src, filter)]);
+        if count <= 1 {
+            return whole(self);
+        }
+        let Some((table, schema)) = self.block(self.storage_plan(src))? else {
+            return whole(self);
+        };
+        let restriction = filter.trim_start_matches("WHERE ").to_string();
+        let streams = u32::try_from(count).unwrap_or(u32::MAX);
+        let session = match self.block(async {
+            self.storage_session(src, table.clone(), restriction.clone(), streams)
+                .await
+                .map(|(_, session)| session)
+        }) {
+            Ok(session) => session,
+            Err(WarehouseError::Open { .. }) => return whole(self),
+            Err(e) => return Err(e),
+        };
+        let parts = count.min(session.streams.len()).max(1);
+        let mut dealt: Vec<Vec<String>> = vec![Vec::new(); parts];
+        for (i, stream) in session.streams.iter().enumerate() {
+            dealt[i % parts].push(stream.clone());
+        }
+        Ok(dealt
+            .into_iter()
+            .map(|streams| {
+                let (wh, src, schema) = (self.clone(), src.clone(), schema.clone());
+                let (session, what) = (session.clone(), (table.clone(), restriction.clone()));
+                let read: PartRead = Box::new(move |each| {
+                    wh.block(
+                        wh.storage_streams(&src, what, None, &session, &streams, &schema, each),
+                    )
+                });
+                read
+            })
+            .collect())
     }
 
     /// Runs `sql` and hands each page, as Arrow, to `each`; returns the schema.
@@ -556,6 +680,16 @@ impl SqlApi for BigQueryWarehouse {
         let Sql { src, sql, limit } = sql;
         let max = limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX));
         self.block(self.stream(src, sql, max, each)).map(|_| ())
+    }
+
+    /// In parts: the streams of one Storage read session dealt out to them.
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        self.storage_parts(src, filter, count)
     }
 
     /// Through the Storage Read API (the filter's condition as its row restriction) when it

@@ -263,8 +263,10 @@ fn routing(key: &str, value: &str) -> String {
 }
 
 /// The session a `CreateReadSession` answered: its streams and Arrow schema message.
-struct Session {
-    streams: Vec<String>,
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Its streams' names.
+    pub streams: Vec<String>,
     schema: Vec<u8>,
 }
 
@@ -402,27 +404,49 @@ pub async fn read(
     req: &ReadRequest<'_>,
     each: &mut dyn FnMut(RecordBatch) -> bool,
 ) -> Result<(), StorageError> {
+    let (client, session) = open(req).await?;
+    read_streams(&client, req, &session, &session.streams, each).await
+}
+
+/// Opens a read session of `req`'s table: every stream of it reads one state of the table
+/// (the session's snapshot), so its streams can be read apart, by several workers.
+pub async fn open(req: &ReadRequest<'_>) -> Result<(reqwest::Client, Session), StorageError> {
+    let client = client(req)?;
+    let session = create_session(&client, req).await?;
+    Ok((client, session))
+}
+
+/// A client of the Storage API at `req.endpoint` (HTTP/2).
+pub fn client(req: &ReadRequest<'_>) -> Result<reqwest::Client, StorageError> {
     let mut builder = reqwest::Client::builder()
         .timeout(req.timeout)
         .http2_adaptive_window(true);
     if req.endpoint.starts_with("http://") {
         builder = builder.http2_prior_knowledge();
     }
-    let client = builder
+    builder
         .build()
-        .map_err(|e| StorageError::transport(e.to_string()))?;
-    let session = create_session(&client, req).await?;
-    if session.streams.is_empty() {
+        .map_err(|e| StorageError::transport(e.to_string()))
+}
+
+/// Reads `streams` of `session` concurrently, handing each batch to `each` (false stops).
+pub async fn read_streams(
+    client: &reqwest::Client,
+    req: &ReadRequest<'_>,
+    session: &Session,
+    streams: &[String],
+    each: &mut dyn FnMut(RecordBatch) -> bool,
+) -> Result<(), StorageError> {
+    if streams.is_empty() {
         // An empty table: a session without streams.
         return Ok(());
     }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let readers: Vec<_> = session
-        .streams
+    let readers: Vec<_> = streams
         .iter()
         .map(|s| {
             let tx = tx.clone();
-            let (client, schema) = (&client, &session.schema);
+            let schema = &session.schema;
             async move {
                 if let Err(e) = read_stream(client, req, s, schema, &tx).await {
                     let _ = tx.send(Err(e)).await;
