@@ -198,6 +198,25 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
+    // A destination's table-valued keys (its service account) are named, never shown, and an
+    // edit that does not send them keeps them as written.
+    let dests = api.ok("GET", "/destinations", None);
+    assert!(!dests.to_string().contains("test-secret"), "{dests}");
+    assert_eq!(dests[0]["kept"], json!(["service_account"]), "{dests}");
+    let mut settings = dests[0]["settings"].clone();
+    settings["concurrency"] = json!(4);
+    api.ok(
+        "PUT",
+        "/destinations/mp",
+        Some(json!({"type": "mixpanel", "settings": settings})),
+    );
+    assert!(
+        config().contains(r#"service_account = { username = "sa", secret = "test-secret" }"#),
+        "{}",
+        config()
+    );
+    assert!(config().contains("concurrency = 4"));
+
     // The DuckDB warehouse: tables, columns, suggestions and the modes of events.
     let wh = json!({"type": "duckdb", "settings": {"path": "wh.duckdb"}});
     assert_eq!(
@@ -258,6 +277,19 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
     assert_eq!(records[0]["properties"]["distinct_id"], "u0", "{p}");
     assert_eq!(records[0]["properties"]["plan"], "pro", "{p}");
     assert!(p["changes"].is_null());
+
+    // A full sync's preview counts what its first run would send (the service holds the state
+    // store open meanwhile).
+    let p = api.ok(
+        "POST",
+        "/preview",
+        Some(json!({
+            "name": "lookup", "warehouse": "demo", "table": "main.ev", "table_type": "lookup",
+            "mode": "full", "destinations": ["mp"], "schedule": "manual", "primary_key": ["id"],
+            "mapping": {"lookup_table_id": "lt1"}
+        })),
+    );
+    assert_eq!(p["changes"]["inserts"], 500, "{p}");
 
     // Create, run, and the receiver holds every row once; the file kept its comments.
     let created = api.ok("POST", "/syncs", Some(draft("events", "ts")));

@@ -107,7 +107,7 @@ pub fn preview(config: &Config, name: &str, limit: usize) -> Result<()> {
         println!("  table's primary key: {}", r.schema.primary_key.join(", "));
     }
     let rt = runtime()?;
-    let p = wharf::sync::preview_records(config, &r, limit, &rt)?;
+    let p = wharf::sync::preview_records(config, &r, limit, &rt, None)?;
     if let Some(c) = &p.changes {
         println!("  sync key   : {}", r.sync.key_columns().join(", "));
         println!(

@@ -137,9 +137,13 @@ impl Edit {
             .unwrap_or_default()
     }
 
-    /// Sets `[<section>.<name>]` to `type = kind` and `settings`; each of `secrets` (keys
-    /// listed in `secret_keys`) goes to the secrets file unless it is a `${ENV}` reference. A
-    /// secret key not given keeps its stored value when the entry stays of the same kind.
+    /// Sets `[<section>.<name>]`'s `type = kind` and `settings`: a key given a value is set,
+    /// a key given `null` or `""` removed, a key not given kept (so tables the form does not
+    /// show, e.g. a `service_account`, stay as written) — unless the kind changes, which starts
+    /// the table afresh. Each of `secret_values` (keys listed in `secret_keys`) goes to the
+    /// secrets file unless it is a `${ENV}` reference; one left empty keeps its value. New keys
+    /// are written in `order` (the form's), then by name.
+    #[allow(clippy::too_many_arguments)]
     pub fn set_entry(
         &mut self,
         section: Section,
@@ -148,6 +152,7 @@ impl Edit {
         settings: &serde_json::Map<String, Value>,
         secret_values: &serde_json::Map<String, Value>,
         secret_keys: &[&str],
+        order: &[&str],
     ) -> Result<(), EditError> {
         check_name(name)?;
         let same_kind = self
@@ -176,24 +181,24 @@ impl Edit {
                 None,
             ));
         };
-        // Keep a secret key the form left empty (its value is never sent back to the form).
-        let kept: Vec<String> = table
-            .iter()
-            .map(|(k, _)| k.to_string())
-            .filter(|k| {
-                !(same_kind && secret_keys.contains(&k.as_str()) && !secret_values.contains_key(k))
-            })
-            .collect();
-        for k in kept {
-            table.remove(&k);
+        if !same_kind {
+            table.clear();
         }
         table.insert("type", toml_edit::value(kind));
-        for (k, v) in settings {
+        let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
+        let mut given: Vec<(&String, &Value)> = settings.iter().collect();
+        given.sort_by_key(|(k, _)| (rank(k), (*k).clone()));
+        for (k, v) in given {
             if k == "type" || secret_keys.contains(&k.as_str()) {
                 continue;
             }
-            if let Some(item) = to_item(v, k)? {
-                table.insert(k, item);
+            match to_item(v, k)? {
+                Some(item) => {
+                    table.insert(k, item);
+                }
+                None => {
+                    table.remove(k);
+                }
             }
         }
         for (k, v) in secret_values {
@@ -441,12 +446,27 @@ fn sync_table(draft: &Value) -> Result<(String, Table), EditError> {
         .to_string();
     check_name(&name)?;
     let mut table = Table::new();
-    // `name` first, as people write it.
-    table.insert("name", toml_edit::value(name.as_str()));
-    for (k, v) in obj {
-        if k == "name" {
-            continue;
-        }
+    // In the order people write a sync (README's), the rest by name; `mapping` last, as its
+    // sub-table comes after the sync's own keys.
+    const ORDER: &[&str] = &[
+        "name",
+        "warehouse",
+        "table",
+        "query",
+        "table_type",
+        "mode",
+        "destinations",
+        "schedule",
+        "primary_key",
+    ];
+    let rank = |k: &str| match ORDER.iter().position(|o| *o == k) {
+        Some(i) => i,
+        None if k == "mapping" => ORDER.len() + 1,
+        None => ORDER.len(),
+    };
+    let mut keys: Vec<(&String, &Value)> = obj.iter().collect();
+    keys.sort_by_key(|(k, _)| (rank(k), (*k).clone()));
+    for (k, v) in keys {
         if let Some(item) = to_item(v, k)? {
             table.insert(k, item);
         }
@@ -625,6 +645,7 @@ time_column = "ts"
             settings.as_object().unwrap(),
             secrets.as_object().unwrap(),
             &["password"],
+            &["host", "port", "database", "user"],
         )
         .unwrap();
         e.save().unwrap();
@@ -650,6 +671,7 @@ time_column = "ts"
             settings.as_object().unwrap(),
             &serde_json::Map::new(),
             &["password"],
+            &[],
         )
         .unwrap();
         e.save().unwrap();

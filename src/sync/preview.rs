@@ -28,12 +28,14 @@ pub struct ChangePreview {
     pub deletes: u64,
 }
 
-/// Dry-runs the diff of a snapshot sync.
+/// Dry-runs the diff of a snapshot sync (`store`: the state store when the caller holds it
+/// open, as the service does; else it is opened here).
 pub fn preview_changes(
     config: &Config,
     resolved: &ResolvedSync,
     workers: usize,
     runtime: &tokio::runtime::Runtime,
+    store: Option<&StateStore>,
 ) -> Result<ChangePreview, SyncError> {
     let name = &resolved.sync.name;
     let Some(hasher) = &resolved.hasher else {
@@ -42,10 +44,13 @@ pub fn preview_changes(
             what: "a change preview for an append sync".into(),
         });
     };
-    let store = StateStore::open(&config.state_dir())?;
-    let committed = store.snapshot(name)?;
-    let position = store.watermark(name)?;
-    drop(store);
+    let (committed, position) = match store {
+        Some(store) => (store.snapshot(name)?, store.watermark(name)?),
+        None => {
+            let store = StateStore::open(&config.state_dir())?;
+            (store.snapshot(name)?, store.watermark(name)?)
+        }
+    };
     if let Some(p) = preview_captured(
         resolved,
         position,
@@ -168,6 +173,7 @@ pub fn preview_records(
     resolved: &ResolvedSync,
     limit: usize,
     runtime: &tokio::runtime::Runtime,
+    store: Option<&StateStore>,
 ) -> Result<RecordPreview, SyncError> {
     use wharf_operators::change::{ChangeOp, ChangeSet, RowChange};
     use wharf_operators::RecordMapper;
@@ -202,7 +208,7 @@ pub fn preview_records(
             };
             take(mapper.map_changes(&set, now));
         }
-        out.changes = Some(preview_changes(config, resolved, 1, runtime)?);
+        out.changes = Some(preview_changes(config, resolved, 1, runtime, store)?);
     } else if let Some(events) = &resolved.events {
         for b in &batches {
             take(events.map_batch(b, now));

@@ -172,6 +172,15 @@ fn kinds_of(section: Section) -> Vec<Kind> {
     }
 }
 
+/// The keys of `kind`'s form, in its order.
+fn field_order(section: Section, kind: &str) -> Vec<&'static str> {
+    kinds_of(section)
+        .iter()
+        .find(|k| k.kind == kind)
+        .map(|k| k.fields.iter().map(|f| f.name).collect())
+        .unwrap_or_default()
+}
+
 fn secret_keys(section: Section, kind: &str) -> Result<Vec<&'static str>, Refusal> {
     let kinds = kinds_of(section);
     let k = kinds.iter().find(|k| k.kind == kind).ok_or_else(|| {
@@ -199,17 +208,23 @@ async fn entries(State(state): State<ApiState>, section: Section) -> Response {
                 let kind = table.get("type").and_then(|t| t.as_str()).unwrap_or("");
                 let secret = secret_keys(section, kind).unwrap_or_default();
                 let mut settings = Map::new();
-                let mut set = Vec::new();
+                let (mut set, mut kept) = (Vec::new(), Vec::new());
                 for (k, v) in table.iter() {
-                    if secret.contains(&k) {
-                        set.push(k.to_string());
-                    } else if k != "type" {
-                        if let Some(v) = v.as_value() {
+                    match v.as_value() {
+                        _ if k == "type" => {}
+                        _ if secret.contains(&k) => set.push(k.to_string()),
+                        // Tables (a `service_account`, librdkafka `properties`) may hold
+                        // secrets: named only, and kept as written by an edit.
+                        Some(toml_edit::Value::InlineTable(_)) | None => kept.push(k.to_string()),
+                        Some(v) => {
                             settings.insert(k.to_string(), plain(v));
                         }
                     }
                 }
-                json!({ "name": name, "type": kind, "settings": settings, "secrets": set })
+                json!({
+                    "name": name, "type": kind, "settings": settings, "secrets": set,
+                    "kept": kept,
+                })
             })
             .collect();
         Ok((StatusCode::OK, Value::Array(list)))
@@ -254,6 +269,7 @@ async fn set_entry(
 ) -> Response {
     blocking(&state, move |shared| {
         let secret = secret_keys(section, &body.kind)?;
+        let order = field_order(section, &body.kind);
         edit(shared, |e| {
             e.set_entry(
                 section,
@@ -262,6 +278,7 @@ async fn set_entry(
                 &body.settings,
                 &body.secrets,
                 &secret,
+                &order,
             )?;
             Ok(json!({ "name": name }))
         })
@@ -334,6 +351,7 @@ async fn test_draft(State(state): State<ApiState>, Json(body): Json<EntryBody>) 
             &body.settings,
             &body.secrets,
             &secret,
+            &[],
         )?;
         let mut config = e.check()?;
         config.base_dir = shared.config().base_dir.clone();
@@ -477,7 +495,13 @@ async fn preview(State(state): State<ApiState>, Json(draft): Json<Value>) -> Res
             .enable_all()
             .build()
             .map_err(|e| Refusal::bad(e.to_string(), None))?;
-        let p = crate::sync::preview_records(&config, &resolved, PREVIEW_ROWS, &rt)
+        let p = crate::sync::preview_records(
+            &config,
+            &resolved,
+            PREVIEW_ROWS,
+            &rt,
+            Some(&shared.store),
+        )
             .map_err(|e| sync_refusal(&e))?;
         let records: Vec<Value> = p
             .records

@@ -103,11 +103,17 @@ pub fn suggest(schema: &TableSchema) -> (Vec<Column>, Suggestions) {
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect();
+    // The warehouse's own type names where it gave them, else Arrow's.
     let listed = columns
         .iter()
         .map(|(n, t)| Column {
             name: n.clone(),
-            kind: t.to_string(),
+            kind: schema
+                .columns
+                .iter()
+                .find(|c| &c.name == n)
+                .map(|c| c.sql_type.clone())
+                .unwrap_or_else(|| t.to_string()),
         })
         .collect();
     let time_column = pick(
