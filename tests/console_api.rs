@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, Fixture};
 use serde_json::{json, Value};
-use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
+use wharf::receiver::{Receiver, ReceiverAuth};
 
 const TOKEN: &str = "console-token-1";
 const SECRET: &str = "pw-Very-Secret-42";
@@ -93,6 +92,7 @@ type = "mixpanel"
 api_host = "{}"
 project_id = "42"
 service_account = {{ username = "sa", secret = "test-secret" }}
+project_token = "tok"
 "#,
             recv.base_url()
         ),
@@ -140,13 +140,7 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
          INSERT INTO ev SELECT i, 'E' || (i % 3)::VARCHAR, TIMESTAMP '2024-01-01' + to_seconds(i),
                 'u' || (i % 7)::VARCHAR, '{\"plan\": \"pro\"}' FROM range(0, 500) t(i);",
     );
-    let recv = fx
-        .rt
-        .block_on(Receiver::start(
-            ReceiverConfig::new(fx.path("recv"), ReceiverAuth::AnyCredentials),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        ))
-        .expect("receiver");
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     let api = start(&fx, &recv);
     let config = || std::fs::read_to_string(fx.path("wharf.toml")).expect("config");
 
@@ -216,6 +210,12 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
         config()
     );
     assert!(config().contains("concurrency = 4"));
+
+    // A body of the wrong shape: 400 naming the key, nothing written.
+    let before = config();
+    let (status, e) = api.call("PUT", "/warehouses/x", Some(json!({"type": 3})), true);
+    assert_eq!((status, e["field"].as_str()), (400, Some("type")), "{e}");
+    assert_eq!(config(), before);
 
     // The DuckDB warehouse: tables, columns, suggestions and the modes of events.
     let wh = json!({"type": "duckdb", "settings": {"path": "wh.duckdb"}});
@@ -348,4 +348,95 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
         .expect("secrets")
         .contains(SECRET));
     assert!(!api.log().contains(SECRET), "the secret was logged");
+}
+
+/// Runs `sql` on the test server (127.0.0.1:5432, database `test`, as `.ci/run` starts it).
+fn pg(sql: &str) -> Vec<i64> {
+    use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
+    let w = PostgresWarehouse::new(
+        "pg",
+        PgSettings {
+            sslmode: SslMode::Disable,
+            ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
+        },
+    );
+    w.block(async {
+        let c = w.connect().await?;
+        let rows = c
+            .simple_query(sql)
+            .await
+            .map_err(|e| w.err(&wharf::warehouse::SourceRef::Query(sql.into()), e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .collect())
+    })
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[test]
+fn deleting_a_postgresql_mirror_in_the_console_drops_its_slot_and_publication() {
+    let fx = Fixture::new();
+    pg(
+        "DROP SCHEMA IF EXISTS console_del CASCADE; CREATE SCHEMA console_del;
+        CREATE TABLE console_del.items (id TEXT PRIMARY KEY, name TEXT);
+        INSERT INTO console_del.items VALUES ('a', 'A'), ('b', 'B'), ('c', 'C');",
+    );
+    let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let api = start(&fx, &recv);
+    let slots =
+        || pg("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE '%mirror_del%'")[0];
+    let publications =
+        || pg("SELECT count(*) FROM pg_publication WHERE pubname LIKE '%mirror_del%'")[0];
+    api.ok(
+        "PUT",
+        "/warehouses/pgm",
+        Some(
+            json!({"type": "postgres", "settings": {"host": "127.0.0.1", "database": "test",
+            "user": "postgres", "sslmode": "disable"}}),
+        ),
+    );
+    let cols = api.ok(
+        "GET",
+        "/warehouses/pgm/columns?table=console_del.items&table_type=users",
+        None,
+    );
+    let mirror = cols["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .find(|m| m["mode"] == "mirror")
+        .expect("mirror offered")
+        .clone();
+    assert!(
+        mirror["note"].to_string().contains("change capture"),
+        "{mirror}"
+    );
+    api.ok(
+        "POST",
+        "/syncs",
+        Some(
+            json!({"name": "mirror_del", "warehouse": "pgm", "table": "console_del.items",
+            "table_type": "users", "mode": "mirror", "destinations": ["mp"], "schedule": "manual",
+            "mapping": {"user_id_column": "id"}}),
+        ),
+    );
+    api.ok("POST", "/syncs/mirror_del/run", None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = api.ok("GET", "/syncs/mirror_del/runs", None);
+        if runs[0]["status"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run: {runs}\n{}", api.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!((slots(), publications()), (1, 1));
+    let d = api.ok("DELETE", "/syncs/mirror_del", None);
+    assert!(d["dropped"].to_string().contains("slot"), "{d}");
+    assert_eq!((slots(), publications()), (0, 0), "{d}");
+    pg("DROP SCHEMA console_del CASCADE");
 }

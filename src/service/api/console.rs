@@ -8,11 +8,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use axum::extract::{FromRequest, Request};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -62,6 +64,33 @@ pub(super) fn routes() -> Router<ApiState> {
         )
         .route("/preview", post(preview))
         .route("/syncs/{name}/config", get(sync_config).put(replace_sync))
+}
+
+/// A JSON request body; one that is not JSON or not of the shape wanted is refused with a 400
+/// in the API's error shape, naming the key where it went wrong.
+pub(super) struct Json<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(Json)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                answer(
+                    StatusCode::BAD_REQUEST,
+                    &json!({
+                        "error": format!("the request body: {}", e.inner()),
+                        "field": (path != ".").then_some(path),
+                    }),
+                )
+            })
+    }
 }
 
 /// A console answer: a status and a JSON body, or a refusal naming the field it concerns.
@@ -431,7 +460,11 @@ async fn columns(
                 "columns": columns,
                 "primary_key": schema.primary_key,
                 "suggestions": suggestions,
-                "modes": modes(table_type, wh.as_ref()),
+                "modes": modes(
+                    table_type,
+                    wh.as_ref(),
+                    config.warehouses.get(&name).is_some_and(|w| w.has_change_stream()),
+                ),
             }),
         ))
     })

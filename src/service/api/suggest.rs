@@ -200,13 +200,19 @@ pub fn suggest(schema: &TableSchema) -> (Vec<Column>, Suggestions) {
     (listed, suggestions)
 }
 
-/// The modes `table_type` allows on `warehouse`, each with what it will do.
-pub fn modes(table_type: TableType, warehouse: &dyn Warehouse) -> Vec<ModeChoice> {
+/// The modes `table_type` allows on `warehouse`, each with what it will do (`change_stream`:
+/// whether the warehouse's kind may have a change stream wharf reads).
+pub fn modes(
+    table_type: TableType,
+    warehouse: &dyn Warehouse,
+    change_stream: bool,
+) -> Vec<ModeChoice> {
     let capture = warehouse.change_capture_note();
-    let mirror = if capture.trim().is_empty() {
-        "inserts, updates and deletes, by diffing a snapshot of the table against the last one each run".to_string()
-    } else {
-        format!("inserts, updates and deletes: {}", capture.trim())
+    let capture = capture.trim().trim_start_matches('(').trim_end_matches(')');
+    let mirror = match (capture.is_empty(), change_stream) {
+        (false, _) => format!("inserts, updates and deletes; {capture}"),
+        (true, true) => "inserts, updates and deletes, from the table's change output (its change function) when it is on, else by diffing a snapshot of the table against the last one each run".to_string(),
+        (true, false) => "inserts, updates and deletes, by diffing a snapshot of the table against the last one each run".to_string(),
     };
     let mut out = vec![ModeChoice {
         mode: "append",
