@@ -153,14 +153,18 @@ pub fn run_sync_polled(
     )
 }
 
-/// The run that loaded a one-time sync's table, if it did (its last successful run; `wharf
-/// reset` forgets it).
+/// The mode recorded for a run of a one-time load that leaves the rest of it to later runs
+/// (a load larger than `max_rows` is read in committed runs).
+pub const ONE_TIME_PART: &str = "onetime (part)";
+
+/// The run that loaded a one-time sync's table, if it did (its last successful run that was not
+/// a part of the load; `wharf reset` forgets it).
 pub fn one_time_load(store: &StateStore, name: &str) -> Result<Option<RunRecord>, StateError> {
     let since = store.reset_point(name)?;
     Ok(store
         .runs(name, crate::state::MAX_RUNS_PER_SYNC)?
         .into_iter()
-        .find(|r| r.status == RunStatus::Succeeded && r.run_id > since))
+        .find(|r| r.status == RunStatus::Succeeded && r.run_id > since && r.mode != ONE_TIME_PART))
 }
 
 /// Makes `name` start over: forgets its committed watermark / change position and snapshot

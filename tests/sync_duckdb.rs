@@ -272,6 +272,52 @@ fn a_large_backlog_is_read_in_committed_runs_of_at_most_max_rows() {
     assert_eq!(summary["rows_read"], 0, "{summary}");
 }
 
+/// A one-time load larger than a run takes is read in committed runs too; it counts as loaded
+/// only once its last run succeeded.
+#[test]
+fn a_large_one_time_load_is_read_in_committed_runs_and_then_is_done() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
+    fx.sql(
+        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i),
+         TIMESTAMP '2024-06-01' + to_seconds(i // 3), 'u' || (i % 50)::VARCHAR, i * 1.5
+         FROM range(0, 2500) t(i)",
+    );
+    let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
+    let config = events_config(".state", &receiver.base_url(), "ev", EV_MAPPING)
+        .replace("mode = \"append\"", "mode = \"one_time\"");
+    assert!(config.contains("one_time"), "{config}");
+    fx.write_config("wharf.toml", &config);
+    let per_run = [("WHARF_MAX_ROWS_PER_RUN", "1000")];
+    let out = fx.wharf(&["sync", "s"], &per_run);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = receiver.stats();
+    assert_eq!((s.events_accepted, s.unique_events), (2500, 2500));
+    let history = fx.wharf(&["history", "s", "--json"], &[]);
+    let runs: Vec<(String, u64)> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            (
+                r["mode"].as_str().unwrap().to_string(),
+                r["rows_read"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut modes: Vec<_> = runs.iter().map(|(m, _)| m.as_str()).collect();
+    modes.sort_unstable();
+    assert_eq!(
+        modes,
+        ["onetime", "onetime (part)", "onetime (part)"],
+        "{runs:?}"
+    );
+    assert_eq!(runs.iter().map(|(_, n)| n).sum::<u64>(), 2500, "{runs:?}");
+    // Loaded: a second sync is refused and points at `wharf reset`.
+    let out = fx.wharf(&["sync", "s"], &per_run);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("wharf reset"), "{}", text(&out));
+}
+
 #[test]
 fn one_and_two_workers_deliver_identical_events() {
     let fx = Fixture::new();

@@ -78,8 +78,13 @@ pub fn run_in_session(
         session.destinations = Some(built);
     }
     let built = session.destinations.as_deref().unwrap_or_default();
+    // A one-time load of events is read like an append backlog: in committed runs of about
+    // `max_rows` in insert-time order, the runs before its last marked as parts of the load
+    // (`ONE_TIME_PART`); it is loaded once a run that was not a part succeeds.
+    let split_load = sync.mode == SyncMode::OneTime && !sync.diffs_snapshots();
     let after = match sync.mode {
         SyncMode::Append => store.watermark(name)?,
+        SyncMode::OneTime if split_load => store.watermark(name)?,
         _ => None,
     };
     // With a look-back window the read starts that much before the watermark (late rows);
@@ -182,9 +187,12 @@ pub fn run_in_session(
     // `max_rows` rows in cursor order, each committed: a run reads up to the cursor value of
     // its `max_rows`-th row (and every row sharing it), and `run_sync` runs again.
     let mut read_upto = None;
-    if let (SyncMode::Append, false, Some((cursor, cursor_type)), Some(rows)) =
-        (sync.mode, whole_lookup, &resolved.cursor, total)
-    {
+    if let (true, false, Some((cursor, cursor_type)), Some(rows)) = (
+        sync.mode == SyncMode::Append || split_load,
+        whole_lookup,
+        &resolved.cursor,
+        total,
+    ) {
         if rows > options.max_rows.max(1) {
             let werr = |e| SyncError::Warehouse(name.to_string(), e);
             let wh = &resolved.warehouse;
@@ -213,7 +221,10 @@ pub fn run_in_session(
     if catching_up && sync.mode == SyncMode::Append && total == Some(0) {
         return Ok(None);
     }
-    let mode_name = format!("{:?}", sync.mode).to_lowercase();
+    let mode_name = match (split_load, read_upto) {
+        (true, Some(_)) => super::ONE_TIME_PART.to_string(),
+        _ => format!("{:?}", sync.mode).to_lowercase(),
+    };
     let anomaly = match (&options.volume, total) {
         (Some(check), Some(rows)) => check.check(store, name, rows)?,
         _ => None,
@@ -388,6 +399,7 @@ pub fn run_in_session(
                 .load(std::sync::atomic::Ordering::Relaxed);
             let new_wm = match (&capture, sync.mode) {
                 (_, SyncMode::Append) => max_watermark(after, after_wm),
+                (_, SyncMode::OneTime) if split_load => max_watermark(after, after_wm),
                 // A first snapshot commits the stream's position before it; a later run
                 // where its changes end.
                 (CaptureMode::Stream { start, .. }, _) if start.snapshot_first => {
