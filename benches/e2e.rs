@@ -15,8 +15,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use serde_json::Value;
 use wharf::receiver::{Faults, Receiver, ReceiverAuth, ReceiverConfig};
+
+#[path = "common/sync_run.rs"]
+mod sync_run;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -51,58 +53,28 @@ fn main() {
         std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
         receiver
     };
-    // A null receiver: an HTTP server on 127.0.0.1 that reads each request and answers 200
-    // (what the sender alone can do, with no receiver's parsing on the same cores).
-    let null_url = rt.block_on(async {
-        let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
-            std::hint::black_box(body.len());
-            r#"{"code":200,"status":"OK"}"#
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    });
+    // A null receiver: what the sender alone can do, with no receiver's parsing on the same
+    // cores.
+    let null_url = sync_run::null_receiver(&rt);
 
     println!(
         "{:<38} {:>10} {:>8} {:>10} {:>8} {:>17}",
         "run", "rows", "seconds", "rows/s", "RSS MB", "CPU µs/row: sync+recv"
     );
     let run = |label: &str, sync: &str, workers: &str| -> f64 {
-        let (children, me) = (
-            cpu_seconds(libc::RUSAGE_CHILDREN),
-            cpu_seconds(libc::RUSAGE_SELF),
-        );
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["sync", sync, "--workers", workers, "--summary-json"])
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run wharf");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
-        let per_row = |secs: f64| secs * 1e6 / s["rows_read"].as_f64().unwrap_or(1.0).max(1.0);
-        let rate = s["rows_per_second"].as_f64().unwrap_or(0.0);
+        let m = sync_run::run_sync(dir.path(), sync, workers, None);
+        let per_row = |secs: f64| secs * 1e6 / m.rows.max(1.0);
         println!(
             "{:<38} {:>10} {:>8.2} {:>10.0} {:>8.1} {:>9.2} + {:.2}",
             label,
-            s["rows_read"],
-            s["seconds"].as_f64().unwrap_or(0.0),
-            rate,
-            s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-            per_row(cpu_seconds(libc::RUSAGE_CHILDREN) - children),
-            per_row(cpu_seconds(libc::RUSAGE_SELF) - me),
+            m.rows,
+            m.seconds,
+            m.rows_per_s,
+            m.rss_mb,
+            per_row(m.sync_cpu_s),
+            per_row(m.own_cpu_s),
         );
-        // Fresh state after each run, so that the next one reads the whole table again.
-        let _ = std::fs::remove_dir_all(dir.path().join(".wharf"));
-        let _ = std::fs::remove_file(dir.path().join("out/events.ndjson"));
-        rate
+        m.rows_per_s
     };
     let config = wharf::demo::demo_config("demo.duckdb", &null_url);
     std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
@@ -174,16 +146,4 @@ fn main() {
         "lost or duplicated events under faults"
     );
     rt.block_on(receiver.shutdown());
-}
-
-/// User + system CPU seconds of this process or of its waited-for children so far.
-fn cpu_seconds(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(who, &mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

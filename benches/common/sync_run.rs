@@ -1,0 +1,96 @@
+//! What the throughput benches share: a null receiver (an HTTP server on 127.0.0.1 answering
+//! 200 to every request), one `wharf sync` run measured (rows/s, peak RSS, CPU per row), and
+//! CPU seconds from `getrusage`.
+
+use serde_json::Value;
+
+/// Starts a null receiver on `rt` and returns its URL.
+#[allow(dead_code)]
+pub fn null_receiver(rt: &tokio::runtime::Runtime) -> String {
+    rt.block_on(async {
+        let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+            std::hint::black_box(body.len());
+            r#"{"code":200,"status":"OK"}"#
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    })
+}
+
+/// One measured `wharf sync`.
+#[allow(dead_code)]
+pub struct Measured {
+    /// Rows read.
+    pub rows: f64,
+    /// Wall seconds of the run (the sync's own summary).
+    pub seconds: f64,
+    /// Rows per second.
+    pub rows_per_s: f64,
+    /// The sync process's peak RSS in MB.
+    pub rss_mb: f64,
+    /// CPU seconds (user + system) of the sync process.
+    pub sync_cpu_s: f64,
+    /// CPU seconds of this process meanwhile (an in-process receiver).
+    pub own_cpu_s: f64,
+}
+
+/// Runs `wharf sync <sync> --workers <workers>` in `dir` (under `taskset -c <cpus>` when
+/// given), then removes its state so that the next run reads the table again.
+#[allow(dead_code)]
+pub fn run_sync(dir: &std::path::Path, sync: &str, workers: &str, cpus: Option<&str>) -> Measured {
+    let (children, me) = (
+        cpu_seconds(libc::RUSAGE_CHILDREN),
+        cpu_seconds(libc::RUSAGE_SELF),
+    );
+    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let args = ["sync", sync, "--workers", workers, "--summary-json"];
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut cmd = std::process::Command::new("taskset");
+            cmd.args(["-c", c, wharf]).args(args);
+            cmd
+        }
+        None => {
+            let mut cmd = std::process::Command::new(wharf);
+            cmd.args(args);
+            cmd
+        }
+    };
+    let out = cmd
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run wharf");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
+    let _ = std::fs::remove_dir_all(dir.join(".wharf"));
+    let _ = std::fs::remove_file(dir.join("out/events.ndjson"));
+    Measured {
+        rows: s["rows_read"].as_f64().unwrap_or(0.0),
+        seconds: s["seconds"].as_f64().unwrap_or(0.0),
+        rows_per_s: s["rows_per_second"].as_f64().unwrap_or(0.0),
+        rss_mb: s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        sync_cpu_s: cpu_seconds(libc::RUSAGE_CHILDREN) - children,
+        own_cpu_s: cpu_seconds(libc::RUSAGE_SELF) - me,
+    }
+}
+
+/// User + system CPU seconds of this process or of its waited-for children so far.
+pub fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
