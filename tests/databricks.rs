@@ -163,3 +163,32 @@ fn databricks_change_feed_output_decodes_and_compacts() {
         "delta.enableChangeDataFeed",
     );
 }
+
+#[test]
+fn partitioned_reads_deal_one_statements_result_chunks_to_the_parts() {
+    let lake = MiniLake::start();
+    // 250,000 rows: three result chunks of at most 100,000.
+    lake.sql(&[
+        "CREATE TABLE cat.s.big AS SELECT x AS id, 'r' || (x % 5)::VARCHAR AS region \
+         FROM range(250000) t(x)",
+    ]);
+    let config = Config::parse(&lake.toml(), "w.toml").unwrap();
+    let wh = wharf::warehouse::open(&config, "dbx").unwrap();
+    let src = SourceRef::Table("big".into());
+    let key = ["id".to_string()];
+    for (filter, count, parts, rows) in [
+        ("", 1, 1, (0..250_000).collect::<Vec<i64>>()),
+        ("", 2, 2, (0..250_000).collect()),
+        ("", 4, 3, (0..250_000).collect()),
+        ("WHERE id >= 200000", 3, 1, (200_000..250_000).collect()),
+    ] {
+        let read = wh.clone().read_parts(&src, filter, &key, count).unwrap();
+        assert_eq!(
+            read.len(),
+            parts,
+            "{filter} in {count}: one part per chunk at most"
+        );
+        // Every row once, each part on its own thread.
+        assert_eq!(common::ids_of_parts(read), rows, "{filter} in {count}");
+    }
+}

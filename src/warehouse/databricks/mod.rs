@@ -21,6 +21,7 @@ pub mod values;
 pub(crate) use config::from_config;
 pub use config::DatabricksConfig;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,7 +32,9 @@ use wharf_operators::watermark::Watermark;
 
 use super::http::BaseUrl;
 use super::sql::{Sql, SqlApi};
-use super::{ColumnInfo, EachBatch, SourceRef, TableSchema, WarehouseError};
+use super::{
+    whole_read, ColumnInfo, EachBatch, PartRead, Select, SourceRef, TableSchema, WarehouseError,
+};
 use crate::secret::Secret;
 use values::Column;
 
@@ -91,6 +94,9 @@ struct ApiError {
 struct Manifest {
     #[serde(default)]
     schema: ManifestSchema,
+    /// Chunks of an `EXTERNAL_LINKS` result (each fetched by its index).
+    #[serde(default)]
+    total_chunk_count: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -267,51 +273,126 @@ impl DatabricksWarehouse {
         let st = self.execute(&client, src, sql, true).await?;
         let columns = st.manifest.map(|m| m.schema.columns).unwrap_or_default();
         let schema = values::schema(&columns);
-        let qerr = |m: String| Self::query_err(src, m);
         let mut links = st.result.and_then(|r| r.external_links).unwrap_or_default();
         loop {
             let mut next = None;
             for link in &links {
-                // A presigned URL: only its own headers, never the bearer token.
-                let resp = super::http::send(&self.what(), || {
-                    let mut r = client.get(&link.external_link);
-                    for (k, v) in link.http_headers.iter().flatten() {
-                        r = r.header(k, v);
-                    }
-                    r
-                })
-                .await?;
-                if !resp.status().is_success() {
-                    return Err(qerr(format!("result chunk: HTTP {}", resp.status())));
-                }
-                let bytes = super::http::body(&self.what(), resp).await?;
-                for batch in decode(&bytes, &schema).map_err(&qerr)? {
-                    if batch.num_rows() > 0 && !each(batch) {
-                        return Ok(());
-                    }
+                if !self.download(&client, src, link, &schema, each).await? {
+                    return Ok(());
                 }
                 next = link.next_chunk_internal_link.clone();
             }
             let Some(path) = next else {
                 return Ok(());
             };
-            let url = format!("{}{path}", self.settings.host.as_str());
-            let resp = super::http::send(&self.what(), || {
-                client.get(&url).bearer_auth(self.settings.token.expose())
-            })
-            .await?;
-            let status = resp.status().as_u16();
-            let body = super::http::body(&self.what(), resp).await?;
-            if !(200..300).contains(&status) {
-                return Err(qerr(format!(
-                    "next chunk: HTTP {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                )));
-            }
-            let chunk: ResultData = serde_json::from_slice(&body)
-                .map_err(|e| qerr(format!("unexpected chunk answer: {e}")))?;
-            links = chunk.external_links.unwrap_or_default();
+            links = self.chunk_links(&client, src, &path).await?;
         }
+    }
+
+    /// Downloads one result chunk's presigned link and hands its batches to `each`; false when
+    /// `each` said stop.
+    async fn download(
+        &self,
+        client: &reqwest::Client,
+        src: &SourceRef,
+        link: &ExternalLink,
+        schema: &SchemaRef,
+        each: EachBatch<'_>,
+    ) -> Result<bool, WarehouseError> {
+        let qerr = |m: String| Self::query_err(src, m);
+        // A presigned URL: only its own headers, never the bearer token.
+        let resp = super::http::send(&self.what(), || {
+            let mut r = client.get(&link.external_link);
+            for (k, v) in link.http_headers.iter().flatten() {
+                r = r.header(k, v);
+            }
+            r
+        })
+        .await?;
+        if !resp.status().is_success() {
+            return Err(qerr(format!("result chunk: HTTP {}", resp.status())));
+        }
+        let bytes = super::http::body(&self.what(), resp).await?;
+        for batch in decode(&bytes, schema).map_err(&qerr)? {
+            if batch.num_rows() > 0 && !each(batch) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The external links of the chunk at `path` (`/api/2.0/sql/statements/{id}/result/chunks/{n}`).
+    async fn chunk_links(
+        &self,
+        client: &reqwest::Client,
+        src: &SourceRef,
+        path: &str,
+    ) -> Result<Vec<ExternalLink>, WarehouseError> {
+        let qerr = |m: String| Self::query_err(src, m);
+        let url = format!("{}{path}", self.settings.host.as_str());
+        let resp = super::http::send(&self.what(), || {
+            client.get(&url).bearer_auth(self.settings.token.expose())
+        })
+        .await?;
+        let status = resp.status().as_u16();
+        let body = super::http::body(&self.what(), resp).await?;
+        if !(200..300).contains(&status) {
+            return Err(qerr(format!(
+                "result chunk: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )));
+        }
+        let chunk: ResultData = serde_json::from_slice(&body)
+            .map_err(|e| qerr(format!("unexpected chunk answer: {e}")))?;
+        Ok(chunk.external_links.unwrap_or_default())
+    }
+
+    /// A read in `count` parts: the statement runs once (one result, one state of the table),
+    /// and its result chunks are dealt out to the parts, each fetching its chunks by index on
+    /// its own thread.
+    fn chunk_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        if count <= 1 {
+            return Ok(vec![whole_read(self, src, filter)]);
+        }
+        let sql = Select::all(src, filter).sql(&self.source_sql(src)?);
+        let st = super::http::block_on(&self.what(), async {
+            let client = self.client()?;
+            self.execute(&client, src, &sql, true).await
+        })?;
+        let id = st
+            .statement_id
+            .clone()
+            .ok_or_else(|| Self::query_err(src, "the statement has no id".into()))?;
+        let manifest = st.manifest.unwrap_or_default();
+        let chunks = manifest.total_chunk_count.unwrap_or(1).max(1);
+        let schema = values::schema(&manifest.schema.columns);
+        let parts = (count as u64).min(chunks) as usize;
+        Ok((0..parts)
+            .map(|p| {
+                let (wh, src, schema, id) = (self.clone(), src.clone(), schema.clone(), id.clone());
+                let mine: Vec<u64> = (p as u64..chunks).step_by(parts).collect();
+                let read: PartRead = Box::new(move |each| {
+                    super::http::block_on(&wh.what(), async {
+                        let client = wh.client()?;
+                        for n in mine {
+                            let path = format!("/api/2.0/sql/statements/{id}/result/chunks/{n}");
+                            for link in wh.chunk_links(&client, &src, &path).await? {
+                                if !wh.download(&client, &src, &link, &schema, each).await? {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                });
+                read
+            })
+            .collect())
     }
 
     /// Runs a small `sql` inline (JSON) and returns its manifest and rows.
@@ -339,6 +420,16 @@ impl DatabricksWarehouse {
 }
 
 impl SqlApi for DatabricksWarehouse {
+    /// In parts: the result chunks of one statement dealt out to them.
+    fn read_parts(
+        self: Arc<Self>,
+        src: &SourceRef,
+        filter: &str,
+        count: usize,
+    ) -> Result<Vec<PartRead>, WarehouseError> {
+        self.chunk_parts(src, filter, count)
+    }
+
     fn what(&self) -> String {
         format!(
             "Databricks warehouse `{}` ({}, SQL warehouse {})",
