@@ -229,19 +229,23 @@ fn second_run_sends_only_new_rows_and_a_crash_before_commit_replays_harmlessly()
     assert!(st.contains("FAILED"), "the crashed run is marked: {st}");
 }
 
+/// `ev` with 2,500 events, every 3 sharing an insert time.
+fn backlog_table(fx: &Fixture) {
+    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
+    fx.sql(
+        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i),
+         TIMESTAMP '2024-06-01' + to_seconds(i // 3), 'u' || (i % 50)::VARCHAR, i * 1.5
+         FROM range(0, 2500) t(i)",
+    );
+}
+
 /// A backlog larger than a run takes (`WHARF_MAX_ROWS_PER_RUN`) is read by one `wharf sync` in
 /// runs in insert-time order, each committed; rows sharing the last insert time of a run go
 /// in that run.
 #[test]
 fn a_large_backlog_is_read_in_committed_runs_of_at_most_max_rows() {
     let fx = Fixture::new();
-    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
-    // 2,500 rows, every 3 sharing an insert time.
-    fx.sql(
-        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i),
-         TIMESTAMP '2024-06-01' + to_seconds(i // 3), 'u' || (i % 50)::VARCHAR, i * 1.5
-         FROM range(0, 2500) t(i)",
-    );
+    backlog_table(&fx);
     let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     fx.write_config(
         "wharf.toml",
@@ -277,12 +281,7 @@ fn a_large_backlog_is_read_in_committed_runs_of_at_most_max_rows() {
 #[test]
 fn a_large_one_time_load_is_read_in_committed_runs_and_then_is_done() {
     let fx = Fixture::new();
-    fx.sql("CREATE TABLE ev (id BIGINT, name VARCHAR, ts TIMESTAMP, inserted_at TIMESTAMP, uid VARCHAR, amount DOUBLE)");
-    fx.sql(
-        "INSERT INTO ev SELECT i, 'E', TIMESTAMP '2024-01-01' + to_seconds(i),
-         TIMESTAMP '2024-06-01' + to_seconds(i // 3), 'u' || (i % 50)::VARCHAR, i * 1.5
-         FROM range(0, 2500) t(i)",
-    );
+    backlog_table(&fx);
     let receiver = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     let config = events_config(".state", &receiver.base_url(), "ev", EV_MAPPING)
         .replace("mode = \"append\"", "mode = \"one_time\"");
