@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item, Table};
 
+use super::fields::Field;
 use super::secrets::{self, Secrets};
 use super::{Config, ConfigError};
 
@@ -140,20 +141,20 @@ impl Edit {
     /// Sets `[<section>.<name>]`'s `type = kind` and `settings`: a key given a value is set,
     /// a key given `null` or `""` removed, a key not given kept (so tables the form does not
     /// show, e.g. a `service_account`, stay as written) — unless the kind changes, which starts
-    /// the table afresh. Each of `secret_values` (keys listed in `secret_keys`) goes to the
+    /// the table afresh. Each of `secret_values` (the kind's secret `fields`) goes to the
     /// secrets file unless it is a `${ENV}` reference; one left empty keeps its value. New keys
-    /// are written in `order` (the form's), then by name.
-    #[allow(clippy::too_many_arguments)]
+    /// are written in the order of `fields`, then by name.
     pub fn set_entry(
         &mut self,
         section: Section,
         name: &str,
         kind: &str,
+        fields: &[Field],
         settings: &serde_json::Map<String, Value>,
         secret_values: &serde_json::Map<String, Value>,
-        secret_keys: &[&str],
-        order: &[&str],
     ) -> Result<(), EditError> {
+        let secret_keys: Vec<&str> = fields.iter().filter(|f| f.secret).map(|f| f.name).collect();
+        let order: Vec<&str> = fields.iter().map(|f| f.name).collect();
         check_name(name)?;
         let same_kind = self
             .entry(section, name)
@@ -642,10 +643,9 @@ time_column = "ts"
             Section::Warehouses,
             "pg",
             "postgres",
+            crate::warehouse::postgres::config::FIELDS,
             settings.as_object().unwrap(),
             secrets.as_object().unwrap(),
-            &["password"],
-            &["host", "port", "database", "user"],
         )
         .unwrap();
         e.save().unwrap();
@@ -668,10 +668,9 @@ time_column = "ts"
             Section::Warehouses,
             "pg",
             "postgres",
+            crate::warehouse::postgres::config::FIELDS,
             settings.as_object().unwrap(),
             &serde_json::Map::new(),
-            &["password"],
-            &[],
         )
         .unwrap();
         e.save().unwrap();

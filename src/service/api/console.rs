@@ -201,29 +201,28 @@ fn kinds_of(section: Section) -> Vec<Kind> {
     }
 }
 
-/// The keys of `kind`'s form, in its order.
-fn field_order(section: Section, kind: &str) -> Vec<&'static str> {
-    kinds_of(section)
-        .iter()
+/// The kind `kind` of `section`, with its form.
+fn kind_of(section: Section, kind: &str) -> Result<Kind, Refusal> {
+    let kinds = kinds_of(section);
+    let known: Vec<_> = kinds.iter().map(|k| k.kind).collect();
+    let unknown = format!("unknown type `{kind}`; one of: {}", known.join(", "));
+    kinds
+        .into_iter()
         .find(|k| k.kind == kind)
-        .map(|k| k.fields.iter().map(|f| f.name).collect())
-        .unwrap_or_default()
+        .ok_or_else(|| Refusal::bad(unknown, Some("type")))
 }
 
-fn secret_keys(section: Section, kind: &str) -> Result<Vec<&'static str>, Refusal> {
-    let kinds = kinds_of(section);
-    let k = kinds.iter().find(|k| k.kind == kind).ok_or_else(|| {
-        let known: Vec<_> = kinds.iter().map(|k| k.kind).collect();
-        Refusal::bad(
-            format!("unknown type `{kind}`; one of: {}", known.join(", ")),
-            Some("type"),
-        )
-    })?;
-    Ok(k.fields
-        .iter()
-        .filter(|f| f.secret)
-        .map(|f| f.name)
-        .collect())
+/// The secret keys of `kind` (none for an unknown kind).
+fn secret_keys(section: Section, kind: &str) -> Vec<&'static str> {
+    kind_of(section, kind)
+        .map(|k| {
+            k.fields
+                .iter()
+                .filter(|f| f.secret)
+                .map(|f| f.name)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A section's entries as the console shows them: secrets by name only.
@@ -235,7 +234,7 @@ async fn entries(State(state): State<ApiState>, section: Section) -> Response {
             .into_iter()
             .map(|(name, table)| {
                 let kind = table.get("type").and_then(|t| t.as_str()).unwrap_or("");
-                let secret = secret_keys(section, kind).unwrap_or_default();
+                let secret = secret_keys(section, kind);
                 let mut settings = Map::new();
                 let (mut set, mut kept) = (Vec::new(), Vec::new());
                 for (k, v) in table.iter() {
@@ -297,17 +296,15 @@ async fn set_entry(
     Json(body): Json<EntryBody>,
 ) -> Response {
     blocking(&state, move |shared| {
-        let secret = secret_keys(section, &body.kind)?;
-        let order = field_order(section, &body.kind);
+        let kind = kind_of(section, &body.kind)?;
         edit(shared, |e| {
             e.set_entry(
                 section,
                 &name,
                 &body.kind,
+                kind.fields,
                 &body.settings,
                 &body.secrets,
-                &secret,
-                &order,
             )?;
             Ok(json!({ "name": name }))
         })
@@ -371,16 +368,15 @@ async fn test_saved(State(state): State<ApiState>, Path(name): Path<String>) -> 
 async fn test_draft(State(state): State<ApiState>, Json(body): Json<EntryBody>) -> Response {
     blocking(&state, move |shared| {
         let name = body.name.clone().unwrap_or_else(|| "draft".into());
-        let secret = secret_keys(Section::Warehouses, &body.kind)?;
+        let kind = kind_of(Section::Warehouses, &body.kind)?;
         let mut e = Edit::open(&shared.config_path)?;
         e.set_entry(
             Section::Warehouses,
             &name,
             &body.kind,
+            kind.fields,
             &body.settings,
             &body.secrets,
-            &secret,
-            &[],
         )?;
         let mut config = e.check()?;
         config.base_dir = shared.config().base_dir.clone();
@@ -503,7 +499,7 @@ fn with_draft(
     shared: &Arc<Shared>,
     draft: &Value,
     replacing: Option<&str>,
-) -> Result<(Config, String), Refusal> {
+) -> Result<(Config, crate::sync::ResolvedSync), Refusal> {
     let mut e = Edit::open(&shared.config_path)?;
     if let Some(old) = replacing {
         e.remove_sync(old)?;
@@ -511,8 +507,8 @@ fn with_draft(
     let name = e.add_sync(draft)?;
     let mut config = e.check()?;
     config.base_dir = shared.config().base_dir.clone();
-    crate::sync::resolve(&config, &name).map_err(|e| sync_refusal(&e))?;
-    Ok((config, name))
+    let resolved = crate::sync::resolve(&config, &name).map_err(|e| sync_refusal(&e))?;
+    Ok((config, resolved))
 }
 
 const PREVIEW_ROWS: usize = 20;
@@ -522,8 +518,7 @@ async fn preview(State(state): State<ApiState>, Json(draft): Json<Value>) -> Res
         // A preview of an existing sync's edit replaces it; a new one is added.
         let name = draft.get("name").and_then(Value::as_str).unwrap_or("");
         let exists = shared.config().sync(name).is_some();
-        let (config, name) = with_draft(shared, &draft, exists.then_some(name))?;
-        let resolved = crate::sync::resolve(&config, &name).map_err(|e| sync_refusal(&e))?;
+        let (config, resolved) = with_draft(shared, &draft, exists.then_some(name))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
