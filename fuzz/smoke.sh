@@ -21,6 +21,11 @@ if [ "${1:-}" = "--build-only" ]; then
 fi
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-8}"
+# No debug info in the fuzz binaries (cargo fuzz asks for line tables): each target links all
+# of wharf with AddressSanitizer, and six such binaries with line tables filled the disk of a
+# CI machine while the tests ran (lld died of SIGBUS writing its output). Crash reports still
+# name the functions (the symbol table stays); fuzz/README.md's long runs keep line tables.
+export RUSTFLAGS="${FUZZ_RUSTFLAGS--Cdebuginfo=0 -Cstrip=debuginfo}"
 CARGO_FUZZ_VERSION=0.13.2
 
 if ! rustup toolchain list | grep -q '^nightly'; then
@@ -40,8 +45,17 @@ fi
 
 echo "== building ${#targets[@]} fuzz targets"
 build_start=$(date +%s)
-cargo +nightly fuzz build -O --debug-assertions
+# Once more if the first try fails: cargo keeps what was built, so a link that failed for a
+# passing reason (the disk full while the tests ran, memory) is all that is done again.
+if ! cargo +nightly fuzz build -O --debug-assertions; then
+  echo "== the fuzz build failed; disk and memory now:"
+  df -h . /tmp || true
+  free -m || true
+  echo "== building again"
+  cargo +nightly fuzz build -O --debug-assertions
+fi
 echo "== built in $(( $(date +%s) - build_start ))s"
+du -sh target 2>/dev/null || true
 if [ "$build_only" = 1 ]; then
   exit 0
 fi
