@@ -133,6 +133,22 @@ pub fn snippet(body: &str) -> String {
     body.chars().take(300).collect()
 }
 
+/// What counts as delivered: the records sent and not rejected (`accepted`). The server's
+/// own count (`num_records_imported`) is only compared with it, and a difference logged (a
+/// server may count differently, e.g. records it had already): a run never reports more
+/// delivered than it read.
+pub fn acknowledged(accepted: usize, server_count: Option<usize>, endpoint: &str) -> usize {
+    if let Some(n) = server_count.filter(|n| *n != accepted) {
+        tracing::warn!(
+            endpoint,
+            sent = accepted,
+            server_count = n,
+            "the server's num_records_imported differs from the records sent and not rejected; counting those sent"
+        );
+    }
+    accepted
+}
+
 /// One HTTP answer, read whole.
 #[derive(Debug)]
 pub struct HttpAnswer {

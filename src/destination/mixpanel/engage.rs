@@ -20,7 +20,7 @@ use wharf_operators::dataflow::BatchLimits;
 use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::destination::{Destination, DestinationError, SendOutcome, Sending};
 
-use super::client::{api_host, http_client, permanent, snippet, HttpAnswer};
+use super::client::{acknowledged, api_host, http_client, permanent, snippet, HttpAnswer};
 use super::config::MixpanelConfig;
 
 /// Mixpanel's limits for one `/engage` request: 2000 updates (each at most 1 MB). Mixpanel
@@ -192,9 +192,11 @@ impl MixpanelProfiles {
                 self.reject(records, f.index, reason)
             })
             .collect();
-        let delivered = answer
-            .num_records_imported
-            .unwrap_or(records.len().saturating_sub(rejects.len()));
+        let delivered = acknowledged(
+            records.len().saturating_sub(rejects.len()),
+            answer.num_records_imported,
+            self.endpoint.path(),
+        );
         Ok(SendOutcome { delivered, rejects })
     }
 
@@ -254,5 +256,70 @@ impl Destination for MixpanelProfiles {
                 _ => Err(answer.error(records.len())),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    #[test]
+    fn delivered_counts_the_updates_sent_and_not_rejected_and_a_differing_server_count_is_logged() {
+        let client = MixpanelProfiles::new(
+            &MixpanelConfig::default(),
+            ProfileEndpoint::Users,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut records = EncodedRecords::default();
+        for i in 0..10 {
+            records.push(format!(r#"{{"$distinct_id":"u{i}","$set":{{"a":1}}}}"#).as_bytes());
+        }
+        // The server counts 12 applied of 10 sent, one of which it rejected.
+        let body = r#"{"status":0,"num_records_imported":12,"failed_records":[{"index":4,"field":"$set","message":"bad"}]}"#;
+        let (outcome, log) = logged(|| client.outcome(&records, body).unwrap());
+        assert_eq!(outcome.delivered, 9, "10 sent, 1 rejected: {log}");
+        assert_eq!(outcome.rejects.len(), 1);
+        assert!(
+            outcome.rejects[0].key.contains("u4"),
+            "{:?}",
+            outcome.rejects
+        );
+        assert!(
+            log.contains("WARN") && log.contains("server_count=12") && log.contains("sent=9"),
+            "the differing count is logged: {log}"
+        );
+        // A count that agrees logs nothing.
+        let agreeing = r#"{"status":0,"num_records_imported":9,"failed_records":[{"index":4,"field":"$set","message":"bad"}]}"#;
+        let (outcome, log) = logged(|| client.outcome(&records, agreeing).unwrap());
+        assert_eq!(outcome.delivered, 9);
+        assert!(log.is_empty(), "{log}");
     }
 }

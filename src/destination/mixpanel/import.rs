@@ -14,8 +14,8 @@ use wharf_operators::record::{EncodedRecords, Reject};
 use wharf_pipelines::destination::{Destination, DestinationError, SendOutcome, Sending};
 
 use super::client::{
-    api_host, basic_auth, http_client, permanent, project_id_param, snippet, Credentials,
-    HttpAnswer,
+    acknowledged, api_host, basic_auth, http_client, permanent, project_id_param, snippet,
+    Credentials, HttpAnswer,
 };
 pub use super::client::{percent_encode, region_host};
 use super::config::MixpanelConfig;
@@ -109,7 +109,11 @@ fn partial_failure(answer: &HttpAnswer, sent: usize) -> Result<SendOutcome, Dest
     match parsed {
         Some(a) if !a.failed_records.is_empty() => {
             let rejects: Vec<Reject> = a.failed_records.iter().map(reject).collect();
-            let delivered = acknowledged(sent.saturating_sub(rejects.len()), &a);
+            let delivered = acknowledged(
+                sent.saturating_sub(rejects.len()),
+                a.num_records_imported,
+                "/import",
+            );
             Ok(SendOutcome { delivered, rejects })
         }
         other => Err(permanent(format!(
@@ -119,20 +123,6 @@ fn partial_failure(answer: &HttpAnswer, sent: usize) -> Result<SendOutcome, Dest
                 .unwrap_or_else(|| snippet(&answer.body))
         ))),
     }
-}
-
-/// What counts as delivered: the records sent and not rejected. The server's own count is
-/// only compared with it (a server may count differently, e.g. records it had already): a
-/// run never reports more delivered than it read.
-fn acknowledged(accepted: usize, answer: &ImportAnswer) -> usize {
-    if let Some(n) = answer.num_records_imported.filter(|n| *n != accepted) {
-        tracing::warn!(
-            sent = accepted,
-            server_count = n,
-            "the server's num_records_imported differs from the records sent and not rejected; counting those sent"
-        );
-    }
-    accepted
 }
 
 fn reject(f: &FailedRecord) -> Reject {
@@ -169,7 +159,7 @@ impl Destination for MixpanelImport {
             match answer.status {
                 s if s.is_success() => {
                     let delivered = match serde_json::from_str::<ImportAnswer>(&answer.body) {
-                        Ok(a) => acknowledged(records.len(), &a),
+                        Ok(a) => acknowledged(records.len(), a.num_records_imported, "/import"),
                         Err(_) => records.len(),
                     };
                     Ok(SendOutcome {
@@ -201,9 +191,15 @@ mod tests {
         let more: ImportAnswer =
             serde_json::from_str(r#"{"code":200,"num_records_imported":1002,"status":"OK"}"#)
                 .unwrap();
-        assert_eq!(acknowledged(1000, &more), 1000);
+        assert_eq!(
+            acknowledged(1000, more.num_records_imported, "/import"),
+            1000
+        );
         let fewer: ImportAnswer = serde_json::from_str(r#"{"num_records_imported":990}"#).unwrap();
-        assert_eq!(acknowledged(1000, &fewer), 1000);
+        assert_eq!(
+            acknowledged(1000, fewer.num_records_imported, "/import"),
+            1000
+        );
         let partial = partial_failure(
             &answer(
                 400,
