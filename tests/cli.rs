@@ -295,4 +295,40 @@ fn logs_written_to_a_pipe_have_no_colour_codes() {
         !err.contains('\u{1b}'),
         "colour codes in a piped log: {err:?}"
     );
+    // On a terminal (a pseudo-terminal made by util-linux's `script`) the log is coloured,
+    // unless NO_COLOR is set (to anything but the empty string).
+    let on_terminal = |no_color: Option<&str>| {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} sync s", env!("CARGO_BIN_EXE_wharf")),
+            "/dev/null",
+        ])
+        .current_dir(fx.path(""))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().expect("run wharf under script");
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A colour is an SGR sequence, ESC [ digits;… m (the progress bar's line clearing, ESC [2K,
+    // is not one).
+    let sgr = |s: &str| {
+        s.split('\u{1b}').skip(1).any(|rest| {
+            rest.strip_prefix('[').is_some_and(|r| {
+                r.trim_start_matches(|c: char| c.is_ascii_digit() || c == ';')
+                    .starts_with('m')
+            })
+        })
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("INFO"), "{coloured:?}");
+    assert!(sgr(&coloured), "no colour on a terminal: {coloured:?}");
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("INFO"), "{plain:?}");
+    assert!(!sgr(&plain), "colour despite NO_COLOR: {plain:?}");
+    assert!(sgr(&on_terminal(Some(""))), "an empty NO_COLOR is unset");
 }
