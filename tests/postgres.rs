@@ -857,7 +857,7 @@ fn tls_require_encrypts_the_connection() {
 }
 
 #[test]
-fn redshift_flavor_diffs_snapshots_and_reads_history_tables() {
+fn redshift_flavor_diffs_snapshots_and_sends_history_rows_with_their_end_to_files() {
     let f = Fixture::new();
     let pg = Pg::new("rs");
     pg.exec(
@@ -873,19 +873,174 @@ history_start_column = "since""#;
         "wharf.toml",
         &pg.config("redshift", "users", "mirror", extra),
     );
+    // Every history row, keyed by user and start, with the start of the user's next row as
+    // its end (SCD type 2): (key, op) → (plan, end).
+    let rows = |changes: &[Value]| -> BTreeMap<(String, String), (Value, Value)> {
+        changes
+            .iter()
+            .map(|e| {
+                let key = &e["key"];
+                (
+                    (
+                        key[0].as_str().unwrap().to_string(),
+                        e["op"].as_str().unwrap().to_string(),
+                    ),
+                    (
+                        e["after"]["plan"].clone(),
+                        e["after"]["wharf_history_end"].clone(),
+                    ),
+                )
+            })
+            .collect()
+    };
     let mut seen = 0;
     let first = sync(&f, &pg, &mut seen);
-    let plans: BTreeMap<String, Value> = first
+    assert_eq!(first.len(), 3, "{first:?}");
+    let plans: Vec<(String, Value, Value)> = first
         .iter()
         .map(|e| {
             (
-                e["key"].as_str().unwrap().to_string(),
-                e["after"]["plan"].clone(),
+                e["key"].to_string(),
+                (
+                    e["after"]["plan"].clone(),
+                    e["after"]["wharf_history_end"].clone(),
+                ),
             )
         })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(k, (p, end))| (k, p, end))
         .collect();
-    assert_eq!(plans["a"], "pro");
-    assert_eq!(plans["b"], "free");
+    let ends: Vec<(&str, bool)> = plans
+        .iter()
+        .map(|(_, p, end)| (p.as_str().unwrap(), end.is_null()))
+        .collect();
+    assert_eq!(
+        ends,
+        [("free", false), ("pro", true), ("free", true)],
+        "a's first row ends, a's and b's latest are current: {plans:?}"
+    );
+    assert!(
+        plans[0].2.as_str().unwrap().starts_with("2024-03-01"),
+        "a's free row ends when pro starts: {plans:?}"
+    );
+    assert!(first
+        .iter()
+        .all(|e| e["key"].as_array().is_some_and(|k| k.len() == 2)));
+    // b moves to team: its new row is inserted, and its free row is closed by an update.
     pg.exec("INSERT INTO t VALUES ('b', 'team', '2024-04-01')");
-    assert_eq!(ops(&sync(&f, &pg, &mut seen)), map(&[("b", "update")]));
+    let second = rows(&sync(&f, &pg, &mut seen));
+    assert_eq!(second.len(), 2, "{second:?}");
+    let closed = &second[&("b".to_string(), "update".to_string())];
+    assert_eq!(closed.0, "free");
+    assert!(
+        closed.1.as_str().unwrap().starts_with("2024-04-01"),
+        "{second:?}"
+    );
+    let opened = &second[&("b".to_string(), "insert".to_string())];
+    assert_eq!(
+        (opened.0.as_str(), opened.1.is_null()),
+        (Some("team"), true)
+    );
+    // Mixpanel and a file at once would need two reads: refused, saying why.
+    let both = pg
+        .config("redshift", "users", "mirror", extra)
+        .replace("destinations = [\"out\"]", "destinations = [\"out\", \"mp\"]")
+        + "[destinations.mp]\ntype = \"mixpanel\"\nproject_token = \"t\"\napi_host = \"http://127.0.0.1:9\"\n";
+    f.write_config("both.toml", &both);
+    let out = f.wharf(&["sync", &pg.schema, "-c", "both.toml"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("split it into two syncs"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Runs `sql` (one statement, outside a transaction) on database `db` of the test server.
+fn exec_in(db: &str, sql: &str) {
+    let w = PostgresWarehouse::new(
+        "pg",
+        PgSettings {
+            sslmode: SslMode::Disable,
+            ..PgSettings::new("127.0.0.1", 5432, db, "postgres")
+        },
+    );
+    w.block(async {
+        let c = w.connect().await?;
+        c.batch_execute(sql)
+            .await
+            .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
+    })
+    .unwrap_or_else(|e| panic!("sql failed: {e}"));
+}
+
+/// Text that is not UTF-8 can be stored only in a `SQL_ASCII` database (the server checks
+/// nothing there). Read by wharf (client encoding UTF-8), a text or JSON column holding such
+/// bytes stops the read with the server's own error, which names the bytes, and wharf's names
+/// the table: nothing committed, no row sent with its bytes altered, none lost silently.
+/// (Bytes that would reach wharf's own decoders anyway are refused there with the column's
+/// name: `fuzz/` target `pg_logical`.)
+#[test]
+fn text_and_json_that_are_not_utf8_stop_the_read_with_a_clear_error() {
+    let f = Fixture::new();
+    let db = format!("wt_ascii_{}", std::process::id());
+    exec_in("test", &format!("DROP DATABASE IF EXISTS {db}"));
+    exec_in(
+        "test",
+        &format!(
+            "CREATE DATABASE {db} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        ),
+    );
+    exec_in(
+        &db,
+        "CREATE TABLE t (id text PRIMARY KEY, name text, props json);
+         INSERT INTO t VALUES ('ok', 'plain', '{\"a\": 1}'),
+                              ('bad_text', E'caf\\xe9', '{\"a\": 2}');
+         CREATE TABLE j (id text PRIMARY KEY, name text, props json);
+         INSERT INTO j VALUES ('bad_json', 'plain', E'{\"a\": \"\\xff\"}');",
+    );
+    for (table, byte) in [("t", "0xe9"), ("j", "0xff")] {
+        f.write_config(
+            "wharf.toml",
+            &format!(
+                r#"state_dir = ".wharf"
+[warehouses.pg]
+type = "postgres"
+host = "127.0.0.1"
+database = "{db}"
+user = "postgres"
+sslmode = "disable"
+[destinations.out]
+type = "file"
+path = "out.ndjson"
+[[syncs]]
+name = "s"
+warehouse = "pg"
+table = "public.{table}"
+table_type = "users"
+mode = "full"
+destinations = ["out"]
+[syncs.mapping]
+user_id_column = "id"
+properties_column = "props"
+"#
+            ),
+        );
+        let out = f.wharf(&["sync", "s"], &[]);
+        let all = text(&out);
+        assert!(!out.status.success(), "{all}");
+        assert!(
+            all.contains(&format!("table `public.{table}`"))
+                && all.contains("invalid byte sequence for encoding \"UTF8\"")
+                && all.contains(byte)
+                && all.contains("nothing committed"),
+            "the error names the table and the bytes: {all}"
+        );
+        assert!(
+            !f.path("out.ndjson").exists() || read_ndjson(&f.path("out.ndjson")).is_empty(),
+            "nothing was sent of a read that failed"
+        );
+    }
+    exec_in("test", &format!("DROP DATABASE {db}"));
 }

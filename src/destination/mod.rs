@@ -89,6 +89,16 @@ impl DestinationConfig {
             DestinationConfig::File { .. } => None,
         }
     }
+
+    /// Whether it gets a keyed sync's rows as change envelopes (a file; Kafka unless it sends
+    /// Mixpanel's payloads) rather than Mixpanel's record shapes.
+    pub fn takes_rows(&self) -> bool {
+        match self {
+            DestinationConfig::Mixpanel(_) => false,
+            DestinationConfig::Kafka(k) => k.payload == kafka::KafkaPayload::Envelope,
+            DestinationConfig::File { .. } => true,
+        }
+    }
 }
 
 /// `template` with `{sync}`, `{table}` and `{table_type}` filled in for `sync`.

@@ -58,7 +58,7 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
     let wh_config = &config.warehouses[&sync.warehouse];
     let warehouse = crate::warehouse::open(config, &sync.warehouse)
         .ok_or_else(|| unsupported(format!("a warehouse named `{}`", sync.warehouse)))?;
-    let source = match (&sync.table, &sync.query) {
+    let mut source = match (&sync.table, &sync.query) {
         (Some(t), _) => SourceRef::Table(t.clone()),
         (None, Some(q)) => SourceRef::Query(q.clone()),
         // Config validation guarantees one of the two.
@@ -76,13 +76,32 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         tracing::info!(sync = %sync.name, key = ?schema.primary_key, "using the table's declared primary key");
         sync.primary_key = schema.primary_key.clone();
     }
+    // A profile history table into Kafka or files: every row, keyed by user and start, with
+    // the start of the user's next row as its end (SCD type 2); into Mixpanel, which keeps
+    // only a profile's current state, the latest row per user.
+    let history_rows = sync.table_type == TableType::Users
+        && sync.mapping.history_start_column.is_some()
+        && history_destinations(config, &sync).map_err(unsupported)?
+        && !sync.key_columns().is_empty();
+    if let Some(start) = sync
+        .mapping
+        .history_start_column
+        .clone()
+        .filter(|_| history_rows)
+    {
+        find_column(&schema.arrow, &start, "history_start_column").map_err(merr)?;
+        let key = sync.key_columns();
+        source = warehouse.history_rows(&source, &key, &start);
+        schema = warehouse.describe(&source).map_err(werr)?;
+        sync.primary_key = key.into_iter().chain([start]).collect();
+    }
     let sync = sync;
     let m = &sync.mapping;
     let key_columns = sync.key_columns();
-    // Profile history tables and `dedupe_by`: per key, the row with the greatest value of the
-    // column (the warehouse picks it).
+    // Profile history tables (into Mixpanel) and `dedupe_by`: per key, the row with the
+    // greatest value of the column (the warehouse picks it).
     let latest_by = match (&m.history_start_column, &sync.dedupe_by) {
-        (Some(start), _) if sync.table_type == TableType::Users => {
+        (Some(start), _) if sync.table_type == TableType::Users && !history_rows => {
             Some((start, "history_start_column"))
         }
         (_, Some(column)) => Some((column, "dedupe_by")),
@@ -199,6 +218,23 @@ pub fn resolve(config: &Config, name: &str) -> Result<ResolvedSync, SyncError> {
         hasher,
         sync,
     })
+}
+
+/// Whether the destinations of `sync`, a profile history sync, get every history row (Kafka,
+/// files: true) or the latest row per user (Mixpanel: false); both at once is refused.
+fn history_destinations(config: &Config, sync: &SyncConfig) -> Result<bool, String> {
+    let rows: Vec<bool> = sync
+        .destinations
+        .iter()
+        .filter_map(|d| config.destinations.get(d))
+        .map(|d| d.takes_rows())
+        .collect();
+    match (rows.iter().any(|r| *r), rows.iter().all(|r| *r)) {
+        (true, false) => Err(
+            "a profile history sync (`history_start_column`) into Mixpanel and into Kafka or a file at once: Mixpanel gets the latest row per user, Kafka and files every history row; split it into two syncs".into(),
+        ),
+        (any, _) => Ok(any),
+    }
 }
 
 /// The change mapper of a snapshot sync for a destination (`envelope`: the destination takes

@@ -513,6 +513,23 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         Ok(out)
     }
 
+    /// Every row of the profile history table `src`, with the start of the next row of its
+    /// `key` (by `start`) as the added column [`HISTORY_END_COLUMN`] (NULL for the current
+    /// row): the SCD type 2 rows that Kafka and files get. A window function every dialect
+    /// has.
+    fn history_rows(&self, src: &SourceRef, key: &[String], start: &str) -> SourceRef {
+        let key: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
+        let from = self
+            .source_item(src)
+            .unwrap_or_else(|_| "wharf_invalid_table".into());
+        SourceRef::Query(format!(
+            "SELECT *, lead({start}) OVER (PARTITION BY {} ORDER BY {start}) AS {} FROM {from}",
+            key.join(", "),
+            self.ident(HISTORY_END_COLUMN),
+            start = self.ident(start),
+        ))
+    }
+
     /// `src` reduced to the latest row per `key` by `order` (profile history tables,
     /// `dedupe_by`); ties are broken arbitrarily. `QUALIFY` by default.
     fn latest_per_key(
@@ -533,6 +550,10 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         ))
     }
 }
+
+/// The column [`Warehouse::history_rows`] adds: when a profile history row stopped being
+/// current (the start of the user's next row; NULL while it is current).
+pub const HISTORY_END_COLUMN: &str = "wharf_history_end";
 
 /// The tables and views of `information_schema` (PostgreSQL, DuckDB, Snowflake, Databricks).
 pub(crate) const TABLES_QUERY: &str =
