@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The PostgreSQL server the tests use: Debian's package, on 127.0.0.1:5432, trust auth for
-# connections from this machine, database `test`, wal_level = logical (change capture).
+# connections from this machine (but a password for the role wharf_password), database `test`, wal_level = logical (change capture).
 #
 # Installs the package when no server is installed, creates the cluster when there is none,
 # configures and starts it. Idempotent: a server that already answers as required is left
@@ -13,7 +13,8 @@ answers() { "${PSQL[@]}" -d "$1" -c "SELECT 1" >/dev/null 2>&1; }
 ready() {
   answers test \
     && [ "$("${PSQL[@]}" -d test -c 'SHOW wal_level' 2>/dev/null)" = logical ] \
-    && [ "$("${PSQL[@]}" -d test -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null)" = 1 ]
+    && [ "$("${PSQL[@]}" -d test -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null)" = 1 ] \
+    && [ "$("${PSQL[@]}" -d test -c "SELECT count(*) FROM pg_hba_file_rules WHERE 'wharf_password' = ANY(user_name)" 2>/dev/null)" = 1 ]
 }
 say_up() {
   echo "== PostgreSQL $("${PSQL[@]}" -d test -c 'SHOW server_version') up on 127.0.0.1:5432 (database test, wal_level = $("${PSQL[@]}" -d test -c 'SHOW wal_level'))"
@@ -39,19 +40,22 @@ if [ ! -d "$conf" ]; then
 fi
 
 # 3. Configuration: trust for connections from this machine (first matching pg_hba line wins,
-# so ours go first), and the settings the tests need in a conf.d file of our own (Debian's
+# so ours go first) but for the role `wharf_password`, which must give its password (the
+# secrets test signs in with a wrong and a right one), and the settings the tests need in a conf.d file of our own (Debian's
 # postgresql.conf includes conf.d): logical decoding, and pg_stat_statements. A wal_level left in postgresql.auto.conf by ALTER SYSTEM
 # would override ours: it is removed.
 changed=""
 hba="$conf/pg_hba.conf"
-if ! as_root grep -q '^# wharf tests' "$hba"; then
+if ! as_root grep -q '^# wharf tests 2' "$hba"; then
   tmp="$(mktemp)"
   {
-    echo "# wharf tests: trust for connections from this machine"
+    echo "# wharf tests 2: trust for connections from this machine, but wharf_password's"
+    echo "host all wharf_password 127.0.0.1/32 scram-sha-256"
     echo "local all all trust"
     echo "host all all 127.0.0.1/32 trust"
     echo "host all all ::1/128 trust"
-    as_root cat "$hba"
+    # An older block of ours (before wharf_password) goes.
+    as_root cat "$hba" | sed '/^# wharf tests/,/^host all all ::1\/128 trust$/d'
   } > "$tmp"
   as_root sh -c "cat '$tmp' > '$hba'"
   rm -f "$tmp"

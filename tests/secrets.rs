@@ -1,6 +1,7 @@
 //! Secrets never leave: failing and succeeding syncs with secrets in every place a config holds
-//! them — a PostgreSQL password, a Snowflake private key that is not a key, a Databricks
-//! token, a warehouse URL with credentials in it, Mixpanel credentials the destination refuses
+//! them — a PostgreSQL password, wrong and right (the role `wharf_password` must give it:
+//! `tests/postgres-up.sh`), a Snowflake private key that is not a key, inline and in a key file,
+//! a Databricks token, a warehouse URL with credentials in it, Mixpanel credentials the destination refuses
 //! (401), Kafka client properties — and every output searched for each secret: stdout and
 //! stderr of every command (logs at trace level), the service's API answers, its web page and
 //! metrics, the rejects file and the change log.
@@ -12,8 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, text, Fixture};
 use wharf::receiver::ReceiverAuth;
+use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
+use wharf::warehouse::SourceRef;
 
 const PG_PASSWORD: &str = "pg-Secret-4d1c9a";
+const PG_WRONG: &str = "pg-Wrong-Secret-8e7f6a";
+const SF_FILE_KEY: &str = "sf-File-Secret-2b3c4d";
+const MP_OK_SECRET: &str = "mp-Ok-Secret-1f2e3d";
 const SF_KEY: &str = "sf-Key-Secret-77e1b0";
 const DB_TOKEN: &str = "dapi-Secret-0b2e55";
 const URL_SECRET: &str = "url-Secret-5c6d7e";
@@ -21,9 +27,12 @@ const MP_SECRET: &str = "mp-Secret-a9b8c7";
 const KAFKA_SECRET: &str = "kafka-Secret-3f2e1d";
 const API_TOKEN: &str = "api-Token-Secret-6a5b4c";
 
-fn secrets() -> [&'static str; 7] {
+fn secrets() -> [&'static str; 10] {
     [
         PG_PASSWORD,
+        PG_WRONG,
+        SF_FILE_KEY,
+        MP_OK_SECRET,
         SF_KEY,
         DB_TOKEN,
         URL_SECRET,
@@ -36,6 +45,8 @@ fn secrets() -> [&'static str; 7] {
 fn envs() -> Vec<(&'static str, String)> {
     vec![
         ("WHARF_T_PG", PG_PASSWORD.into()),
+        ("WHARF_T_PG_WRONG", PG_WRONG.into()),
+        ("WHARF_T_MP_OK", MP_OK_SECRET.into()),
         (
             "WHARF_T_SF",
             format!("-----BEGIN PRIVATE KEY-----\n{SF_KEY}\n-----END PRIVATE KEY-----\n"),
@@ -63,16 +74,23 @@ path = "wh.duckdb"
 type = "postgres"
 host = "127.0.0.1"
 database = "test"
-user = "no_such_role_wharf"
-password = "${{WHARF_T_PG}}"
+user = "wharf_password"
+password = "${{WHARF_T_PG_WRONG}}"
 sslmode = "disable"
 [warehouses.pg_ok]
 type = "postgres"
 host = "127.0.0.1"
 database = "test"
-user = "postgres"
+user = "wharf_password"
 password = "${{WHARF_T_PG}}"
 sslmode = "disable"
+[warehouses.sf_file]
+type = "snowflake"
+account = "acme"
+user = "loader"
+private_key_file = "bad_key.p8"
+database = "db"
+url = "http://127.0.0.1:9"
 [warehouses.sf]
 type = "snowflake"
 account = "acme"
@@ -94,6 +112,12 @@ service_account = {{ username = "sa", secret = "${{WHARF_T_MP}}" }}
 initial_backoff = "50ms"
 max_backoff = "100ms"
 give_up_after = "1s"
+[destinations.mp_ok]
+type = "mixpanel"
+api_host = "{receiver}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "${{WHARF_T_MP_OK}}" }}
 [destinations.file]
 type = "file"
 path = "out.ndjson"
@@ -157,6 +181,30 @@ table_type = "users"
 mode = "full"
 destinations = ["file"]
 primary_key = ["id"]
+[syncs.mapping]
+user_id_column = "id"
+[[syncs]]
+name = "ev_mirror"
+warehouse = "wh"
+table = "ev_keyed"
+table_type = "events"
+mode = "mirror"
+primary_key = ["id"]
+destinations = ["mp_ok"]
+schedule = "manual"
+[syncs.mapping]
+event_name_column = "name"
+time_column = "ts"
+user_id_column = "uid"
+[[syncs]]
+name = "sf_file"
+warehouse = "sf_file"
+table = "ev"
+table_type = "users"
+mode = "full"
+primary_key = ["id"]
+destinations = ["file"]
+schedule = "manual"
 [syncs.mapping]
 user_id_column = "id"
 [[syncs]]
@@ -232,14 +280,31 @@ fn no_secret_reaches_any_output() {
     f.sql(
         "CREATE TABLE ev AS SELECT 'E' AS name, TIMESTAMP '2024-01-01' + to_seconds(i) AS ts,
            'u' || i AS uid FROM range(20) t(i);
-         INSERT INTO ev VALUES ('E', NULL, 'bad-row');",
+         INSERT INTO ev VALUES ('E', NULL, 'bad-row');
+         CREATE TABLE ev_keyed AS SELECT i AS id, 'E' AS name,
+           TIMESTAMP '2024-01-01' + to_seconds(i) AS ts, 'u' || i AS uid FROM range(5) t(i);",
     );
+    // The role that must give its password (pg_hba: scram-sha-256), with the right one.
+    pg_exec(&format!(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wharf_password') THEN
+             CREATE ROLE wharf_password LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE wharf_password PASSWORD '{PG_PASSWORD}';"
+    ));
+    // A key file that holds no key, but a secret.
+    std::fs::write(
+        f.path("bad_key.p8"),
+        format!("-----BEGIN PRIVATE KEY-----\n{SF_FILE_KEY}\n-----END PRIVATE KEY-----\n"),
+    )
+    .expect("key file");
     // The receiver wants other credentials: the Mixpanel destination gets 401.
     let receiver = f.receiver(
         "recv",
         ReceiverAuth::ServiceAccount {
             username: "sa".into(),
-            secret: "the-right-one".into(),
+            secret: MP_OK_SECRET.into(),
             project_id: "42".into(),
         },
     );
@@ -254,7 +319,9 @@ fn no_secret_reaches_any_output() {
         vec!["sync", "kafka"],
         vec!["sync", "pg"],
         vec!["sync", "pg_ok"],
+        vec!["sync", "ev_mirror"],
         vec!["sync", "sf"],
+        vec!["sync", "sf_file"],
         vec!["sync", "dbx"],
         vec!["status"],
         vec!["history", "refused"],
@@ -265,16 +332,34 @@ fn no_secret_reaches_any_output() {
     }
     // The runs failed and succeeded as meant: what was searched covers both.
     let ok = |cmd: &str| seen.iter().find(|(a, _)| a.join(" ") == cmd).unwrap().1;
-    assert!(ok("sync ok") && ok("sync pg_ok"), "{seen:?}");
+    assert!(
+        ok("sync ok") && ok("sync pg_ok") && ok("sync ev_mirror"),
+        "{seen:?}"
+    );
     for failing in [
         "sync refused",
         "sync kafka",
         "sync pg",
         "sync sf",
+        "sync sf_file",
         "sync dbx",
     ] {
         assert!(!ok(failing), "`wharf {failing}` should fail: {seen:?}");
     }
+    // The wrong password was refused by the server for that reason.
+    let pg = run_wharf(&f, &["sync", "pg"]);
+    assert!(
+        text(&pg).contains("password authentication failed"),
+        "{}",
+        text(&pg)
+    );
+    assert_no_secret("`wharf sync pg`", &text(&pg));
+    // A deleted event cannot be applied through Mixpanel: the mirror writes it to the change
+    // log, one of the files searched below.
+    f.sql("DELETE FROM ev_keyed WHERE id = 3");
+    let mirror = run_wharf(&f, &["sync", "ev_mirror"]);
+    assert!(mirror.status.success(), "{}", text(&mirror));
+    assert_no_secret("`wharf sync ev_mirror`", &text(&mirror));
 
     // The service: its log, API answers, page and metrics while syncs fail and succeed.
     let log = f.path("service.log");
@@ -333,10 +418,15 @@ fn no_secret_reaches_any_output() {
         rejects.contains("time column `ts` is NULL"),
         "the NULL-time row was rejected: {rejects}"
     );
+    let changes = std::fs::read_to_string(f.path(".state/changes/ev_mirror.ndjson"))
+        .expect("the mirror's change log");
+    assert!(changes.contains("delete"), "{changes}");
+    let out = std::fs::read_to_string(f.path("out.ndjson")).expect("the file destination's output");
+    assert!(out.contains("u1"), "pg_ok delivered its row: {out}");
     for file in [
         ".state/rejects/ok.ndjson",
         ".state/rejects/refused.ndjson",
-        ".state/changes/pg_ok.ndjson",
+        ".state/changes/ev_mirror.ndjson",
         "out.ndjson",
     ] {
         assert_no_secret(
@@ -344,4 +434,22 @@ fn no_secret_reaches_any_output() {
             &std::fs::read_to_string(f.path(file)).unwrap_or_default(),
         );
     }
+}
+
+/// Runs `sql` on the test server as `postgres` (trust), panicking on failure.
+fn pg_exec(sql: &str) {
+    let w = PostgresWarehouse::new(
+        "pg",
+        PgSettings {
+            sslmode: SslMode::Disable,
+            ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
+        },
+    );
+    w.block(async {
+        let c = w.connect().await?;
+        c.batch_execute(sql)
+            .await
+            .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
+    })
+    .unwrap_or_else(|e| panic!("sql failed: {e}"));
 }
