@@ -473,6 +473,8 @@ fn data_cases() -> Vec<DataCase> {
         ok("a 300-byte string property", base(", repeat('é', 150) AS s", "1"), M, 1, 0, &[]),
         ok("decimals at their extremes", base(", 99999999999999999999999999.9999999999::DECIMAL(36,10) AS d, -0.0000000001::DECIMAL(36,10) AS e", "1"), M, 1, 0, &[]),
         ok("a list of structs and a map", base(", [{'a': 1, 'b': 'x'}, {'a': NULL, 'b': NULL}] AS l, MAP {'k': [1, 2]} AS m", "1"), M, 1, 0, &[]),
+        ok("duplicate keys in a JSON column", base(", '{\"a\": 1, \"b\": 2, \"a\": 3}' AS props", "1"), MJ, 1, 0, &[]),
+        ok("an unpaired surrogate escape in a JSON column", base(", '{\"a\": \"\\ud800\"}' AS props", "1"), MJ, 1, 1, &["JSON"]),
         ok("a JSON key that a column also has", base(", '{\"uid\": \"other\", \"x\": 1}' AS props, 'col' AS x", "1"), MJ, 1, 0, &[]),
         ok("duplicate rows (the same $insert_id)", "CREATE TABLE ev AS SELECT 'E' AS name, TIMESTAMP '2024-01-01' AS ts, 'u1' AS uid FROM range(3);".into(), M, 3, 0, &[]),
         ok("a DATE as the time", "CREATE TABLE ev AS SELECT 'E' AS name, DATE '2024-02-29' AS ts, 'u1' AS uid;".into(), M, 1, 0, &[]),

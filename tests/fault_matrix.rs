@@ -1,6 +1,6 @@
 //! The fault matrix, one test per fault: the destination down at start and going away
-//! mid-run, answering later than the timeout, the warehouse connection cut mid-read
-//! (PostgreSQL terminates the backend), the state directory full (ENOSPC on a small tmpfs),
+//! mid-run, answering later than the timeout, the warehouse restarted mid-read (a PostgreSQL
+//! server of the test's own; a backend terminated: `tests/postgres.rs`), the state directory full (ENOSPC on a small tmpfs),
 //! the state store and a snapshot file damaged, and the table changing between runs. Each
 //! ends in a clear error with nothing committed, and the next run (once the fault is gone)
 //! delivers everything — never a silent resend-all, a skip or a loss. (30% failing requests:
@@ -481,4 +481,194 @@ key_columns = ["ID"]
     let out = f.wharf(&["sync", "s"], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(receiver.stats().unique_events, ROWS, "every row once");
+}
+
+/// A PostgreSQL server of the test's own (Debian's binaries, `initdb` into a temporary
+/// folder, 127.0.0.1 on a free port), so that it can be restarted without touching the shared
+/// one the other tests use; stopped on drop. Run as `postgres` when the test runs as root.
+struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start(f: &Fixture) -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's PostgreSQL (tests/postgres-up.sh installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .max()
+            .expect("a PostgreSQL version with pg_ctl");
+        let dir = f.path("private-pg");
+        std::fs::create_dir_all(&dir).expect("folder");
+        // The server's user must own its folder and reach it.
+        let _ = as_root(&format!(
+            "chown postgres '{0}' 2>/dev/null; chmod 755 '{1}'",
+            dir.display(),
+            f.path("").display()
+        ));
+        let pg = PrivatePostgres {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        pg.pg(&format!(
+            "'{}/initdb' -D '{}/data' -A trust -U postgres --no-sync >/dev/null",
+            pg.bin.display(),
+            pg.dir.display()
+        ));
+        pg.ctl("start");
+        pg
+    }
+
+    /// Runs `cmd` as the server's user.
+    fn pg(&self, cmd: &str) {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let out = if root {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", cmd])
+                .output()
+        } else {
+            std::process::Command::new("sh").args(["-c", cmd]).output()
+        }
+        .expect("sh");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl <action>` (start, restart: waits until the server answers).
+    fn ctl(&self, action: &str) {
+        self.pg(&format!(
+            "'{bin}/pg_ctl' -D '{dir}/data' -l '{dir}/log' -w -m fast -o \"-p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off\" {action} >/dev/null",
+            bin = self.bin.display(),
+            dir = self.dir.display(),
+            port = self.port,
+        ));
+    }
+
+    fn warehouse(&self) -> wharf::warehouse::postgres::PostgresWarehouse {
+        use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
+        PostgresWarehouse::new(
+            "pg",
+            PgSettings {
+                sslmode: SslMode::Disable,
+                ..PgSettings::new("127.0.0.1", self.port, "postgres", "postgres")
+            },
+        )
+    }
+
+    /// Runs SQL statements, panicking on failure.
+    fn exec(&self, sql: &str) {
+        use wharf::warehouse::SourceRef;
+        let w = self.warehouse();
+        w.block(async {
+            let c = w.connect().await?;
+            c.batch_execute(sql)
+                .await
+                .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of the first row of `sql`'s answer, as an i64.
+    fn query_i64(&self, sql: &str) -> i64 {
+        use wharf::warehouse::SourceRef;
+        let w = self.warehouse();
+        w.block(async {
+            let c = w.connect().await?;
+            c.query_one(sql, &[])
+                .await
+                .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.ctl("stop -m immediate"));
+    }
+}
+
+/// The warehouse restarted mid-read (not only a backend terminated: `pg_ctl restart -m fast`
+/// on a server of the test's own): the run fails with a connection error and nothing
+/// committed; the next run, once the server is back, delivers every row, and the receiver
+/// holds each exactly once by its dedup key.
+#[test]
+fn postgres_restarted_mid_read_fails_the_run_uncommitted_and_the_next_run_is_exact() {
+    let f = Fixture::new();
+    let pg = PrivatePostgres::start(&f);
+    let n: u64 = 1_000_000;
+    pg.exec(&format!(
+        "CREATE TABLE ev AS SELECT g AS id, 'E'::text AS name,
+           timestamp '2024-01-01' + g * interval '1 second' AS ts, 'u' || (g % 97) AS uid
+         FROM generate_series(1, {n}) g"
+    ));
+    let port = free_port();
+    let receiver = receiver_on(&f, port, None);
+    let config = config_for(port, "").replace(
+        "[warehouses.wh]\ntype = \"duckdb\"\npath = \"wh.duckdb\"",
+        &format!(
+            "[warehouses.wh]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"postgres\"\nuser = \"postgres\"\nsslmode = \"disable\"",
+            pg.port
+        ),
+    );
+    assert!(config.contains("type = \"postgres\""), "{config}");
+    f.write_config(
+        "wharf.toml",
+        &config.replace("table = \"ev\"", "table = \"public.ev\""),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "s"])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf");
+    // Restart the server as soon as wharf is reading the table.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.query_i64(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wharf' \
+         AND pid <> pg_backend_pid() AND query LIKE '%ev%' \
+         AND query NOT LIKE '%count(*)%' AND query NOT LIKE '%pg_stat_activity%' \
+         AND state = 'active'",
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "the read never started");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before the restart"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pg.ctl("restart");
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success(), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("terminat") || all.contains("connection") || all.contains("shut"),
+        "{all}"
+    );
+    eprintln!(
+        "the run cut by the restart: {}",
+        all.lines()
+            .find(|l| l.contains("error"))
+            .unwrap_or_default()
+    );
+    assert!(!status(&f).contains("SUCCEEDED"), "{}", status(&f));
+    // The server is back: the next run delivers every row, each once by its $insert_id.
+    let again = f.wharf(&["sync", "s"], &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let stats = receiver.stats();
+    assert_eq!(stats.unique_events, n, "{stats:?}");
 }

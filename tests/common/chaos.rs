@@ -663,6 +663,7 @@ pub mod postgres {
     use std::time::Duration;
 
     use serde_json::Value;
+    use wharf::receiver::Receiver;
     use wharf::warehouse::postgres::logical::Capture;
     use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
     use wharf::warehouse::SourceRef;
@@ -732,9 +733,125 @@ pub mod postgres {
         }
     }
 
+    /// One committed transaction of the writer: the WAL position read right after its commit
+    /// (at or past its commit record), and per row what it left: `Some(v)` set to version
+    /// `v`, `None` deleted.
+    struct Txn {
+        lsn_after: u64,
+        rows: BTreeMap<String, Option<i64>>,
+    }
+
+    type TxnLog = Arc<std::sync::Mutex<Vec<Txn>>>;
+
+    /// A WAL position `X/Y` as a number.
+    fn lsn(text: &str) -> u64 {
+        let (hi, lo) = text.split_once('/').expect("an LSN");
+        (u64::from_str_radix(hi, 16).expect("lsn") << 32)
+            | u64::from_str_radix(lo, 16).expect("lsn")
+    }
+
+    /// Runs one transaction of the writer (`sql`: statements whose `RETURNING` gives an op —
+    /// `s` set, `d` deleted —, the id and the version) and returns what it left.
+    fn transaction(sql: &str) -> Txn {
+        use tokio_postgres::SimpleQueryMessage;
+        let w = warehouse();
+        let messages = w
+            .block(async {
+                let c = w.connect().await?;
+                c.simple_query(&format!(
+                    "{sql} COMMIT; SELECT 'l', pg_current_wal_lsn()::text, '0';"
+                ))
+                .await
+                .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
+            })
+            .unwrap_or_else(|e| panic!("sql failed: {e}"));
+        let mut txn = Txn {
+            lsn_after: 0,
+            rows: BTreeMap::new(),
+        };
+        for m in messages {
+            let SimpleQueryMessage::Row(r) = m else {
+                continue;
+            };
+            let (op, id, v) = (
+                r.get(0).unwrap_or(""),
+                r.get(1).unwrap_or("").to_string(),
+                r.get(2).unwrap_or("0"),
+            );
+            match op {
+                "s" => {
+                    txn.rows.insert(id, Some(v.parse().expect("version")));
+                }
+                "d" => {
+                    txn.rows.insert(id, None);
+                }
+                _ => txn.lsn_after = lsn(&id),
+            }
+        }
+        txn
+    }
+
+    /// No slot position ahead of delivery: every transaction whose commit lies at or before
+    /// the slot's confirmed position is in the receiver — each row it set holds that version or
+    /// a newer one (or was deleted later), each row it deleted is gone (or was set again
+    /// later). Checked once the sync committed a run (before that the slot's position is where
+    /// it was created, and the snapshot that covers it is not delivered yet).
+    fn assert_slot_behind_delivery(receiver: &Receiver, slot: &str, log: &TxnLog) -> usize {
+        let w = warehouse();
+        let sql = format!(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        );
+        let confirmed = w
+            .block(async {
+                let c = w.connect().await?;
+                c.query_opt(&sql, &[])
+                    .await
+                    .map_err(|e| w.err(&SourceRef::Query(sql.clone()), e))
+            })
+            .expect("the slot's position")
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .map(|t| lsn(&t));
+        let Some(confirmed) = confirmed else {
+            return 0;
+        };
+        let profiles = receiver.profiles();
+        let log = log.lock().expect("log");
+        let mut checked = 0;
+        for (i, txn) in log.iter().enumerate() {
+            if txn.lsn_after > confirmed {
+                continue;
+            }
+            let newest = txn.rows.values().flatten().max().copied().unwrap_or(0);
+            for (id, left) in &txn.rows {
+                checked += 1;
+                let later = &log[i + 1..];
+                let held = profiles
+                    .get(id)
+                    .map(|p| p.get("v").and_then(Value::as_i64).unwrap_or(i64::MIN));
+                match (left, held) {
+                    (Some(v), Some(h)) => assert!(
+                        h >= *v,
+                        "user {id}: version {v} confirmed by the slot (at {confirmed:X}) but the receiver holds {h}"
+                    ),
+                    (Some(v), None) => assert!(
+                        later.iter().any(|t| t.rows.get(id) == Some(&None)),
+                        "user {id}: version {v} confirmed by the slot (at {confirmed:X}) but not in the receiver"
+                    ),
+                    (None, Some(h)) => assert!(
+                        h > newest,
+                        "user {id}: deleted in a transaction the slot confirmed (at {confirmed:X}) but the receiver holds version {h}"
+                    ),
+                    (None, None) => {}
+                }
+            }
+        }
+        checked
+    }
+
     /// Changes `t` in small transactions until `stop`: updates and inserts take versions from
-    /// one sequence, so a row's `v` only grows; deleted rows come back later.
-    fn writer(schema: String, n: u64, seed: u64, stop: Arc<AtomicBool>) -> u64 {
+    /// one sequence, so a row's `v` only grows; deleted rows come back later. Each
+    /// transaction's effect and WAL position go to `log`.
+    fn writer(schema: String, n: u64, seed: u64, stop: Arc<AtomicBool>, log: TxnLog) -> u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut txns = 0;
         let mut fresh = 0;
@@ -754,18 +871,19 @@ pub mod postgres {
             let upd = format!("{hot},{}", ids(10, &mut rng));
             let (del, back) = (ids(5, &mut rng), ids(3, &mut rng));
             fresh += 2;
-            exec(&format!(
+            let txn = transaction(&format!(
                 "BEGIN;
                  UPDATE {schema}.t SET v = nextval('{schema}.ver'), name = 'w' || clock_timestamp()
-                   WHERE id IN ({upd});
-                 DELETE FROM {schema}.t WHERE id IN ({del});
+                   WHERE id IN ({upd}) RETURNING 's', id, v::text;
+                 DELETE FROM {schema}.t WHERE id IN ({del}) RETURNING 'd', id, '0';
                  INSERT INTO {schema}.t SELECT id, 'back', nextval('{schema}.ver')
-                   FROM unnest(ARRAY[{back}]) id ON CONFLICT (id) DO NOTHING;
+                   FROM unnest(ARRAY[{back}]) id ON CONFLICT (id) DO NOTHING
+                   RETURNING 's', id, v::text;
                  INSERT INTO {schema}.t VALUES ('new{fresh}', 'new', nextval('{schema}.ver')),
-                   ('new{}', 'new', nextval('{schema}.ver'));
-                 COMMIT;",
+                   ('new{}', 'new', nextval('{schema}.ver')) RETURNING 's', id, v::text;",
                 fresh + 1
             ));
+            log.lock().expect("log").push(txn);
             txns += 1;
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -822,9 +940,10 @@ user_id_column = "id"
             ),
         );
         let stop = Arc::new(AtomicBool::new(false));
+        let log = TxnLog::default();
         let writer = {
-            let (s, stop) = (s.clone(), stop.clone());
-            std::thread::spawn(move || writer(s, n, seed, stop))
+            let (s, stop, log) = (s.clone(), stop.clone(), log.clone());
+            std::thread::spawn(move || writer(s, n, seed, stop, log))
         };
         // Small runs, so kills land between change-stream runs too.
         let small = [("WHARF_MAX_CHANGES_PER_RUN", "500")];
@@ -848,17 +967,23 @@ user_id_column = "id"
         first.kill().expect("kill");
         let _ = first.wait();
         std::thread::sleep(Duration::from_secs(1));
+        let (mut checks, mut checked) = (0, 0);
         for _ in 0..kills {
             killer.run(&f, &s, &small);
+            if !committed_runs(&f, &s).is_empty() {
+                checked += assert_slot_behind_delivery(&receiver, &schema.capture().slot, &log);
+                checks += 1;
+            }
         }
         stop.store(true, Ordering::Relaxed);
         let txns = writer.join().expect("writer");
         eprintln!(
-            "postgres: {} while {txns} transactions changed the table",
+            "postgres: {} while {txns} transactions changed the table; the slot's position checked against delivery after {checks} of them ({checked} row changes)",
             killer.report()
         );
 
         clean_run(&f, &s, &[]);
+        assert!(assert_slot_behind_delivery(&receiver, &schema.capture().slot, &log) > 0);
         assert_profiles_match(&receiver, &table(&s));
 
         // A backlog larger than one run takes: one `wharf sync` drains it, run by run.
