@@ -229,8 +229,10 @@ mod tests {
     }
 
     /// 3000 records at 1000/s in requests of 100: the first second's bucket goes at once,
-    /// the rest at the capped rate (tokio's paused clock makes this exact).
-    #[tokio::test(start_paused = true)]
+    /// the rest at the capped rate. (On the real clock: tokio's paused one needs its
+    /// `test-util` feature, which would make the test build's tokio, and all above it,
+    /// differ from the binary's.)
+    #[tokio::test]
     async fn rate_cap_spaces_requests() {
         let g = Governor::with_rate(
             4,
@@ -244,7 +246,7 @@ mod tests {
             g.take_rate(100, 1000).await;
         }
         let took = start.elapsed().as_secs_f64();
-        assert!((1.9..2.1).contains(&took), "took {took} s");
+        assert!((1.9..3.5).contains(&took), "took {took} s");
         // The byte cap binds too: 1 MB/s with requests of 500 KB.
         let g = Governor::with_rate(
             4,
@@ -258,6 +260,6 @@ mod tests {
             g.take_rate(1, 500_000).await;
         }
         let took = start.elapsed().as_secs_f64();
-        assert!((1.9..2.1).contains(&took), "took {took} s");
+        assert!((1.9..3.5).contains(&took), "took {took} s");
     }
 }
