@@ -275,14 +275,23 @@ impl ColumnBuilder {
                 if d == i32::MAX || d == i32::MIN {
                     return Err("an infinite date cannot be sent".into());
                 }
-                b.append_value(d + PG_EPOCH_DAYS)
+                // No date PostgreSQL writes overflows here; damaged input could.
+                let days = d
+                    .checked_add(PG_EPOCH_DAYS)
+                    .ok_or("a date out of range (past 5874897 AD)")?;
+                b.append_value(days)
             }
             ColumnBuilder::Ts(b, _) => {
                 let t = i64::from_be_bytes(be(raw)?);
                 if t == i64::MAX || t == i64::MIN {
                     return Err("an infinite timestamp cannot be sent".into());
                 }
-                b.append_value(t + PG_EPOCH_MICROS)
+                // PostgreSQL's last timestamps (late 294276 AD) are past what microseconds
+                // since 1970 hold in 64 bits (found by fuzzing: it wrapped around).
+                let micros = t
+                    .checked_add(PG_EPOCH_MICROS)
+                    .ok_or("a timestamp out of range (after 294247 AD)")?;
+                b.append_value(micros)
             }
             ColumnBuilder::List {
                 values,
@@ -630,6 +639,29 @@ mod tests {
         assert_eq!(
             b.push_binary(Some(&raw)),
             Err("array too large".to_string())
+        );
+    }
+
+    /// Found by fuzzing: PostgreSQL's last timestamps (294276 AD) wrapped around when moved
+    /// to the Unix epoch (release) or panicked (debug); dates out of range likewise.
+    #[test]
+    fn timestamps_and_dates_past_the_epoch_shift_are_an_error() {
+        // PostgreSQL's END_TIMESTAMP less one microsecond, in microseconds since 2000.
+        let last = 9_223_371_331_199_999_999i64.to_be_bytes();
+        let mut ts = ColumnBuilder::new(&PgKind::Timestamp);
+        assert_eq!(
+            ts.push_binary(Some(&last)),
+            Err("a timestamp out of range (after 294247 AD)".to_string())
+        );
+        assert_eq!(ts.push_binary(Some(&0i64.to_be_bytes())), Ok(()));
+        let mut date = ColumnBuilder::new(&PgKind::Date);
+        assert!(date
+            .push_binary(Some(&(i32::MAX - 1).to_be_bytes()))
+            .is_err());
+        // 5874897-12-31, PostgreSQL's last date, fits.
+        assert_eq!(
+            date.push_binary(Some(&2_144_931_949i32.to_be_bytes())),
+            Ok(())
         );
     }
 
