@@ -556,27 +556,12 @@ impl PrivatePostgres {
     }
 
     fn warehouse(&self) -> wharf::warehouse::postgres::PostgresWarehouse {
-        use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-        PostgresWarehouse::new(
-            "pg",
-            PgSettings {
-                sslmode: SslMode::Disable,
-                ..PgSettings::new("127.0.0.1", self.port, "postgres", "postgres")
-            },
-        )
+        common::pg::warehouse(self.port, "postgres")
     }
 
     /// Runs SQL statements, panicking on failure.
     fn exec(&self, sql: &str) {
-        use wharf::warehouse::SourceRef;
-        let w = self.warehouse();
-        w.block(async {
-            let c = w.connect().await?;
-            c.batch_execute(sql)
-                .await
-                .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
-        })
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        common::pg::exec(self.port, "postgres", sql);
     }
 
     /// The first column of the first row of `sql`'s answer, as an i64.

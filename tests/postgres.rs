@@ -957,22 +957,9 @@ history_start_column = "since""#;
     );
 }
 
-/// Runs `sql` (one statement, outside a transaction) on database `db` of the test server.
+/// Runs `sql` (outside a transaction) on database `db` of the test server.
 fn exec_in(db: &str, sql: &str) {
-    let w = PostgresWarehouse::new(
-        "pg",
-        PgSettings {
-            sslmode: SslMode::Disable,
-            ..PgSettings::new("127.0.0.1", 5432, db, "postgres")
-        },
-    );
-    w.block(async {
-        let c = w.connect().await?;
-        c.batch_execute(sql)
-            .await
-            .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
-    })
-    .unwrap_or_else(|e| panic!("sql failed: {e}"));
+    common::pg::exec(5432, db, sql);
 }
 
 /// Text that is not UTF-8 can be stored only in a `SQL_ASCII` database (the server checks

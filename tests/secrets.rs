@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, text, Fixture};
 use wharf::receiver::ReceiverAuth;
-use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::SourceRef;
 
 const PG_PASSWORD: &str = "pg-Secret-4d1c9a";
 const PG_WRONG: &str = "pg-Wrong-Secret-8e7f6a";
@@ -285,14 +283,18 @@ fn no_secret_reaches_any_output() {
            TIMESTAMP '2024-01-01' + to_seconds(i) AS ts, 'u' || i AS uid FROM range(5) t(i);",
     );
     // The role that must give its password (pg_hba: scram-sha-256), with the right one.
-    pg_exec(&format!(
-        "DO $$ BEGIN
+    common::pg::exec(
+        5432,
+        "test",
+        &format!(
+            "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wharf_password') THEN
              CREATE ROLE wharf_password LOGIN;
            END IF;
          END $$;
          ALTER ROLE wharf_password PASSWORD '{PG_PASSWORD}';"
-    ));
+        ),
+    );
     // A key file that holds no key, but a secret.
     std::fs::write(
         f.path("bad_key.p8"),
@@ -434,22 +436,4 @@ fn no_secret_reaches_any_output() {
             &std::fs::read_to_string(f.path(file)).unwrap_or_default(),
         );
     }
-}
-
-/// Runs `sql` on the test server as `postgres` (trust), panicking on failure.
-fn pg_exec(sql: &str) {
-    let w = PostgresWarehouse::new(
-        "pg",
-        PgSettings {
-            sslmode: SslMode::Disable,
-            ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
-        },
-    );
-    w.block(async {
-        let c = w.connect().await?;
-        c.batch_execute(sql)
-            .await
-            .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
-    })
-    .unwrap_or_else(|e| panic!("sql failed: {e}"));
 }

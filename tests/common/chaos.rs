@@ -665,7 +665,7 @@ pub mod postgres {
     use serde_json::Value;
     use wharf::receiver::Receiver;
     use wharf::warehouse::postgres::logical::Capture;
-    use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
+    use wharf::warehouse::postgres::PostgresWarehouse;
     use wharf::warehouse::SourceRef;
 
     use super::{
@@ -675,25 +675,12 @@ pub mod postgres {
 
     /// The test server (127.0.0.1:5432, database `test`, as `.ci/run` starts it).
     pub fn warehouse() -> PostgresWarehouse {
-        PostgresWarehouse::new(
-            "pg",
-            PgSettings {
-                sslmode: SslMode::Disable,
-                ..PgSettings::new("127.0.0.1", 5432, "test", "postgres")
-            },
-        )
+        crate::common::pg::warehouse(5432, "test")
     }
 
     /// Runs `sql` on the test server, panicking on failure.
     pub fn exec(sql: &str) {
-        let w = warehouse();
-        w.block(async {
-            let c = w.connect().await?;
-            c.batch_execute(sql)
-                .await
-                .map_err(|e| w.err(&SourceRef::Query(sql.to_string()), e))
-        })
-        .unwrap_or_else(|e| panic!("sql failed: {e}"));
+        crate::common::pg::exec(5432, "test", sql);
     }
 
     /// `t` as id → {name, v}.

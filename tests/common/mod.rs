@@ -10,6 +10,7 @@ use wharf::receiver::{Receiver, ReceiverAuth, ReceiverConfig};
 
 pub mod emulators;
 pub mod kafka;
+pub mod pg;
 pub mod scenario;
 
 pub struct Fixture {
