@@ -624,3 +624,77 @@ fn check_reports_the_brokers_or_why_they_cannot_be_reached() {
     );
     assert!(!text(&out).contains("hunter2"), "no secret in the output");
 }
+
+/// A profile history table (SCD type 2) into Kafka: every history row, keyed by user and
+/// start, with `wharf_history_end` (the start of the user's next row; null while current);
+/// a user's new row arrives as its insert and an update that closes the previous row.
+#[test]
+fn profile_history_rows_arrive_with_their_start_and_end() {
+    let broker = KafkaBroker::start();
+    let f = Fixture::new();
+    f.sql(
+        "CREATE TABLE plans (id VARCHAR, plan VARCHAR, since TIMESTAMP);
+         INSERT INTO plans VALUES ('a', 'free', '2024-01-01'), ('a', 'pro', '2024-03-01'),
+                                  ('b', 'free', '2024-02-01');",
+    );
+    f.write_config(
+        "wharf.toml",
+        &mirror_config(&broker.brokers())
+            .replace("name = \"people\"", "name = \"plans\"")
+            .replace("table = \"people\"", "table = \"plans\"")
+            .replace(
+                "user_id_column = \"id\"",
+                "user_id_column = \"id\"\nhistory_start_column = \"since\"",
+            ),
+    );
+    let out = run(&f, "plans", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    f.sql("INSERT INTO plans VALUES ('b', 'team', '2024-04-01');");
+    let out = run(&f, "plans", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = consume(
+        &broker.brokers(),
+        "wharf.plans",
+        "history",
+        5,
+        false,
+        Duration::from_secs(60),
+    );
+    // (user, plan, op) → end.
+    let rows: BTreeMap<(String, String, String), serde_json::Value> = got
+        .iter()
+        .map(|r| {
+            let key: serde_json::Value =
+                serde_json::from_str(r.key.as_deref().expect("keyed")).expect("a JSON key");
+            assert_eq!(key, r.value["key"], "{r:?}");
+            assert_eq!(
+                key.as_array().map(Vec::len),
+                Some(2),
+                "[user, start]: {r:?}"
+            );
+            (
+                (
+                    key[0].as_str().unwrap_or_default().to_string(),
+                    r.value["after"]["plan"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    r.value["op"].as_str().unwrap_or_default().to_string(),
+                ),
+                r.value["after"]["wharf_history_end"].clone(),
+            )
+        })
+        .collect();
+    let end = |user: &str, plan: &str, op: &str| {
+        rows.get(&(user.into(), plan.into(), op.into()))
+            .unwrap_or_else(|| panic!("no {op} of {user}'s {plan} row: {rows:?}"))
+            .as_str()
+            .map(|s| s[..10].to_string())
+    };
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(end("a", "free", "insert").as_deref(), Some("2024-03-01"));
+    assert_eq!(end("a", "pro", "insert"), None);
+    assert_eq!(end("b", "free", "insert"), None);
+    assert_eq!(end("b", "free", "update").as_deref(), Some("2024-04-01"));
+    assert_eq!(end("b", "team", "insert"), None);
+}
