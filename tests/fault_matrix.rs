@@ -80,13 +80,7 @@ fn the_destination_going_away_mid_run_fails_it_uncommitted_then_everything_arriv
         "wharf.toml",
         &config_for(port, "give_up_after = \"1s\"\nconcurrency = 2"),
     );
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["sync", "s"])
-        .current_dir(f.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start wharf");
+    let child = spawn_sync(&f);
     let deadline = Instant::now() + Duration::from_secs(30);
     while receiver.stats().events_received == 0 {
         assert!(Instant::now() < deadline, "nothing arrived");
@@ -134,13 +128,28 @@ fn a_destination_slower_than_the_timeout_fails_the_run_and_a_later_run_delivers_
 }
 
 /// Runs `sh -c` as root (directly, or through sudo).
-fn as_root(cmd: &str) -> std::process::Output {
-    let root = std::process::Command::new("id")
+/// Whether the tests run as root.
+fn is_root() -> bool {
+    std::process::Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let mut c = if root {
+        .unwrap_or(false)
+}
+
+/// `wharf sync s` in the fixture's folder, its output piped.
+fn spawn_sync(f: &Fixture) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["sync", "s"])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wharf")
+}
+
+fn as_root(cmd: &str) -> std::process::Output {
+    let mut c = if is_root() {
         std::process::Command::new("sh")
     } else {
         let mut s = std::process::Command::new("sudo");
@@ -524,12 +533,7 @@ impl PrivatePostgres {
 
     /// Runs `cmd` as the server's user.
     fn pg(&self, cmd: &str) {
-        let root = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let out = if root {
+        let out = if is_root() {
             std::process::Command::new("runuser")
                 .args(["-u", "postgres", "--", "sh", "-c", cmd])
                 .output()
@@ -613,13 +617,7 @@ fn postgres_restarted_mid_read_fails_the_run_uncommitted_and_the_next_run_is_exa
         "wharf.toml",
         &config.replace("table = \"ev\"", "table = \"public.ev\""),
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["sync", "s"])
-        .current_dir(f.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start wharf");
+    let mut child = spawn_sync(&f);
     // Restart the server as soon as wharf is reading the table.
     let deadline = Instant::now() + Duration::from_secs(30);
     while pg.query_i64(
