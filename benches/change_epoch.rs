@@ -108,6 +108,7 @@ fn main() {
         },
         sinks: vec![sink],
         runtime: runtime.handle().clone(),
+        cluster: None,
     })
     .expect("dataflow");
     let input = |batches: Vec<RecordBatch>| EpochInput {

@@ -104,6 +104,17 @@ enum Command {
         /// Pause between runs in continuous mode.
         #[arg(long, default_value = "200ms", value_parser = parse_interval)]
         interval: std::time::Duration,
+        /// Run the sync on a cluster of this many processes (timely's cluster mode), each
+        /// started with the same config and `--workers`, its own `--process` and the same
+        /// `--hostfile`. Process 0 owns the state store and commits.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// This process's number in the cluster, from 0.
+        #[arg(long, default_value_t = 0)]
+        process: usize,
+        /// The cluster's addresses: one `host:port` line per process, in process order.
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
     },
     /// Run every sync on its schedule as a service, with an HTTP API, metrics and a web page
     /// (see `[service]` in the config). SIGHUP reloads the config; SIGTERM/SIGINT stops after
@@ -218,6 +229,68 @@ fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
         .ok_or_else(|| format!("`{s}` is not a duration (e.g. 200ms, 5s)"))
 }
 
+/// In a cluster, a process that is gone makes timely's threads in the others panic (its
+/// connection failed): one log line each instead of a panic report, as the run's error says
+/// what happened. Other panics are reported as usual.
+fn quiet_timely_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        match thread.name().filter(|n| n.starts_with("timely:")) {
+            Some(name) => {
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::warn!(thread = name, "{message}");
+            }
+            None => report(info),
+        }
+    }));
+}
+
+/// The cluster this process is part of (`--processes` above 1), from its hostfile.
+fn cluster_spec(
+    processes: usize,
+    process: usize,
+    hostfile: Option<&Path>,
+) -> Result<Option<wharf_pipelines::cluster::ClusterSpec>> {
+    if processes <= 1 {
+        if process != 0 {
+            bail!(
+                "--process {process} needs --processes (the number of processes, above {process})"
+            );
+        }
+        return Ok(None);
+    }
+    if process >= processes {
+        bail!("--process {process} is not below --processes {processes} (processes are numbered from 0)");
+    }
+    let Some(path) = hostfile else {
+        bail!("--processes {processes} needs --hostfile (one host:port line per process)");
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the hostfile {}", path.display()))?;
+    let mut addresses = wharf_pipelines::cluster::read_hostfile(&text);
+    if addresses.len() < processes {
+        bail!(
+            "{}: {} address line(s) for --processes {processes}; write one host:port line per process",
+            path.display(),
+            addresses.len()
+        );
+    }
+    addresses.truncate(processes);
+    if let Some(bad) = addresses.iter().find(|a| !a.contains(':')) {
+        bail!("{}: `{bad}` is not host:port", path.display());
+    }
+    Ok(Some(wharf_pipelines::cluster::ClusterSpec {
+        process,
+        addresses,
+    }))
+}
+
 fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -242,8 +315,18 @@ fn run(cli: Cli) -> Result<()> {
             max_rows_per_run,
             continuous,
             interval,
+            processes,
+            process,
+            hostfile,
         } => {
             let config = load(&cli.config)?;
+            let cluster = cluster_spec(processes, process, hostfile.as_deref())?;
+            if cluster.is_some() {
+                quiet_timely_panics();
+            }
+            if cluster.is_some() && continuous {
+                bail!("--continuous does not run across processes yet: run it in one process, with --workers");
+            }
             let rt = runtime()?;
             let options = SyncOptions {
                 workers,
@@ -258,8 +341,14 @@ fn run(cli: Cli) -> Result<()> {
                 max_rows: max_rows_per_run
                     .unwrap_or(wharf::sync::MAX_ROWS_PER_RUN)
                     .max(1),
+                cluster: cluster.clone(),
                 ..SyncOptions::default()
             };
+            if cluster.as_ref().is_some_and(|c| !c.leads()) {
+                let epochs = wharf::sync::follow(&config, &sync, &options, &rt)?;
+                eprintln!("wharf: process {process}: {epochs} epoch(s) delivered; process 0 committed them");
+                return Ok(());
+            }
             if continuous {
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let flag = stop.clone();

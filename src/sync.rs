@@ -2,6 +2,7 @@
 //! destination, run the dataflow, and commit — or not.
 
 mod capture;
+mod cluster;
 mod commit;
 mod error;
 mod options;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use crate::destination::{table_type_name, BuiltDestination};
 pub use capture::MAX_CHANGES_PER_POLL;
+pub use cluster::follow;
 pub use error::{SyncError, VolumeAnomaly};
 pub use options::{LiveRun, LiveSlot, SyncOptions, SyncReport, VolumeCheck, MAX_ROWS_PER_RUN};
 pub use preview::{preview_changes, preview_records, ChangePreview, RecordPreview};

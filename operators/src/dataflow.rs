@@ -444,14 +444,19 @@ pub fn mapper_for<M: ?Sized>(
 /// Maps each batch into records with the mapper of its epoch, spreading batches over the workers.
 /// With `copy` (a second destination of a fan-out), the rows were counted in flight once
 /// already: this branch admits its own, so each destination's acknowledgements settle them.
+/// With `local` (the workers of each process of a cluster), batches are spread over the
+/// workers of the process that read them only: the rows a process counted in flight are
+/// settled by its own destinations.
 pub fn map_records<'s>(
     stream: Stream<'s, u64, Vec<ArrowBatch>>,
     mapper_at: MapperAt<dyn RecordMapper>,
     control: Arc<RunControl>,
     copy: bool,
+    local: Option<usize>,
 ) -> Stream<'s, u64, Vec<MappedBatch>> {
+    let (first, count) = spread(&stream.scope(), local);
     stream.unary(
-        Exchange::new(|b: &ArrowBatch| b.seq),
+        Exchange::new(move |b: &ArrowBatch| first + b.seq % count),
         "MapRecords",
         move |_cap, _info| {
             move |input, output| {
@@ -473,6 +478,16 @@ pub fn map_records<'s>(
             }
         },
     )
+}
+
+/// The first worker and the number of workers batches are spread over: this process's with
+/// `local` workers per process, else every worker.
+fn spread(scope: &Scope<'_, u64>, local: Option<usize>) -> (u64, u64) {
+    let (index, peers) = (scope.index(), scope.peers().max(1));
+    match local {
+        Some(n) if n > 0 && n < peers => (((index / n) * n) as u64, n as u64),
+        _ => (0, peers as u64),
+    }
 }
 
 /// Where rejected rows are recorded (the sync's rejects file).

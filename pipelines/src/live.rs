@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,15 @@ use wharf_operators::dataflow::{
 use wharf_operators::diff::{DiffCounts, DiffEpochs, DiffSpec, ReplayFree};
 use wharf_operators::record::Reject;
 use wharf_operators::timely;
+use wharf_operators::timely::container::CapacityContainerBuilder;
 use wharf_operators::timely::dataflow::operators::probe::Handle as ProbeHandle;
+use wharf_operators::timely::dataflow::operators::vec::Broadcast;
+use wharf_operators::timely::dataflow::operators::{Input, Inspect};
+use wharf_operators::timely::dataflow::InputHandle;
 use wharf_operators::timely::scheduling::SyncActivator;
 use wharf_operators::timely::WorkerConfig;
+
+use crate::cluster::{ClusterMsg, ClusterSpec, PartCounts};
 
 use crate::run::{
     abort_all, check_sinks, flush_all, outcome, spawn_deliveries, timely_config, Branch, Plan,
@@ -43,6 +49,8 @@ pub struct LiveSpec {
     pub sinks: Vec<SinkSpec>,
     /// The runtime that runs the readers and the delivery.
     pub runtime: tokio::runtime::Handle,
+    /// One process of a cluster (see [`crate::cluster`]); `None`: this process alone.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// Where the current epoch's rejects go: each epoch (a run) brings its own sink.
@@ -117,6 +125,39 @@ pub struct LiveDataflow {
     last_epoch: Option<u64>,
     /// The last epoch handed in: the workers step promptly while the frontier is not past it.
     announced: Arc<AtomicU64>,
+    /// In a cluster: this process's place and its end of the control dataflow.
+    cluster: Option<ClusterLink>,
+}
+
+/// A process's end of the cluster's control dataflow (see [`crate::cluster`]).
+struct ClusterLink {
+    spec: ClusterSpec,
+    /// To the control dataflow (this process's first worker sends it to every process).
+    out: Sender<ClusterMsg>,
+    /// What the control dataflow brought to this process.
+    incoming: Receiver<ClusterMsg>,
+}
+
+/// The input of a worker's control dataflow.
+type ControlInput = InputHandle<u64, CapacityContainerBuilder<Vec<ClusterMsg>>>;
+
+/// Set while a worker thread runs; a worker that panics (in a cluster: a process is gone and
+/// timely's connection to it failed) fails the dataflow, so that no one waits for it.
+struct WorkerAlive {
+    control: Arc<RunControl>,
+    frontier: Arc<Frontier>,
+}
+
+impl Drop for WorkerAlive {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.control.fail(
+                "a worker of the dataflow stopped (in a cluster: a process is gone or cannot \
+                 be reached)",
+            );
+            self.frontier.moved.notify_all();
+        }
+    }
 }
 
 impl LiveDataflow {
@@ -127,6 +168,7 @@ impl LiveDataflow {
             plan,
             sinks,
             runtime,
+            cluster,
         } = spec;
         check_sinks(&plan, &sinks)?;
         let diff_epochs = DiffEpochs::default();
@@ -163,13 +205,25 @@ impl LiveDataflow {
         let (wired_epochs, wired_replays) = (diff_epochs.clone(), replay_free.clone());
         let announced = Arc::new(AtomicU64::new(0));
         let in_flight = announced.clone();
+        let communication = match &cluster {
+            Some(c) => c.timely(workers),
+            None => timely_config(workers).communication,
+        };
         let config = timely::Config {
-            communication: timely_config(workers).communication,
+            communication,
             worker: WorkerConfig::default(),
         };
+        // The control dataflow's ends: to this process's first worker, and back from it.
+        let (to_workers, from_main) = channel::<ClusterMsg>();
+        let from_main = Arc::new(Mutex::new(Some(from_main)));
+        let (to_main, incoming) = channel::<ClusterMsg>();
+        let (clustered, local) = (cluster.is_some(), workers.max(1));
+        let process = cluster.as_ref().map_or(0, |c| c.process);
         let guards = timely::execute(config, move |worker| {
+            // Workers are numbered across the cluster; this process's are `local` in a row.
+            let local_index = worker.index() % local;
             let jobs = jobs
-                .get(worker.index())
+                .get(local_index)
                 .and_then(|j| j.lock().ok().and_then(|mut j| j.take()));
             let wiring = Wiring {
                 diff_epochs: wired_epochs.clone(),
@@ -179,17 +233,70 @@ impl LiveDataflow {
                 senders: senders.clone(),
                 rejects: rejects.clone(),
                 control: ctl.clone(),
+                local: clustered.then_some(local),
             };
-            let publish = worker.index() == 0;
+            let publish = local_index == 0;
             let probe = worker
                 .dataflow::<u64, _, _>(|scope| wiring.wire(epoch_source(scope, jobs, ctl.clone())));
+            let _alive = WorkerAlive {
+                control: ctl.clone(),
+                frontier: published.clone(),
+            };
+            // In a cluster, the control dataflow: what this process's first worker is given
+            // goes to every worker of every process; its first worker hands it on.
+            let mut control_in: Option<ControlInput> = None;
+            let mut control_out = None;
+            if clustered {
+                let mut input = ControlInput::new();
+                let hand_on = publish.then(|| to_main.clone());
+                let failed = ctl.clone();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    scope
+                        .input_from(&mut input)
+                        .broadcast()
+                        .inspect(move |m: &ClusterMsg| {
+                            if let ClusterMsg::Failed { process: p, reason } = m {
+                                if *p != process {
+                                    failed.fail(format!(
+                                        "process {p} of the cluster failed: {reason}"
+                                    ));
+                                }
+                            }
+                            if let Some(tx) = &hand_on {
+                                let _ = tx.send(m.clone());
+                            }
+                        });
+                });
+                if publish {
+                    control_out = from_main.lock().ok().and_then(|mut r| r.take());
+                }
+                control_in = Some(input);
+            }
             loop {
-                if ctl.failure().is_some() {
+                if let Some(reason) = ctl.failure() {
+                    // The other processes fail too (nothing of the epoch is committed).
+                    if let (Some(input), true) = (control_in.as_mut(), publish) {
+                        input.send(ClusterMsg::Failed { process, reason });
+                        input.flush();
+                        for _ in 0..20 {
+                            worker.step_or_park(Some(Duration::from_millis(1)));
+                        }
+                    }
                     for id in worker.installed_dataflows() {
                         worker.drop_dataflow(id);
                     }
                     published.moved.notify_all();
                     return;
+                }
+                if let (Some(rx), Some(input)) = (control_out.as_ref(), control_in.as_mut()) {
+                    let mut sent = false;
+                    while let Ok(m) = rx.try_recv() {
+                        input.send(m);
+                        sent = true;
+                    }
+                    if sent {
+                        input.flush();
+                    }
                 }
                 if publish {
                     let first = probe.with_frontier(|f| f.first().copied());
@@ -201,9 +308,16 @@ impl LiveDataflow {
                     }
                 }
                 if probe.done() {
-                    return;
+                    break;
                 }
                 worker.step_or_park(Some(park_for(&probe, &in_flight)));
+            }
+            // The control dataflow ends once every worker of every process closed its input.
+            drop(control_in);
+            while worker.step_or_park(Some(Duration::from_millis(10))) {
+                if ctl.failure().is_some() {
+                    return;
+                }
             }
         })
         .map_err(RunError)?;
@@ -227,6 +341,11 @@ impl LiveDataflow {
             guards: Some(guards),
             last_epoch: None,
             announced,
+            cluster: cluster.map(|spec| ClusterLink {
+                spec,
+                out: to_workers,
+                incoming,
+            }),
         })
     }
 
@@ -252,6 +371,27 @@ impl LiveDataflow {
     /// of it was acknowledged and the destinations flushed (Ok), or the epoch failed (Err:
     /// nothing of it may be committed, and the dataflow is spent).
     pub fn run_epoch(&mut self, epoch: u64, input: EpochInput) -> Result<RunOutcome, RunError> {
+        self.run_described(epoch, input, None)
+    }
+
+    /// [`LiveDataflow::run_epoch`] in process 0 of a cluster: the other processes get
+    /// `description` (see [`LiveDataflow::next_epoch`]) and read their parts of the epoch; it
+    /// returns once they all answered that theirs was delivered, with the counters of all.
+    pub fn run_epoch_described(
+        &mut self,
+        epoch: u64,
+        input: EpochInput,
+        description: Vec<u8>,
+    ) -> Result<RunOutcome, RunError> {
+        self.run_described(epoch, input, Some(description))
+    }
+
+    fn run_described(
+        &mut self,
+        epoch: u64,
+        input: EpochInput,
+        description: Option<Vec<u8>>,
+    ) -> Result<RunOutcome, RunError> {
         let EpochInput {
             readers,
             mappers,
@@ -301,6 +441,15 @@ impl LiveDataflow {
             m.insert(epoch, (mappers, now_ms));
         }
         self.announced.store(epoch, Ordering::Release);
+        if let (Some(link), Some(description)) = (&self.cluster, description) {
+            if link
+                .out
+                .send(ClusterMsg::Epoch { epoch, description })
+                .is_err()
+            {
+                return Err(RunError("the cluster's control dataflow stopped".into()));
+            }
+        }
         // Worker w reads parts w, w + W, w + 2W, …; every worker gets a job, maybe empty.
         let mut parts: Vec<Vec<StartReader>> = self.jobs.iter().map(|_| Vec::new()).collect();
         let workers = parts.len();
@@ -318,9 +467,7 @@ impl LiveDataflow {
         if !sent {
             return Err(RunError("the long-lived dataflow stopped".into()));
         }
-        for wake in &self.wakes {
-            let _ = wake.activate();
-        }
+        self.wake_workers();
         let passed = self.wait_past(epoch);
         if let Ok(mut m) = self.mappers.lock() {
             m.retain(|e, _| *e > epoch);
@@ -351,7 +498,88 @@ impl LiveDataflow {
                 "rows counted in flight after the epoch; cleared"
             );
         }
-        Ok(outcome(&self.control, started))
+        let mut done = outcome(&self.control, started);
+        if let Some(link) = self.cluster.as_ref().filter(|l| l.spec.leads()) {
+            for part in self.wait_done(link, epoch)? {
+                part.add_to(&mut done);
+            }
+            done.elapsed = started.elapsed();
+        }
+        Ok(done)
+    }
+
+    /// Process 0 of a cluster: waits until every other process answered that its part of
+    /// `epoch` was delivered and flushed; their counters.
+    fn wait_done(&self, link: &ClusterLink, epoch: u64) -> Result<Vec<PartCounts>, RunError> {
+        let mut parts: BTreeMap<usize, PartCounts> = BTreeMap::new();
+        while parts.len() + 1 < link.spec.processes() {
+            if let Some(reason) = self.control.failure() {
+                abort_all(&self.sinks, &self.runtime);
+                return Err(RunError(reason));
+            }
+            match link.incoming.recv_timeout(Duration::from_millis(50)) {
+                Ok(ClusterMsg::Done {
+                    process,
+                    epoch: e,
+                    counts,
+                }) if e == epoch => {
+                    parts.insert(process, counts);
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.control.fail("the cluster's control dataflow stopped");
+                }
+            }
+        }
+        Ok(parts.into_values().collect())
+    }
+
+    /// A process other than 0 of a cluster: waits for process 0's next epoch, `(epoch,
+    /// description)`; `None` once process 0 ended the sync. Err: the cluster failed.
+    pub fn next_epoch(&self) -> Result<Option<(u64, Vec<u8>)>, RunError> {
+        let Some(link) = self.cluster.as_ref() else {
+            return Err(RunError("not a process of a cluster".into()));
+        };
+        loop {
+            if let Some(reason) = self.control.failure() {
+                return Err(RunError(reason));
+            }
+            match link.incoming.recv_timeout(Duration::from_millis(100)) {
+                Ok(ClusterMsg::Epoch { epoch, description }) => {
+                    return Ok(Some((epoch, description)))
+                }
+                Ok(ClusterMsg::End) => return Ok(None),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RunError("the cluster's control dataflow stopped".into()))
+                }
+            }
+        }
+    }
+
+    /// A process other than 0 of a cluster: tells process 0 that its part of `epoch` was
+    /// delivered and flushed (a failure reaches the other processes by itself).
+    pub fn report_done(&self, epoch: u64, outcome: &RunOutcome) -> Result<(), RunError> {
+        let link = self
+            .cluster
+            .as_ref()
+            .ok_or_else(|| RunError("not a process of a cluster".into()))?;
+        link.out
+            .send(ClusterMsg::Done {
+                process: link.spec.process,
+                epoch,
+                counts: PartCounts::of(outcome),
+            })
+            .map_err(|_| RunError("the cluster's control dataflow stopped".into()))?;
+        self.wake_workers();
+        Ok(())
+    }
+
+    /// Wakes every worker of this process (they look at their jobs and control messages).
+    fn wake_workers(&self) {
+        for wake in &self.wakes {
+            let _ = wake.activate();
+        }
     }
 
     /// Waits until the frontier has passed `epoch` (true) or the dataflow failed or ended.
@@ -383,10 +611,18 @@ impl Drop for LiveDataflow {
     /// Ends the dataflow: the source sees its jobs closed, the frontier empties, the workers
     /// return (or already did, after a failure).
     fn drop(&mut self) {
-        self.jobs.clear();
-        for wake in &self.wakes {
-            let _ = wake.activate();
+        let failed = self.control.failure().is_some();
+        if let Some(link) = self.cluster.as_ref() {
+            if failed {
+                // The processes of a failed cluster do not wait for each other: a process
+                // that is gone would keep the others' workers waiting for ever.
+                std::mem::forget(self.guards.take());
+            } else if link.spec.leads() {
+                let _ = link.out.send(ClusterMsg::End);
+            }
         }
+        self.jobs.clear();
+        self.wake_workers();
         if let Some(guards) = self.guards.take() {
             for result in guards.join() {
                 if let Err(e) = result {

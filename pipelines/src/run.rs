@@ -182,6 +182,8 @@ pub(crate) struct Wiring {
     pub senders: Vec<UnboundedSender<SinkRequest>>,
     pub rejects: Arc<dyn RejectSink>,
     pub control: Arc<RunControl>,
+    /// In a cluster: the workers of each process (rows stay in the process that read them).
+    pub local: Option<usize>,
 }
 
 impl Wiring {
@@ -211,7 +213,9 @@ impl Wiring {
         for (i, ((branch, limits), tx)) in self.branches.into_iter().zip(self.senders).enumerate() {
             let copy = i > 0;
             let records = match (&changes, branch) {
-                (None, Branch::Records(m)) => map_records(rows.clone(), m, ctl.clone(), copy),
+                (None, Branch::Records(m)) => {
+                    map_records(rows.clone(), m, ctl.clone(), copy, self.local)
+                }
                 (Some(changes), Branch::Changes(m)) => {
                     map_changes(changes.clone(), m, ctl.clone(), copy)
                 }

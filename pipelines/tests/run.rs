@@ -356,6 +356,7 @@ fn live(spec: RunSpec) -> (LiveDataflow, impl Fn(StartReader) -> EpochInput) {
         plan: spec.plan,
         sinks: spec.sinks,
         runtime: spec.runtime,
+        cluster: None,
     })
     .unwrap();
     let input = move |reader| EpochInput {

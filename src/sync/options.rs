@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use wharf_operators::dataflow::RunControl;
 use wharf_operators::watermark::Watermark;
+use wharf_pipelines::cluster::ClusterSpec;
 use wharf_pipelines::run::RunOutcome;
 
 use super::capture::MAX_CHANGES_PER_POLL;
@@ -41,6 +42,9 @@ pub struct SyncOptions {
     /// Most rows an append run reads (more where rows share the last cursor value): a larger
     /// backlog is read in several runs, each committed, in cursor order.
     pub max_rows: u64,
+    /// One process of a cluster (`--processes`, `--process`, `--hostfile`): process 0 runs
+    /// the sync and commits, the others [`super::follow`] it.
+    pub cluster: Option<ClusterSpec>,
 }
 
 /// The running run of a sync, as the service sees it.
@@ -121,6 +125,7 @@ impl Default for SyncOptions {
             capture_upto: None,
             max_changes: MAX_CHANGES_PER_POLL,
             max_rows: MAX_ROWS_PER_RUN,
+            cluster: None,
         }
     }
 }

@@ -92,7 +92,7 @@ pub(super) fn epoch_readers(
 }
 
 /// A reader of one part, noting the greatest cursor value it read into `watermark`.
-fn part_reader(
+pub(super) fn part_reader(
     part: PartRead,
     cursor_idx: Option<usize>,
     watermark: Arc<Mutex<Option<Watermark>>>,

@@ -78,6 +78,9 @@ pub fn run_in_session(
         session.destinations = Some(built);
     }
     let built = session.destinations.as_deref().unwrap_or_default();
+    if options.cluster.is_some() {
+        super::cluster::check_supported(&resolved, built)?;
+    }
     // A one-time load of events is read like an append backlog: in committed runs of about
     // `max_rows` in insert-time order, the runs before its last marked as parts of the load
     // (`ONE_TIME_PART`); it is loaded once a run that was not a part succeeds.
@@ -193,7 +196,10 @@ pub fn run_in_session(
         &resolved.cursor,
         total,
     ) {
-        if rows > options.max_rows.max(1) {
+        // A cluster's processes read their parts at different moments: every run is bounded,
+        // so that they all read the same rows and process 0 knows where the run ends.
+        let more = rows > options.max_rows.max(1);
+        if more || (options.cluster.is_some() && rows > 0) {
             let werr = |e| SyncError::Warehouse(name.to_string(), e);
             let wh = &resolved.warehouse;
             let bound = wh
@@ -202,7 +208,7 @@ pub fn run_in_session(
                     cursor,
                     cursor_type,
                     read_from,
-                    options.max_rows.max(1),
+                    rows.min(options.max_rows.max(1)),
                 )
                 .map_err(werr)?;
             if let Some(upto) = bound {
@@ -210,7 +216,9 @@ pub fn run_in_session(
                 let filter = wh.upto_filter(&filter, cursor, cursor_type, upto);
                 total = wh.count_where(&resolved.source, &filter).ok();
                 read_upto = Some(upto);
-                backlog = Some(upto);
+                if more {
+                    backlog = Some(upto);
+                }
             }
         }
     }
@@ -221,7 +229,7 @@ pub fn run_in_session(
     if catching_up && sync.mode == SyncMode::Append && total == Some(0) {
         return Ok(None);
     }
-    let mode_name = match (split_load, read_upto) {
+    let mode_name = match (split_load, backlog) {
         (true, Some(_)) => super::ONE_TIME_PART.to_string(),
         _ => format!("{:?}", sync.mode).to_lowercase(),
     };
@@ -308,8 +316,40 @@ pub fn run_in_session(
         }
         (None, None, _) => Read::Snapshot,
     };
-    let parts = options.workers.max(1);
-    let readers = match epoch_readers(&resolved, read, parts, &watermark, runtime.handle()) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // In a cluster every worker of every process reads a part; the others learn of the epoch
+    // from its description.
+    let mut description = None;
+    let readers = match &options.cluster {
+        Some(cluster) => {
+            let parts = options.workers.max(1) * cluster.processes();
+            super::cluster::describe(&resolved, &read, run.run_id, now_ms, parts).and_then(|d| {
+                let readers = super::cluster::process_readers(
+                    &resolved,
+                    &d,
+                    cluster,
+                    options.workers,
+                    &watermark,
+                    runtime.handle(),
+                );
+                description = Some(serde_json::to_vec(&d).map_err(|e| SyncError::RunFailed {
+                    permanent: true,
+                    sync: name.to_string(),
+                    run_id: run.run_id,
+                    reason: format!("cannot describe the epoch: {e}"),
+                })?);
+                Ok(readers)
+            })
+        }
+        None => epoch_readers(
+            &resolved,
+            read,
+            options.workers.max(1),
+            &watermark,
+            runtime.handle(),
+        ),
+    };
+    let readers = match readers {
         Ok(readers) => readers,
         Err(e) => {
             return Err(record_failure(
@@ -331,6 +371,7 @@ pub fn run_in_session(
                 plan: plan.clone(),
                 sinks: sinks.clone(),
                 runtime: runtime.handle().clone(),
+                cluster: options.cluster.clone(),
             };
             match LiveDataflow::start(spec) {
                 Ok(live) => {
@@ -357,7 +398,6 @@ pub fn run_in_session(
         .then(|| Progress::start(name, control.clone(), total));
     let described: Vec<String> = built.iter().map(|b| b.destination.describe()).collect();
     tracing::info!(sync = name, run = run.run_id, after = ?after, rows = ?total, destinations = ?described, "run started");
-    let now_ms = chrono::Utc::now().timestamp_millis();
     let input = EpochInput {
         readers,
         mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
@@ -369,7 +409,10 @@ pub fn run_in_session(
         },
         may_replay,
     };
-    let result = live.run_epoch(run.run_id, input);
+    let result = match description {
+        Some(description) => live.run_epoch_described(run.run_id, input, description),
+        None => live.run_epoch(run.run_id, input),
+    };
     if let Some(p) = progress {
         p.finish();
     }
@@ -387,7 +430,11 @@ pub fn run_in_session(
                 );
                 std::process::exit(70);
             }
-            let after_wm = watermark.lock().ok().and_then(|w| *w);
+            let mut after_wm = watermark.lock().ok().and_then(|w| *w);
+            if options.cluster.is_some() {
+                // The other processes read up to the run's bound too.
+                after_wm = max_watermark(after_wm, read_upto);
+            }
             let mut run = run;
             run.rows_read = outcome.rows_read;
             run.delivered = outcome.delivered;

@@ -93,6 +93,32 @@ impl DuckDbWarehouse {
         })
     }
 
+    /// The conditions that split a read of `src` into `count` parts: `rowid` ranges of a
+    /// table (from its greatest `rowid` now: rows added later fall in the last part), the hash
+    /// of `key` for a query.
+    fn conditions(
+        conn: &Connection,
+        warehouse: &Self,
+        src: &SourceRef,
+        key: &[String],
+        count: usize,
+    ) -> Result<Vec<String>, WarehouseError> {
+        Ok(match src {
+            SourceRef::Table(t) => {
+                let sql = format!("SELECT max(rowid) FROM {}", quote_table(t));
+                let max: Option<i64> = conn
+                    .query_row(&sql, [], |r| r.get(0))
+                    .map_err(|e| Self::query_err(src, e))?;
+                let rows = max.map_or(0, |m| m.max(0) as u64 + 1);
+                range_conditions(rows, count, |lo, hi| match hi {
+                    None => format!("rowid >= {lo}"),
+                    Some(hi) => format!("rowid >= {lo} AND rowid < {hi}"),
+                })
+            }
+            SourceRef::Query(_) => hash_conditions(warehouse, key, count),
+        })
+    }
+
     fn from_clause(src: &SourceRef) -> String {
         match src {
             SourceRef::Table(t) => quote_table(t),
@@ -281,20 +307,7 @@ impl Warehouse for DuckDbWarehouse {
             return Ok(vec![whole_read(self, src, filter)]);
         }
         let conn = self.connect()?;
-        let conditions: Vec<String> = match src {
-            SourceRef::Table(t) => {
-                let sql = format!("SELECT max(rowid) FROM {}", quote_table(t));
-                let max: Option<i64> = conn
-                    .query_row(&sql, [], |r| r.get(0))
-                    .map_err(|e| Self::query_err(src, e))?;
-                let rows = max.map_or(0, |m| m.max(0) as u64 + 1);
-                range_conditions(rows, count, |lo, hi| match hi {
-                    None => format!("rowid >= {lo}"),
-                    Some(hi) => format!("rowid >= {lo} AND rowid < {hi}"),
-                })
-            }
-            SourceRef::Query(_) => hash_conditions(self.as_ref(), key, count),
-        };
+        let conditions = Self::conditions(&conn, self.as_ref(), src, key, count)?;
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
         }
@@ -314,6 +327,18 @@ impl Warehouse for DuckDbWarehouse {
                 Ok(read)
             })
             .collect()
+    }
+
+    fn part_conditions(
+        &self,
+        src: &SourceRef,
+        key: &[String],
+        count: usize,
+    ) -> Result<Vec<String>, WarehouseError> {
+        if count <= 1 {
+            return Ok(Vec::new());
+        }
+        Self::conditions(&self.connect()?, self, src, key, count)
     }
 
     /// DuckDB's `hash(…)`: an unsigned 64-bit hash of the values, NULLs included.

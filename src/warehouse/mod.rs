@@ -222,6 +222,16 @@ impl Partition {
         }
     }
 
+    /// Part `index` of `count`, the rows that `condition` (from
+    /// [`Warehouse::part_conditions`]) keeps; `None`: every row.
+    pub fn with_condition(index: usize, count: usize, condition: Option<String>) -> Self {
+        Partition {
+            index,
+            count,
+            condition,
+        }
+    }
+
     /// `filter` (`WHERE …` or empty) narrowed to this part.
     pub fn narrow(&self, filter: &str) -> String {
         match (&self.condition, filter) {
@@ -367,6 +377,23 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         Self: 'static,
     {
         Ok(vec![whole_read(self, src, filter)])
+    }
+
+    /// The conditions (without `WHERE`, written from quoted names and numbers) that split a
+    /// read of `src` into at most `count` disjoint parts holding every row once, written once
+    /// and read with by every process of a cluster ([`Partition::with_condition`]); empty:
+    /// one part. By default the hash of `key` ([`Warehouse::partitions`]).
+    fn part_conditions(
+        &self,
+        _src: &SourceRef,
+        key: &[String],
+        count: usize,
+    ) -> Result<Vec<String>, WarehouseError> {
+        Ok(if count <= 1 {
+            Vec::new()
+        } else {
+            hash_conditions(self, key, count)
+        })
     }
 
     /// Streams the rows of `part` of `src` that `filter` (`WHERE …` written by wharf, or

@@ -1,0 +1,489 @@
+//! One sync across processes (timely's cluster mode: `wharf sync --processes P --process I
+//! --hostfile F`): two processes on 127.0.0.1 send exactly what one process sends; one
+//! killed mid-epoch leaves nothing committed and the rerun is exact; the same across two
+//! network namespaces with their own addresses.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, text, Fixture};
+use wharf::receiver::{Receiver, ReceiverAuth};
+
+const ROWS: u64 = 20_000;
+
+fn config(state_dir: &str, host: &str) -> String {
+    format!(
+        r#"state_dir = "{state_dir}"
+[warehouses.wh]
+type = "duckdb"
+path = "wh.duckdb"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{host}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "test-secret" }}
+initial_backoff = "50ms"
+max_backoff = "200ms"
+[destinations.out]
+type = "file"
+path = "{state_dir}-out.ndjson"
+[[syncs]]
+name = "ev"
+warehouse = "wh"
+table = "ev"
+table_type = "events"
+mode = "append"
+destinations = ["mp", "out"]
+[syncs.mapping]
+event_name_column = "name"
+time_column = "ts"
+user_id_column = "uid"
+"#
+    )
+}
+
+/// Rows `from..to` of the events table (created with the first).
+fn add_rows(f: &Fixture, from: u64, to: u64) {
+    let rows = format!(
+        "SELECT CASE i % 3 WHEN 0 THEN 'Signup' WHEN 1 THEN 'Purchase' ELSE 'View' END AS name,
+           TIMESTAMP '2024-01-01' + to_microseconds(i * 1000) AS ts, 'u' || i AS uid,
+           i AS n, 'plan ' || (i % 7) AS plan FROM range({from}, {to}) t(i)"
+    );
+    if from == 0 {
+        f.sql(&format!("CREATE TABLE ev AS {rows};"));
+    } else {
+        f.sql(&format!("INSERT INTO ev {rows};"));
+    }
+}
+
+/// A hostfile of `addresses`, written into the fixture.
+fn hostfile(f: &Fixture, addresses: &[String]) -> String {
+    let path = f.path("hosts");
+    std::fs::write(&path, addresses.join("\n") + "\n").expect("hostfile");
+    path.display().to_string()
+}
+
+/// `wharf sync ev` as process `process` of `processes`, with 2 workers, started through
+/// `prefix` (e.g. `ip netns exec …`).
+fn spawn(f: &Fixture, prefix: &[&str], config: &str, process: usize, hosts: &str) -> Child {
+    let bin = env!("CARGO_BIN_EXE_wharf");
+    let (first, rest) = match prefix.split_first() {
+        Some((first, rest)) => (*first, rest.to_vec()),
+        None => (bin, Vec::new()),
+    };
+    let mut cmd = Command::new(first);
+    if !prefix.is_empty() {
+        cmd.args(rest).arg(bin);
+    }
+    cmd.args([
+        "-c",
+        config,
+        "sync",
+        "ev",
+        "--workers",
+        "2",
+        "--summary-json",
+    ])
+    .args(["--processes", "2", "--process", &process.to_string()])
+    .args(["--hostfile", hosts])
+    .current_dir(f.dir.path())
+    .env("RUST_LOG", "wharf=info")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start wharf")
+}
+
+/// Waits for `child`, killing it after `limit`.
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("a process ran past {limit:?}:\n{}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs both processes of the cluster to their end.
+fn run_cluster(f: &Fixture, prefixes: [&[&str]; 2], config: &str, hosts: &str) -> [Output; 2] {
+    let first = spawn(f, prefixes[0], config, 0, hosts);
+    let second = spawn(f, prefixes[1], config, 1, hosts);
+    let limit = Duration::from_secs(120);
+    [finish(first, limit), finish(second, limit)]
+}
+
+/// The events a receiver holds, each as its JSON text, sorted.
+fn events(receiver: &Receiver) -> Vec<String> {
+    let mut all: Vec<String> = receiver
+        .events()
+        .expect("events")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    all.sort();
+    all
+}
+
+/// The lines of a file.
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The summary line process 0 printed.
+fn summary(out: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("no summary line:\n{}", text(out)))
+}
+
+/// Rows process 1 delivered, from its log lines.
+fn delivered_by_process_1(out: &Output) -> u64 {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("epoch delivered"))
+        .filter_map(|l| {
+            let at = l.find(" delivered=")? + " delivered=".len();
+            l[at..].split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn runs(f: &Fixture, config: &str) -> Vec<serde_json::Value> {
+    let out = f.wharf(&["-c", config, "history", "ev", "--json"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn two_processes_on_one_host_send_exactly_what_one_process_sends() {
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    let alone = f.receiver("alone", ReceiverAuth::AnyCredentials);
+    let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
+    f.write_config("one.toml", &config(".one", &alone.base_url()));
+    f.write_config("two.toml", &config(".two", &cluster.base_url()));
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let mut sent_by_1 = 0;
+    for (round, total) in [(0, ROWS), (1, ROWS + 5_000)] {
+        if round == 1 {
+            add_rows(&f, ROWS, total);
+        }
+        let out = f.wharf(&["-c", "one.toml", "sync", "ev", "--workers", "2"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let [p0, p1] = run_cluster(&f, [&[], &[]], "two.toml", &hosts);
+        assert!(p0.status.success(), "process 0: {}", text(&p0));
+        assert!(p1.status.success(), "process 1: {}", text(&p1));
+        let s = summary(&p0);
+        assert_eq!(s["rows_read"], total - round * ROWS, "{s}");
+        // Two destinations: each row is delivered twice.
+        assert_eq!(s["delivered"], 2 * (total - round * ROWS), "{s}");
+        sent_by_1 += delivered_by_process_1(&p1);
+        assert_eq!(cluster.stats().unique_events, total);
+        assert_eq!(
+            events(&cluster),
+            events(&alone),
+            "round {round}: the cluster sent exactly what one process sent"
+        );
+        // The file destination: each process wrote its own file, together the same lines.
+        let mut two = lines(&f.path(".two-out.ndjson"));
+        let of_1 = lines(&f.path(".two-out.process-1.ndjson"));
+        assert!(!of_1.is_empty(), "process 1 wrote its own file");
+        two.extend(of_1);
+        two.sort();
+        let mut one = lines(&f.path(".one-out.ndjson"));
+        one.sort();
+        assert_eq!(one.len() as u64, total);
+        assert!(one == two, "round {round}: the files hold the same records");
+    }
+    // Process 1 read and sent its parts itself (rowid ranges: about half of the records).
+    let all = 2 * (ROWS + 5_000);
+    assert!(
+        sent_by_1 > all / 4 && sent_by_1 < all * 3 / 4,
+        "process 1 delivered {sent_by_1} of {all} records"
+    );
+    let history = runs(&f, "two.toml");
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(
+        history.iter().all(|r| r["status"] == "SUCCEEDED"),
+        "{history:?}"
+    );
+    // Only process 0 keeps a state store.
+    assert!(f.path(".two").join("state").exists() || f.path(".two").exists());
+}
+
+#[test]
+fn a_process_killed_mid_epoch_leaves_nothing_committed_and_the_rerun_is_exact() {
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    // 2,000 records a second in each process: an epoch lasts seconds, long enough to kill a
+    // process in it.
+    let slow = config(".state", &receiver.base_url()).replace(
+        "max_backoff = \"200ms\"",
+        "max_backoff = \"200ms\"\nmax_records_per_second = 2000.0",
+    );
+    f.write_config("wharf.toml", &slow);
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let first = spawn(&f, &[], "wharf.toml", 0, &hosts);
+    let mut second = spawn(&f, &[], "wharf.toml", 1, &hosts);
+    let start = Instant::now();
+    while receiver.stats().requests < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no request arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.kill().expect("kill process 1");
+    let _ = second.wait();
+    let out = finish(first, Duration::from_secs(60));
+    assert!(!out.status.success(), "process 0 failed: {}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("cluster") || all.contains("process"),
+        "the error says a process of the cluster is gone: {all}"
+    );
+    eprintln!("process 0 after process 1 was killed:\n{all}");
+    let partial = receiver.stats().unique_events;
+    assert!(partial < ROWS, "killed mid-epoch: {partial} of {ROWS} sent");
+    let history = runs(&f, "wharf.toml");
+    assert!(
+        history.iter().all(|r| r["status"] != "SUCCEEDED"),
+        "nothing committed: {history:?}"
+    );
+    // The rerun (both processes again) sends the rest; the re-sent rows are deduplicated.
+    let [p0, p1] = run_cluster(&f, [&[], &[]], "wharf.toml", &hosts);
+    assert!(p0.status.success(), "process 0: {}", text(&p0));
+    assert!(p1.status.success(), "process 1: {}", text(&p1));
+    let stats = receiver.stats();
+    eprintln!(
+        "killed after {partial} unique events; the rerun sent {} events, {} unique in all",
+        stats.events_accepted, stats.unique_events
+    );
+    assert_eq!(stats.unique_events, ROWS, "{stats:?}");
+    let history = runs(&f, "wharf.toml");
+    assert_eq!(history[0]["status"], "SUCCEEDED", "{history:?}");
+    assert_eq!(history[0]["rows_read"], ROWS, "{history:?}");
+}
+
+#[test]
+fn a_cluster_refuses_what_it_does_not_run_yet_with_a_clear_error() {
+    let f = Fixture::new();
+    add_rows(&f, 0, 10);
+    f.sql("CREATE TABLE users AS SELECT 'u' || i AS id, 'n' || i AS name FROM range(10) t(i);");
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    let mirror = r#"
+[[syncs]]
+name = "users"
+warehouse = "wh"
+table = "users"
+table_type = "users"
+mode = "mirror"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "id"
+"#;
+    f.write_config(
+        "wharf.toml",
+        &(config(".state", &receiver.base_url()) + mirror),
+    );
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let out = f.wharf(
+        &[
+            "sync",
+            "users",
+            "--processes",
+            "2",
+            "--process",
+            "0",
+            "--hostfile",
+            &hosts,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let all = text(&out);
+    assert!(
+        all.contains("mode = \"mirror\" across processes")
+            && all.contains("not supported yet")
+            && all.contains("--workers"),
+        "{all}"
+    );
+    for (args, says) in [
+        (vec!["--processes", "2"], "--hostfile"),
+        (vec!["--process", "1"], "--processes"),
+        (
+            vec!["--processes", "2", "--process", "2", "--hostfile", &hosts],
+            "not below",
+        ),
+        (
+            vec!["--processes", "3", "--hostfile", &hosts],
+            "address line",
+        ),
+    ] {
+        let mut all_args = vec!["sync", "ev"];
+        all_args.extend(args);
+        let out = f.wharf(&all_args, &[]);
+        assert!(!out.status.success());
+        assert!(text(&out).contains(says), "{says}: {}", text(&out));
+    }
+}
+
+/// Two network namespaces joined by a veth pair, each end with its own address; removed on
+/// drop (with the pair).
+struct Namespaces {
+    names: [String; 2],
+    addresses: [String; 2],
+}
+
+impl Namespaces {
+    fn create() -> Namespaces {
+        let id = std::process::id() % 10_000;
+        let names = [format!("wharf-a{id}"), format!("wharf-b{id}")];
+        let subnet = format!("10.213.{}", id % 250);
+        let addresses = [format!("{subnet}.1"), format!("{subnet}.2")];
+        let (va, vb) = (format!("wva{id}"), format!("wvb{id}"));
+        let ns = Namespaces { names, addresses };
+        let [a, b] = &ns.names;
+        for cmd in [
+            format!("ip netns add {a}"),
+            format!("ip netns add {b}"),
+            format!("ip link add {va} type veth peer name {vb}"),
+            format!("ip link set {va} netns {a}"),
+            format!("ip link set {vb} netns {b}"),
+            format!("ip -n {a} addr add {}/24 dev {va}", ns.addresses[0]),
+            format!("ip -n {b} addr add {}/24 dev {vb}", ns.addresses[1]),
+            format!("ip -n {a} link set {va} up"),
+            format!("ip -n {b} link set {vb} up"),
+            format!("ip -n {a} link set lo up"),
+            format!("ip -n {b} link set lo up"),
+        ] {
+            let out = Command::new("sh").args(["-c", &cmd]).output().expect("sh");
+            assert!(out.status.success(), "{cmd}: {}", text(&out));
+        }
+        ns
+    }
+
+    /// The prefix that runs a command in namespace `i`.
+    fn exec(&self, i: usize) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.names[i]]
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
+}
+
+#[test]
+fn two_processes_in_two_network_namespaces_send_exactly_what_one_process_sends() {
+    let root = Command::new("id").arg("-u").output().expect("id");
+    assert_eq!(
+        String::from_utf8_lossy(&root.stdout).trim(),
+        "0",
+        "network namespaces need root (CI runs as root)"
+    );
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    let alone = f.receiver("alone", ReceiverAuth::AnyCredentials);
+    f.write_config("one.toml", &config(".one", &alone.base_url()));
+    let out = f.wharf(&["-c", "one.toml", "sync", "ev", "--workers", "2"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let ns = Namespaces::create();
+    // The receiver in the first namespace, on its own address: the second reaches it through
+    // the veth pair.
+    let port = free_port();
+    let data = f.path("cluster-recv");
+    let mut receiver = Command::new(ns.exec(0)[0])
+        .args(&ns.exec(0)[1..])
+        .arg(env!("CARGO_BIN_EXE_wharf"))
+        .args(["mixpanel-receiver", "--host", &ns.addresses[0]])
+        .args(["--port", &port.to_string(), "--data"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receiver");
+    let host = format!("http://{}:{port}", ns.addresses[0]);
+    // It says so once it listens (its log is read to its end, so that it never blocks).
+    let stderr = receiver.stderr.take().expect("receiver's stderr");
+    let (tx, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    listening
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the receiver did not start");
+    f.write_config("two.toml", &config(".two", &host));
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("{}:{}", ns.addresses[0], free_port()),
+            format!("{}:{}", ns.addresses[1], free_port()),
+        ],
+    );
+    let [p0, p1] = run_cluster(&f, [&ns.exec(0), &ns.exec(1)], "two.toml", &hosts);
+    // SIGINT stops the receiver, which keeps what it stored in its folder.
+    unsafe {
+        libc::kill(receiver.id() as libc::pid_t, libc::SIGINT);
+    }
+    let _ = receiver.wait();
+    assert!(p0.status.success(), "process 0: {}", text(&p0));
+    assert!(p1.status.success(), "process 1: {}", text(&p1));
+    assert_eq!(summary(&p0)["delivered"], 2 * ROWS);
+    assert!(delivered_by_process_1(&p1) > 0, "{}", text(&p1));
+    let stored =
+        f.rt.block_on(Receiver::start(
+            wharf::receiver::ReceiverConfig::new(&data, ReceiverAuth::AnyCredentials),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ))
+        .expect("reopen the receiver's folder");
+    assert_eq!(stored.stats().unique_events, ROWS);
+    assert_eq!(
+        events(&stored),
+        events(&alone),
+        "across namespaces, exactly what one process sent"
+    );
+}
