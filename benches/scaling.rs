@@ -5,8 +5,11 @@
 //! peak RSS. Then the same pinned with `taskset`: 1 worker on CPU 0 against N workers on CPUs
 //! 0..N, the speed-up per core added.
 //!
-//! `cargo bench --bench scaling`. Processes (`--processes`, a timely cluster) are not in it
-//! yet: a sync runs in one process (see README, "Throughput").
+//! Then processes (`--processes`, a timely cluster on 127.0.0.1, `WHARF_BENCH_PROCESSES`,
+//! default `2`) of 1 worker each, and pinned: one process on CPU 0 against P processes each
+//! on its own CPU.
+//!
+//! `cargo bench --bench scaling` (see README, "Throughput").
 
 #[path = "common/sync_run.rs"]
 mod sync_run;
@@ -34,12 +37,12 @@ fn main() {
     std::fs::write(dir.path().join("wharf.toml"), config).expect("config");
     println!("{rows} demo events, {cores} cores");
     println!(
-        "{:<16} {:>8} {:>8} {:>11} {:>15} {:>8}",
+        "{:<22} {:>8} {:>8} {:>11} {:>15} {:>8}",
         "destination", "workers", "pinned", "rows/s", "CPU s / M rows", "RSS MB"
     );
     let line = |dest: &str, w: usize, pinned: &str, m: &sync_run::Measured| {
         println!(
-            "{:<16} {:>8} {:>8} {:>11.0} {:>15.2} {:>8.1}",
+            "{:<22} {:>8} {:>8} {:>11.0} {:>15.2} {:>8.1}",
             dest,
             w,
             pinned,
@@ -48,6 +51,12 @@ fn main() {
             m.rss_mb
         );
     };
+    let processes: Vec<usize> = std::env::var("WHARF_BENCH_PROCESSES")
+        .unwrap_or_else(|_| "2".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .filter(|p| *p > 1)
+        .collect();
     for (dest, sync) in [
         ("null receiver", "demo_events"),
         ("file", "demo_events_file"),
@@ -55,6 +64,10 @@ fn main() {
         for &w in &workers {
             let m = sync_run::run_sync(dir.path(), sync, &w.to_string(), None);
             line(dest, w, "-", &m);
+        }
+        for &p in &processes {
+            let m = sync_run::run_cluster(dir.path(), sync, p, "1", false);
+            line(&format!("{dest}, {p} proc"), p, "-", &m);
         }
     }
     // Pinned: one core against several (as many as the machine has, up to the largest count).
@@ -81,5 +94,13 @@ fn main() {
             "{dest}: {most} pinned cores give {:.2}x one pinned core",
             many.rows_per_s / one.rows_per_s.max(1.0)
         );
+        for &p in processes.iter().filter(|p| **p <= cores) {
+            let cluster = sync_run::run_cluster(dir.path(), sync, p, "1", true);
+            line(&format!("{dest}, {p} proc"), p, "each", &cluster);
+            println!(
+                "{dest}: {p} processes pinned to a core each give {:.2}x one process pinned to one core",
+                cluster.rows_per_s / one.rows_per_s.max(1.0)
+            );
+        }
     }
 }

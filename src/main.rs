@@ -115,6 +115,9 @@ enum Command {
         /// The cluster's addresses: one `host:port` line per process, in process order.
         #[arg(long)]
         hostfile: Option<PathBuf>,
+        /// How long a process of a cluster waits at the start for the others to connect.
+        #[arg(long, default_value = "2m", value_parser = parse_interval)]
+        connect_timeout: std::time::Duration,
     },
     /// Run every sync on its schedule as a service, with an HTTP API, metrics and a web page
     /// (see `[service]` in the config). SIGHUP reloads the config; SIGTERM/SIGINT stops after
@@ -256,6 +259,7 @@ fn cluster_spec(
     processes: usize,
     process: usize,
     hostfile: Option<&Path>,
+    connect_within: std::time::Duration,
 ) -> Result<Option<wharf_pipelines::cluster::ClusterSpec>> {
     if processes <= 1 {
         if process != 0 {
@@ -288,6 +292,7 @@ fn cluster_spec(
     Ok(Some(wharf_pipelines::cluster::ClusterSpec {
         process,
         addresses,
+        connect_within,
     }))
 }
 
@@ -318,9 +323,10 @@ fn run(cli: Cli) -> Result<()> {
             processes,
             process,
             hostfile,
+            connect_timeout,
         } => {
             let config = load(&cli.config)?;
-            let cluster = cluster_spec(processes, process, hostfile.as_deref())?;
+            let cluster = cluster_spec(processes, process, hostfile.as_deref(), connect_timeout)?;
             if cluster.is_some() {
                 quiet_timely_panics();
             }

@@ -196,6 +196,12 @@ fn two_processes_on_one_host_send_exactly_what_one_process_sends() {
         assert!(p0.status.success(), "process 0: {}", text(&p0));
         assert!(p1.status.success(), "process 1: {}", text(&p1));
         let s = summary(&p0);
+        assert_eq!(
+            String::from_utf8_lossy(&p0.stdout).lines().count(),
+            1,
+            "stdout holds the summary alone: {}",
+            text(&p0)
+        );
         assert_eq!(s["rows_read"], total - round * ROWS, "{s}");
         // Two destinations: each row is delivered twice.
         assert_eq!(s["delivered"], 2 * (total - round * ROWS), "{s}");
@@ -486,4 +492,39 @@ fn two_processes_in_two_network_namespaces_send_exactly_what_one_process_sends()
         events(&alone),
         "across namespaces, exactly what one process sent"
     );
+}
+
+#[test]
+fn a_process_that_never_comes_fails_the_others_at_the_start_naming_it() {
+    let f = Fixture::new();
+    add_rows(&f, 0, 10);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
+    let missing = format!("127.0.0.1:{}", free_port());
+    let hosts = hostfile(&f, &[format!("127.0.0.1:{}", free_port()), missing.clone()]);
+    let started = Instant::now();
+    let out = f.wharf(
+        &[
+            "sync",
+            "ev",
+            "--processes",
+            "2",
+            "--hostfile",
+            &hosts,
+            "--connect-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let all = text(&out);
+    assert!(
+        all.contains(&format!("process 1 ({missing}) did not connect within 2s")),
+        "{all}"
+    );
+    assert_eq!(receiver.stats().requests, 0);
+    assert!(runs(&f, "wharf.toml")
+        .iter()
+        .all(|r| r["status"] != "SUCCEEDED"));
 }

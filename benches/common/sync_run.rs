@@ -83,6 +83,88 @@ pub fn run_sync(dir: &std::path::Path, sync: &str, workers: &str, cpus: Option<&
     }
 }
 
+/// Runs `wharf sync <sync> --workers <workers>` as a cluster of `processes` processes on
+/// 127.0.0.1 in `dir` (with `pin`, process `i` under `taskset -c i`); measured by process 0's
+/// summary, the CPU of all of them. Then removes the state and the output files.
+#[allow(dead_code)]
+pub fn run_cluster(
+    dir: &std::path::Path,
+    sync: &str,
+    processes: usize,
+    workers: &str,
+    pin: bool,
+) -> Measured {
+    let (children, me) = (
+        cpu_seconds(libc::RUSAGE_CHILDREN),
+        cpu_seconds(libc::RUSAGE_SELF),
+    );
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port");
+            format!("127.0.0.1:{port}")
+        })
+        .collect();
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, hosts.join("\n")).expect("hostfile");
+    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let children_run: Vec<std::process::Child> = (0..processes)
+        .map(|i| {
+            let mut cmd = if pin {
+                let mut cmd = std::process::Command::new("taskset");
+                cmd.args(["-c", &i.to_string(), wharf]);
+                cmd
+            } else {
+                std::process::Command::new(wharf)
+            };
+            cmd.args(["sync", sync, "--workers", workers, "--summary-json"])
+                .args(["--processes", &processes.to_string()])
+                .args(["--process", &i.to_string(), "--hostfile"])
+                .arg(&hostfile)
+                .current_dir(dir)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run wharf")
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = children_run
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Timely prints its connection progress on stdout before the summary line.
+    let s: Value = String::from_utf8_lossy(&outs[0].stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("summary");
+    let _ = std::fs::remove_dir_all(dir.join(".wharf"));
+    for i in 0..processes {
+        let _ = std::fs::remove_file(match i {
+            0 => dir.join("out/events.ndjson"),
+            i => dir.join(format!("out/events.process-{i}.ndjson")),
+        });
+    }
+    Measured {
+        rows: s["rows_read"].as_f64().unwrap_or(0.0),
+        seconds: s["seconds"].as_f64().unwrap_or(0.0),
+        rows_per_s: s["rows_per_second"].as_f64().unwrap_or(0.0),
+        rss_mb: s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        sync_cpu_s: cpu_seconds(libc::RUSAGE_CHILDREN) - children,
+        own_cpu_s: cpu_seconds(libc::RUSAGE_SELF) - me,
+    }
+}
+
 /// User + system CPU seconds of this process or of its waited-for children so far.
 pub fn cpu_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.

@@ -15,8 +15,14 @@
 //! epoch fails in every process (nothing of it is committed). A rerun starts every process
 //! again.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
-use wharf_operators::timely;
+use wharf_operators::timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use wharf_operators::timely::communication::allocator::ProcessBuilder;
+use wharf_operators::timely::communication::{AllocatorBuilder, Hooks};
 
 use crate::run::RunOutcome;
 
@@ -27,6 +33,21 @@ pub struct ClusterSpec {
     pub process: usize,
     /// `host:port` of every process, in process order.
     pub addresses: Vec<String>,
+    /// How long a process waits for the others to connect at the start.
+    pub connect_within: Duration,
+}
+
+/// Timely's connection handshake: each process sends its number as 8 bytes, big-endian.
+fn send_number(stream: &mut TcpStream, n: usize) -> std::io::Result<()> {
+    stream.write_all(&(n as u64).to_be_bytes())
+}
+
+fn read_number(stream: &mut TcpStream) -> std::io::Result<usize> {
+    let mut bytes = [0u8; 8];
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.read_exact(&mut bytes)?;
+    stream.set_read_timeout(None)?;
+    Ok(u64::from_be_bytes(bytes) as usize)
 }
 
 impl ClusterSpec {
@@ -40,15 +61,94 @@ impl ClusterSpec {
         self.process == 0
     }
 
-    /// Timely's configuration for `threads` workers in each process.
-    pub fn timely(&self, threads: usize) -> timely::CommunicationConfig {
-        timely::CommunicationConfig::Cluster {
-            threads: threads.max(1),
-            process: self.process,
-            addresses: self.addresses.clone(),
-            report: false,
-            zerocopy: false,
+    /// Connects this process to every other one as timely's own cluster start does (each
+    /// process connects to those before it and accepts those after it), but quietly (timely's
+    /// prints its progress on stdout) and within [`ClusterSpec::connect_within`]: sockets in
+    /// process order, `None` for this process.
+    fn connect(&self) -> Result<Vec<Option<TcpStream>>, String> {
+        let me = self.process;
+        let listen = &self.addresses[me];
+        let listener = TcpListener::bind(listen)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| format!("process {me} cannot listen on {listen}: {e}"))?;
+        let mut sockets: Vec<Option<TcpStream>> = self.addresses.iter().map(|_| None).collect();
+        let deadline = Instant::now() + self.connect_within;
+        let missing = |sockets: &[Option<TcpStream>]| {
+            (0..sockets.len()).find(|i| *i != me && sockets[*i].is_none())
+        };
+        let mut logged = false;
+        while let Some(waiting) = missing(&sockets) {
+            for (i, address) in self.addresses.iter().enumerate().take(me) {
+                if sockets[i].is_some() {
+                    continue;
+                }
+                if let Ok(mut stream) = TcpStream::connect(address) {
+                    let _ = stream.set_nodelay(true);
+                    send_number(&mut stream, me)
+                        .map_err(|e| format!("process {i} at {address}: {e}"))?;
+                    sockets[i] = Some(stream);
+                }
+            }
+            loop {
+                match listener.accept() {
+                    Ok((mut stream, from)) => {
+                        stream
+                            .set_nonblocking(false)
+                            .map_err(|e| format!("a connection from {from}: {e}"))?;
+                        let _ = stream.set_nodelay(true);
+                        let n = read_number(&mut stream)
+                            .map_err(|e| format!("a connection from {from}: {e}"))?;
+                        if n <= me || n >= sockets.len() {
+                            return Err(format!(
+                                "a connection from {from} says it is process {n}: the \
+                                 processes were not started with the same hostfile"
+                            ));
+                        }
+                        sockets[n] = Some(stream);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("process {me} on {listen}: {e}")),
+                }
+            }
+            if missing(&sockets).is_none() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "process {waiting} ({}) did not connect within {:?}: start every process \
+                     with the same --processes and --hostfile, and let each reach the others' \
+                     ports",
+                    self.addresses[waiting], self.connect_within
+                ));
+            }
+            if !logged {
+                tracing::info!(process = me, waiting, "waiting for the cluster's processes");
+                logged = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        tracing::info!(process = me, processes = sockets.len(), "cluster connected");
+        Ok(sockets)
+    }
+
+    /// Timely's allocators for `threads` workers in this process, connected to the others
+    /// (for timely's `execute_from`).
+    pub(crate) fn allocators(
+        &self,
+        threads: usize,
+    ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
+        let sockets = self.connect()?;
+        let hooks = Hooks::default();
+        let threads = threads.max(1);
+        let local =
+            ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
+        let (builders, guard) =
+            initialize_networking_from_sockets(local, sockets, self.process, threads, hooks)
+                .map_err(|e| format!("the cluster's connections: {e}"))?;
+        Ok((
+            builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            Box::new(guard),
+        ))
     }
 }
 

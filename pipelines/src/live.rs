@@ -205,21 +205,13 @@ impl LiveDataflow {
         let (wired_epochs, wired_replays) = (diff_epochs.clone(), replay_free.clone());
         let announced = Arc::new(AtomicU64::new(0));
         let in_flight = announced.clone();
-        let communication = match &cluster {
-            Some(c) => c.timely(workers),
-            None => timely_config(workers).communication,
-        };
-        let config = timely::Config {
-            communication,
-            worker: WorkerConfig::default(),
-        };
         // The control dataflow's ends: to this process's first worker, and back from it.
         let (to_workers, from_main) = channel::<ClusterMsg>();
         let from_main = Arc::new(Mutex::new(Some(from_main)));
         let (to_main, incoming) = channel::<ClusterMsg>();
         let (clustered, local) = (cluster.is_some(), workers.max(1));
         let process = cluster.as_ref().map_or(0, |c| c.process);
-        let guards = timely::execute(config, move |worker| {
+        let work = move |worker: &mut timely::worker::Worker| {
             // Workers are numbered across the cluster; this process's are `local` in a row.
             let local_index = worker.index() % local;
             let jobs = jobs
@@ -319,7 +311,21 @@ impl LiveDataflow {
                     return;
                 }
             }
-        })
+        };
+        let guards = match &cluster {
+            // Connected by wharf, quietly and within a time limit; then timely's own threads.
+            Some(c) => {
+                let (allocators, others) = c.allocators(workers).map_err(RunError)?;
+                timely::execute::execute_from(allocators, others, WorkerConfig::default(), work)
+            }
+            None => timely::execute(
+                timely::Config {
+                    communication: timely_config(workers).communication,
+                    worker: WorkerConfig::default(),
+                },
+                work,
+            ),
+        }
         .map_err(RunError)?;
         let wakes = (0..job_txs.len())
             .map(|_| wake_rx.recv_timeout(Duration::from_secs(30)))
