@@ -73,6 +73,11 @@ pub fn run_sync(dir: &std::path::Path, sync: &str, workers: &str, cpus: Option<&
     let s: Value = serde_json::from_slice(&out.stdout).expect("summary");
     let _ = std::fs::remove_dir_all(dir.join(".wharf"));
     let _ = std::fs::remove_file(dir.join("out/events.ndjson"));
+    measured(&s, children, me)
+}
+
+/// A run's figures from its summary line, with the CPU used since `children` and `me`.
+fn measured(s: &Value, children: f64, me: f64) -> Measured {
     Measured {
         rows: s["rows_read"].as_f64().unwrap_or(0.0),
         seconds: s["seconds"].as_f64().unwrap_or(0.0),
@@ -155,14 +160,7 @@ pub fn run_cluster(
             i => dir.join(format!("out/events.process-{i}.ndjson")),
         });
     }
-    Measured {
-        rows: s["rows_read"].as_f64().unwrap_or(0.0),
-        seconds: s["seconds"].as_f64().unwrap_or(0.0),
-        rows_per_s: s["rows_per_second"].as_f64().unwrap_or(0.0),
-        rss_mb: s["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        sync_cpu_s: cpu_seconds(libc::RUSAGE_CHILDREN) - children,
-        own_cpu_s: cpu_seconds(libc::RUSAGE_SELF) - me,
-    }
+    measured(&s, children, me)
 }
 
 /// User + system CPU seconds of this process or of its waited-for children so far.

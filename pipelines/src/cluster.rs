@@ -152,47 +152,6 @@ impl ClusterSpec {
     }
 }
 
-/// The counters of one process's part of an epoch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartCounts {
-    /// Rows read.
-    pub rows_read: u64,
-    /// Records acknowledged.
-    pub delivered: u64,
-    /// Rows rejected.
-    pub rejected: u64,
-    /// Uncompressed bytes delivered.
-    pub bytes_sent: u64,
-    /// Requests sent.
-    pub requests: u64,
-    /// Retries.
-    pub retries: u64,
-}
-
-impl PartCounts {
-    /// The counters of `outcome`.
-    pub fn of(outcome: &RunOutcome) -> PartCounts {
-        PartCounts {
-            rows_read: outcome.rows_read,
-            delivered: outcome.delivered,
-            rejected: outcome.rejected,
-            bytes_sent: outcome.bytes_sent,
-            requests: outcome.requests,
-            retries: outcome.retries,
-        }
-    }
-
-    /// Adds these counters to `outcome`'s.
-    pub fn add_to(&self, outcome: &mut RunOutcome) {
-        outcome.rows_read += self.rows_read;
-        outcome.delivered += self.delivered;
-        outcome.rejected += self.rejected;
-        outcome.bytes_sent += self.bytes_sent;
-        outcome.requests += self.requests;
-        outcome.retries += self.retries;
-    }
-}
-
 /// What the control dataflow carries (every message goes to every process).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterMsg {
@@ -210,7 +169,7 @@ pub enum ClusterMsg {
         /// The epoch.
         epoch: u64,
         /// Its counters.
-        counts: PartCounts,
+        counts: RunOutcome,
     },
     /// A process's dataflow failed: every process fails the epoch (nothing is committed).
     Failed {
@@ -244,22 +203,28 @@ mod tests {
     }
 
     #[test]
-    fn counts_add_up_into_an_outcome() {
-        let mut outcome = RunOutcome {
+    fn a_process_answer_carries_its_counters_and_they_add_up() {
+        let part = RunOutcome {
+            rows_read: 7,
+            delivered: 7,
+            requests: 2,
+            ..RunOutcome::default()
+        };
+        let done = ClusterMsg::Done {
+            process: 1,
+            epoch: 3,
+            counts: part.clone(),
+        };
+        let text = serde_json::to_string(&done).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<ClusterMsg>(&text).ok(), Some(done));
+        let mut all = RunOutcome {
             rows_read: 5,
             delivered: 4,
             rejected: 1,
             ..RunOutcome::default()
         };
-        let part = PartCounts {
-            rows_read: 7,
-            delivered: 7,
-            requests: 2,
-            ..PartCounts::default()
-        };
-        part.add_to(&mut outcome);
-        assert_eq!((outcome.rows_read, outcome.delivered), (12, 11));
-        assert_eq!((outcome.rejected, outcome.requests), (1, 2));
-        assert_eq!(PartCounts::of(&outcome).rows_read, 12);
+        all.add(&part);
+        assert_eq!((all.rows_read, all.delivered), (12, 11));
+        assert_eq!((all.rejected, all.requests), (1, 2));
     }
 }

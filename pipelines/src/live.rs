@@ -31,7 +31,7 @@ use wharf_operators::timely::dataflow::InputHandle;
 use wharf_operators::timely::scheduling::SyncActivator;
 use wharf_operators::timely::WorkerConfig;
 
-use crate::cluster::{ClusterMsg, ClusterSpec, PartCounts};
+use crate::cluster::{ClusterMsg, ClusterSpec};
 
 use crate::run::{
     abort_all, check_sinks, flush_all, outcome, spawn_deliveries, timely_config, Branch, Plan,
@@ -507,7 +507,7 @@ impl LiveDataflow {
         let mut done = outcome(&self.control, started);
         if let Some(link) = self.cluster.as_ref().filter(|l| l.spec.leads()) {
             for part in self.wait_done(link, epoch)? {
-                part.add_to(&mut done);
+                done.add(&part);
             }
             done.elapsed = started.elapsed();
         }
@@ -516,8 +516,8 @@ impl LiveDataflow {
 
     /// Process 0 of a cluster: waits until every other process answered that its part of
     /// `epoch` was delivered and flushed; their counters.
-    fn wait_done(&self, link: &ClusterLink, epoch: u64) -> Result<Vec<PartCounts>, RunError> {
-        let mut parts: BTreeMap<usize, PartCounts> = BTreeMap::new();
+    fn wait_done(&self, link: &ClusterLink, epoch: u64) -> Result<Vec<RunOutcome>, RunError> {
+        let mut parts: BTreeMap<usize, RunOutcome> = BTreeMap::new();
         while parts.len() + 1 < link.spec.processes() {
             if let Some(reason) = self.control.failure() {
                 abort_all(&self.sinks, &self.runtime);
@@ -574,7 +574,7 @@ impl LiveDataflow {
             .send(ClusterMsg::Done {
                 process: link.spec.process,
                 epoch,
-                counts: PartCounts::of(outcome),
+                counts: outcome.clone(),
             })
             .map_err(|_| RunError("the cluster's control dataflow stopped".into()))?;
         self.wake_workers();

@@ -85,7 +85,7 @@ pub enum Plan {
 }
 
 /// What a finished run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunOutcome {
     /// Rows read from the warehouse.
     pub rows_read: u64,
@@ -101,6 +101,18 @@ pub struct RunOutcome {
     pub retries: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// Adds the counters of `other` (another process's part of the same epoch) to these.
+    pub fn add(&mut self, other: &RunOutcome) {
+        self.rows_read += other.rows_read;
+        self.delivered += other.delivered;
+        self.rejected += other.rejected;
+        self.bytes_sent += other.bytes_sent;
+        self.requests += other.requests;
+        self.retries += other.retries;
+    }
 }
 
 /// The run failed; nothing of it may be committed.
