@@ -306,20 +306,21 @@ fn a_cluster_refuses_what_it_does_not_run_yet_with_a_clear_error() {
     add_rows(&f, 0, 10);
     f.sql("CREATE TABLE users AS SELECT 'u' || i AS id, 'n' || i AS name FROM range(10) t(i);");
     let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
-    let mirror = r#"
+    let lookup = r#"
 [[syncs]]
 name = "users"
 warehouse = "wh"
 table = "users"
-table_type = "users"
-mode = "mirror"
+table_type = "lookup"
+mode = "full"
+primary_key = ["id"]
 destinations = ["mp"]
 [syncs.mapping]
-user_id_column = "id"
+lookup_table_id = "6b1a7e0c-2f4d-4c59-9a57-0d8e3c1f2a90"
 "#;
     f.write_config(
         "wharf.toml",
-        &(config(".state", &receiver.base_url()) + mirror),
+        &(config(".state", &receiver.base_url()) + lookup),
     );
     let hosts = hostfile(
         &f,
@@ -344,7 +345,7 @@ user_id_column = "id"
     assert!(!out.status.success());
     let all = text(&out);
     assert!(
-        all.contains("mode = \"mirror\" across processes")
+        all.contains("a lookup table (replaced whole, in one request) across processes")
             && all.contains("not supported yet")
             && all.contains("--workers"),
         "{all}"
@@ -527,4 +528,93 @@ fn a_process_that_never_comes_fails_the_others_at_the_start_naming_it() {
     assert!(runs(&f, "wharf.toml")
         .iter()
         .all(|r| r["status"] != "SUCCEEDED"));
+}
+
+/// A users table for the full and mirror syncs.
+fn users_config(state_dir: &str, host: &str, mode: &str) -> String {
+    format!(
+        r#"state_dir = "{state_dir}"
+[warehouses.wh]
+type = "duckdb"
+path = "wh.duckdb"
+[destinations.mp]
+type = "mixpanel"
+api_host = "{host}"
+project_id = "42"
+project_token = "tok"
+service_account = {{ username = "sa", secret = "test-secret" }}
+initial_backoff = "50ms"
+max_backoff = "200ms"
+[[syncs]]
+name = "ev"
+warehouse = "wh"
+table = "users"
+table_type = "users"
+mode = "{mode}"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "id"
+"#
+    )
+}
+
+/// Full and mirror syncs (snapshot diffs) of user profiles by 2 processes give the profiles,
+/// and the counts of inserts, updates and deletes, of one process, run after run.
+#[test]
+fn two_processes_diff_snapshots_exactly_as_one_process() {
+    for mode in ["full", "mirror"] {
+        let f = Fixture::new();
+        f.sql(
+            "CREATE TABLE users AS SELECT 'u' || i AS id, 'n' || i AS name, i % 5 AS plan
+             FROM range(20000) t(i);",
+        );
+        let alone = f.receiver("alone", ReceiverAuth::AnyCredentials);
+        let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
+        f.write_config("one.toml", &users_config(".one", &alone.base_url(), mode));
+        f.write_config("two.toml", &users_config(".two", &cluster.base_url(), mode));
+        let hosts = hostfile(
+            &f,
+            &[
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            ],
+        );
+        let changes = [
+            "",
+            "UPDATE users SET name = 'changed ' || id WHERE plan = 1;
+             DELETE FROM users WHERE plan = 2 AND length(id) > 5;
+             INSERT INTO users SELECT 'v' || i, 'new', 0 FROM range(300) t(i);",
+            "UPDATE users SET plan = 9 WHERE id LIKE 'v1%';",
+        ];
+        for (round, sql) in changes.iter().enumerate() {
+            if !sql.is_empty() {
+                f.sql(sql);
+            }
+            let out = f.wharf(&["-c", "one.toml", "sync", "ev", "--workers", "2"], &[]);
+            assert!(out.status.success(), "{}", text(&out));
+            let [p0, p1] = run_cluster(&f, [&[], &[]], "two.toml", &hosts);
+            assert!(p0.status.success(), "{mode} process 0: {}", text(&p0));
+            assert!(p1.status.success(), "{mode} process 1: {}", text(&p1));
+            assert!(
+                delivered_by_process_1(&p1) > 0 || round == 2,
+                "process 1 sent its part: {}",
+                text(&p1)
+            );
+            let (one, two) = (alone.profiles(), cluster.profiles());
+            assert!(!one.is_empty());
+            assert!(one == two, "{mode}, round {round}: the same profiles");
+            let (h1, h2) = (&runs(&f, "one.toml")[0], &runs(&f, "two.toml")[0]);
+            for count in ["rows_read", "inserted", "updated", "deleted"] {
+                assert_eq!(h1[count], h2[count], "{mode}, round {round}, {count}: {h2}");
+            }
+            eprintln!(
+                "{mode}, round {round}: {} profiles; run {} inserted {}, updated {}, deleted {}",
+                two.len(),
+                h2["run_id"],
+                h2["inserted"],
+                h2["updated"],
+                h2["deleted"]
+            );
+        }
+    }
 }

@@ -482,7 +482,7 @@ pub fn map_records<'s>(
 
 /// The first worker and the number of workers batches are spread over: this process's with
 /// `local` workers per process, else every worker.
-fn spread(scope: &Scope<'_, u64>, local: Option<usize>) -> (u64, u64) {
+pub(crate) fn spread(scope: &Scope<'_, u64>, local: Option<usize>) -> (u64, u64) {
     let (index, peers) = (scope.index(), scope.peers().max(1));
     match local {
         Some(n) if n > 0 && n < peers => (((index / n) * n) as u64, n as u64),

@@ -51,7 +51,7 @@ use epochs::{EpochWatch, Opened};
 use stash::{Stash, StashIter};
 
 /// Which rows a run emits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Emit {
     /// Inserted and updated rows (and deletes).
     Changes,
@@ -133,15 +133,20 @@ impl DiffCounts {
 type Stashes = Rc<RefCell<BTreeMap<u64, Stash>>>;
 
 /// The snapshot diff of each epoch announced in `epochs`: rows in, changes out. Counts go to
-/// `counts` (the epoch's: epochs run one after another).
+/// `counts` (the epoch's: epochs run one after another). With `local` (the workers of each
+/// process of a cluster), rows are stashed in the process that read them (only their keys and
+/// fingerprints go to the worker that owns their key range): each process emits, and counts
+/// in flight, the changed rows it read.
 pub fn snapshot_diff<'s>(
     rows: Stream<'s, u64, Vec<ArrowBatch>>,
     epochs: DiffEpochs,
     counts: Arc<DiffCounts>,
     control: Arc<RunControl>,
+    local: Option<usize>,
 ) -> Stream<'s, u64, Vec<ChangeSet>> {
     let scope = rows.scope();
     let (index, peers) = (scope.index(), scope.peers());
+    let (first, count) = crate::dataflow::spread(&scope, local);
     let stashes: Stashes = Rc::default();
 
     // 1. Hash every row, stash the batch, write the rows' key texts; emit (key, fp).
@@ -153,7 +158,7 @@ pub fn snapshot_diff<'s>(
             stashes.clone(),
         );
         rows.unary_frontier::<CapacityContainerBuilder<Vec<(u128, u128)>>, _, _, _>(
-            Exchange::new(|b: &ArrowBatch| b.seq),
+            Exchange::new(move |b: &ArrowBatch| first + b.seq % count),
             "HashRows",
             move |cap, _info| {
                 let mut watch = EpochWatch::new(cap, epochs);

@@ -17,9 +17,12 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use wharf_operators::diff::DiffCounts;
 use wharf_operators::timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use wharf_operators::timely::communication::allocator::ProcessBuilder;
 use wharf_operators::timely::communication::{AllocatorBuilder, Hooks};
@@ -152,6 +155,45 @@ impl ClusterSpec {
     }
 }
 
+/// A process's counts of a snapshot diff epoch, and the state files it wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffTally {
+    /// Rows of the new snapshot it hashed.
+    pub rows: u64,
+    /// Inserted keys of its key ranges.
+    pub inserts: u64,
+    /// Updated keys.
+    pub updates: u64,
+    /// Deleted keys.
+    pub deletes: u64,
+    /// The new state's part files it wrote.
+    pub parts: Vec<PathBuf>,
+}
+
+impl DiffTally {
+    /// The tally of `counts`.
+    pub fn of(counts: &DiffCounts) -> DiffTally {
+        DiffTally {
+            rows: counts.rows.load(Ordering::Relaxed),
+            inserts: counts.inserts.load(Ordering::Relaxed),
+            updates: counts.updates.load(Ordering::Relaxed),
+            deletes: counts.deletes.load(Ordering::Relaxed),
+            parts: counts.parts.lock().map(|p| p.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Adds this tally to `counts` (process 0's, which it commits).
+    pub fn add_to(&self, counts: &DiffCounts) {
+        counts.rows.fetch_add(self.rows, Ordering::Relaxed);
+        counts.inserts.fetch_add(self.inserts, Ordering::Relaxed);
+        counts.updates.fetch_add(self.updates, Ordering::Relaxed);
+        counts.deletes.fetch_add(self.deletes, Ordering::Relaxed);
+        if let Ok(mut parts) = counts.parts.lock() {
+            parts.extend(self.parts.iter().cloned());
+        }
+    }
+}
+
 /// What the control dataflow carries (every message goes to every process).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClusterMsg {
@@ -170,6 +212,8 @@ pub enum ClusterMsg {
         epoch: u64,
         /// Its counters.
         counts: RunOutcome,
+        /// A snapshot diff's counts and state files.
+        diff: Option<DiffTally>,
     },
     /// A process's dataflow failed: every process fails the epoch (nothing is committed).
     Failed {
@@ -214,6 +258,11 @@ mod tests {
             process: 1,
             epoch: 3,
             counts: part.clone(),
+            diff: Some(DiffTally {
+                rows: 3,
+                parts: vec![PathBuf::from("s/run-3/part-1-of-2.snap")],
+                ..DiffTally::default()
+            }),
         };
         let text = serde_json::to_string(&done).unwrap_or_default();
         assert_eq!(serde_json::from_str::<ClusterMsg>(&text).ok(), Some(done));

@@ -50,7 +50,7 @@ pub fn diff_run(
         let (ctl, cnt, sink, epochs) = (ctl.clone(), cnt.clone(), sink.clone(), epochs.clone());
         let probe = worker.dataflow::<u64, _, _>(|scope| {
             let rows = poll_source(scope, 1, start, ctl.clone());
-            let (probe, _) = snapshot_diff(rows, epochs, cnt, ctl.clone())
+            let (probe, _) = snapshot_diff(rows, epochs, cnt, ctl.clone(), None)
                 .inspect(move |c: &ChangeSet| {
                     if collect {
                         if let Ok(mut s) = sink.lock() {

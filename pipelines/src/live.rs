@@ -31,7 +31,7 @@ use wharf_operators::timely::dataflow::InputHandle;
 use wharf_operators::timely::scheduling::SyncActivator;
 use wharf_operators::timely::WorkerConfig;
 
-use crate::cluster::{ClusterMsg, ClusterSpec};
+use crate::cluster::{ClusterMsg, ClusterSpec, DiffTally};
 
 use crate::run::{
     abort_all, check_sinks, flush_all, outcome, spawn_deliveries, timely_config, Branch, Plan,
@@ -506,8 +506,12 @@ impl LiveDataflow {
         }
         let mut done = outcome(&self.control, started);
         if let Some(link) = self.cluster.as_ref().filter(|l| l.spec.leads()) {
-            for part in self.wait_done(link, epoch)? {
+            let counts = self.counts();
+            for (part, diff) in self.wait_done(link, epoch)? {
                 done.add(&part);
+                if let (Some(tally), Some(counts)) = (diff, counts.as_ref()) {
+                    tally.add_to(counts);
+                }
             }
             done.elapsed = started.elapsed();
         }
@@ -516,8 +520,12 @@ impl LiveDataflow {
 
     /// Process 0 of a cluster: waits until every other process answered that its part of
     /// `epoch` was delivered and flushed; their counters.
-    fn wait_done(&self, link: &ClusterLink, epoch: u64) -> Result<Vec<RunOutcome>, RunError> {
-        let mut parts: BTreeMap<usize, RunOutcome> = BTreeMap::new();
+    fn wait_done(
+        &self,
+        link: &ClusterLink,
+        epoch: u64,
+    ) -> Result<Vec<(RunOutcome, Option<DiffTally>)>, RunError> {
+        let mut parts: BTreeMap<usize, (RunOutcome, Option<DiffTally>)> = BTreeMap::new();
         while parts.len() + 1 < link.spec.processes() {
             if let Some(reason) = self.control.failure() {
                 abort_all(&self.sinks, &self.runtime);
@@ -528,8 +536,9 @@ impl LiveDataflow {
                     process,
                     epoch: e,
                     counts,
+                    diff,
                 }) if e == epoch => {
-                    parts.insert(process, counts);
+                    parts.insert(process, (counts, diff));
                 }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -575,6 +584,7 @@ impl LiveDataflow {
                 process: link.spec.process,
                 epoch,
                 counts: outcome.clone(),
+                diff: self.counts().map(|c| DiffTally::of(&c)),
             })
             .map_err(|_| RunError("the cluster's control dataflow stopped".into()))?;
         self.wake_workers();

@@ -210,6 +210,7 @@ impl Wiring {
                 self.diff_epochs,
                 counts,
                 ctl.clone(),
+                self.local,
             )),
             Plan::Changes { hasher, counts } => {
                 let consolidated = consolidate_changes(

@@ -5,16 +5,22 @@
 //! deliver them with their own connections to the destinations. Part `i` of an epoch is read
 //! by worker `i mod (P × W)` of the cluster, whose process is that number divided by `W`.
 //!
-//! What runs as a cluster today: append and one-time syncs read by an append cursor or whole
-//! (no key), into destinations that are not transactional. The others are refused with
-//! [`SyncError::Unsupported`].
+//! What runs as a cluster today: append and one-time events syncs, and full, mirror and
+//! one-time syncs diffed against their last snapshot (events, user and group profiles), into
+//! destinations that are not transactional. A snapshot diff's state is written by every
+//! worker into the run's snapshot folder; the other processes are told where process 0 finds
+//! the committed and pending snapshots, so every process needs the state folder at the same
+//! path (one machine, or storage every machine mounts). The others (change streams, lookup
+//! tables, profile history, keyed append) are refused with [`SyncError::Unsupported`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use wharf_operators::dataflow::StartReader;
+use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
 use wharf_operators::envelope::Envelope;
+use wharf_operators::snapshot::{PendingSnapshot, RowHasher};
 use wharf_operators::watermark::Watermark;
 use wharf_pipelines::cluster::ClusterSpec;
 use wharf_pipelines::live::{EpochInput, LiveDataflow, LiveSpec};
@@ -25,7 +31,7 @@ use super::options::SyncOptions;
 use super::plan::sink_specs;
 use super::read::{part_reader, Read};
 use super::resolve::{build_destination, resolve, ResolvedSync};
-use crate::config::{Config, DestinationConfig, SyncMode};
+use crate::config::{Config, DestinationConfig, TableType};
 use crate::destination::{table_type_name, BuiltDestination};
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::warehouse::{PartRead, Partition};
@@ -41,6 +47,47 @@ pub(super) struct EpochDescription {
     pub parts: Vec<String>,
     /// Wall clock for the mapping's "too far in the future" check.
     pub now_ms: i64,
+    /// A snapshot diff's setup (its key hasher each process makes from the sync).
+    pub diff: Option<DiffSetup>,
+}
+
+/// A snapshot diff epoch's setup, as process 0 made it ([`DiffSpec`] but the hasher and the
+/// spill folder, which each process has its own of).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct DiffSetup {
+    previous: Vec<PathBuf>,
+    pending: Vec<PendingSnapshot>,
+    next_dir: PathBuf,
+    memory_budget: usize,
+    emit: Emit,
+    send_deletes: bool,
+}
+
+impl DiffSetup {
+    fn of(spec: &DiffSpec) -> DiffSetup {
+        DiffSetup {
+            previous: spec.previous.clone(),
+            pending: spec.pending.clone(),
+            next_dir: spec.next_dir.clone(),
+            memory_budget: spec.memory_budget,
+            emit: spec.emit,
+            send_deletes: spec.send_deletes,
+        }
+    }
+
+    /// The spec of this setup for process `process`.
+    fn spec(&self, hasher: Arc<RowHasher>, spill_dir: PathBuf) -> DiffSpec {
+        DiffSpec {
+            hasher,
+            previous: self.previous.clone(),
+            pending: self.pending.clone(),
+            next_dir: self.next_dir.clone(),
+            spill_dir,
+            memory_budget: self.memory_budget,
+            emit: self.emit,
+            send_deletes: self.send_deletes,
+        }
+    }
 }
 
 /// Refuses what a cluster does not run yet (see the module's text).
@@ -56,16 +103,19 @@ pub(super) fn check_supported(
              append cursor or whole; run it in one process, with --workers)"
         ),
     };
-    if !matches!(sync.mode, SyncMode::Append | SyncMode::OneTime) || sync.diffs_snapshots() {
-        return Err(unsupported(&format!(
-            "mode = \"{}\"",
-            format!("{:?}", sync.mode).to_lowercase()
-        )));
+    if sync.table_type == TableType::Lookup {
+        return Err(unsupported(
+            "a lookup table (replaced whole, in one request)",
+        ));
     }
-    if resolved.hasher.is_some() {
+    if sync.mapping.history_start_column.is_some() {
+        return Err(unsupported("a profile history table"));
+    }
+    if resolved.hasher.is_some() && !sync.diffs_snapshots() {
         return Err(unsupported(&format!(
-            "a keyed {} table",
-            table_type_name(sync.table_type)
+            "a keyed {} table in mode = \"{}\"",
+            table_type_name(sync.table_type),
+            format!("{:?}", sync.mode).to_lowercase()
         )));
     }
     if let Some(b) = built.iter().find(|b| b.destination.is_transactional()) {
@@ -77,14 +127,19 @@ pub(super) fn check_supported(
     Ok(())
 }
 
-/// The description of an epoch of `run_id` reading `read`, in `parts` parts at most.
+/// The description of an epoch of `run_id` of `plan` reading `read`, in `parts` parts at most.
 pub(super) fn describe(
     resolved: &ResolvedSync,
+    plan: &Plan,
     read: &Read,
     run_id: u64,
     now_ms: i64,
     parts: usize,
 ) -> Result<EpochDescription, SyncError> {
+    let diff = match plan {
+        Plan::Diff { spec, .. } => Some(DiffSetup::of(spec)),
+        _ => None,
+    };
     let werr = |e| SyncError::Warehouse(resolved.sync.name.clone(), e);
     let wh = &resolved.warehouse;
     let filter = match read {
@@ -102,6 +157,7 @@ pub(super) fn describe(
                 filter: String::new(),
                 parts: vec!["FALSE".into()],
                 now_ms,
+                diff,
             })
         }
         Read::Polled(_) | Read::FirstCapture { .. } => {
@@ -119,6 +175,7 @@ pub(super) fn describe(
         filter,
         parts,
         now_ms,
+        diff,
     })
 }
 
@@ -237,9 +294,31 @@ pub fn follow(
         run_id,
         reason,
     };
+    // The dataflow's shape, as process 0 builds it: a snapshot diff for a keyed sync (each
+    // epoch brings its setup), else every row sent.
+    let spill_dir = config
+        .state_dir()
+        .join("tmp")
+        .join(format!("{name}.process-{}", cluster.process));
+    let plan = match &resolved.hasher {
+        Some(hasher) => Plan::Diff {
+            spec: Arc::new(DiffSpec {
+                hasher: hasher.clone(),
+                previous: Vec::new(),
+                pending: Vec::new(),
+                next_dir: spill_dir.join("unused"),
+                spill_dir: spill_dir.clone(),
+                memory_budget: 0,
+                emit: Emit::Changes,
+                send_deletes: false,
+            }),
+            counts: Arc::new(DiffCounts::default()),
+        },
+        None => Plan::Append,
+    };
     let mut live = LiveDataflow::start(LiveSpec {
         workers,
-        plan: Plan::Append,
+        plan,
         sinks: sink_specs(config, &resolved, &built, &envelope(0))?,
         runtime: runtime.handle().clone(),
         cluster: Some(cluster.clone()),
@@ -286,12 +365,19 @@ pub fn follow(
             process = cluster.process,
             "epoch started"
         );
+        let diff = match (&description.diff, &resolved.hasher) {
+            (Some(setup), Some(hasher)) => {
+                let _ = std::fs::remove_dir_all(&spill_dir);
+                Some(Arc::new(setup.spec(hasher.clone(), spill_dir.clone())))
+            }
+            _ => None,
+        };
         let input = EpochInput {
             readers,
             mappers: sinks.iter().map(|s| s.mapper.clone()).collect(),
             rejects: logs.clone(),
             now_ms: description.now_ms,
-            diff: None,
+            diff,
             may_replay: false,
         };
         let outcome = live
@@ -342,6 +428,7 @@ mod tests {
             filter: "WHERE \"ts\" > 1".into(),
             parts: vec!["rowid >= 0 AND rowid < 10".into(), "rowid >= 10".into()],
             now_ms: 1,
+            diff: None,
         };
         let bytes = serde_json::to_vec(&d).unwrap_or_default();
         let back: EpochDescription = serde_json::from_slice(&bytes).unwrap_or(EpochDescription {
@@ -349,6 +436,7 @@ mod tests {
             filter: String::new(),
             parts: Vec::new(),
             now_ms: 0,
+            diff: None,
         });
         assert_eq!(back, d);
     }

@@ -106,6 +106,12 @@ pub fn run_in_session(
     let state_dir = config.state_dir();
     let committed = store.snapshot(name)?;
     let capture = capture_mode(&resolved, store)?;
+    if options.cluster.is_some() && matches!(capture, CaptureMode::Stream { .. }) {
+        return Err(SyncError::Unsupported {
+            sync: name.to_string(),
+            what: "a change stream across processes (run it in one process, with --workers)".into(),
+        });
+    }
     if options.skip_idle && session.probe.is_none() {
         session.probe = match (&capture, &resolved.cursor) {
             (CaptureMode::Stream { .. }, _) => Some(super::probe::Probe::stream(
@@ -323,23 +329,26 @@ pub fn run_in_session(
     let readers = match &options.cluster {
         Some(cluster) => {
             let parts = options.workers.max(1) * cluster.processes();
-            super::cluster::describe(&resolved, &read, run.run_id, now_ms, parts).and_then(|d| {
-                let readers = super::cluster::process_readers(
-                    &resolved,
-                    &d,
-                    cluster,
-                    options.workers,
-                    &watermark,
-                    runtime.handle(),
-                );
-                description = Some(serde_json::to_vec(&d).map_err(|e| SyncError::RunFailed {
-                    permanent: true,
-                    sync: name.to_string(),
-                    run_id: run.run_id,
-                    reason: format!("cannot describe the epoch: {e}"),
-                })?);
-                Ok(readers)
-            })
+            super::cluster::describe(&resolved, &plan, &read, run.run_id, now_ms, parts).and_then(
+                |d| {
+                    let readers = super::cluster::process_readers(
+                        &resolved,
+                        &d,
+                        cluster,
+                        options.workers,
+                        &watermark,
+                        runtime.handle(),
+                    );
+                    description =
+                        Some(serde_json::to_vec(&d).map_err(|e| SyncError::RunFailed {
+                            permanent: true,
+                            sync: name.to_string(),
+                            run_id: run.run_id,
+                            reason: format!("cannot describe the epoch: {e}"),
+                        })?);
+                    Ok(readers)
+                },
+            )
         }
         None => epoch_readers(
             &resolved,

@@ -14,7 +14,7 @@ use super::keys::owner;
 /// A range's sorted part is finished before any change of that range leaves the diff, and
 /// every key-text part before any sorted part: a range without a finished part delivered
 /// nothing, so the snapshot says nothing about its keys ([`PendingSnapshot::covers`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PendingSnapshot {
     /// The worker count of the run that wrote it.
     pub peers: usize,
