@@ -1,7 +1,7 @@
 //! One sync across processes (timely's cluster mode: `wharf sync --processes P --process I
-//! --hostfile F`): two processes on 127.0.0.1 send exactly what one process sends; one
-//! killed mid-epoch leaves nothing committed and the rerun is exact; the same across two
-//! network namespaces with their own addresses.
+//! --hostfile F`): two processes on 127.0.0.1 send exactly what one process sends (append,
+//! full and mirror); one killed mid-epoch leaves nothing committed and the rerun is exact;
+//! append and mirror the same across two network namespaces with their own addresses.
 
 mod common;
 
@@ -13,7 +13,8 @@ use wharf::receiver::{Receiver, ReceiverAuth};
 
 const ROWS: u64 = 20_000;
 
-fn config(state_dir: &str, host: &str) -> String {
+/// The warehouse and the destinations (Mixpanel at `host`, and a file) of every config here.
+fn header(state_dir: &str, host: &str) -> String {
     format!(
         r#"state_dir = "{state_dir}"
 [warehouses.wh]
@@ -30,7 +31,14 @@ max_backoff = "200ms"
 [destinations.out]
 type = "file"
 path = "{state_dir}-out.ndjson"
-[[syncs]]
+"#
+    )
+}
+
+/// An append sync `ev` of the events table into Mixpanel and a file.
+fn config(state_dir: &str, host: &str) -> String {
+    header(state_dir, host)
+        + r#"[[syncs]]
 name = "ev"
 warehouse = "wh"
 table = "ev"
@@ -42,7 +50,6 @@ event_name_column = "name"
 time_column = "ts"
 user_id_column = "uid"
 "#
-    )
 }
 
 /// Rows `from..to` of the events table (created with the first).
@@ -420,7 +427,7 @@ impl Drop for Namespaces {
 }
 
 #[test]
-fn two_processes_in_two_network_namespaces_send_exactly_what_one_process_sends() {
+fn two_processes_in_two_network_namespaces_send_and_mirror_exactly_as_one_process() {
     let root = Command::new("id").arg("-u").output().expect("id");
     assert_eq!(
         String::from_utf8_lossy(&root.stdout).trim(),
@@ -472,6 +479,32 @@ fn two_processes_in_two_network_namespaces_send_exactly_what_one_process_sends()
         ],
     );
     let [p0, p1] = run_cluster(&f, [&ns.exec(0), &ns.exec(1)], "two.toml", &hosts);
+    // A mirror of user profiles (snapshot diffs), twice, with updates and deletes between.
+    f.sql(
+        "CREATE TABLE users AS SELECT 'u' || i AS id, 'n' || i AS name, i % 5 AS plan
+         FROM range(5000) t(i);",
+    );
+    f.write_config(
+        "one-users.toml",
+        &users_config(".one-u", &alone.base_url(), "mirror"),
+    );
+    f.write_config("two-users.toml", &users_config(".two-u", &host, "mirror"));
+    for sql in [
+        "",
+        "UPDATE users SET name = 'x' || id WHERE plan = 1; DELETE FROM users WHERE plan = 2;",
+    ] {
+        if !sql.is_empty() {
+            f.sql(sql);
+        }
+        let out = f.wharf(
+            &["-c", "one-users.toml", "sync", "ev", "--workers", "2"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let [q0, q1] = run_cluster(&f, [&ns.exec(0), &ns.exec(1)], "two-users.toml", &hosts);
+        assert!(q0.status.success(), "mirror, process 0: {}", text(&q0));
+        assert!(q1.status.success(), "mirror, process 1: {}", text(&q1));
+    }
     // SIGINT stops the receiver, which keeps what it stored in its folder.
     unsafe {
         libc::kill(receiver.id() as libc::pid_t, libc::SIGINT);
@@ -492,6 +525,12 @@ fn two_processes_in_two_network_namespaces_send_exactly_what_one_process_sends()
         events(&stored),
         events(&alone),
         "across namespaces, exactly what one process sent"
+    );
+    let profiles = stored.profiles();
+    assert_eq!(profiles.len(), 4000, "the mirror deleted a fifth");
+    assert!(
+        profiles == alone.profiles(),
+        "across namespaces, the mirror's profiles are one process's"
     );
 }
 
@@ -530,22 +569,11 @@ fn a_process_that_never_comes_fails_the_others_at_the_start_naming_it() {
         .all(|r| r["status"] != "SUCCEEDED"));
 }
 
-/// A users table for the full and mirror syncs.
+/// A sync `ev` of the users table in `mode` into Mixpanel.
 fn users_config(state_dir: &str, host: &str, mode: &str) -> String {
-    format!(
-        r#"state_dir = "{state_dir}"
-[warehouses.wh]
-type = "duckdb"
-path = "wh.duckdb"
-[destinations.mp]
-type = "mixpanel"
-api_host = "{host}"
-project_id = "42"
-project_token = "tok"
-service_account = {{ username = "sa", secret = "test-secret" }}
-initial_backoff = "50ms"
-max_backoff = "200ms"
-[[syncs]]
+    header(state_dir, host)
+        + &format!(
+            r#"[[syncs]]
 name = "ev"
 warehouse = "wh"
 table = "users"
@@ -555,7 +583,7 @@ destinations = ["mp"]
 [syncs.mapping]
 user_id_column = "id"
 "#
-    )
+        )
 }
 
 /// Full and mirror syncs (snapshot diffs) of user profiles by 2 processes give the profiles,
