@@ -17,21 +17,12 @@ const ROWS: u64 = 20_000;
 fn header(state_dir: &str, host: &str) -> String {
     format!(
         r#"state_dir = "{state_dir}"
-[warehouses.wh]
-type = "duckdb"
-path = "wh.duckdb"
-[destinations.mp]
-type = "mixpanel"
-api_host = "{host}"
-project_id = "42"
-project_token = "tok"
-service_account = {{ username = "sa", secret = "test-secret" }}
-initial_backoff = "50ms"
-max_backoff = "200ms"
+{}project_token = "tok"
 [destinations.out]
 type = "file"
 path = "{state_dir}-out.ndjson"
-"#
+"#,
+        common::duckdb_and_mixpanel(host)
     )
 }
 

@@ -12,20 +12,8 @@ use wharf::receiver::ReceiverAuth;
 
 fn config(host: &str, sync: &str) -> String {
     format!(
-        r#"state_dir = ".wharf"
-[warehouses.wh]
-type = "duckdb"
-path = "wh.duckdb"
-[destinations.mp]
-type = "mixpanel"
-api_host = "{host}"
-project_id = "42"
-project_token = "tok"
-service_account = {{ username = "sa", secret = "test-secret" }}
-initial_backoff = "50ms"
-max_backoff = "200ms"
-{sync}
-"#
+        "state_dir = \".wharf\"\n{}project_token = \"tok\"\n{sync}\n",
+        common::duckdb_and_mixpanel(host)
     )
 }
 

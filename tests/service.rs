@@ -35,17 +35,8 @@ listen = "127.0.0.1:{port}"
 retry_initial = "200ms"
 retry_max = "1s"
 poll_interval = "200ms"
-[warehouses.wh]
-type = "duckdb"
-path = "wh.duckdb"
-[destinations.mp]
-type = "mixpanel"
-api_host = "{host}"
-project_id = "42"
-service_account = {{ username = "sa", secret = "test-secret" }}
-initial_backoff = "50ms"
-max_backoff = "200ms"
-"#
+{}"#,
+        common::duckdb_and_mixpanel(host)
     );
     for (name, table, schedule) in syncs {
         c.push_str(&format!(

@@ -81,11 +81,12 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// A config with one events sync `s` reading `table` into a Mixpanel destination at `host`.
-pub fn events_config(state_dir: &str, host: &str, table: &str, mapping: &str) -> String {
+/// The tables most test configs share: `[warehouses.wh]` (DuckDB, `wh.duckdb`) and
+/// `[destinations.mp]` (Mixpanel at `host`, backoff in milliseconds); the destination's table
+/// is last, so a caller may add keys to it.
+pub fn duckdb_and_mixpanel(host: &str) -> String {
     format!(
-        r#"state_dir = "{state_dir}"
-[warehouses.wh]
+        r#"[warehouses.wh]
 type = "duckdb"
 path = "wh.duckdb"
 [destinations.mp]
@@ -95,7 +96,15 @@ project_id = "42"
 service_account = {{ username = "sa", secret = "test-secret" }}
 initial_backoff = "50ms"
 max_backoff = "200ms"
-[[syncs]]
+"#
+    )
+}
+
+/// A config with one events sync `s` reading `table` into a Mixpanel destination at `host`.
+pub fn events_config(state_dir: &str, host: &str, table: &str, mapping: &str) -> String {
+    format!(
+        r#"state_dir = "{state_dir}"
+{}[[syncs]]
 name = "s"
 warehouse = "wh"
 table = "{table}"
@@ -104,7 +113,8 @@ mode = "append"
 destinations = ["mp"]
 [syncs.mapping]
 {mapping}
-"#
+"#,
+        duckdb_and_mixpanel(host)
     )
 }
 
