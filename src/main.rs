@@ -330,9 +330,6 @@ fn run(cli: Cli) -> Result<()> {
             if cluster.is_some() {
                 quiet_timely_panics();
             }
-            if cluster.is_some() && continuous {
-                bail!("--continuous does not run across processes yet: run it in one process, with --workers");
-            }
             let rt = runtime()?;
             let options = SyncOptions {
                 workers,

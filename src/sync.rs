@@ -82,7 +82,7 @@ pub fn run_sync(
 
 /// Runs `name` back to back every `interval` until `stop` is set, sending each change as soon
 /// as a poll finds it; idle polls record no run. A failed run is logged and retried after a
-/// backoff (up to 30 s). Returns the number of runs committed.
+/// backoff (up to 30 s); in a cluster it ends the sync. Returns the number of runs committed.
 pub fn run_continuous(
     config: &Config,
     name: &str,
@@ -126,6 +126,9 @@ pub fn run_continuous(
                 std::thread::sleep(interval);
             }
             Err(e @ (SyncError::UnknownSync(..) | SyncError::Unsupported { .. })) => return Err(e),
+            // A cluster cannot go on without a process: every process stops, and all are
+            // started again.
+            Err(e) if options.cluster.is_some() => return Err(e),
             Err(e) => {
                 tracing::error!(sync = name, error = %e, retry_in = ?backoff, "run failed");
                 std::thread::sleep(backoff);

@@ -1,7 +1,8 @@
 //! One sync across processes (timely's cluster mode: `wharf sync --processes P --process I
 //! --hostfile F`): two processes on 127.0.0.1 send exactly what one process sends (append,
 //! full and mirror); one killed mid-epoch leaves nothing committed and the rerun is exact;
-//! append and mirror the same across two network namespaces with their own addresses.
+//! append and mirror the same across two network namespaces with their own addresses;
+//! `--continuous` across processes.
 
 mod common;
 
@@ -67,6 +68,18 @@ fn hostfile(f: &Fixture, addresses: &[String]) -> String {
 /// `wharf sync ev` as process `process` of `processes`, with 2 workers, started through
 /// `prefix` (e.g. `ip netns exec …`).
 fn spawn(f: &Fixture, prefix: &[&str], config: &str, process: usize, hosts: &str) -> Child {
+    spawn_with(f, prefix, config, process, hosts, &[])
+}
+
+/// [`spawn`] with `extra` arguments.
+fn spawn_with(
+    f: &Fixture,
+    prefix: &[&str],
+    config: &str,
+    process: usize,
+    hosts: &str,
+    extra: &[&str],
+) -> Child {
     let bin = env!("CARGO_BIN_EXE_wharf");
     let (first, rest) = match prefix.split_first() {
         Some((first, rest)) => (*first, rest.to_vec()),
@@ -87,6 +100,7 @@ fn spawn(f: &Fixture, prefix: &[&str], config: &str, process: usize, hosts: &str
     ])
     .args(["--processes", "2", "--process", &process.to_string()])
     .args(["--hostfile", hosts])
+    .args(extra)
     .current_dir(f.dir.path())
     .env("RUST_LOG", "wharf=info")
     .stdout(Stdio::piped())
@@ -636,4 +650,63 @@ fn two_processes_diff_snapshots_exactly_as_one_process() {
             );
         }
     }
+}
+
+/// `--continuous` across processes: each poll that finds rows is an epoch of both; stopping
+/// process 0 (Ctrl-C) ends both after the current run.
+#[test]
+fn a_continuous_sync_runs_across_processes_until_process_0_stops() {
+    let f = Fixture::new();
+    add_rows(&f, 0, 5_000);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let continuous = ["--continuous", "--interval", "200ms"];
+    let first = spawn_with(&f, &[], "wharf.toml", 0, &hosts, &continuous);
+    let second = spawn_with(&f, &[], "wharf.toml", 1, &hosts, &continuous);
+    let wait_for = |n: u64| {
+        let start = Instant::now();
+        while receiver.stats().unique_events < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{} of {n} events arrived",
+                receiver.stats().unique_events
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(5_000);
+    let mut total = 5_000;
+    for _ in 0..3 {
+        add_rows(&f, total, total + 1_000);
+        total += 1_000;
+        wait_for(total);
+    }
+    // Ctrl-C: process 0 stops after its current run and ends the sync in both.
+    unsafe {
+        libc::kill(first.id() as libc::pid_t, libc::SIGINT);
+    }
+    let (p0, p1) = (
+        finish(first, Duration::from_secs(30)),
+        finish(second, Duration::from_secs(30)),
+    );
+    assert!(p0.status.success(), "process 0: {}", text(&p0));
+    assert!(p1.status.success(), "process 1: {}", text(&p1));
+    assert!(delivered_by_process_1(&p1) > 0, "{}", text(&p1));
+    assert_eq!(receiver.stats().unique_events, total);
+    let history = runs(&f, "wharf.toml");
+    assert!(
+        history.len() >= 4,
+        "a run per batch of new rows: {history:?}"
+    );
+    assert!(
+        history.iter().all(|r| r["status"] == "SUCCEEDED"),
+        "{history:?}"
+    );
 }
