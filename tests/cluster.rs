@@ -253,6 +253,13 @@ fn two_processes_on_one_host_send_exactly_what_one_process_sends() {
 
 #[test]
 fn a_process_killed_mid_epoch_leaves_nothing_committed_and_the_rerun_is_exact() {
+    // Process 1, then process 0: the other one stops too (it never waits for ever).
+    for killed in [1, 0] {
+        killed_mid_epoch(killed);
+    }
+}
+
+fn killed_mid_epoch(killed: usize) {
     let f = Fixture::new();
     add_rows(&f, 0, ROWS);
     let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
@@ -270,8 +277,10 @@ fn a_process_killed_mid_epoch_leaves_nothing_committed_and_the_rerun_is_exact() 
             format!("127.0.0.1:{}", free_port()),
         ],
     );
-    let first = spawn(&f, &[], "wharf.toml", 0, &hosts);
-    let mut second = spawn(&f, &[], "wharf.toml", 1, &hosts);
+    let mut started = [
+        Some(spawn(&f, &[], "wharf.toml", 0, &hosts)),
+        Some(spawn(&f, &[], "wharf.toml", 1, &hosts)),
+    ];
     let start = Instant::now();
     while receiver.stats().requests < 2 {
         assert!(
@@ -280,16 +289,25 @@ fn a_process_killed_mid_epoch_leaves_nothing_committed_and_the_rerun_is_exact() 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    second.kill().expect("kill process 1");
-    let _ = second.wait();
-    let out = finish(first, Duration::from_secs(60));
-    assert!(!out.status.success(), "process 0 failed: {}", text(&out));
+    let mut victim = started[killed].take().expect("the killed process");
+    victim.kill().expect("kill a process");
+    let _ = victim.wait();
+    let other = started[1 - killed].take().expect("the other process");
+    let out = finish(other, Duration::from_secs(60));
+    assert!(
+        !out.status.success(),
+        "the other process failed: {}",
+        text(&out)
+    );
     let all = text(&out);
     assert!(
         all.contains("cluster") || all.contains("process"),
         "the error says a process of the cluster is gone: {all}"
     );
-    eprintln!("process 0 after process 1 was killed:\n{all}");
+    eprintln!(
+        "process {} after process {killed} was killed:\n{all}",
+        1 - killed
+    );
     let partial = receiver.stats().unique_events;
     assert!(partial < ROWS, "killed mid-epoch: {partial} of {ROWS} sent");
     let history = runs(&f, "wharf.toml");
