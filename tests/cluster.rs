@@ -728,3 +728,47 @@ fn a_continuous_sync_runs_across_processes_until_process_0_stops() {
         "{history:?}"
     );
 }
+
+/// A process whose part fails mid-epoch (here: its rejects file cannot be written) fails the
+/// epoch in every process with its reason; nothing is committed; the rerun is exact.
+#[test]
+fn a_failure_in_one_process_fails_the_epoch_in_all_with_its_reason() {
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    // Ten rows without an event name, in process 1's parts (the upper rowid ranges).
+    f.sql("UPDATE ev SET name = NULL WHERE n >= 15000 AND n < 15010;");
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
+    let blocked = f.path(".state/rejects/ev.process-1.ndjson");
+    std::fs::create_dir_all(&blocked).expect("a folder where process 1's rejects go");
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let [p0, p1] = run_cluster(&f, [&[], &[]], "wharf.toml", &hosts);
+    assert!(!p0.status.success() && !p1.status.success());
+    let all = text(&p0);
+    assert!(
+        all.contains("process 1 of the cluster failed") && all.contains("ev.process-1.ndjson"),
+        "process 0 says which process failed and why: {all}"
+    );
+    assert!(runs(&f, "wharf.toml")
+        .iter()
+        .all(|r| r["status"] != "SUCCEEDED"));
+    std::fs::remove_dir(&blocked).expect("remove the folder");
+    let [p0, p1] = run_cluster(&f, [&[], &[]], "wharf.toml", &hosts);
+    assert!(p0.status.success(), "process 0: {}", text(&p0));
+    assert!(p1.status.success(), "process 1: {}", text(&p1));
+    // Ten rows, rejected for each of the two destinations.
+    assert_eq!(summary(&p0)["rejected"], 20);
+    assert_eq!(receiver.stats().unique_events, ROWS - 10);
+    let rejects = common::read_ndjson(&blocked);
+    assert_eq!(
+        rejects.len(),
+        20,
+        "process 1 recorded its rejects: {rejects:?}"
+    );
+}
