@@ -772,3 +772,50 @@ fn a_failure_in_one_process_fails_the_epoch_in_all_with_its_reason() {
         "process 1 recorded its rejects: {rejects:?}"
     );
 }
+
+/// A backlog larger than a run takes: one `wharf sync` of the cluster runs it in several
+/// epochs of the same dataflow, each committed by process 0.
+#[test]
+fn a_backlog_is_loaded_in_several_committed_epochs_of_one_cluster() {
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let per_run = ["--max-rows-per-run", "6000"];
+    let first = spawn_with(&f, &[], "wharf.toml", 0, &hosts, &per_run);
+    let second = spawn_with(&f, &[], "wharf.toml", 1, &hosts, &per_run);
+    let limit = Duration::from_secs(120);
+    let (p0, p1) = (finish(first, limit), finish(second, limit));
+    assert!(p0.status.success(), "process 0: {}", text(&p0));
+    assert!(p1.status.success(), "process 1: {}", text(&p1));
+    let history = runs(&f, "wharf.toml");
+    assert_eq!(
+        history.len(),
+        4,
+        "runs of 6,000, 6,000, 6,000 and 2,000: {history:?}"
+    );
+    assert!(
+        history.iter().all(|r| r["status"] == "SUCCEEDED"),
+        "{history:?}"
+    );
+    let read: u64 = history.iter().filter_map(|r| r["rows_read"].as_u64()).sum();
+    assert_eq!(read, ROWS);
+    let epochs = String::from_utf8_lossy(&p1.stderr)
+        .lines()
+        .filter(|l| l.contains("epoch delivered"))
+        .count();
+    assert_eq!(
+        epochs,
+        4,
+        "process 1 took part in every epoch: {}",
+        text(&p1)
+    );
+    assert_eq!(receiver.stats().unique_events, ROWS);
+}
