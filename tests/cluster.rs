@@ -819,3 +819,70 @@ fn a_backlog_is_loaded_in_several_committed_epochs_of_one_cluster() {
     );
     assert_eq!(receiver.stats().unique_events, ROWS);
 }
+
+/// A mirror that would read PostgreSQL's change stream is refused before anything is made on
+/// the server (no replication slot), and says how to run it across processes.
+#[test]
+fn a_change_stream_mirror_is_refused_before_its_slot_is_made() {
+    use wharf::warehouse::{SourceRef, Warehouse};
+    let name = format!("cluster_pg_{}", std::process::id());
+    common::pg::exec(
+        5432,
+        "test",
+        &format!(
+            "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id text PRIMARY KEY, plan int);
+             INSERT INTO {name} VALUES ('a', 1), ('b', 2);"
+        ),
+    );
+    let f = Fixture::new();
+    f.write_config(
+        "wharf.toml",
+        &format!(
+            r#"state_dir = ".state"
+[warehouses.pg]
+type = "postgres"
+host = "127.0.0.1"
+database = "test"
+user = "postgres"
+sslmode = "disable"
+[destinations.out]
+type = "file"
+path = "out.ndjson"
+[[syncs]]
+name = "{name}"
+warehouse = "pg"
+table = "{name}"
+table_type = "users"
+mode = "mirror"
+destinations = ["out"]
+[syncs.mapping]
+user_id_column = "id"
+"#
+        ),
+    );
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let out = f.wharf(
+        &["sync", &name, "--processes", "2", "--hostfile", &hosts],
+        &[],
+    );
+    let slots = common::pg::warehouse(5432, "test").count_where(
+        &SourceRef::Query(format!(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE '%{name}%'"
+        )),
+        "",
+    );
+    common::pg::exec(5432, "test", &format!("DROP TABLE IF EXISTS {name};"));
+    assert!(!out.status.success());
+    let all = text(&out);
+    assert!(
+        all.contains("change stream") && all.contains("change_capture = \"snapshot\""),
+        "{all}"
+    );
+    assert_eq!(slots.expect("count the slots"), 0, "no slot was made");
+}

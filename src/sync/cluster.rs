@@ -31,7 +31,7 @@ use super::options::SyncOptions;
 use super::plan::sink_specs;
 use super::read::{part_reader, Read};
 use super::resolve::{build_destination, resolve, ResolvedSync};
-use crate::config::{Config, DestinationConfig, TableType};
+use crate::config::{ChangeCapture, Config, DestinationConfig, SyncMode, TableType};
 use crate::destination::{table_type_name, BuiltDestination};
 use crate::rejects::{RejectsFile, RunLogs};
 use crate::warehouse::{PartRead, Partition};
@@ -116,6 +116,20 @@ pub(super) fn check_supported(
             "a keyed {} table in mode = \"{}\"",
             table_type_name(sync.table_type),
             format!("{:?}", sync.mode).to_lowercase()
+        )));
+    }
+    // Refused before the stream is opened (a PostgreSQL slot would be created for nothing).
+    let may_stream = sync.mode == SyncMode::Mirror
+        && sync.change_capture != ChangeCapture::Snapshot
+        && resolved
+            .warehouse
+            .change_source(&sync.name, &resolved.source, &sync.key_columns())
+            .is_some();
+    if may_stream {
+        return Err(unsupported(&format!(
+            "a mirror from {}'s change stream (change_capture = \"snapshot\" diffs snapshots, \
+             which runs across processes)",
+            resolved.warehouse_type
         )));
     }
     if let Some(b) = built.iter().find(|b| b.destination.is_transactional()) {
