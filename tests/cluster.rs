@@ -886,3 +886,71 @@ user_id_column = "id"
     );
     assert_eq!(slots.expect("count the slots"), 0, "no slot was made");
 }
+
+/// A full sync of user profiles from PostgreSQL (parts by a hash of the key) by 2 processes
+/// gives one process's profiles, run after run.
+#[test]
+fn a_postgres_full_sync_across_processes_gives_one_process_s_profiles() {
+    let table = format!("cluster_full_{}", std::process::id());
+    common::pg::exec(
+        5432,
+        "test",
+        &format!(
+            "DROP TABLE IF EXISTS {table};
+             CREATE TABLE {table} AS SELECT 'u' || i AS id, 'n' || i AS name, i % 5 AS plan
+               FROM generate_series(0, 2999) AS i;
+             ALTER TABLE {table} ADD PRIMARY KEY (id);"
+        ),
+    );
+    let f = Fixture::new();
+    let alone = f.receiver("alone", ReceiverAuth::AnyCredentials);
+    let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
+    let sync = |state: &str, host: &str| {
+        header(state, host)
+            + &format!(
+                r#"[warehouses.pg]
+type = "postgres"
+host = "127.0.0.1"
+database = "test"
+user = "postgres"
+sslmode = "disable"
+[[syncs]]
+name = "ev"
+warehouse = "pg"
+table = "{table}"
+table_type = "users"
+mode = "full"
+destinations = ["mp"]
+[syncs.mapping]
+user_id_column = "id"
+"#
+            )
+    };
+    f.write_config("one.toml", &sync(".one", &alone.base_url()));
+    f.write_config("two.toml", &sync(".two", &cluster.base_url()));
+    let hosts = hostfile(
+        &f,
+        &[
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    for change in ["", "UPDATE {t} SET name = 'x' || id WHERE plan = 3;"] {
+        if !change.is_empty() {
+            common::pg::exec(5432, "test", &change.replace("{t}", &table));
+        }
+        let out = f.wharf(&["-c", "one.toml", "sync", "ev", "--workers", "2"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let [p0, p1] = run_cluster(&f, [&[], &[]], "two.toml", &hosts);
+        assert!(p0.status.success(), "process 0: {}", text(&p0));
+        assert!(p1.status.success(), "process 1: {}", text(&p1));
+        assert!(delivered_by_process_1(&p1) > 0, "{}", text(&p1));
+        assert_eq!(cluster.profiles().len(), 3000);
+        assert!(alone.profiles() == cluster.profiles(), "the same profiles");
+        let (h1, h2) = (&runs(&f, "one.toml")[0], &runs(&f, "two.toml")[0]);
+        for count in ["rows_read", "inserted", "updated", "deleted"] {
+            assert_eq!(h1[count], h2[count], "{count}: {h2}");
+        }
+    }
+    common::pg::exec(5432, "test", &format!("DROP TABLE IF EXISTS {table};"));
+}
