@@ -758,6 +758,8 @@ fn volume_anomaly_pauses_the_sync_and_alerts() {
             .contains("volume anomaly"),
         "{runs:#?}"
     );
+    // The run is recorded before its thread marks the sync paused: wait for that.
+    wait_for("the sync paused", || svc.sync("s")["state"] == "paused");
     let status = svc.sync("s");
     assert_eq!(status["state"], "paused", "{status}");
     assert_eq!(
