@@ -839,13 +839,7 @@ fn a_change_stream_mirror_is_refused_before_its_slot_is_made() {
         "wharf.toml",
         &format!(
             r#"state_dir = ".state"
-[warehouses.pg]
-type = "postgres"
-host = "127.0.0.1"
-database = "test"
-user = "postgres"
-sslmode = "disable"
-[destinations.out]
+{}[destinations.out]
 type = "file"
 path = "out.ndjson"
 [[syncs]]
@@ -857,7 +851,8 @@ mode = "mirror"
 destinations = ["out"]
 [syncs.mapping]
 user_id_column = "id"
-"#
+"#,
+            common::pg::warehouse_toml("test")
         ),
     );
     let hosts = hostfile(
@@ -907,14 +902,9 @@ fn a_postgres_full_sync_across_processes_gives_one_process_s_profiles() {
     let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
     let sync = |state: &str, host: &str| {
         header(state, host)
+            + &common::pg::warehouse_toml("test")
             + &format!(
-                r#"[warehouses.pg]
-type = "postgres"
-host = "127.0.0.1"
-database = "test"
-user = "postgres"
-sslmode = "disable"
-[[syncs]]
+                r#"[[syncs]]
 name = "ev"
 warehouse = "pg"
 table = "{table}"

@@ -992,13 +992,7 @@ fn text_and_json_that_are_not_utf8_stop_the_read_with_a_clear_error() {
             "wharf.toml",
             &format!(
                 r#"state_dir = ".wharf"
-[warehouses.pg]
-type = "postgres"
-host = "127.0.0.1"
-database = "{db}"
-user = "postgres"
-sslmode = "disable"
-[destinations.out]
+{}[destinations.out]
 type = "file"
 path = "out.ndjson"
 [[syncs]]
@@ -1011,7 +1005,8 @@ destinations = ["out"]
 [syncs.mapping]
 user_id_column = "id"
 properties_column = "props"
-"#
+"#,
+                common::pg::warehouse_toml(&db)
             ),
         );
         let out = f.wharf(&["sync", "s"], &[]);

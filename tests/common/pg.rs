@@ -15,6 +15,20 @@ pub fn warehouse(port: u16, db: &str) -> PostgresWarehouse {
     )
 }
 
+/// `[warehouses.pg]` of a config: database `db` of the server on 127.0.0.1:5432 as
+/// `postgres`, without TLS.
+pub fn warehouse_toml(db: &str) -> String {
+    format!(
+        r#"[warehouses.pg]
+type = "postgres"
+host = "127.0.0.1"
+database = "{db}"
+user = "postgres"
+sslmode = "disable"
+"#
+    )
+}
+
 /// Runs `sql` (statements, no transaction around them) on database `db` of the server on
 /// 127.0.0.1:`port`, panicking on failure.
 pub fn exec(port: u16, db: &str, sql: &str) {
