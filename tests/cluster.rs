@@ -65,6 +65,12 @@ fn hostfile(f: &Fixture, addresses: &[String]) -> String {
     path.display().to_string()
 }
 
+/// A hostfile of two processes on 127.0.0.1, each on a free port.
+fn local_hostfile(f: &Fixture) -> String {
+    let local = || format!("127.0.0.1:{}", free_port());
+    hostfile(f, &[local(), local()])
+}
+
 /// `wharf sync ev` as process `process` of `processes`, with 2 workers, started through
 /// `prefix` (e.g. `ip netns exec …`).
 fn spawn(f: &Fixture, prefix: &[&str], config: &str, process: usize, hosts: &str) -> Child {
@@ -190,13 +196,7 @@ fn two_processes_on_one_host_send_exactly_what_one_process_sends() {
     let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
     f.write_config("one.toml", &config(".one", &alone.base_url()));
     f.write_config("two.toml", &config(".two", &cluster.base_url()));
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let mut sent_by_1 = 0;
     for (round, total) in [(0, ROWS), (1, ROWS + 5_000)] {
         if round == 1 {
@@ -270,13 +270,7 @@ fn killed_mid_epoch(killed: usize) {
         "max_backoff = \"200ms\"\nmax_records_per_second = 2000.0",
     );
     f.write_config("wharf.toml", &slow);
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let mut started = [
         Some(spawn(&f, &[], "wharf.toml", 0, &hosts)),
         Some(spawn(&f, &[], "wharf.toml", 1, &hosts)),
@@ -352,13 +346,7 @@ lookup_table_id = "6b1a7e0c-2f4d-4c59-9a57-0d8e3c1f2a90"
         "wharf.toml",
         &(config(".state", &receiver.base_url()) + lookup),
     );
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let out = f.wharf(
         &[
             "sync",
@@ -623,13 +611,7 @@ fn two_processes_diff_snapshots_exactly_as_one_process() {
         let cluster = f.receiver("cluster", ReceiverAuth::AnyCredentials);
         f.write_config("one.toml", &users_config(".one", &alone.base_url(), mode));
         f.write_config("two.toml", &users_config(".two", &cluster.base_url(), mode));
-        let hosts = hostfile(
-            &f,
-            &[
-                format!("127.0.0.1:{}", free_port()),
-                format!("127.0.0.1:{}", free_port()),
-            ],
-        );
+        let hosts = local_hostfile(&f);
         let changes = [
             "",
             "UPDATE users SET name = 'changed ' || id WHERE plan = 1;
@@ -678,13 +660,7 @@ fn a_continuous_sync_runs_across_processes_until_process_0_stops() {
     add_rows(&f, 0, 5_000);
     let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
     f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let continuous = ["--continuous", "--interval", "200ms"];
     let first = spawn_with(&f, &[], "wharf.toml", 0, &hosts, &continuous);
     let second = spawn_with(&f, &[], "wharf.toml", 1, &hosts, &continuous);
@@ -741,13 +717,7 @@ fn a_failure_in_one_process_fails_the_epoch_in_all_with_its_reason() {
     f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
     let blocked = f.path(".state/rejects/ev.process-1.ndjson");
     std::fs::create_dir_all(&blocked).expect("a folder where process 1's rejects go");
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let [p0, p1] = run_cluster(&f, [&[], &[]], "wharf.toml", &hosts);
     assert!(!p0.status.success() && !p1.status.success());
     let all = text(&p0);
@@ -781,13 +751,7 @@ fn a_backlog_is_loaded_in_several_committed_epochs_of_one_cluster() {
     add_rows(&f, 0, ROWS);
     let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
     f.write_config("wharf.toml", &config(".state", &receiver.base_url()));
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let per_run = ["--max-rows-per-run", "6000"];
     let first = spawn_with(&f, &[], "wharf.toml", 0, &hosts, &per_run);
     let second = spawn_with(&f, &[], "wharf.toml", 1, &hosts, &per_run);
@@ -855,13 +819,7 @@ user_id_column = "id"
             common::pg::warehouse_toml("test")
         ),
     );
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     let out = f.wharf(
         &["sync", &name, "--processes", "2", "--hostfile", &hosts],
         &[],
@@ -918,13 +876,7 @@ user_id_column = "id"
     };
     f.write_config("one.toml", &sync(".one", &alone.base_url()));
     f.write_config("two.toml", &sync(".two", &cluster.base_url()));
-    let hosts = hostfile(
-        &f,
-        &[
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let hosts = local_hostfile(&f);
     for change in ["", "UPDATE {t} SET name = 'x' || id WHERE plan = 3;"] {
         if !change.is_empty() {
             common::pg::exec(5432, "test", &change.replace("{t}", &table));

@@ -32,7 +32,6 @@ use wharf_operators::timely::scheduling::SyncActivator;
 use wharf_operators::timely::WorkerConfig;
 
 use crate::cluster::{ClusterMsg, ClusterSpec, DiffTally};
-
 use crate::run::{
     abort_all, check_sinks, flush_all, outcome, spawn_deliveries, timely_config, Branch, Plan,
     RunError, RunOutcome, SinkMapper, SinkSpec, Wiring,
