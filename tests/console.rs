@@ -25,6 +25,8 @@ use wharf::receiver::{Receiver, ReceiverAuth};
 const DEMO_EVENTS: u64 = 20_000;
 /// The demo events table, as the warehouse lists it.
 const DEMO_TABLE: &str = "main.events";
+/// The destination's rate limit: the flow's run takes about 5 s.
+const RATE: u64 = 4_000;
 /// Comments of the config that the console's edits must keep.
 const COMMENTS: [&str; 2] = [
     "# The console test's config: the service and one destination, the test's receiver.",
@@ -117,6 +119,8 @@ project_id = "42"
 service_account = {{ username = "sa", secret = "{dest_secret}" }}
 initial_backoff = "50ms"
 max_backoff = "200ms"
+# Slow enough for the page to show the run's progress bar a few times.
+max_records_per_second = {RATE}
 "#,
         COMMENTS[0], COMMENTS[1]
     )
@@ -322,6 +326,7 @@ fn the_console_adds_a_warehouse_and_an_events_sync_that_delivers_every_row_once(
             ("WHARF_DUCKDB_PATH", &c.demo_path()),
             ("WHARF_TABLE", DEMO_TABLE),
             ("WHARF_DEST_SECRET", &c.dest_secret),
+            ("WHARF_ROWS", &DEMO_EVENTS.to_string()),
         ],
     );
     let stats = c.recv.stats();

@@ -138,7 +138,10 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
     fx.sql(
         "CREATE TABLE ev (id BIGINT PRIMARY KEY, name VARCHAR, ts TIMESTAMP, uid VARCHAR, properties VARCHAR);
          INSERT INTO ev SELECT i, 'E' || (i % 3)::VARCHAR, TIMESTAMP '2024-01-01' + to_seconds(i),
-                'u' || (i % 7)::VARCHAR, '{\"plan\": \"pro\"}' FROM range(0, 500) t(i);",
+                'u' || (i % 7)::VARCHAR, '{\"plan\": \"pro\"}' FROM range(0, 500) t(i);
+         CREATE TABLE odd (id BIGINT, name VARCHAR, ts TIMESTAMP, uid VARCHAR, properties VARCHAR);
+         INSERT INTO odd VALUES (1, 'E', TIMESTAMP '2024-01-01', 'u1', '{}'),
+                (2, 'E', NULL, 'u2', '{}'), (3, 'E', TIMESTAMP '2024-01-02', 'u3', 'not json');",
     );
     let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     let api = start(&fx, &recv);
@@ -277,6 +280,23 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
     assert_eq!(records[0]["properties"]["distinct_id"], "u0", "{p}");
     assert_eq!(records[0]["properties"]["plan"], "pro", "{p}");
     assert!(p["changes"].is_null());
+    assert_eq!(p["rejects"], json!([]), "{p}");
+
+    // Rows the mapping cannot send are listed with their reasons, beside the records.
+    let mut odd = draft("odd", "ts");
+    odd["table"] = json!("main.odd");
+    let p = api.ok("POST", "/preview", Some(odd));
+    println!("preview of main.odd: {p}");
+    assert_eq!(p["records"].as_array().map(Vec::len), Some(1), "{p}");
+    let reasons: Vec<&str> = p["rejects"]
+        .as_array()
+        .expect("rejects")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{p}");
+    assert!(reasons.iter().any(|r| r.contains("ts")), "{p}");
+    assert!(reasons.iter().any(|r| r.contains("properties")), "{p}");
 
     // A full sync's preview counts what its first run would send (the service holds the state
     // store open meanwhile).

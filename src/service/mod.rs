@@ -31,7 +31,7 @@ use crate::config::{AnomalyAction, Config, ConfigError};
 use crate::schedule::Schedule;
 use crate::state::{RunRecord, RunStatus, StateError, StateStore};
 use crate::sync::{
-    run_in_session, LiveSlot, Session, SyncError, SyncOptions, SyncReport, VolumeCheck,
+    run_in_session, LiveRun, LiveSlot, Session, SyncError, SyncOptions, SyncReport, VolumeCheck,
 };
 use alerts::{Alert, Alerts};
 use metrics::Metrics;
@@ -85,6 +85,8 @@ struct SlotState {
     /// A permanent failure (bad credentials, a missing table, a refused request): the sync
     /// is not retried or scheduled until its config is reloaded or a run is asked for.
     failed: Option<String>,
+    /// The last finished run's progress as it ended.
+    last_progress: Option<Progress>,
 }
 
 /// One sync's scheduler state, its running run and its wake-up signal.
@@ -186,6 +188,7 @@ fn slot_state(
         done,
         idle_since: None,
         failed: None,
+        last_progress: None,
     };
     // The last successful run: a sync whose last run failed or was cancelled runs again.
     let last_started = store

@@ -114,6 +114,9 @@ fn after_run(
     let counters = live.as_ref().map(|l| &l.control.counters);
     let mut st = slot.lock();
     st.running = false;
+    if !matches!(result, Ok(None)) {
+        st.last_progress = live.as_ref().map(Progress::of);
+    }
     let next = |st: &SlotState| match &st.schedule {
         Schedule::Continuous => Some(
             now + chrono::Duration::from_std(config.service.poll_interval.get())

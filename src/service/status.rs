@@ -35,6 +35,9 @@ pub struct SyncStatus {
     pub last_run: Option<RunRecord>,
     /// The running run's progress.
     pub progress: Option<Progress>,
+    /// The last finished run's progress as it ended (100% when it read and delivered every
+    /// row it counted), kept until the next recorded run ends.
+    pub last_progress: Option<Progress>,
 }
 
 /// A running run's progress.
@@ -56,6 +59,33 @@ pub struct Progress {
     pub elapsed_s: f64,
 }
 
+impl Progress {
+    /// A run's progress from its live counters.
+    pub(super) fn of(live: &LiveRun) -> Progress {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &live.control.counters;
+        let done = c.records_delivered.load(Relaxed) + c.rows_rejected.load(Relaxed);
+        let elapsed = live.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            done as f64 / elapsed
+        } else {
+            0.0
+        };
+        Progress {
+            run_id: live.run_id,
+            rows_read: c.rows_read.load(Relaxed),
+            rows_done: done,
+            rows_total: live.total,
+            rows_per_s: rate,
+            eta_s: live
+                .total
+                .filter(|_| rate > 0.0)
+                .map(|t| t.saturating_sub(done) as f64 / rate),
+            elapsed_s: elapsed,
+        }
+    }
+}
+
 impl Shared {
     /// Every sync's status, in name order.
     pub fn statuses(&self) -> Vec<SyncStatus> {
@@ -75,29 +105,11 @@ impl Shared {
     fn status_of(&self, config: &Config, slot: &Slot) -> SyncStatus {
         let st = slot.lock().clone();
         let sync = config.sync(&slot.name);
-        let progress = slot.live.lock().ok().and_then(|l| l.clone()).map(|live| {
-            use std::sync::atomic::Ordering::Relaxed;
-            let c = &live.control.counters;
-            let done = c.records_delivered.load(Relaxed) + c.rows_rejected.load(Relaxed);
-            let elapsed = live.started.elapsed().as_secs_f64();
-            let rate = if elapsed > 0.0 {
-                done as f64 / elapsed
-            } else {
-                0.0
-            };
-            Progress {
-                run_id: live.run_id,
-                rows_read: c.rows_read.load(Relaxed),
-                rows_done: done,
-                rows_total: live.total,
-                rows_per_s: rate,
-                eta_s: live
-                    .total
-                    .filter(|_| rate > 0.0)
-                    .map(|t| t.saturating_sub(done) as f64 / rate),
-                elapsed_s: elapsed,
-            }
-        });
+        let progress = slot
+            .live
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(Progress::of));
         let state = if st.running {
             "running"
         } else if st.done.is_some() {
@@ -141,6 +153,7 @@ impl Shared {
                 .ok()
                 .and_then(|mut r| r.pop()),
             progress,
+            last_progress: st.last_progress.clone(),
         }
     }
 
