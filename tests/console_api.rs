@@ -149,6 +149,26 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
 
     // The token is needed; the OpenAPI document is not.
     assert_eq!(api.call("GET", "/warehouses", None, false).0, 401);
+    // So is it for every change, and a refused one writes nothing.
+    let untouched = config();
+    let wh = json!({"type": "duckdb", "settings": {"path": "wh.duckdb"}});
+    for (method, path, body) in [
+        ("PUT", "/warehouses/w", Some(wh)),
+        ("DELETE", "/destinations/mp", None),
+        ("POST", "/syncs", Some(draft("events", "ts"))),
+        (
+            "POST",
+            "/warehouses/test",
+            Some(json!({"type": "duckdb", "settings": {}})),
+        ),
+    ] {
+        assert_eq!(
+            api.call(method, path, body, false).0,
+            401,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(config(), untouched);
     let (status, doc) = api.call("GET", "/openapi.json", None, false);
     assert_eq!(status, 200);
     assert!(doc["paths"]["/preview"]["post"].is_object(), "{doc}");

@@ -245,7 +245,7 @@ const cases = {
     await byTestId(page, "wh-type").selectOption("postgres");
     await byTestId(page, "wh-field-host").fill("127.0.0.1");
     await byTestId(page, "wh-field-port").fill("5432");
-    await byTestId(page, "wh-field-user").fill("nosuchuser");
+    await byTestId(page, "wh-field-user").fill("wharf_password");  // a role whose password the server checks
     await byTestId(page, "wh-field-password").fill(secret);
     await byTestId(page, "wh-field-database").fill("test");
     await byTestId(page, "test-connection").click();
@@ -255,7 +255,7 @@ const cases = {
       if (top) return { ok: "error", text: top };
       return r.dataset.ok && { ok: r.dataset.ok, text: r.textContent };
     });
-    if (tested.ok === "true") fail(`the connection test passed with a wrong user: ${tested.text}`);
+    if (tested.ok === "true") fail(`the connection test passed with a wrong password: ${tested.text}`);
     await shot(page, "01-badcreds.png");
     const html = await page.content();
     if (html.includes(secret)) fail("the page's HTML holds the password");
