@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use wharf::warehouse::postgres::{PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::{SourceRef, Warehouse};
+use wharf::warehouse::{PartsOf, SourceRef, Warehouse};
 
 fn main() {
     let rows: u64 = std::env::var("WHARF_BENCH_ROWS")
@@ -56,7 +56,12 @@ fn main() {
             let started = Instant::now();
             let split = parted
                 .clone()
-                .read_parts(&src, "", &["id".to_string()], parts)
+                .read_parts(PartsOf {
+                    src: &src,
+                    filter: "",
+                    key: &["id".to_string()],
+                    count: parts,
+                })
                 .expect("split");
             let threads: Vec<_> = split
                 .into_iter()

@@ -12,7 +12,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::SourceRef;
+use wharf::warehouse::{PartsOf, SourceRef};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -393,7 +393,15 @@ fn partitioned_reads_deal_one_read_sessions_streams_to_the_parts() {
         // A query is read through REST pages: one part.
         (&query, "", 3, every(100)),
     ] {
-        let parts = wh.clone().read_parts(src, filter, &key, count).unwrap();
+        let parts = wh
+            .clone()
+            .read_parts(PartsOf {
+                src,
+                filter,
+                key: &key,
+                count,
+            })
+            .unwrap();
         let expected_parts = if matches!(src, SourceRef::Query(_)) {
             1
         } else {

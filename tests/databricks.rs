@@ -12,7 +12,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::Fixture;
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::SourceRef;
+use wharf::warehouse::{PartsOf, SourceRef};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -182,7 +182,15 @@ fn partitioned_reads_deal_one_statements_result_chunks_to_the_parts() {
         ("", 4, 3, (0..250_000).collect()),
         ("WHERE id >= 200000", 3, 1, (200_000..250_000).collect()),
     ] {
-        let read = wh.clone().read_parts(&src, filter, &key, count).unwrap();
+        let read = wh
+            .clone()
+            .read_parts(PartsOf {
+                src: &src,
+                filter,
+                key: &key,
+                count,
+            })
+            .unwrap();
         assert_eq!(
             read.len(),
             parts,

@@ -5,7 +5,7 @@ mod common;
 
 use common::Fixture;
 use wharf::warehouse::duckdb::DuckDbWarehouse;
-use wharf::warehouse::{check_cursor, Partition, SourceRef, Warehouse, WarehouseError};
+use wharf::warehouse::{check_cursor, Partition, PartsOf, SourceRef, Warehouse, WarehouseError};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::{DataType, TimeUnit};
 use wharf_operators::watermark::{column_max, max_watermark, Watermark};
@@ -103,7 +103,15 @@ fn partitioned_reads_hold_every_row_once() {
         (&query, &key[..], "", 10000),
     ] {
         for count in [1, 2, 3] {
-            let parts = wh.clone().read_parts(src, filter, key, count).unwrap();
+            let parts = wh
+                .clone()
+                .read_parts(PartsOf {
+                    src,
+                    filter,
+                    key,
+                    count,
+                })
+                .unwrap();
             assert_eq!(parts.len(), count, "{src:?}: {count} parts");
             let mut all = common::ids_of_parts(parts);
             all.dedup();

@@ -18,7 +18,7 @@ use common::{ops, read_ndjson, text, Fixture};
 use serde_json::Value;
 use wharf::warehouse::postgres::logical::Capture;
 use wharf::warehouse::postgres::{Flavor, PgSettings, PostgresWarehouse, SslMode};
-use wharf::warehouse::{Partition, SourceRef, Warehouse};
+use wharf::warehouse::{Partition, PartsOf, SourceRef, Warehouse};
 
 /// A schema of its own on the test server, dropped (with the sync's slot) on drop.
 struct Pg {
@@ -512,7 +512,15 @@ fn partitioned_reads_hold_every_row_once() {
     let wh = std::sync::Arc::new(wh);
     let query = SourceRef::Query(format!("SELECT * FROM {} WHERE n < 10000", pg.table("t")));
     for (src, filter, count) in [(&src, "", 3), (&src, "WHERE n >= 5000", 2), (&query, "", 3)] {
-        let parts = wh.clone().read_parts(src, filter, &key, count).unwrap();
+        let parts = wh
+            .clone()
+            .read_parts(PartsOf {
+                src,
+                filter,
+                key: &key,
+                count,
+            })
+            .unwrap();
         assert_eq!(parts.len(), count, "{src:?}");
         pg.exec("INSERT INTO t SELECT i, 'late', i FROM generate_series(100000, 100099) i;");
         let mut all = common::ids_of_parts(parts);

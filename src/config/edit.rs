@@ -636,19 +636,21 @@ time_column = "ts"
     #[test]
     fn secrets_go_to_the_secrets_file_and_stay_when_left_empty() {
         let (dir, path) = setup();
-        let mut e = Edit::open(&path).unwrap();
-        let settings = serde_json::json!({"host": "127.0.0.1", "database": "d", "user": "u"});
-        let secrets = serde_json::json!({"password": "hunter2"});
-        e.set_entry(
-            Section::Warehouses,
-            "pg",
-            "postgres",
-            crate::warehouse::postgres::config::FIELDS,
-            settings.as_object().unwrap(),
-            secrets.as_object().unwrap(),
-        )
-        .unwrap();
-        e.save().unwrap();
+        let set_pg = |host: &str, secrets: serde_json::Value| {
+            let mut e = Edit::open(&path).unwrap();
+            let settings = serde_json::json!({"host": host, "database": "d", "user": "u"});
+            e.set_entry(
+                Section::Warehouses,
+                "pg",
+                "postgres",
+                crate::warehouse::postgres::config::FIELDS,
+                settings.as_object().unwrap(),
+                secrets.as_object().unwrap(),
+            )
+            .unwrap();
+            e.save().unwrap();
+        };
+        set_pg("127.0.0.1", serde_json::json!({"password": "hunter2"}));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("${WHARF_WAREHOUSES_PG__PASSWORD}"), "{text}");
@@ -662,18 +664,7 @@ time_column = "ts"
             other => panic!("{other:?}"),
         }
         // Edited without the password: it stays.
-        let mut e = Edit::open(&path).unwrap();
-        let settings = serde_json::json!({"host": "localhost", "database": "d", "user": "u"});
-        e.set_entry(
-            Section::Warehouses,
-            "pg",
-            "postgres",
-            crate::warehouse::postgres::config::FIELDS,
-            settings.as_object().unwrap(),
-            &serde_json::Map::new(),
-        )
-        .unwrap();
-        e.save().unwrap();
+        set_pg("localhost", serde_json::json!({}));
         let config = Config::load(&path).unwrap();
         match &config.warehouses["pg"] {
             crate::config::WarehouseConfig::Postgres(p) => {

@@ -13,7 +13,7 @@ use super::error::SyncError;
 use super::resolve::ResolvedSync;
 #[cfg(doc)]
 use crate::warehouse::Warehouse;
-use crate::warehouse::{PartRead, SnapshotVisibility};
+use crate::warehouse::{PartRead, PartsOf, SnapshotVisibility};
 
 /// What a run reads.
 pub(super) enum Read {
@@ -65,19 +65,23 @@ pub(super) fn epoch_readers(
             });
             return Ok(vec![reader]);
         }
-        Read::Snapshot => {
-            warehouse
-                .clone()
-                .read_parts(&source, "", &resolved.sync.key_columns(), parts)
-        }
+        Read::Snapshot => warehouse.clone().read_parts(PartsOf {
+            src: &source,
+            filter: "",
+            key: &resolved.sync.key_columns(),
+            count: parts,
+        }),
         Read::After { cursor, from, upto } => {
             let mut filter = warehouse.after_filter(&cursor.0, &cursor.1, from);
             if let Some(upto) = upto {
                 filter = warehouse.upto_filter(&filter, &cursor.0, &cursor.1, upto);
             }
-            warehouse
-                .clone()
-                .read_parts(&source, &filter, &resolved.sync.key_columns(), parts)
+            warehouse.clone().read_parts(PartsOf {
+                src: &source,
+                filter: &filter,
+                key: &resolved.sync.key_columns(),
+                count: parts,
+            })
         }
     };
     let cursor_idx = resolved

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::PartsOf;
+
 use duckdb::{AccessMode, Config, Connection};
 use wharf_operators::arrow::array::RecordBatch;
 use wharf_operators::arrow::datatypes::SchemaRef;
@@ -296,18 +298,13 @@ impl Warehouse for DuckDbWarehouse {
     /// range); a query's by a hash of `key`; every part on a connection to one database
     /// instance, opened before any part runs, so all read one state of the file (the instance
     /// holds its lock until the last part is done).
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        key: &[String],
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
-        if count <= 1 {
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        let (src, filter) = (of.src, of.filter);
+        if of.count <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
         }
         let conn = self.connect()?;
-        let conditions = Self::conditions(&conn, self.as_ref(), src, key, count)?;
+        let conditions = Self::conditions(&conn, self.as_ref(), src, of.key, of.count)?;
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
         }

@@ -271,6 +271,16 @@ pub fn hash_conditions<W: Warehouse + ?Sized>(w: &W, key: &[String], count: usiz
         .collect()
 }
 
+/// What [`Warehouse::read_parts`] splits: `src`'s rows that `filter` keeps, in at most
+/// `count` parts; `key`: the sync's key columns, maybe none.
+#[derive(Debug, Clone, Copy)]
+pub struct PartsOf<'a> {
+    pub src: &'a SourceRef,
+    pub filter: &'a str,
+    pub key: &'a [String],
+    pub count: usize,
+}
+
 /// The whole read of `src`'s rows that `filter` keeps, as one [`PartRead`].
 pub fn whole_read<W: Warehouse + ?Sized + 'static>(
     warehouse: Arc<W>,
@@ -366,17 +376,11 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
     /// read, so a part may not see rows another part's state lacks); `key`: the sync's key
     /// columns, maybe none. By default the whole read, as one part: a warehouse splits its
     /// reads only where its parts share that state.
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        _key: &[String],
-        _count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError>
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError>
     where
         Self: 'static,
     {
-        Ok(vec![whole_read(self, src, filter)])
+        Ok(vec![whole_read(self, of.src, of.filter)])
     }
 
     /// The conditions (without `WHERE`, written from quoted names and numbers) that split a

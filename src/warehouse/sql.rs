@@ -10,6 +10,8 @@ use super::change_source::{ChangeFunction, ChangeSource, ChangeWindow, FunctionS
 use super::changes::{self, ChangeFormat, Compacted};
 use std::sync::Arc;
 
+use super::PartsOf;
+
 use super::{
     EachBatch, Literals, PartRead, Select, SourceRef, TableSchema, Warehouse, WarehouseError,
 };
@@ -69,16 +71,11 @@ pub(crate) trait SqlApi: std::fmt::Debug + Send + Sync {
 
     /// A read of `src`'s rows that `filter` keeps in `count` parts that see one state of it
     /// (see [`Warehouse::read_parts`]); one part unless the warehouse splits it.
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        _count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError>
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError>
     where
         Self: Sized + 'static,
     {
-        Ok(vec![super::whole_read(self, src, filter)])
+        Ok(vec![super::whole_read(self, of.src, of.filter)])
     }
 
     /// The first column of the first row of `sql`, as an integer.
@@ -153,14 +150,8 @@ impl<T: SqlApi + 'static> Warehouse for T {
         SqlApi::select(self, query, each)
     }
 
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        _key: &[String],
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
-        SqlApi::read_parts(self, src, filter, count)
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        SqlApi::read_parts(self, of)
     }
 
     fn count_where(&self, src: &SourceRef, filter: &str) -> Result<u64, WarehouseError> {

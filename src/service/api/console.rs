@@ -132,6 +132,9 @@ impl From<EditError> for Refusal {
     }
 }
 
+/// The service's state, as every console route takes it.
+type Service = State<ApiState>;
+
 /// Runs `f` on a thread of its own (it may block on a warehouse) and answers with it; every
 /// message has the config's secrets scrubbed out.
 async fn blocking(
@@ -226,7 +229,7 @@ fn secret_keys(section: Section, kind: &str) -> Vec<&'static str> {
 }
 
 /// A section's entries as the console shows them: secrets by name only.
-async fn entries(State(state): State<ApiState>, section: Section) -> Response {
+async fn entries(State(state): Service, section: Section) -> Response {
     blocking(&state, move |shared| {
         let e = Edit::open(&shared.config_path)?;
         let list: Vec<Value> = e
@@ -289,23 +292,31 @@ struct EntryBody {
     name: Option<String>,
 }
 
+impl EntryBody {
+    /// Writes this entry as `name` of `section` (its type one of the section's kinds).
+    fn write(&self, e: &mut Edit, section: Section, name: &str) -> Result<(), Refusal> {
+        let kind = kind_of(section, &self.kind)?;
+        e.set_entry(
+            section,
+            name,
+            &self.kind,
+            kind.fields,
+            &self.settings,
+            &self.secrets,
+        )?;
+        Ok(())
+    }
+}
+
 async fn set_entry(
-    State(state): State<ApiState>,
+    State(state): Service,
     section: Section,
     Path(name): Path<String>,
     Json(body): Json<EntryBody>,
 ) -> Response {
     blocking(&state, move |shared| {
-        let kind = kind_of(section, &body.kind)?;
         edit(shared, |e| {
-            e.set_entry(
-                section,
-                &name,
-                &body.kind,
-                kind.fields,
-                &body.settings,
-                &body.secrets,
-            )?;
+            body.write(e, section, &name)?;
             Ok(json!({ "name": name }))
         })
     })
@@ -313,7 +324,7 @@ async fn set_entry(
 }
 
 async fn remove_entry(
-    State(state): State<ApiState>,
+    State(state): Service,
     section: Section,
     Path(name): Path<String>,
 ) -> Response {
@@ -357,7 +368,7 @@ fn test_warehouse(config: &Config, name: &str) -> Value {
     }
 }
 
-async fn test_saved(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn test_saved(State(state): Service, Path(name): Path<String>) -> Response {
     blocking(&state, move |shared| {
         Ok((StatusCode::OK, test_warehouse(&shared.config(), &name)))
     })
@@ -365,19 +376,11 @@ async fn test_saved(State(state): State<ApiState>, Path(name): Path<String>) -> 
 }
 
 /// Tests a warehouse before it is saved: the current config with it set, in memory only.
-async fn test_draft(State(state): State<ApiState>, Json(body): Json<EntryBody>) -> Response {
+async fn test_draft(State(state): Service, Json(body): Json<EntryBody>) -> Response {
     blocking(&state, move |shared| {
         let name = body.name.clone().unwrap_or_else(|| "draft".into());
-        let kind = kind_of(Section::Warehouses, &body.kind)?;
         let mut e = Edit::open(&shared.config_path)?;
-        e.set_entry(
-            Section::Warehouses,
-            &name,
-            &body.kind,
-            kind.fields,
-            &body.settings,
-            &body.secrets,
-        )?;
+        body.write(&mut e, Section::Warehouses, &name)?;
         let mut config = e.check()?;
         config.base_dir = shared.config().base_dir.clone();
         let mut result = test_warehouse(&config, &name);
@@ -397,7 +400,7 @@ async fn test_draft(State(state): State<ApiState>, Json(body): Json<EntryBody>) 
     .await
 }
 
-async fn tables(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn tables(State(state): Service, Path(name): Path<String>) -> Response {
     blocking(&state, move |shared| {
         let config = shared.config();
         let wh = crate::warehouse::open(&config, &name)
@@ -426,7 +429,7 @@ struct ColumnsQuery {
 }
 
 async fn columns(
-    State(state): State<ApiState>,
+    State(state): Service,
     Path(name): Path<String>,
     Query(q): Query<ColumnsQuery>,
 ) -> Response {
@@ -513,7 +516,7 @@ fn with_draft(
 
 const PREVIEW_ROWS: usize = 20;
 
-async fn preview(State(state): State<ApiState>, Json(draft): Json<Value>) -> Response {
+async fn preview(State(state): Service, Json(draft): Json<Value>) -> Response {
     blocking(&state, move |shared| {
         // A preview of an existing sync's edit replaces it; a new one is added.
         let name = draft.get("name").and_then(Value::as_str).unwrap_or("");
@@ -552,10 +555,7 @@ async fn preview(State(state): State<ApiState>, Json(draft): Json<Value>) -> Res
     .await
 }
 
-pub(super) async fn create_sync(
-    State(state): State<ApiState>,
-    Json(draft): Json<Value>,
-) -> Response {
+pub(super) async fn create_sync(State(state): Service, Json(draft): Json<Value>) -> Response {
     blocking(&state, move |shared| {
         let name = draft.get("name").and_then(Value::as_str).unwrap_or("");
         if shared.config().sync(name).is_some() {
@@ -577,7 +577,7 @@ pub(super) async fn create_sync(
     .await
 }
 
-async fn sync_config(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+async fn sync_config(State(state): Service, Path(name): Path<String>) -> Response {
     blocking(&state, move |shared| {
         let e = Edit::open(&shared.config_path)?;
         let (sync, version) = e.sync(&name)?;
@@ -593,7 +593,7 @@ struct ReplaceBody {
 }
 
 async fn replace_sync(
-    State(state): State<ApiState>,
+    State(state): Service,
     Path(name): Path<String>,
     Json(body): Json<ReplaceBody>,
 ) -> Response {
@@ -616,10 +616,7 @@ async fn replace_sync(
 
 /// Removes a sync from the config; then forgets its state and drops what it holds in the
 /// warehouse (a PostgreSQL mirror's replication slot and publication).
-pub(super) async fn delete_sync(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Response {
+pub(super) async fn delete_sync(State(state): Service, Path(name): Path<String>) -> Response {
     blocking(&state, move |shared| {
         let before = shared.config();
         if before.sync(&name).is_none() {

@@ -27,6 +27,8 @@
 //! Tested against `bqemulator` (tests/bigquery.rs).
 
 use std::sync::Arc;
+
+use super::PartsOf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -683,13 +685,8 @@ impl SqlApi for BigQueryWarehouse {
     }
 
     /// In parts: the streams of one Storage read session dealt out to them.
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
-        self.storage_parts(src, filter, count)
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        self.storage_parts(of.src, of.filter, of.count)
     }
 
     /// Through the Storage Read API (the filter's condition as its row restriction) when it

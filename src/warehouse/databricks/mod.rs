@@ -22,6 +22,8 @@ pub(crate) use config::from_config;
 pub use config::DatabricksConfig;
 
 use std::sync::Arc;
+
+use super::PartsOf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -421,13 +423,8 @@ impl DatabricksWarehouse {
 
 impl SqlApi for DatabricksWarehouse {
     /// In parts: the result chunks of one statement dealt out to them.
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
-        self.chunk_parts(src, filter, count)
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        self.chunk_parts(of.src, of.filter, of.count)
     }
 
     fn what(&self) -> String {

@@ -31,6 +31,8 @@ pub use config::{PostgresConfig, SslModeConfig};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::warehouse::PartsOf;
 use std::time::Duration;
 
 use tokio_postgres::tls::MakeTlsConnect;
@@ -677,14 +679,8 @@ impl Warehouse for PostgresWarehouse {
 
     /// Parts inside one exported snapshot (`parts.rs`): a table by page ranges, a query by
     /// the key's hash; Redshift reads whole.
-    fn read_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        key: &[String],
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
-        self.parts(src, filter, key, count)
+    fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        self.parts(of)
     }
 
     /// PostgreSQL's `hashtext` of the key's row text (NULLs included), made non-negative;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_postgres::IsolationLevel;
 
 use super::{quote_table, Flavor, PostgresWarehouse};
+use crate::warehouse::PartsOf;
 use crate::warehouse::{
     hash_conditions, range_conditions, whole_read, PartRead, SourceRef, WarehouseError,
 };
@@ -43,13 +44,13 @@ pub(super) struct Exported {
 
 impl PostgresWarehouse {
     /// See the module's text.
-    pub(super) fn parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        key: &[String],
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
+    pub(super) fn parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        let PartsOf {
+            src,
+            filter,
+            key,
+            count,
+        } = of;
         if count <= 1 || self.settings.flavor != Flavor::Postgres {
             return Ok(vec![whole_read(self, src, filter)]);
         }

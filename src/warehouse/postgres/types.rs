@@ -247,6 +247,26 @@ impl ColumnBuilder {
         }
     }
 
+    /// Appends one list to a list column: `fill` pushes its elements into the element
+    /// builder and says how many there were.
+    fn push_list(
+        &mut self,
+        fill: impl FnOnce(&mut ColumnBuilder) -> Result<i32, String>,
+    ) -> DecodeResult {
+        if let ColumnBuilder::List {
+            values,
+            offsets,
+            valid,
+            ..
+        } = self
+        {
+            let n = fill(values)?;
+            offsets.push(offsets.last().unwrap_or(&0) + n);
+            valid.push(true);
+        }
+        Ok(())
+    }
+
     /// Appends a value in PostgreSQL's binary format (`None`: NULL).
     pub fn push_binary(&mut self, raw: Option<&[u8]>) -> DecodeResult {
         let Some(raw) = raw else {
@@ -293,15 +313,8 @@ impl ColumnBuilder {
                     .ok_or("a timestamp out of range (after 294247 AD)")?;
                 b.append_value(micros)
             }
-            ColumnBuilder::List {
-                values,
-                offsets,
-                valid,
-                ..
-            } => {
-                let n = array_binary(raw, |elem| values.push_binary(elem))?;
-                offsets.push(offsets.last().unwrap_or(&0) + n);
-                valid.push(true);
+            ColumnBuilder::List { .. } => {
+                self.push_list(|values| array_binary(raw, |elem| values.push_binary(elem)))?
             }
         }
         Ok(())
@@ -350,15 +363,8 @@ impl ColumnBuilder {
                 .map_err(|_| format!("`{t}` is not a timestamp this column can send"))?;
                 b.append_value(micros)
             }
-            ColumnBuilder::List {
-                values,
-                offsets,
-                valid,
-                ..
-            } => {
-                let n = array_text(t, |elem| values.push_text(elem))?;
-                offsets.push(offsets.last().unwrap_or(&0) + n);
-                valid.push(true);
+            ColumnBuilder::List { .. } => {
+                self.push_list(|values| array_text(t, |elem| values.push_text(elem)))?
             }
         }
         Ok(())
