@@ -104,25 +104,17 @@ enum Command {
         /// Pause between runs in continuous mode.
         #[arg(long, default_value = "200ms", value_parser = parse_interval)]
         interval: std::time::Duration,
-        /// Run the sync on a cluster of this many processes (timely's cluster mode), each
-        /// started with the same config and `--workers`, its own `--process` and the same
-        /// `--hostfile`. Process 0 owns the state store and commits.
-        #[arg(long, default_value_t = 1)]
-        processes: usize,
-        /// This process's number in the cluster, from 0.
-        #[arg(long, default_value_t = 0)]
-        process: usize,
-        /// The cluster's addresses: one `host:port` line per process, in process order.
-        #[arg(long)]
-        hostfile: Option<PathBuf>,
-        /// How long a process of a cluster waits at the start for the others to connect.
-        #[arg(long, default_value = "2m", value_parser = parse_interval)]
-        connect_timeout: std::time::Duration,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Run every sync on its schedule as a service, with an HTTP API, metrics and a web page
     /// (see `[service]` in the config). SIGHUP reloads the config; SIGTERM/SIGINT stops after
-    /// the running runs (a second signal stops at once).
-    Run,
+    /// the running runs (a second signal stops at once). Across processes, process 0 is the
+    /// service (API, schedules, state store) and every other process joins its syncs.
+    Run {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Show a sync's run history (from the state store, or from the running service's API
     /// while `wharf run` holds the store).
     History {
@@ -227,6 +219,26 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Where this process is in a cluster of processes (timely's cluster mode).
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// Run on a cluster of this many processes, each started with the same config (and for
+    /// `wharf sync` the same `--workers`), its own `--process` and the same `--hostfile`.
+    /// Process 0 owns the state store and commits.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's number in the cluster, from 0.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// The cluster's addresses: one `host:port` line per process, in process order.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// How long a process of a cluster waits for the others to connect (at the start of a
+    /// sync's dataflow).
+    #[arg(long, default_value = "2m", value_parser = parse_interval)]
+    connect_timeout: std::time::Duration,
+}
+
 fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
     wharf::duration::parse_duration(s)
         .ok_or_else(|| format!("`{s}` is not a duration (e.g. 200ms, 5s)"))
@@ -255,12 +267,10 @@ fn quiet_timely_panics() {
 }
 
 /// The cluster this process is part of (`--processes` above 1), from its hostfile.
-fn cluster_spec(
-    processes: usize,
-    process: usize,
-    hostfile: Option<&Path>,
-    connect_within: std::time::Duration,
-) -> Result<Option<wharf_pipelines::cluster::ClusterSpec>> {
+fn cluster_spec(args: &ClusterArgs) -> Result<Option<wharf_pipelines::cluster::ClusterSpec>> {
+    let (processes, process) = (args.processes, args.process);
+    let hostfile = args.hostfile.as_deref();
+    let connect_within = args.connect_timeout;
     if processes <= 1 {
         if process != 0 {
             bail!(
@@ -293,6 +303,7 @@ fn cluster_spec(
         process,
         addresses,
         connect_within,
+        hub: None,
     }))
 }
 
@@ -320,13 +331,11 @@ fn run(cli: Cli) -> Result<()> {
             max_rows_per_run,
             continuous,
             interval,
-            processes,
-            process,
-            hostfile,
-            connect_timeout,
+            cluster: cluster_args,
         } => {
             let config = load(&cli.config)?;
-            let cluster = cluster_spec(processes, process, hostfile.as_deref(), connect_timeout)?;
+            let cluster = cluster_spec(&cluster_args)?;
+            let process = cluster_args.process;
             if cluster.is_some() {
                 quiet_timely_panics();
             }
@@ -382,7 +391,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { runs } => status(&load(&cli.config)?, runs),
-        Command::Run => serve(&cli.config),
+        Command::Run { cluster } => serve(&cli.config, cluster_spec(&cluster)?),
         Command::History { sync, limit, json } => history(&load(&cli.config)?, &sync, limit, json),
         Command::Reset { sync } => {
             let cleared = wharf::sync::reset_sync(&load(&cli.config)?, &sync)?;
@@ -496,9 +505,22 @@ fn init(dir: &Path, events: u64, api_host: &str) -> Result<()> {
     Ok(())
 }
 
-fn serve(config_path: &Path) -> Result<()> {
+fn serve(config_path: &Path, cluster: Option<wharf_pipelines::cluster::ClusterSpec>) -> Result<()> {
     let rt = std::sync::Arc::new(runtime()?);
-    let service = Service::start(config_path.to_path_buf(), rt.clone())?;
+    if cluster.is_some() {
+        quiet_timely_panics();
+    }
+    if let Some(spec) = cluster.clone().filter(|c| !c.leads()) {
+        eprintln!(
+            "wharf: process {} of {}: joining the syncs of process 0 at {}",
+            spec.process,
+            spec.processes(),
+            spec.addresses[0]
+        );
+        wharf::service::cluster::follow(config_path, spec, rt)?;
+        return Ok(());
+    }
+    let service = Service::start(config_path.to_path_buf(), rt.clone(), cluster)?;
     eprintln!(
         "wharf: running; status page and API on http://{}/ (SIGHUP reloads the config, Ctrl-C stops)",
         service.addr()

@@ -2,7 +2,7 @@
 //! --hostfile F`): two processes on 127.0.0.1 send exactly what one process sends (append,
 //! full and mirror); one killed mid-epoch leaves nothing committed and the rerun is exact;
 //! append and mirror the same across two network namespaces with their own addresses;
-//! `--continuous` across processes.
+//! `--continuous` across processes; `wharf run` across processes.
 
 mod common;
 
@@ -895,4 +895,141 @@ user_id_column = "id"
         }
     }
     common::pg::exec(5432, "test", &format!("DROP TABLE IF EXISTS {table};"));
+}
+
+/// `wharf run` as process `process` of two, on `config`; its log to `log`.
+fn spawn_service(f: &Fixture, config: &str, process: usize, hosts: &str, log: &str) -> Child {
+    let log = std::fs::File::create(f.path(log)).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["-c", config, "run", "--processes", "2"])
+        .args(["--process", &process.to_string(), "--hostfile", hosts])
+        .args(["--connect-timeout", "5s"])
+        .current_dir(f.dir.path())
+        .env("RUST_LOG", "wharf=info")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start wharf run")
+}
+
+/// `GET` or `POST` of the service on `port`: status and JSON answer (`None`: no answer).
+fn call(f: &Fixture, port: u16, method: &str, path: &str) -> Option<(u16, serde_json::Value)> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    f.rt.block_on(async {
+        let r = reqwest::Client::new()
+            .request(method.parse().ok()?, &url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let text = r.text().await.ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or_default()))
+    })
+}
+
+/// `wharf run` across two processes: process 0 is the service (API, schedule, state store);
+/// every run of its sync is an epoch of one dataflow process 1 joined, and process 1 reads
+/// and delivers its parts. Process 1 killed: the next run fails naming it, nothing of it is
+/// committed, and once process 1 is started again the retry joins it and is exact.
+#[test]
+fn a_service_runs_its_syncs_across_processes_and_takes_a_restarted_process_back() {
+    let f = Fixture::new();
+    add_rows(&f, 0, ROWS);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    let port = free_port();
+    let text = config(".svc", &receiver.base_url()).replace(
+        "mode = \"append\"",
+        "mode = \"append\"\nschedule = \"manual\"",
+    ) + &format!(
+        "[service]\nlisten = \"127.0.0.1:{port}\"\nretry_initial = \"300ms\"\nretry_max = \"1s\"\n"
+    );
+    f.write_config("svc.toml", &text);
+    let hosts = local_hostfile(&f);
+    let mut second = spawn_service(&f, "svc.toml", 1, &hosts, "p1.log");
+    let mut first = spawn_service(&f, "svc.toml", 0, &hosts, "p0.log");
+    let logs = || {
+        let read = |n: &str| std::fs::read_to_string(f.path(n)).unwrap_or_default();
+        format!(
+            "process 0:\n{}\nprocess 1:\n{}",
+            read("p0.log"),
+            read("p1.log")
+        )
+    };
+    let until = |what: &str, check: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !check() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what} did not happen:\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let last_run = || {
+        call(&f, port, "GET", "/syncs/ev")
+            .map(|(_, s)| s["last_run"].clone())
+            .unwrap_or_default()
+    };
+    until("the service's start", &|| {
+        call(&f, port, "GET", "/healthz").is_some()
+    });
+    let run = || {
+        let (status, answer) = call(&f, port, "POST", "/syncs/ev/run").expect("run now");
+        assert_eq!(status, 202, "{answer}");
+    };
+    run();
+    until("run 1", &|| last_run()["status"] == "SUCCEEDED");
+    assert_eq!(last_run()["delivered"], 2 * ROWS, "{}", last_run());
+    assert_eq!(receiver.stats().unique_events, ROWS);
+    let of_1 = lines(&f.path(".svc-out.process-1.ndjson"));
+    assert!(
+        !of_1.is_empty() && (of_1.len() as u64) < ROWS,
+        "process 1 delivered a part: {} lines",
+        of_1.len()
+    );
+    assert_eq!(
+        lines(&f.path(".svc-out.ndjson")).len() + of_1.len(),
+        ROWS as usize
+    );
+
+    // Process 1 is gone: the next run fails, naming it, and commits nothing.
+    let _ = second.kill();
+    let _ = second.wait();
+    add_rows(&f, ROWS, ROWS + 5_000);
+    run();
+    until("a failed run", &|| last_run()["status"] == "FAILED");
+    let failed = last_run();
+    let error = failed["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("process") || error.contains("cluster"),
+        "{failed}"
+    );
+    // Back: a retry joins the new process and sends the rest, each row once by its key.
+    second = spawn_service(&f, "svc.toml", 1, &hosts, "p1b.log");
+    until("the retry", &|| last_run()["status"] == "SUCCEEDED");
+    let done = last_run();
+    assert_eq!(done["rows_read"], 5_000, "{done}");
+    assert_eq!(receiver.stats().unique_events, ROWS + 5_000);
+    let mut all = lines(&f.path(".svc-out.ndjson"));
+    all.extend(lines(&f.path(".svc-out.process-1.ndjson")));
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len() as u64, ROWS + 5_000);
+    let history = runs(&f, "svc.toml");
+    assert_eq!(history[0]["status"], "SUCCEEDED", "{history:?}");
+    eprintln!("runs: {history:?}\n{}", logs());
+    for child in [&mut first, &mut second] {
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    assert!(
+        finish(first, Duration::from_secs(30)).status.success(),
+        "{}",
+        logs()
+    );
+    let _ = second.kill();
+    let _ = second.wait();
 }

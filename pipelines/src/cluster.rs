@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ use wharf_operators::timely::communication::{AllocatorBuilder, Hooks};
 
 use crate::run::RunOutcome;
 
+pub mod hub;
+pub use hub::{Hub, Start};
+
 /// Where this process is in a cluster of processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterSpec {
@@ -38,7 +42,37 @@ pub struct ClusterSpec {
     pub addresses: Vec<String>,
     /// How long a process waits for the others to connect at the start.
     pub connect_within: Duration,
+    /// In a service cluster, the process's [`Hub`] and which dataflow to join; `None`: this
+    /// process listens on its address for this one dataflow.
+    pub hub: Option<HubJoin>,
 }
+
+/// A dataflow of a service cluster: made through each process's [`Hub`].
+#[derive(Clone)]
+pub struct HubJoin {
+    pub hub: Arc<Hub>,
+    /// Process 0: the sync (each dataflow it starts is announced under a new tag); the
+    /// others: the tag process 0 announced.
+    pub dataflow: String,
+    /// Process 0: what it says of its config (see [`Start::config_hash`]).
+    pub config_hash: String,
+}
+
+impl std::fmt::Debug for HubJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubJoin")
+            .field("dataflow", &self.dataflow)
+            .finish()
+    }
+}
+
+impl PartialEq for HubJoin {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.hub, &other.hub) && self.dataflow == other.dataflow
+    }
+}
+
+impl Eq for HubJoin {}
 
 /// Timely's connection handshake: each process sends its number as 8 bytes, big-endian.
 fn send_number(stream: &mut TcpStream, n: usize) -> std::io::Result<()> {
@@ -140,7 +174,14 @@ impl ClusterSpec {
         &self,
         threads: usize,
     ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
-        let sockets = self.connect()?;
+        let sockets = match &self.hub {
+            None => self.connect()?,
+            Some(join) if self.leads() => {
+                let tag = join.hub.announce(&join.dataflow, &join.config_hash)?;
+                join.hub.connect_tagged(&tag)?
+            }
+            Some(join) => join.hub.connect_tagged(&join.dataflow)?,
+        };
         let hooks = Hooks::default();
         let threads = threads.max(1);
         let local =

@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod cluster;
 mod metrics;
 mod run_loop;
 mod status;
@@ -55,6 +56,9 @@ pub enum ServiceError {
         /// Why.
         message: String,
     },
+    /// The cluster's port is refused or taken, or a thread could not start.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// What the scheduler knows of one sync.
@@ -123,9 +127,23 @@ pub struct Shared {
     alerts: Alerts,
     /// Why the last reload was refused, if it was.
     reload_error: Mutex<Option<String>>,
+    /// Process 0 of a cluster (`wharf run --processes`): every sync runs across processes.
+    cluster: Option<cluster::Leader>,
+    /// A hash of the config file as loaded (the processes of a cluster compare it).
+    config_hash: RwLock<String>,
 }
 
 impl Shared {
+    /// The cluster a run of `sync` uses, when this is process 0 of one.
+    fn cluster_for(&self, sync: &str) -> Option<wharf_pipelines::cluster::ClusterSpec> {
+        let hash = self
+            .config_hash
+            .read()
+            .map(|h| h.clone())
+            .unwrap_or_default();
+        self.cluster.as_ref().map(|l| l.for_sync(sync, &hash))
+    }
+
     fn config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -246,11 +264,14 @@ fn with_jitter(t: DateTime<Utc>, jitter: Option<Duration>) -> DateTime<Utc> {
 
 impl Service {
     /// Loads `config_path`, opens the state store, binds the API and starts every sync's
-    /// scheduler. `runtime` runs the API, the destinations and the alerts.
+    /// scheduler. `runtime` runs the API, the destinations and the alerts. With `cluster`
+    /// (process 0's), every sync runs across the cluster's processes ([`cluster`]).
     pub fn start(
         config_path: PathBuf,
         runtime: Arc<tokio::runtime::Runtime>,
+        cluster: Option<wharf_pipelines::cluster::ClusterSpec>,
     ) -> Result<Service, ServiceError> {
+        let config_hash = cluster::file_hash(&config_path);
         let config = Arc::new(Config::load(&config_path)?);
         let store = Arc::new(StateStore::open(&config.state_dir())?);
         let now = Utc::now();
@@ -268,6 +289,8 @@ impl Service {
             metrics: Metrics::default(),
             alerts,
             reload_error: Mutex::new(None),
+            cluster: cluster.map(cluster::Leader::bind).transpose()?,
+            config_hash: RwLock::new(config_hash),
         });
         // Every sync is known before the API answers (a client told the service is up finds
         // each of them), and none runs before the API is bound.
@@ -424,6 +447,7 @@ impl Shared {
     }
 
     fn try_reload(self: &Arc<Self>) -> Result<(), String> {
+        let hash = cluster::file_hash(&self.config_path);
         let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = self.config();
         if new.state_dir() != old.state_dir() {
@@ -438,6 +462,9 @@ impl Shared {
         let new = Arc::new(new);
         if let Ok(mut c) = self.config.write() {
             *c = new.clone();
+        }
+        if let Ok(mut h) = self.config_hash.write() {
+            *h = hash;
         }
         self.alerts.configure(&new.alerts);
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -60,6 +60,7 @@ pub(super) fn sync_loop(shared: Arc<Shared>, slot: Arc<Slot>) {
             progress: false,
             skip_idle: continuous && !manual,
             live: Some(slot.live.clone()),
+            cluster: shared.cluster_for(&slot.name),
             volume: (!skip_volume).then(|| VolumeCheck {
                 multiple: alerts_config.volume_multiple,
                 window: alerts_config.volume_window,
