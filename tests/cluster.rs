@@ -1033,3 +1033,55 @@ fn a_service_runs_its_syncs_across_processes_and_takes_a_restarted_process_back(
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// A process of a `wharf run` cluster whose config file is not process 0's refuses to join,
+/// and the run fails at once with its reason (not after the connect timeout).
+#[test]
+fn a_service_process_with_another_config_refuses_to_join_and_says_why() {
+    let f = Fixture::new();
+    add_rows(&f, 0, 1_000);
+    let receiver = f.receiver("recv", ReceiverAuth::AnyCredentials);
+    let port = free_port();
+    let text = config(".svc", &receiver.base_url()).replace(
+        "mode = \"append\"",
+        "mode = \"append\"\nschedule = \"manual\"",
+    ) + &format!("[service]\nlisten = \"127.0.0.1:{port}\"\nretry_initial = \"1m\"\n");
+    f.write_config("svc.toml", &text);
+    f.write_config(
+        "other.toml",
+        &(text.clone() + "# edited on one machine only\n"),
+    );
+    let hosts = local_hostfile(&f);
+    let mut second = spawn_service(&f, "other.toml", 1, &hosts, "p1.log");
+    let mut first = spawn_service(&f, "svc.toml", 0, &hosts, "p0.log");
+    let start = Instant::now();
+    while call(&f, port, "GET", "/healthz").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no service");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = call(&f, port, "POST", "/syncs/ev/run").expect("run now");
+    assert_eq!(status, 202);
+    let asked = Instant::now();
+    let error = loop {
+        let (_, s) = call(&f, port, "GET", "/syncs/ev").expect("status");
+        if s["last_run"]["status"] == "FAILED" {
+            break s["last_run"]["error"].as_str().unwrap_or("").to_string();
+        }
+        assert!(asked.elapsed() < Duration::from_secs(30), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        error.contains("process 1") && error.contains("is not the one process 0 loaded"),
+        "{error}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "refused at once, not after the 5 s connect timeout: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(receiver.stats().requests, 0);
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
