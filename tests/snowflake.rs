@@ -3,7 +3,8 @@
 //! (`WHARF_FAKESNOW` overrides the binary).
 //!
 //! What fakesnow cannot show, and so is not tested here: password checks (it accepts any
-//! password), result chunks (it answers any result in one rowset), asynchronous queries, and
+//! password), result chunks (it answers any result in one rowset, so a read in parts is one
+//! part here), asynchronous queries, and
 //! real Snowflake's scaled-integer Arrow encodings (unit-tested in `snowflake::arrow`).
 
 mod common;
@@ -15,7 +16,7 @@ use common::scenario::{sync_scenario, Scenario};
 use common::{free_port, Fixture};
 use serde_json::{json, Value};
 use wharf::config::Config;
-use wharf::warehouse::SourceRef;
+use wharf::warehouse::{PartsOf, SourceRef};
 use wharf_operators::arrow::array::{Array, AsArray};
 use wharf_operators::arrow::datatypes::{
     DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -435,4 +436,48 @@ fn snowflake_declared_primary_key_is_the_default_key() {
         !out.status.success() && t.contains("the table declares none"),
         "{t}"
     );
+}
+
+/// A read in parts runs its query once and deals the pieces of the answer (its first rowset,
+/// then each result chunk) to the parts. fakesnow answers in one rowset, so here that is one
+/// part whatever the count (the dealing itself is unit-tested in `snowflake::tests`); every
+/// row is read once.
+#[test]
+fn a_read_in_parts_reads_one_answer_once() {
+    let sf = FakeSnow::start();
+    sf.sql(&[
+        "CREATE TABLE big AS SELECT x AS id, 'r' || (x % 5)::VARCHAR AS region \
+         FROM range(50000) t(x)",
+    ]);
+    let config = Config::parse(&warehouse_toml(&sf.url()), "w.toml").unwrap();
+    let wh = wharf::warehouse::open(&config, "sf").unwrap();
+    let src = SourceRef::Table("big".into());
+    for (filter, count, rows) in [
+        ("", 1, (0..50_000).collect::<Vec<i64>>()),
+        ("", 4, (0..50_000).collect()),
+        ("WHERE id >= 40000", 2, (40_000..50_000).collect()),
+    ] {
+        let parts = wh
+            .clone()
+            .read_parts(PartsOf {
+                src: &src,
+                filter,
+                key: &[],
+                count,
+            })
+            .unwrap();
+        assert_eq!(parts.len(), 1, "{filter} in {count}: one piece, one part");
+        let mut ids = Vec::new();
+        for part in parts {
+            part(&mut |b| {
+                let id = wharf_operators::arrow::compute::cast(b.column(0), &DataType::Int64)
+                    .expect("ids as BIGINT");
+                ids.extend(id.as_primitive::<Int64Type>().values().iter().copied());
+                true
+            })
+            .unwrap();
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, rows, "{filter} in {count}");
+    }
 }

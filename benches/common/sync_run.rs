@@ -38,6 +38,13 @@ pub struct Measured {
     pub own_cpu_s: f64,
 }
 
+/// The wharf binary the benches run: this build's, or `WHARF_BENCH_BIN` (another build of
+/// wharf, to compare two versions on the same machine in the same hour).
+#[allow(dead_code)]
+pub fn wharf_bin() -> String {
+    std::env::var("WHARF_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_string())
+}
+
 /// Runs `wharf sync <sync> --workers <workers>` in `dir` (under `taskset -c <cpus>` when
 /// given), then removes its state so that the next run reads the table again.
 #[allow(dead_code)]
@@ -46,7 +53,7 @@ pub fn run_sync(dir: &std::path::Path, sync: &str, workers: &str, cpus: Option<&
         cpu_seconds(libc::RUSAGE_CHILDREN),
         cpu_seconds(libc::RUSAGE_SELF),
     );
-    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let wharf = &wharf_bin();
     let args = ["sync", sync, "--workers", workers, "--summary-json"];
     let mut cmd = match cpus {
         Some(c) => {
@@ -114,7 +121,7 @@ pub fn run_cluster(
         .collect();
     let hostfile = dir.join("hosts");
     std::fs::write(&hostfile, hosts.join("\n")).expect("hostfile");
-    let wharf = env!("CARGO_BIN_EXE_wharf");
+    let wharf = &wharf_bin();
     let children_run: Vec<std::process::Child> = (0..processes)
         .map(|i| {
             let mut cmd = if pin {

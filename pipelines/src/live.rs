@@ -269,8 +269,13 @@ impl LiveDataflow {
                     if let (Some(input), true) = (control_in.as_mut(), publish) {
                         input.send(ClusterMsg::Failed { process, reason });
                         input.flush();
-                        for _ in 0..20 {
-                            worker.step_or_park(Some(Duration::from_millis(1)));
+                        // Long enough for the others to take the reason before this process's
+                        // connections close (each then fails with it, not with "a worker
+                        // stopped"); a process that is gone ends this sooner (the worker's
+                        // connection to it fails).
+                        let until = std::time::Instant::now() + FAILED_GRACE;
+                        while std::time::Instant::now() < until {
+                            worker.step_or_park(Some(Duration::from_millis(10)));
                         }
                     }
                     for id in worker.installed_dataflows() {
@@ -621,6 +626,10 @@ impl LiveDataflow {
         }
     }
 }
+
+/// How long a failing process of a cluster keeps its connections open after sending its
+/// reason to the others.
+const FAILED_GRACE: Duration = Duration::from_secs(2);
 
 impl Drop for LiveDataflow {
     /// Ends the dataflow: the source sees its jobs closed, the frontier empties, the workers
