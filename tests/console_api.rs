@@ -141,7 +141,8 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
                 'u' || (i % 7)::VARCHAR, '{\"plan\": \"pro\"}' FROM range(0, 500) t(i);
          CREATE TABLE odd (id BIGINT, name VARCHAR, ts TIMESTAMP, uid VARCHAR, properties VARCHAR);
          INSERT INTO odd VALUES (1, 'E', TIMESTAMP '2024-01-01', 'u1', '{}'),
-                (2, 'E', NULL, 'u2', '{}'), (3, 'E', TIMESTAMP '2024-01-02', 'u3', 'not json');",
+                (2, 'E', NULL, 'u2', '{}'), (3, 'E', TIMESTAMP '2024-01-02', 'u3', 'not json');
+         CREATE VIEW ev_view AS SELECT * FROM ev WHERE uid = 'u1';",
     );
     let recv = fx.receiver("recv", ReceiverAuth::AnyCredentials);
     let api = start(&fx, &recv);
@@ -248,7 +249,14 @@ fn the_console_api_creates_previews_edits_and_deletes_syncs_through_wharf_toml()
     );
     api.ok("PUT", "/warehouses/demo", Some(wh));
     let tables = api.ok("GET", "/warehouses/demo/tables", None);
-    assert!(tables["tables"].to_string().contains("ev"), "{tables}");
+    for name in ["main.ev", "main.odd", "main.ev_view"] {
+        assert!(
+            tables["tables"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!(name))),
+            "tables and views by schema: {name} in {tables}"
+        );
+    }
     let cols = api.ok(
         "GET",
         "/warehouses/demo/columns?table=main.ev&table_type=events",
