@@ -352,16 +352,12 @@ impl DatabricksWarehouse {
     /// A read in `count` parts: the statement runs once (one result, one state of the table),
     /// and its result chunks are dealt out to the parts, each fetching its chunks by index on
     /// its own thread.
-    fn chunk_parts(
-        self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        count: usize,
-    ) -> Result<Vec<PartRead>, WarehouseError> {
+    fn chunk_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
+        let (src, count) = (of.src, of.count);
         if count <= 1 {
-            return Ok(vec![whole_read(self, src, filter)]);
+            return Ok(vec![whole_read(self, src, of.filter)]);
         }
-        let sql = Select::all(src, filter).sql(&self.source_sql(src)?);
+        let sql = Select::all(src, of.filter).sql(&self.source_sql(src)?);
         let st = super::http::block_on(&self.what(), async {
             let client = self.client()?;
             self.execute(&client, src, &sql, true).await
@@ -424,7 +420,7 @@ impl DatabricksWarehouse {
 impl SqlApi for DatabricksWarehouse {
     /// In parts: the result chunks of one statement dealt out to them.
     fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
-        self.chunk_parts(of.src, of.filter, of.count)
+        self.chunk_parts(of)
     }
 
     fn what(&self) -> String {

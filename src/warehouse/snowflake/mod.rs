@@ -574,7 +574,7 @@ impl SnowflakeWarehouse {
 impl SqlApi for SnowflakeWarehouse {
     /// In parts: the pieces of one query's answer dealt out to them.
     fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
-        self.chunk_parts(of.src, of.filter, of.count)
+        self.chunk_parts(of)
     }
 
     fn what(&self) -> String {

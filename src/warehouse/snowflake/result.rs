@@ -9,7 +9,9 @@ use wharf_operators::arrow::datatypes::SchemaRef;
 use super::arrow::{self, RowType};
 use super::{Chunk, Session, SnowflakeWarehouse};
 use crate::warehouse::sql::SqlApi;
-use crate::warehouse::{whole_read, EachBatch, PartRead, Select, SourceRef, WarehouseError};
+use crate::warehouse::{
+    whole_read, EachBatch, PartRead, PartsOf, Select, SourceRef, WarehouseError,
+};
 
 impl SnowflakeWarehouse {
     /// Runs `sql`: its answer's first rowset and the list of its result chunks, none fetched
@@ -68,14 +70,13 @@ impl SnowflakeWarehouse {
     /// to the parts, each fetching its chunks on its own thread.
     pub(super) fn chunk_parts(
         self: Arc<Self>,
-        src: &SourceRef,
-        filter: &str,
-        count: usize,
+        of: PartsOf<'_>,
     ) -> Result<Vec<PartRead>, WarehouseError> {
+        let (src, count) = (of.src, of.count);
         if count <= 1 {
-            return Ok(vec![whole_read(self, src, filter)]);
+            return Ok(vec![whole_read(self, src, of.filter)]);
         }
-        let sql = Select::all(src, filter).sql(&Self::from_clause(src)?);
+        let sql = Select::all(src, of.filter).sql(&Self::from_clause(src)?);
         let result = Arc::new(
             self.block(self.in_session(async |session| self.result(session, src, &sql).await))?,
         );
