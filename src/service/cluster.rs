@@ -77,7 +77,7 @@ pub fn follow(
             }
         };
         let options = SyncOptions {
-            workers: 1,
+            workers: super::WORKERS,
             progress: false,
             cluster: Some(ClusterSpec {
                 hub: Some(HubJoin {

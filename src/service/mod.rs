@@ -39,6 +39,10 @@ use metrics::Metrics;
 use run_loop::sync_loop;
 pub use status::{Progress, SyncStatus};
 
+/// Workers per sync run in the service: every process of a service cluster builds each sync's
+/// dataflow with this many, so process 0 and the others must agree on it.
+pub(crate) const WORKERS: usize = 1;
+
 /// Why the service cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -56,7 +56,7 @@ pub(super) fn sync_loop(shared: Arc<Shared>, slot: Arc<Slot>) {
         let continuous = slot.lock().schedule == Schedule::Continuous;
         let alerts_config = config.alerts.clone();
         let options = SyncOptions {
-            workers: 1,
+            workers: WORKERS,
             progress: false,
             skip_idle: continuous && !manual,
             live: Some(slot.live.clone()),
