@@ -6,7 +6,10 @@
 //! poll interval: `WHARF_BENCH_INTERVAL` (default `100ms`). Prints p50/p90/p99/max.
 //!
 //! With `WHARF_BENCH_KAFKA=1` the destination is Kafka (an Apache Kafka broker started here,
-//! see `tests/common/kafka.rs`) and the time is taken when a consumer reads the record.
+//! see `tests/common/kafka.rs`) and the time is taken when a consumer reads the record. The
+//! bench first waits until the new broker grants producer ids: until it has loaded its
+//! transaction state it refuses them, and librdkafka asks again only 500 ms later, which
+//! delayed wharf's first records by ~300 ms (the "first-second stall").
 //!
 //! By default one row is committed at a time (the next after the last arrived, at a random
 //! point of the poll cycle). With `WHARF_BENCH_RATE=100` a writer commits single-row
@@ -93,6 +96,9 @@ fn main() {
     let broker = std::env::var("WHARF_BENCH_KAFKA")
         .is_ok()
         .then(common::kafka::KafkaBroker::start);
+    if let Some(b) = &broker {
+        b.wait_until_producers_can_write();
+    }
     let destination = match &broker {
         Some(b) => format!(
             "[destinations.out]\ntype = \"kafka\"\nbrokers = \"{}\"\nlinger = \"0ms\"\npartitions = 1",

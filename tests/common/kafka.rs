@@ -88,6 +88,30 @@ impl KafkaBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Waits until an idempotent producer can write: a broker just started answers metadata
+    /// at once but refuses producer ids ("Coordinator load in progress") until it has loaded
+    /// its transaction state, and librdkafka asks again only 500 ms later. Benches that time
+    /// the first records call this first, so that they time wharf, not the broker's start.
+    pub fn wait_until_producers_can_write(&self) {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        producer
+            .send(
+                BaseRecord::to("wharf-bench-ready")
+                    .key("ready")
+                    .payload("ready"),
+            )
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("the broker accepts an idempotent producer's record within 30 s");
+    }
+
     fn write_config(&self) {
         let (p, c) = (self.port, self.controller_port);
         let data = self.dir.path().join("data");
