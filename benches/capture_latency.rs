@@ -40,9 +40,9 @@ impl Arrivals {
     fn next(&mut self, since: Instant) -> Option<String> {
         match self {
             Arrivals::File(reader) => {
+                // A line the destination is still writing is read in pieces: keep them.
                 let mut line = String::new();
                 loop {
-                    line.clear();
                     if reader.read_line(&mut line).expect("read") > 0 && line.ends_with('\n') {
                         return Some(line);
                     }

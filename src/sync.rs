@@ -205,6 +205,19 @@ pub fn reset_sync_in(
         })?;
         cleared.push(format!("the snapshot files in {}", snapshots.display()));
     }
+    let held = plan::held_dir(&config.state_dir(), name);
+    if held.exists() {
+        std::fs::remove_dir_all(&held).map_err(|e| SyncError::RunFailed {
+            permanent: false,
+            sync: name.to_string(),
+            run_id: 0,
+            reason: format!("cannot remove {}: {e}", held.display()),
+        })?;
+        cleared.push(format!(
+            "the held change-stream state in {}",
+            held.display()
+        ));
+    }
     let stream =
         resolved
             .warehouse

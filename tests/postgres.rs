@@ -769,6 +769,91 @@ fn crash_before_the_slot_moves_replays_the_changes() {
     assert!(sync(&f, &pg, &mut seen).is_empty());
 }
 
+/// The held `(key, fingerprint)` trace outlives the process: an update that leaves a row as a
+/// run before sent it sends nothing, also from a new `wharf sync`. The keys of a run that
+/// stopped before its commit are dropped from it (the destination may hold what that run
+/// sent), so a change back to the last committed values is sent, not taken for "as it was".
+#[test]
+fn the_held_trace_outlives_the_process_and_forgets_what_an_uncommitted_run_sent() {
+    let f = Fixture::new();
+    let pg = Pg::new("heldpersist");
+    pg.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g;",
+    );
+    f.write_config(
+        "wharf.toml",
+        &pg.config("postgres", "users", "mirror", USERS),
+    );
+    let mut seen = 0;
+    assert_eq!(sync(&f, &pg, &mut seen).len(), 10);
+    pg.exec("UPDATE t SET v = 'x' WHERE id IN (1, 2);");
+    assert_eq!(
+        ops(&sync(&f, &pg, &mut seen)),
+        map(&[("1", "update"), ("2", "update")])
+    );
+    // A new process: the same values again are no change; row 3 changes.
+    pg.exec("UPDATE t SET v = 'x' WHERE id IN (1, 2); UPDATE t SET v = 'y' WHERE id = 3;");
+    assert_eq!(ops(&sync(&f, &pg, &mut seen)), map(&[("3", "update")]));
+    // A run that sends row 2 as `z` and stops before its commit.
+    pg.exec("UPDATE t SET v = 'z' WHERE id = 2;");
+    let crashed = f.wharf(
+        &["sync", &pg.schema, "-c", "wharf.toml"],
+        &[("WHARF_CRASH_BEFORE_COMMIT", "1")],
+    );
+    assert_eq!(crashed.status.code(), Some(70), "{}", text(&crashed));
+    let sent = read_ndjson(&f.path("out.ndjson"))[seen..].to_vec();
+    seen += sent.len();
+    assert_eq!(ops(&sent), map(&[("2", "update")]));
+    // Row 2 back to `x`, the value of the last commit, and row 1 to `x` again: row 2 is sent
+    // (the destination holds `z`), row 1 is not.
+    pg.exec("UPDATE t SET v = 'x' WHERE id IN (1, 2);");
+    let last = sync(&f, &pg, &mut seen);
+    assert_eq!(ops(&last), map(&[("2", "update")]));
+    assert_eq!(last[0]["after"]["v"], "x");
+    assert!(sync(&f, &pg, &mut seen).is_empty());
+    assert!(
+        f.path(&format!(".wharf/held/{}/base", pg.schema)).exists(),
+        "the held state is kept on disk"
+    );
+    // Logs that outgrow the base end the dataflow after its commit; the next run's new
+    // dataflow folds them, and what it holds stays right.
+    pg.exec(
+        "BEGIN; UPDATE t SET v = 'p' WHERE id <= 4; COMMIT;
+         BEGIN; UPDATE t SET v = 'q' WHERE id BETWEEN 5 AND 8; COMMIT;
+         BEGIN; UPDATE t SET v = 'x' WHERE id IN (1, 2); UPDATE t SET v = 'q' WHERE id = 5;
+         COMMIT;",
+    );
+    let out = f.wharf(
+        &["sync", &pg.schema, "-c", "wharf.toml"],
+        &[
+            ("WHARF_MAX_CHANGES_PER_RUN", "4"),
+            ("WHARF_HELD_FOLD_AFTER", "1"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert_eq!(log.matches("run committed").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("long-lived dataflow started").count(),
+        3,
+        "a new dataflow after each fold: {log}"
+    );
+    let all = read_ndjson(&f.path("out.ndjson"));
+    let sent = all[seen..].to_vec();
+    seen = all.len();
+    // Runs of 4, 4 and 3 changes: rows 1 and 2 went to `p` and back to `x` (sent twice);
+    // row 5's last change sets the value the run before sent (held across the fold: not
+    // sent).
+    assert_eq!(ops(&sent).len(), 8);
+    assert_eq!(sent.len(), 4 + 4 + 2, "{sent:?}");
+    pg.exec("UPDATE t SET v = 'x' WHERE id IN (1, 2); UPDATE t SET v = 'q' WHERE id = 5;");
+    assert!(
+        sync(&f, &pg, &mut seen).is_empty(),
+        "after the folds the held state knows rows 1, 2 and 5 as they are"
+    );
+}
+
 #[test]
 fn table_without_primary_key_cannot_be_captured() {
     let f = Fixture::new();

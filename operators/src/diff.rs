@@ -21,10 +21,12 @@ mod arranged;
 mod classify;
 mod epochs;
 mod held;
+mod held_store;
 mod stash;
 
 pub use epochs::DiffEpochs;
 pub use held::{consolidate_changes, ReplayFree};
+pub use held_store::HeldStore;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -372,6 +372,15 @@ impl LiveDataflow {
         }
     }
 
+    /// The held store of a [`Plan::Changes`] dataflow, if it keeps one: a committed epoch is
+    /// noted there.
+    pub fn held(&self) -> Option<Arc<wharf_operators::diff::HeldStore>> {
+        match &self.plan {
+            Plan::Changes { held, .. } => held.clone(),
+            _ => None,
+        }
+    }
+
     /// Whether the dataflow was built for `plan` (the same kind of plan).
     pub fn fits(&self, plan: &Plan) -> bool {
         std::mem::discriminant(&self.plan) == std::mem::discriminant(plan)

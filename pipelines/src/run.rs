@@ -28,7 +28,7 @@ use wharf_operators::dataflow::{
 };
 use wharf_operators::diff::{
     consolidate_changes, map_changes, snapshot_diff, stream_changes, DiffCounts, DiffEpochs,
-    DiffSpec, ReplayFree,
+    DiffSpec, HeldStore, ReplayFree,
 };
 use wharf_operators::snapshot::RowHasher;
 use wharf_operators::timely;
@@ -81,6 +81,8 @@ pub enum Plan {
         hasher: Arc<RowHasher>,
         /// Counts of the changes.
         counts: Arc<DiffCounts>,
+        /// Where the held trace outlives the dataflow (none: it starts empty).
+        held: Option<Arc<HeldStore>>,
     },
 }
 
@@ -212,11 +214,16 @@ impl Wiring {
                 ctl.clone(),
                 self.local,
             )),
-            Plan::Changes { hasher, counts } => {
+            Plan::Changes {
+                hasher,
+                counts,
+                held,
+            } => {
                 let consolidated = consolidate_changes(
                     rows.clone(),
                     hasher.clone(),
                     self.replay_free,
+                    held,
                     ctl.clone(),
                 );
                 Some(stream_changes(consolidated, hasher, counts, ctl.clone()))

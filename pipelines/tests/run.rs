@@ -533,6 +533,7 @@ fn change_stream_epochs_are_consolidated_per_key_against_what_was_sent() {
         run.plan = Plan::Changes {
             hasher: Arc::new(RowHasher::new(&data, &["k".to_string()], &[], &[]).unwrap()),
             counts: Arc::new(DiffCounts::default()),
+            held: None,
         };
         let mapper: Arc<dyn wharf_operators::change::ChangeMapper> = Arc::new(OpsMapper);
         run.sinks[0].mapper = SinkMapper::Changes(mapper);

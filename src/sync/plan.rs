@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wharf_operators::diff::{DiffCounts, DiffSpec, Emit};
+use wharf_operators::diff::{DiffCounts, DiffSpec, Emit, HeldStore};
 use wharf_operators::envelope::{Envelope, EnvelopeRecords};
 use wharf_operators::RecordMapper;
 use wharf_pipelines::run::{Plan, SinkMapper, SinkSpec};
@@ -70,6 +70,11 @@ pub(super) fn sink_specs(
         .collect()
 }
 
+/// Where a change-stream sync's held trace is kept (see [`HeldStore`]).
+pub(crate) fn held_dir(state_dir: &Path, sync: &str) -> std::path::PathBuf {
+    state_dir.join("held").join(sync)
+}
+
 /// The run's plan (a dataflow built for it counts its diff in the plan's counts).
 pub(super) fn plan(resolved: &ResolvedSync, input: PlanInput<'_>) -> Result<Plan, SyncError> {
     let sync = &resolved.sync;
@@ -86,6 +91,11 @@ pub(super) fn plan(resolved: &ResolvedSync, input: PlanInput<'_>) -> Result<Plan
         Plan::Changes {
             hasher: hasher.clone(),
             counts: counts.clone(),
+            held: Some(Arc::new(HeldStore::new(
+                held_dir(input.state_dir, name),
+                hasher.layout_id(),
+                input.committed.map_or(0, |c| c.run_id),
+            ))),
         }
     } else if sync.mode == SyncMode::Append {
         // Append of keyed rows: every row read is sent (its key's latest); no state is kept.

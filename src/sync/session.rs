@@ -509,7 +509,21 @@ pub fn run_in_session(
             };
             tracing::debug!(sync = name, run = position.run.run_id, "committing");
             let run = commit(store, built, runtime, name, position, stream, options)?;
-            session.live = Some(live);
+            let mut fold = false;
+            if let Some(held) = live.held() {
+                // Not noted, the epoch's keys are dropped from the held state at the next
+                // start (sent again if they change), nothing worse.
+                if let Err(e) = held.committed(run.run_id) {
+                    tracing::warn!(sync = name, run = run.run_id, "{e}");
+                }
+                fold = held.wants_fold();
+            }
+            if fold {
+                // The next run starts a new dataflow, which folds the held state's logs.
+                tracing::info!(sync = name, "held change-stream state to be folded");
+            } else {
+                session.live = Some(live);
+            }
             if snapshot.is_some() {
                 remove_snapshots_except(&snapshots_dir, Some(run.run_id));
             }

@@ -18,9 +18,12 @@
 //!
 //! The consolidated delta is then inserted into the trace at the epoch's time, and the trace
 //! compacted to the next epoch, so differential's spine merges it into the held state.
-//! The held state starts empty: a key it does not hold is sent as the source says (as without
-//! it). It only ever holds what this dataflow delivered: an epoch that fails spends the
-//! dataflow, and the trace with it.
+//! A key the held state does not hold is sent as the source says. An epoch that fails spends
+//! the dataflow, and the trace with it. With a [`HeldStore`] the trace outlives the dataflow:
+//! each epoch's delta is logged before its rows are sent, and a new dataflow starts from the
+//! store's pairs (see [`super::held_store`]: the keys of an epoch that did not commit are
+//! dropped, so the held state never claims what the destination may lack). Without one it
+//! starts empty.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -39,6 +42,7 @@ use timely::dataflow::Stream;
 use timely::progress::Antichain;
 
 use super::arranged::{self, PairBatch};
+use super::held_store::{HeldStore, HeldWriter};
 use super::{OP_COLUMN, OP_DELETE_OF_NEW};
 use crate::dataflow::{ArrowBatch, RunControl};
 use crate::snapshot::{owner, RowHasher};
@@ -67,9 +71,11 @@ pub fn consolidate_changes<'s>(
     stream: Stream<'s, u64, Vec<ArrowBatch>>,
     hasher: Arc<RowHasher>,
     replay_free: ReplayFree,
+    store: Option<Arc<HeldStore>>,
     control: Arc<RunControl>,
 ) -> Stream<'s, u64, Vec<ArrowBatch>> {
     let peers = stream.scope().peers();
+    let worker = stream.scope().index();
     let routed = {
         let (hasher, control) = (hasher.clone(), control.clone());
         stream.unary::<CapacityContainerBuilder<Vec<ArrowBatch>>, _, _, _>(
@@ -95,6 +101,18 @@ pub fn consolidate_changes<'s>(
         "ConsolidateChanges",
         move |_cap, info| {
             let mut held: Spine<Rc<PairBatch>> = Spine::new(info, None, None);
+            let mut log = store.map(|store| HeldLog {
+                store,
+                worker,
+                writer: None,
+            });
+            if let Some(log) = &log {
+                match log.store.initial(worker, peers) {
+                    Ok(pairs) => import(&mut held, &pairs),
+                    // Going on without it could hold what a destination lacks later.
+                    Err(e) => control.fail(e),
+                }
+            }
             let mut epochs: BTreeMap<u64, (Capability<u64>, Vec<RecordBatch>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -121,7 +139,9 @@ pub fn consolidate_changes<'s>(
                         break;
                     };
                     let replay_free = replay_free.holds(epoch);
-                    match consolidate_epoch(epoch, batches, &hasher, replay_free, &mut held) {
+                    let logged = log.as_mut();
+                    match consolidate_epoch(epoch, batches, &hasher, replay_free, &mut held, logged)
+                    {
                         Ok(kept) => {
                             control.admit(kept.iter().map(RecordBatch::num_rows).sum());
                             let mut session = output.session(&cap);
@@ -136,6 +156,46 @@ pub fn consolidate_changes<'s>(
             }
         },
     )
+}
+
+/// A worker's end of the [`HeldStore`]: its log, opened at its first delta.
+struct HeldLog {
+    store: Arc<HeldStore>,
+    worker: usize,
+    writer: Option<HeldWriter>,
+}
+
+impl HeldLog {
+    /// Logs `epoch`'s delta (durably, before any of its rows is sent).
+    fn append(&mut self, epoch: u64, delta: &PairBatch) -> Result<(), String> {
+        let mut entries = Vec::new();
+        arranged::for_each_key(delta, &mut |kd| {
+            if let Some(fp) = kd.before {
+                entries.push((kd.key, fp, -1));
+            }
+            if let Some(fp) = kd.now {
+                entries.push((kd.key, fp, 1));
+            }
+        });
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(self.store.writer(self.worker)?),
+        };
+        writer.append(epoch, &entries)
+    }
+}
+
+/// The store's pairs into the empty trace `held`, at time 0; the trace compacts to 1.
+fn import(held: &mut Spine<Rc<PairBatch>>, pairs: &[(u128, u128)]) {
+    let upper = Antichain::from_elem(1);
+    let desc = Description::new(
+        Antichain::from_elem(0),
+        upper.clone(),
+        Antichain::from_elem(0),
+    );
+    held.insert(Span::new(desc, arranged::build(pairs, 0, 1).map(Rc::new)));
+    held.set_logical_compaction(upper.borrow());
+    held.set_physical_compaction(upper.borrow());
 }
 
 /// The rows of `batch` per worker owning their key (rows without a key go to worker 0, which
@@ -203,6 +263,7 @@ fn consolidate_epoch(
     hasher: &RowHasher,
     replay_free: bool,
     held: &mut Spine<Rc<PairBatch>>,
+    log: Option<&mut HeldLog>,
 ) -> Result<Vec<RecordBatch>, String> {
     // Every keyed change, numbered in the source's order.
     let mut changes: Vec<(usize, KeyChanges)> = Vec::new();
@@ -271,6 +332,10 @@ fn consolidate_epoch(
         if (k.deleted_last && !never_there) || in_delta {
             keep[k.last.0][k.last.1] = true;
         }
+    }
+
+    if let (Some(log), Some(d)) = (log, &delta) {
+        log.append(epoch, d)?;
     }
 
     // The epoch's delta into the held trace, which compacts to the next epoch.

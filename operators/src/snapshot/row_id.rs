@@ -107,6 +107,12 @@ impl RowHasher {
         }
     }
 
+    /// Names what its hashes are of (the version, key, identity and value columns): pairs
+    /// made by hashers with different ids are not comparable.
+    pub fn layout_id(&self) -> u64 {
+        xxh3_64(format!("{self:?}").as_bytes())
+    }
+
     /// The fingerprint version this hasher computes.
     pub fn fingerprint_version(&self) -> FingerprintVersion {
         self.version
