@@ -195,29 +195,30 @@ pub fn reset_sync_in(
                 .to_string(),
         );
     }
-    let snapshots = config.state_dir().join("snapshots").join(name);
-    if snapshots.exists() {
-        std::fs::remove_dir_all(&snapshots).map_err(|e| SyncError::RunFailed {
+    let remove = |dir: std::path::PathBuf, what: &str, cleared: &mut Vec<String>| {
+        if !dir.exists() {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| SyncError::RunFailed {
             permanent: false,
             sync: name.to_string(),
             run_id: 0,
-            reason: format!("cannot remove {}: {e}", snapshots.display()),
+            reason: format!("cannot remove {}: {e}", dir.display()),
         })?;
-        cleared.push(format!("the snapshot files in {}", snapshots.display()));
-    }
-    let held = plan::held_dir(&config.state_dir(), name);
-    if held.exists() {
-        std::fs::remove_dir_all(&held).map_err(|e| SyncError::RunFailed {
-            permanent: false,
-            sync: name.to_string(),
-            run_id: 0,
-            reason: format!("cannot remove {}: {e}", held.display()),
-        })?;
-        cleared.push(format!(
-            "the held change-stream state in {}",
-            held.display()
-        ));
-    }
+        cleared.push(format!("{what} in {}", dir.display()));
+        Ok::<(), SyncError>(())
+    };
+    let state_dir = config.state_dir();
+    remove(
+        state_dir.join("snapshots").join(name),
+        "the snapshot files",
+        &mut cleared,
+    )?;
+    remove(
+        plan::held_dir(&state_dir, name),
+        "the held change-stream state",
+        &mut cleared,
+    )?;
     let stream =
         resolved
             .warehouse

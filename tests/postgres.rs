@@ -727,10 +727,22 @@ fn one_sync_catches_up_a_backlog_in_committed_epochs_of_one_dataflow() {
     assert_eq!(log.matches("changes: 1500 inserted").count(), 1, "{log}");
 }
 
-#[test]
-fn crash_before_the_slot_moves_replays_the_changes() {
+/// Runs `wharf sync` made to stop after delivery, before its commit; returns what it sent.
+fn sync_crashing_before_commit(f: &Fixture, pg: &Pg, seen: &mut usize) -> Vec<Value> {
+    let crashed = f.wharf(
+        &["sync", &pg.schema, "-c", "wharf.toml"],
+        &[("WHARF_CRASH_BEFORE_COMMIT", "1")],
+    );
+    assert_eq!(crashed.status.code(), Some(70), "{}", text(&crashed));
+    let sent = read_ndjson(&f.path("out.ndjson"))[*seen..].to_vec();
+    *seen += sent.len();
+    sent
+}
+
+/// A logical mirror of ten rows `(id, v = 'a')` in schema `name`, its first snapshot sent.
+fn ten_rows_mirrored(name: &str) -> (Fixture, Pg, usize) {
     let f = Fixture::new();
-    let pg = Pg::new("crash");
+    let pg = Pg::new(name);
     pg.exec(
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g;",
@@ -741,17 +753,17 @@ fn crash_before_the_slot_moves_replays_the_changes() {
     );
     let mut seen = 0;
     assert_eq!(sync(&f, &pg, &mut seen).len(), 10);
+    (f, pg, seen)
+}
+
+#[test]
+fn crash_before_the_slot_moves_replays_the_changes() {
+    let (f, pg, mut seen) = ten_rows_mirrored("crash");
     pg.exec(
         "UPDATE t SET v = 'b' WHERE id <= 3; DELETE FROM t WHERE id = 10;
          INSERT INTO t VALUES (11, 'n');",
     );
-    let crashed = f.wharf(
-        &["sync", &pg.schema, "-c", "wharf.toml"],
-        &[("WHARF_CRASH_BEFORE_COMMIT", "1")],
-    );
-    assert_eq!(crashed.status.code(), Some(70), "{}", text(&crashed));
-    let sent = read_ndjson(&f.path("out.ndjson"))[seen..].to_vec();
-    seen += sent.len();
+    let sent = sync_crashing_before_commit(&f, &pg, &mut seen);
     let mut want = map(&[
         ("1", "update"),
         ("2", "update"),
@@ -775,18 +787,7 @@ fn crash_before_the_slot_moves_replays_the_changes() {
 /// sent), so a change back to the last committed values is sent, not taken for "as it was".
 #[test]
 fn the_held_trace_outlives_the_process_and_forgets_what_an_uncommitted_run_sent() {
-    let f = Fixture::new();
-    let pg = Pg::new("heldpersist");
-    pg.exec(
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-         INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g;",
-    );
-    f.write_config(
-        "wharf.toml",
-        &pg.config("postgres", "users", "mirror", USERS),
-    );
-    let mut seen = 0;
-    assert_eq!(sync(&f, &pg, &mut seen).len(), 10);
+    let (f, pg, mut seen) = ten_rows_mirrored("heldpersist");
     pg.exec("UPDATE t SET v = 'x' WHERE id IN (1, 2);");
     assert_eq!(
         ops(&sync(&f, &pg, &mut seen)),
@@ -797,13 +798,7 @@ fn the_held_trace_outlives_the_process_and_forgets_what_an_uncommitted_run_sent(
     assert_eq!(ops(&sync(&f, &pg, &mut seen)), map(&[("3", "update")]));
     // A run that sends row 2 as `z` and stops before its commit.
     pg.exec("UPDATE t SET v = 'z' WHERE id = 2;");
-    let crashed = f.wharf(
-        &["sync", &pg.schema, "-c", "wharf.toml"],
-        &[("WHARF_CRASH_BEFORE_COMMIT", "1")],
-    );
-    assert_eq!(crashed.status.code(), Some(70), "{}", text(&crashed));
-    let sent = read_ndjson(&f.path("out.ndjson"))[seen..].to_vec();
-    seen += sent.len();
+    let sent = sync_crashing_before_commit(&f, &pg, &mut seen);
     assert_eq!(ops(&sent), map(&[("2", "update")]));
     // Row 2 back to `x`, the value of the last commit, and row 1 to `x` again: row 2 is sent
     // (the destination holds `z`), row 1 is not.

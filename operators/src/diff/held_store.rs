@@ -422,6 +422,16 @@ mod tests {
         HeldStore::new(dir.to_path_buf(), 7, 1)
     }
 
+    /// A store in a new folder holding `(1, 10)` from committed epoch 2, not yet folded.
+    fn one_committed() -> (tempfile::TempDir, HeldStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut w = s.writer(0).unwrap();
+        w.append(2, &[(1, 10, 1)]).unwrap();
+        s.committed(2).unwrap();
+        (dir, s)
+    }
+
     #[test]
     fn committed_epochs_are_kept_and_the_keys_of_others_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -464,12 +474,7 @@ mod tests {
 
     #[test]
     fn another_layout_or_snapshot_starts_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let mut w = s.writer(0).unwrap();
-        w.append(2, &[(1, 10, 1)]).unwrap();
-        s.committed(2).unwrap();
-        drop(w);
+        let (dir, _) = one_committed();
         assert_eq!(store(dir.path()).initial(0, 1).unwrap(), vec![(1, 10)]);
         let other = HeldStore::new(dir.path().to_path_buf(), 8, 1);
         assert!(other.initial(0, 1).unwrap().is_empty());
@@ -479,12 +484,7 @@ mod tests {
 
     #[test]
     fn a_torn_record_is_left_out_and_old_generations_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let mut w = s.writer(0).unwrap();
-        w.append(2, &[(1, 10, 1)]).unwrap();
-        s.committed(2).unwrap();
-        drop(w);
+        let (dir, _) = one_committed();
         let log = dir.path().join("log-1-w0");
         // A record cut short, as by a stop while writing it.
         let mut f = OpenOptions::new().append(true).open(&log).unwrap();
