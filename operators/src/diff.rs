@@ -47,7 +47,9 @@ use timely::dataflow::Stream;
 use crate::change::{ChangeMapper, ChangeOp, ChangeSet, RowChange};
 use crate::dataflow::{mapper_for, ArrowBatch, MapperAt, RunControl};
 use crate::record::{MappedBatch, Reject};
-use crate::snapshot::{owner, KeyMap, KeySet, KeyTextWriter, PendingSnapshot, RowHasher};
+use crate::snapshot::{
+    owner, part_kind, KeyMap, KeySet, KeyTextWriter, PartKind, PendingSnapshot, RowHasher,
+};
 use classify::{classify, duplicate_examples, Buckets, Verdict};
 use epochs::{EpochWatch, Opened};
 use stash::{Stash, StashIter};
@@ -91,6 +93,16 @@ impl DiffSpec {
     /// Nothing was delivered before: every row is an insert.
     pub fn is_first(&self) -> bool {
         self.previous.is_empty() && self.pending.is_empty()
+    }
+
+    /// About how many pairs the committed snapshot holds (from its sorted parts' sizes).
+    fn previous_pairs(&self) -> u64 {
+        self.previous
+            .iter()
+            .filter(|p| matches!(part_kind(p), Ok(PartKind::Sorted(_))))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len() / 32)
+            .sum()
     }
 
     /// Every part file a deleted key's text may be in: the committed state's, then the
@@ -266,12 +278,14 @@ pub fn snapshot_diff<'s>(
                 let mut open: BTreeMap<u64, (Opened, Buckets)> = BTreeMap::new();
                 move |(input, frontier), output| {
                     for o in watch.reached(frontier) {
-                        open.insert(o.epoch, (o, Buckets::default()));
+                        let buckets = Buckets::expecting(o.spec.previous_pairs());
+                        open.insert(o.epoch, (o, buckets));
                     }
                     input.for_each(|cap, data| {
                         let Some(&epoch) = cap.least() else { return };
                         if let Some(o) = watch.open(epoch) {
-                            open.insert(epoch, (o, Buckets::default()));
+                            let buckets = Buckets::expecting(o.spec.previous_pairs());
+                            open.insert(epoch, (o, buckets));
                         }
                         let Some((_, pairs)) = open.get_mut(&epoch) else {
                             control

@@ -62,14 +62,27 @@ fn bucket_of(key: u128) -> usize {
 /// they arrive: the buckets are in key order, and each is small enough (≈ rows / 4096) to sort
 /// in cache — about twice as fast as sorting one vector of them all.
 #[derive(Default)]
-pub(super) struct Buckets(Vec<Vec<(u128, u128)>>);
+pub(super) struct Buckets(Vec<Vec<(u128, u128)>>, usize);
 
 impl Buckets {
+    /// Buckets for about `pairs` pairs in all the workers' ranges (the committed snapshot's
+    /// size: a run's table is usually about as large). Each bucket is made that large when
+    /// its first pair comes, so that it is not copied as it grows (with 10M rows, copies of
+    /// growing buckets were ~12% of a snapshot diff's CPU).
+    pub(super) fn expecting(pairs: u64) -> Self {
+        let per_bucket = pairs >> BUCKET_BITS;
+        Buckets(Vec::new(), (per_bucket + per_bucket / 16) as usize)
+    }
+
     pub(super) fn push(&mut self, pair: (u128, u128)) {
         if self.0.is_empty() {
             self.0.resize_with(1 << BUCKET_BITS, Vec::new);
         }
-        self.0[bucket_of(pair.0)].push(pair);
+        let bucket = &mut self.0[bucket_of(pair.0)];
+        if bucket.capacity() == 0 {
+            bucket.reserve(self.1);
+        }
+        bucket.push(pair);
     }
 
     /// Sorts each bucket; iterating the result's buckets in turn gives the pairs in key order.
