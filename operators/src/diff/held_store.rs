@@ -57,6 +57,8 @@ pub struct HeldStore {
     opened: OnceLock<Result<Opened, String>>,
     /// Bytes appended to the logs by this store's writers.
     logged: Arc<AtomicU64>,
+    /// Logs smaller than this are never worth a fold.
+    fold_after: u64,
 }
 
 struct Opened {
@@ -86,6 +88,10 @@ impl HeldStore {
             snapshot_run,
             opened: OnceLock::new(),
             logged: Arc::default(),
+            fold_after: std::env::var("WHARF_HELD_FOLD_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(FOLD_AFTER),
         }
     }
 
@@ -150,11 +156,7 @@ impl HeldStore {
         let Some(Ok(opened)) = self.opened.get() else {
             return false;
         };
-        let least = std::env::var("WHARF_HELD_FOLD_AFTER")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(FOLD_AFTER);
-        self.logged.load(Ordering::Relaxed) > opened.base_bytes.max(least)
+        self.logged.load(Ordering::Relaxed) > opened.base_bytes.max(self.fold_after)
     }
 
     /// Notes that `epoch` committed. Nothing to do if this store was never opened (its
