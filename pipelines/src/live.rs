@@ -83,6 +83,9 @@ type Mappers = Arc<Mutex<BTreeMap<u64, (Vec<SinkMapper>, i64)>>>;
 struct Frontier {
     first: Mutex<Option<u64>>,
     moved: Condvar,
+    /// In a failed cluster: the first worker has handed the reason on and kept the
+    /// connections open for [`FAILED_GRACE`]; until then the process must not exit.
+    reported: std::sync::atomic::AtomicBool,
 }
 
 /// What one epoch brings: its readers, mappers (one per sink, in the order of
@@ -199,6 +202,7 @@ impl LiveDataflow {
         let frontier = Arc::new(Frontier {
             first: Mutex::new(Some(0)),
             moved: Condvar::new(),
+            reported: Default::default(),
         });
         let (ctl, published, wired_plan) = (control.clone(), frontier.clone(), plan.clone());
         let (wired_epochs, wired_replays) = (diff_epochs.clone(), replay_free.clone());
@@ -277,6 +281,8 @@ impl LiveDataflow {
                         while std::time::Instant::now() < until {
                             worker.step_or_park(Some(Duration::from_millis(10)));
                         }
+                        let _first = published.first.lock();
+                        published.reported.store(true, Ordering::Release);
                     }
                     for id in worker.installed_dataflows() {
                         worker.drop_dataflow(id);
@@ -650,6 +656,23 @@ impl Drop for LiveDataflow {
                 // The processes of a failed cluster do not wait for each other: a process
                 // that is gone would keep the others' workers waiting for ever.
                 std::mem::forget(self.guards.take());
+                // But this process stays until its first worker handed the reason on (a
+                // process that exits at once closes its connections, and the others fail
+                // with "a worker stopped" instead of the reason); at most a little longer
+                // than the grace, should that worker have stopped.
+                let until = std::time::Instant::now() + FAILED_GRACE + Duration::from_secs(1);
+                if let Ok(mut first) = self.frontier.first.lock() {
+                    while !self.frontier.reported.load(Ordering::Acquire) {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match self.frontier.moved.wait_timeout(first, left) {
+                            Ok((guard, _)) => first = guard,
+                            Err(_) => break,
+                        }
+                    }
+                }
             } else if link.spec.leads() {
                 let _ = link.out.send(ClusterMsg::End);
             }
