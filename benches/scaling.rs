@@ -9,6 +9,11 @@
 //! default `2`) of 1 worker each, and pinned: one process on CPU 0 against P processes each
 //! on its own CPU.
 //!
+//! `WHARF_BENCH_DESTS` picks the destinations (default `null,file`), `WHARF_BENCH_REPEAT` runs
+//! each unpinned row that many times (default 1), `WHARF_BENCH_PINNED=0` skips the pinned runs:
+//! `WHARF_BENCH_DESTS=null WHARF_BENCH_WORKERS=2 WHARF_BENCH_PROCESSES=1 WHARF_BENCH_PINNED=0
+//! WHARF_BENCH_REPEAT=5` compares builds (`WHARF_BENCH_BIN`) quickly.
+//!
 //! `cargo bench --bench scaling` (see README, "Throughput").
 
 #[path = "common/sync_run.rs"]
@@ -57,18 +62,35 @@ fn main() {
         .filter_map(|p| p.trim().parse().ok())
         .filter(|p| *p > 1)
         .collect();
-    for (dest, sync) in [
-        ("null receiver", "demo_events"),
-        ("file", "demo_events_file"),
-    ] {
+    let wanted = std::env::var("WHARF_BENCH_DESTS").unwrap_or_else(|_| "null,file".into());
+    let dests: Vec<(&str, &str)> = [
+        ("null", "null receiver", "demo_events"),
+        ("file", "file", "demo_events_file"),
+    ]
+    .into_iter()
+    .filter(|(key, _, _)| wanted.split(',').any(|w| w.trim() == *key))
+    .map(|(_, dest, sync)| (dest, sync))
+    .collect();
+    let repeat: usize = std::env::var("WHARF_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for &(dest, sync) in &dests {
         for &w in &workers {
-            let m = sync_run::run_sync(dir.path(), sync, &w.to_string(), None);
-            line(dest, w, "-", &m);
+            for _ in 0..repeat {
+                let m = sync_run::run_sync(dir.path(), sync, &w.to_string(), None);
+                line(dest, w, "-", &m);
+            }
         }
         for &p in &processes {
-            let m = sync_run::run_cluster(dir.path(), sync, p, "1", false);
-            line(&format!("{dest}, {p} proc"), p, "-", &m);
+            for _ in 0..repeat {
+                let m = sync_run::run_cluster(dir.path(), sync, p, "1", false);
+                line(&format!("{dest}, {p} proc"), p, "-", &m);
+            }
         }
+    }
+    if std::env::var("WHARF_BENCH_PINNED").is_ok_and(|v| v == "0") {
+        return;
     }
     // Pinned: one core against several (as many as the machine has, up to the largest count).
     let most = workers.iter().copied().max().unwrap_or(1).min(cores);
@@ -81,10 +103,7 @@ fn main() {
         println!("(no pinned runs: one core, or no taskset)");
         return;
     }
-    for (dest, sync) in [
-        ("null receiver", "demo_events"),
-        ("file", "demo_events_file"),
-    ] {
+    for &(dest, sync) in &dests {
         let one = sync_run::run_sync(dir.path(), sync, "1", Some("0"));
         line(dest, 1, "0", &one);
         let cpus = format!("0-{}", most - 1);

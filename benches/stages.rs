@@ -1,0 +1,133 @@
+//! The stages of a 1M-event backfill measured alone, one thread each, on the demo events:
+//! reading the table from DuckDB into Arrow, mapping Arrow rows to Mixpanel's event JSON, and
+//! gzipping that JSON in requests of 2,000 events. Their CPU seconds per million events add up
+//! to what any run of the pipeline spends at least; `2 / sum` is the most events per second
+//! two cores could give, before the dataflow, HTTP and the receiver take their share.
+//!
+//! `cargo bench --bench stages` (`WHARF_BENCH_ROWS`, default 1,000,000; `WHARF_BENCH_REPEAT`,
+//! default 3).
+
+use wharf::warehouse::duckdb::DuckDbWarehouse;
+use wharf::warehouse::{Select, SourceRef, Warehouse};
+use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::RecordMapper;
+
+#[path = "common/sync_run.rs"]
+mod sync_run;
+
+/// Events per Mixpanel `/import` request.
+const PER_REQUEST: usize = 2000;
+
+fn main() {
+    // As `wharf` sets glibc's malloc (src/main.rs): freed buffers are reused, not faulted in anew.
+    // SAFETY: mallopt only sets the allocator's parameters; no other thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+    let rows: u64 = env_or("WHARF_BENCH_ROWS", 1_000_000);
+    let repeat: u64 = env_or("WHARF_BENCH_REPEAT", 3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("demo.duckdb");
+    wharf::demo::create_demo_warehouse(&path, rows).expect("demo");
+    let duck = DuckDbWarehouse::new("demo", &path);
+    let source = SourceRef::Table("events".into());
+    let mapping = EventMapping {
+        sync_id: "demo_events".into(),
+        warehouse_type: "duckdb".into(),
+        event_name: EventName::Column("event_name".into()),
+        time_column: "event_time".into(),
+        time_unit: EpochUnit::Auto,
+        user_id_column: Some("user_id".into()),
+        device_id_column: Some("device_id".into()),
+        properties_column: Some("properties".into()),
+        key_columns: vec!["event_id".into()],
+        exclude_columns: vec![],
+    };
+    println!("{rows} demo events, CPU seconds per million events, one thread per stage");
+    println!(
+        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "run", "read", "map", "gzip", "sum", "bytes/event", "2 cores: ev/s"
+    );
+    for run in 1..=repeat {
+        // Each stage is timed as the pipeline runs it, each batch dropped once handed on,
+        // then run again untimed to keep its output for the next stage.
+        let mut read_rows = 0;
+        let read = cpu(|| {
+            duck.select(Select::all(&source, ""), &mut |b| {
+                read_rows += b.num_rows();
+                true
+            })
+            .expect("read");
+        });
+        assert_eq!(read_rows as u64, rows);
+        let mut batches = Vec::new();
+        duck.select(Select::all(&source, ""), &mut |b| {
+            batches.push(b);
+            true
+        })
+        .expect("read");
+        let mapper = EventMapper::new(mapping.clone(), &batches[0].schema()).expect("mapper");
+        let now_ms = i64::MAX / 2;
+        let map = cpu(|| {
+            for b in &batches {
+                std::hint::black_box(mapper.map_batch(b, now_ms));
+            }
+        });
+        let mapped: Vec<_> = batches
+            .iter()
+            .map(|b| mapper.map_batch(b, now_ms).records)
+            .collect();
+        let events: usize = mapped.iter().map(|r| r.len()).sum();
+        let bytes: usize = mapped.iter().map(|r| r.data.len()).sum();
+        assert_eq!(events as u64, rows, "every demo event maps");
+        // Requests of PER_REQUEST events, cut from the mapped batches as the sink cuts them.
+        let mut bodies = Vec::new();
+        let mut body = Vec::new();
+        let mut in_body = 0;
+        for r in &mapped {
+            for record in r.iter() {
+                body.extend_from_slice(record);
+                in_body += 1;
+                if in_body == PER_REQUEST {
+                    bodies.push(std::mem::take(&mut body));
+                    in_body = 0;
+                }
+            }
+        }
+        bodies.push(body);
+        let mut compressed = 0;
+        let gzip = cpu(|| {
+            for b in &bodies {
+                compressed += wharf::destination::gzip::gzip(b).expect("gzip").len();
+            }
+        });
+        let per_m = |s: f64| s * 1e6 / rows as f64;
+        let sum = per_m(read + map + gzip);
+        println!(
+            "{run:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>12.0} {:>14.0}",
+            per_m(read),
+            per_m(map),
+            per_m(gzip),
+            sum,
+            bytes as f64 / events as f64,
+            2e6 / sum
+        );
+        std::hint::black_box(compressed);
+    }
+    println!("gzip: {}", wharf::destination::gzip::backend().describe());
+}
+
+/// CPU seconds (user + system, every thread of this process) that `f` took.
+fn cpu(f: impl FnOnce()) -> f64 {
+    let before = sync_run::cpu_seconds(libc::RUSAGE_SELF);
+    f();
+    sync_run::cpu_seconds(libc::RUSAGE_SELF) - before
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
