@@ -68,24 +68,25 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn push_2(out: &mut Vec<u8>, v: u32) {
-    out.push(b'0' + (v / 10) as u8);
-    out.push(b'0' + (v % 10) as u8);
+/// Two decimal digits of `v` (below 100).
+fn digits_2(v: u32) -> [u8; 2] {
+    [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
 }
 
 fn push_date(out: &mut Vec<u8>, days: i64) {
     let (y, m, d) = civil_from_days(days);
+    let [m1, m2] = digits_2(m);
+    let [d1, d2] = digits_2(d);
     if (0..=9999).contains(&y) {
+        // One copy of the whole date, not ten pushes.
         let y = y as u32;
-        push_2(out, y / 100);
-        push_2(out, y % 100);
+        let [y1, y2] = digits_2(y / 100);
+        let [y3, y4] = digits_2(y % 100);
+        out.extend_from_slice(&[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]);
     } else {
         out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+        out.extend_from_slice(&[b'-', m1, m2, b'-', d1, d2]);
     }
-    out.push(b'-');
-    push_2(out, m);
-    out.push(b'-');
-    push_2(out, d);
 }
 
 /// Writes microseconds since the epoch as a quoted ISO-8601 UTC string.
@@ -96,21 +97,20 @@ pub fn write_iso_micros(out: &mut Vec<u8>, micros: i64) {
     let sod = secs.rem_euclid(86_400) as u32;
     out.push(b'"');
     push_date(out, days);
-    out.push(b'T');
-    push_2(out, sod / 3600);
-    out.push(b':');
-    push_2(out, (sod / 60) % 60);
-    out.push(b':');
-    push_2(out, sod % 60);
+    let [h1, h2] = digits_2(sod / 3600);
+    let [n1, n2] = digits_2((sod / 60) % 60);
+    let [s1, s2] = digits_2(sod % 60);
+    out.extend_from_slice(&[b'T', h1, h2, b':', n1, n2, b':', s1, s2]);
     if frac != 0 {
-        out.push(b'.');
         if frac % 1000 == 0 {
             let ms = frac / 1000;
-            out.push(b'0' + (ms / 100) as u8);
-            push_2(out, ms % 100);
+            let [m2, m3] = digits_2(ms % 100);
+            out.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, m2, m3]);
         } else {
-            let s = format!("{frac:06}");
-            out.extend_from_slice(s.as_bytes());
+            let [a, b] = digits_2(frac / 10_000);
+            let [c, d] = digits_2(frac / 100 % 100);
+            let [e, f] = digits_2(frac % 100);
+            out.extend_from_slice(&[b'.', a, b, c, d, e, f]);
         }
     }
     out.extend_from_slice(b"Z\"");
@@ -259,7 +259,7 @@ impl<'a> ColumnEncoder<'a> {
             Self::Date32(a) => a.is_null(row),
             Self::Date64(a) => a.is_null(row),
             Self::Decimal(a, _) => a.is_null(row),
-            Self::Nested(n) => n.array().is_null(row),
+            Self::Nested(n) => n.is_null(row),
         }
     }
 
@@ -361,12 +361,19 @@ fn prim<T: ArrowPrimitiveType>(a: &dyn Array, row: usize) -> T::Native {
 /// A nested column compiled once per batch: writing a row is offset arithmetic and the
 /// leaves' typed writers, with the output of [`write_value`] (which would slice an array per
 /// list value and rebuild an array per scalar).
-pub enum NestedEncoder<'a> {
+pub struct NestedEncoder<'a> {
+    array: &'a dyn Array,
+    /// The array's null buffer when it holds a NULL (none to test otherwise).
+    nulls: Option<&'a arrow::buffer::NullBuffer>,
+    node: Node<'a>,
+}
+
+/// What a [`NestedEncoder`] writes.
+enum Node<'a> {
     /// A scalar (the types [`ColumnEncoder`] writes directly).
-    Leaf(&'a dyn Array, ColumnEncoder<'a>),
+    Leaf(ColumnEncoder<'a>),
     /// A list: each row is `values[offsets[row]..offsets[row + 1]]`.
     List {
-        array: &'a dyn Array,
         offsets: ListOffsets<'a>,
         values: Box<NestedEncoder<'a>>,
     },
@@ -378,15 +385,14 @@ pub enum NestedEncoder<'a> {
     },
     /// A struct: its fields' `"name":` prefixes and encoders (children are sliced with it).
     Struct {
-        array: &'a dyn Array,
         fields: Vec<(Vec<u8>, NestedEncoder<'a>)>,
     },
     /// Maps, dictionaries, times of day…: through [`write_value`].
-    Other(&'a dyn Array),
+    Other,
 }
 
 /// A list's value offsets (already adjusted to its slice).
-pub enum ListOffsets<'a> {
+enum ListOffsets<'a> {
     /// `List`.
     I32(&'a [i32]),
     /// `LargeList`.
@@ -397,26 +403,24 @@ impl<'a> NestedEncoder<'a> {
     /// Compiles the encoder for `array` and its children.
     pub fn new(array: &'a ArrayRef) -> Self {
         let a = array.as_ref();
-        match a.data_type() {
+        let node = match a.data_type() {
             DataType::List(_) => {
                 let list = a.as_list::<i32>();
-                Self::List {
-                    array: a,
+                Node::List {
                     offsets: ListOffsets::I32(list.value_offsets()),
                     values: Box::new(Self::new(list.values())),
                 }
             }
             DataType::LargeList(_) => {
                 let list = a.as_list::<i64>();
-                Self::List {
-                    array: a,
+                Node::List {
                     offsets: ListOffsets::I64(list.value_offsets()),
                     values: Box::new(Self::new(list.values())),
                 }
             }
             DataType::FixedSizeList(_, size) => {
                 let list = a.as_fixed_size_list();
-                Self::FixedList {
+                Node::FixedList {
                     array: list,
                     size: usize::try_from(*size).unwrap_or(0),
                     values: Box::new(Self::new(list.values())),
@@ -434,44 +438,50 @@ impl<'a> NestedEncoder<'a> {
                         (prefix, Self::new(column))
                     })
                     .collect();
-                Self::Struct { array: a, fields }
+                Node::Struct { fields }
             }
-            t if is_scalar(t) => Self::Leaf(a, ColumnEncoder::new(array)),
-            _ => Self::Other(a),
+            t if is_scalar(t) => Node::Leaf(ColumnEncoder::new(array)),
+            _ => Node::Other,
+        };
+        NestedEncoder {
+            array: a,
+            // `Array::is_null` reads the same buffer.
+            nulls: a.nulls().filter(|n| n.null_count() > 0),
+            node,
         }
     }
 
     /// The array this encodes.
     pub fn array(&self) -> &'a dyn Array {
-        match self {
-            Self::Leaf(a, _) | Self::List { array: a, .. } | Self::Struct { array: a, .. } => *a,
-            Self::FixedList { array, .. } => *array,
-            Self::Other(a) => *a,
-        }
+        self.array
+    }
+
+    /// Whether the value at `row` is NULL (as `Array::is_null` says).
+    #[inline]
+    pub fn is_null(&self, row: usize) -> bool {
+        self.nulls.is_some_and(|n| n.is_null(row))
     }
 
     /// Writes the value at `row` as [`write_value`] does (NULL as `null`); false when the
     /// value has no JSON form and nothing was written.
     pub fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
-        if let Self::Other(a) = self {
-            return write_value(*a, row, out);
+        if let Node::Other = self.node {
+            return write_value(self.array, row, out);
         }
-        if self.array().is_null(row) {
+        if self.is_null(row) {
             out.extend_from_slice(b"null");
             return true;
         }
-        match self {
-            Self::Leaf(_, leaf) => return leaf.write(row, out),
-            Self::List {
-                offsets, values, ..
-            } => {
+        match &self.node {
+            Node::Leaf(leaf) => return leaf.write(row, out),
+            Node::List { offsets, values } => {
                 let (start, end) = match offsets {
                     ListOffsets::I32(o) => (o[row] as usize, o[row + 1] as usize),
                     ListOffsets::I64(o) => (o[row] as usize, o[row + 1] as usize),
                 };
                 write_elements(values, start..end, out);
             }
-            Self::FixedList {
+            Node::FixedList {
                 array,
                 size,
                 values,
@@ -479,11 +489,11 @@ impl<'a> NestedEncoder<'a> {
                 let start = array.value_offset_at(row);
                 write_elements(values, start..start + size, out);
             }
-            Self::Struct { fields, .. } => {
+            Node::Struct { fields } => {
                 out.push(b'{');
                 let mut first = true;
                 for (prefix, field) in fields {
-                    if field.array().is_null(row) {
+                    if field.is_null(row) {
                         continue;
                     }
                     let mark = out.len();
@@ -499,7 +509,7 @@ impl<'a> NestedEncoder<'a> {
                 }
                 out.push(b'}');
             }
-            Self::Other(_) => {}
+            Node::Other => {}
         }
         true
     }
@@ -690,6 +700,35 @@ mod tests {
         out.clear();
         write_iso_date(&mut out, 19_844);
         assert_eq!(out, b"\"2024-05-01\"");
+    }
+
+    #[test]
+    fn dates_and_times_agree_with_chrono() {
+        // Years 0..=9999 (chrono writes others with a sign), every fraction kind.
+        let (lo, hi) = (-62_167_219_200_000_000_i64, 253_402_300_799_999_999_i64);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..20_000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let mut micros = lo + (x % (hi - lo) as u64) as i64;
+            match n % 3 {
+                0 => micros -= micros.rem_euclid(1_000_000),
+                1 => micros -= micros.rem_euclid(1_000),
+                _ => {}
+            }
+            let mut out = Vec::new();
+            write_iso_micros(&mut out, micros);
+            let t = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+            let want = format!("\"{}Z\"", t.format("%Y-%m-%dT%H:%M:%S%.f"));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{micros}");
+            let mut out = Vec::new();
+            write_iso_date(&mut out, micros.div_euclid(86_400_000_000));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("\"{}\"", t.format("%Y-%m-%d"))
+            );
+        }
     }
 
     #[test]

@@ -72,6 +72,12 @@ impl DuckDbWarehouse {
     }
 
     fn connect(&self) -> Result<Connection, WarehouseError> {
+        self.connect_with_threads(None)
+    }
+
+    /// Opens the database with DuckDB's thread count set (`None`: DuckDB's default, one per
+    /// core).
+    fn connect_with_threads(&self, threads: Option<i64>) -> Result<Connection, WarehouseError> {
         if !self.path.exists() {
             return Err(WarehouseError::Open {
                 what: self.what(),
@@ -80,12 +86,14 @@ impl DuckDbWarehouse {
         }
         let open = || -> duckdb::Result<Connection> {
             let limit = format!("{}b", self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
-            Connection::open_with_flags(
-                &self.path,
-                Config::default()
-                    .access_mode(AccessMode::ReadOnly)?
-                    .max_memory(&limit)?,
-            )
+            let config = Config::default()
+                .access_mode(AccessMode::ReadOnly)?
+                .max_memory(&limit)?;
+            let config = match threads {
+                Some(n) => config.threads(n)?,
+                None => config,
+            };
+            Connection::open_with_flags(&self.path, config)
         };
         open().map_err(|e| {
             let message = e.to_string();
@@ -303,7 +311,10 @@ impl Warehouse for DuckDbWarehouse {
         if of.count <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
         }
-        let conn = self.connect()?;
+        // Each part is scanned by the thread that reads it: DuckDB's own threads would only
+        // contend with the readers and the dataflow for the same cores (1M demo events, 2
+        // workers, null receiver: 1.88-2.00 CPU s per million against 1.96-2.14, 8 runs each).
+        let conn = self.connect_with_threads(Some(1))?;
         let conditions = Self::conditions(&conn, self.as_ref(), src, of.key, of.count)?;
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
