@@ -311,10 +311,12 @@ impl Warehouse for DuckDbWarehouse {
         if of.count <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
         }
-        // Each part is scanned by the thread that reads it: DuckDB's own threads would only
-        // contend with the readers and the dataflow for the same cores (1M demo events, 2
-        // workers, null receiver: 1.88-2.00 CPU s per million against 1.96-2.14, 8 runs each).
-        let conn = self.connect_with_threads(Some(1))?;
+        // A table's part is a plain scan, done by the thread that reads it: DuckDB's own
+        // threads would only contend with the readers and the dataflow for the same cores (1M
+        // demo events, 2 workers, null receiver: 1.88-2.00 CPU s per million against
+        // 1.96-2.14, 8 runs each). A query (joins, aggregates) keeps DuckDB's threads.
+        let threads = matches!(src, SourceRef::Table(_)).then_some(1);
+        let conn = self.connect_with_threads(threads)?;
         let conditions = Self::conditions(&conn, self.as_ref(), src, of.key, of.count)?;
         if conditions.len() <= 1 {
             return Ok(vec![whole_read(self, src, filter)]);
