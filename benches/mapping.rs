@@ -10,8 +10,11 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::mixpanel::events::EventMapper;
 use wharf_operators::RecordMapper;
+
+#[path = "common/demo_mapping.rs"]
+mod demo_mapping;
 
 const ROWS: usize = 8192;
 
@@ -75,22 +78,7 @@ fn batch() -> RecordBatch {
 
 fn mapper(batch: &RecordBatch, with_json: bool) -> EventMapper {
     EventMapper::new(
-        EventMapping {
-            sync_id: "bench".into(),
-            warehouse_type: "duckdb".into(),
-            event_name: EventName::Column("event_name".into()),
-            time_column: "event_time".into(),
-            time_unit: EpochUnit::Auto,
-            user_id_column: Some("user_id".into()),
-            device_id_column: Some("device_id".into()),
-            properties_column: with_json.then(|| "properties".into()),
-            key_columns: vec!["event_id".into()],
-            exclude_columns: if with_json {
-                vec![]
-            } else {
-                vec!["properties".into()]
-            },
-        },
+        demo_mapping::demo_event_mapping("bench", with_json),
         &batch.schema(),
     )
     .expect("mapper")

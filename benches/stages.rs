@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use wharf::warehouse::duckdb::DuckDbWarehouse;
 use wharf::warehouse::{PartsOf, SourceRef, Warehouse};
-use wharf_operators::mixpanel::events::{EpochUnit, EventMapper, EventMapping, EventName};
+use wharf_operators::mixpanel::events::EventMapper;
 use wharf_operators::RecordMapper;
 
+#[path = "common/demo_mapping.rs"]
+mod demo_mapping;
 #[path = "common/sync_run.rs"]
 mod sync_run;
 
@@ -35,18 +37,7 @@ fn main() {
     wharf::demo::create_demo_warehouse(&path, rows).expect("demo");
     let duck = Arc::new(DuckDbWarehouse::new("demo", &path));
     let source = SourceRef::Table("events".into());
-    let mapping = EventMapping {
-        sync_id: "demo_events".into(),
-        warehouse_type: "duckdb".into(),
-        event_name: EventName::Column("event_name".into()),
-        time_column: "event_time".into(),
-        time_unit: EpochUnit::Auto,
-        user_id_column: Some("user_id".into()),
-        device_id_column: Some("device_id".into()),
-        properties_column: Some("properties".into()),
-        key_columns: vec!["event_id".into()],
-        exclude_columns: vec![],
-    };
+    let mapping = demo_mapping::demo_event_mapping("demo_events", true);
     println!("{rows} demo events, CPU seconds per million events, each stage alone");
     println!(
         "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",

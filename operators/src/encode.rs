@@ -451,11 +451,6 @@ impl<'a> NestedEncoder<'a> {
         }
     }
 
-    /// The array this encodes.
-    pub fn array(&self) -> &'a dyn Array {
-        self.array
-    }
-
     /// Whether the value at `row` is NULL (as `Array::is_null` says).
     #[inline]
     pub fn is_null(&self, row: usize) -> bool {
