@@ -54,6 +54,86 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// The 16 bytes of `data` from where `part` starts, when `part` is a slice of `data` (the
+/// same memory, so the same bytes: no comparison needed) of at most 16 bytes and `data` holds
+/// 16 bytes from there.
+#[inline]
+fn window_16<'d>(data: &'d [u8], part: &[u8]) -> Option<&'d [u8; 16]> {
+    let start = (part.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+    if part.len() > 16 || start > data.len() || data.len() - start < part.len() {
+        return None;
+    }
+    data.get(start..start + 16)?.try_into().ok()
+}
+
+/// Appends `part`, a slice of `data` (a values buffer it was cut from), with one fixed-size
+/// copy of 16 bytes when it is that short, instead of a `memcpy` call.
+#[inline]
+pub fn copy_from_buffer(out: &mut Vec<u8>, data: &[u8], part: &[u8]) {
+    match window_16(data, part) {
+        Some(chunk) => {
+            let at = out.len();
+            out.extend_from_slice(chunk);
+            out.truncate(at + part.len());
+        }
+        None => out.extend_from_slice(part),
+    }
+}
+
+/// Appends `name`, a slice of `data` (the values buffer it was cut from), as a JSON string
+/// literal, as [`write_json_str`] does; a short plain one with one fixed-size copy.
+#[inline]
+pub fn write_json_str_from_buffer(out: &mut Vec<u8>, data: &[u8], name: &str) {
+    match window_16(data, name.as_bytes()) {
+        Some(chunk) if crate::json::plain_prefix_16(chunk, name.len()) => {
+            out.push(b'"');
+            let at = out.len();
+            out.extend_from_slice(chunk);
+            out.truncate(at + name.len());
+            out.push(b'"');
+        }
+        _ => write_json_str(out, name),
+    }
+}
+
+/// A short byte string (a property's `,"name":`, a fixed run of JSON) that is written with
+/// one fixed-size copy, then cut to its length: no `memcpy` call for the few bytes it holds.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    /// The bytes, zero-padded to 64, when there are at most 64 of them.
+    short: [u8; 64],
+    bytes: Vec<u8>,
+}
+
+impl Piece {
+    /// A piece holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let mut short = [0u8; 64];
+        if let Some(head) = short.get_mut(..bytes.len()) {
+            head.copy_from_slice(&bytes);
+        }
+        Piece { short, bytes }
+    }
+
+    /// Appends the piece to `out`.
+    #[inline]
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let len = self.bytes.len();
+        if len <= self.short.len() {
+            let at = out.len();
+            out.extend_from_slice(&self.short);
+            out.truncate(at + len);
+        } else {
+            out.extend_from_slice(&self.bytes);
+        }
+    }
+
+    /// The piece's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -197,8 +277,8 @@ pub enum ColumnEncoder<'a> {
     Utf8View(&'a StringViewArray),
     Binary(&'a GenericBinaryArray<i32>),
     LargeBinary(&'a GenericBinaryArray<i64>),
-    /// Timestamp values and their unit.
-    Timestamp(&'a dyn Array, TimeUnit),
+    /// A timestamp array, its raw values (every unit's native type is `i64`) and their unit.
+    Timestamp(&'a dyn Array, &'a [i64], TimeUnit),
     Date32(&'a Date32Array),
     Date64(&'a Date64Array),
     Decimal(&'a Decimal128Array, i8),
@@ -227,7 +307,7 @@ impl<'a> ColumnEncoder<'a> {
             DataType::Utf8View => Self::Utf8View(a.as_string_view()),
             DataType::Binary => Self::Binary(a.as_binary()),
             DataType::LargeBinary => Self::LargeBinary(a.as_binary()),
-            DataType::Timestamp(unit, _) => Self::Timestamp(a, *unit),
+            DataType::Timestamp(unit, _) => Self::Timestamp(a, ts_values(a), *unit),
             DataType::Date32 => Self::Date32(a.as_primitive()),
             DataType::Date64 => Self::Date64(a.as_primitive()),
             DataType::Decimal128(_, scale) => Self::Decimal(a.as_primitive(), *scale),
@@ -255,7 +335,7 @@ impl<'a> ColumnEncoder<'a> {
             Self::Utf8View(a) => a.is_null(row),
             Self::Binary(a) => a.is_null(row),
             Self::LargeBinary(a) => a.is_null(row),
-            Self::Timestamp(a, _) => a.is_null(row),
+            Self::Timestamp(a, _, _) => a.is_null(row),
             Self::Date32(a) => a.is_null(row),
             Self::Date64(a) => a.is_null(row),
             Self::Decimal(a, _) => a.is_null(row),
@@ -279,12 +359,14 @@ impl<'a> ColumnEncoder<'a> {
             Self::U64(a) => write_int(out, a.value(row)),
             Self::F32(a) => return write_f64(out, a.value(row) as f64),
             Self::F64(a) => return write_f64(out, a.value(row)),
-            Self::Utf8(a) => write_json_str(out, a.value(row)),
-            Self::LargeUtf8(a) => write_json_str(out, a.value(row)),
+            Self::Utf8(a) => write_json_str_from_buffer(out, a.value_data(), a.value(row)),
+            Self::LargeUtf8(a) => write_json_str_from_buffer(out, a.value_data(), a.value(row)),
             Self::Utf8View(a) => write_json_str(out, a.value(row)),
             Self::Binary(a) => write_base64(out, a.value(row)),
             Self::LargeBinary(a) => write_base64(out, a.value(row)),
-            Self::Timestamp(a, unit) => write_iso_micros(out, to_micros(ts_raw(*a, row), *unit)),
+            Self::Timestamp(_, values, unit) => {
+                write_iso_micros(out, to_micros(values[row], *unit))
+            }
             Self::Date32(a) => write_iso_date(out, a.value(row) as i64),
             Self::Date64(a) => write_iso_date(out, a.value(row).div_euclid(86_400_000)),
             Self::Decimal(a, scale) => write_decimal(out, a.value(row), *scale),
@@ -325,18 +407,39 @@ impl<'a> ColumnEncoder<'a> {
     }
 }
 
-/// The raw value at `row` of a timestamp array, in the array's own unit (0 for another type).
-pub(crate) fn ts_raw(a: &dyn Array, row: usize) -> i64 {
+impl ColumnEncoder<'_> {
+    /// Writes the value's [`text`](Self::text) as a JSON string (an id, an event name); false
+    /// for NULL and values without a text form, writing nothing.
+    #[inline]
+    pub fn write_text(&self, row: usize, out: &mut Vec<u8>) -> bool {
+        match self {
+            Self::Utf8(a) if !a.is_null(row) => {
+                write_json_str_from_buffer(out, a.value_data(), a.value(row))
+            }
+            Self::LargeUtf8(a) if !a.is_null(row) => {
+                write_json_str_from_buffer(out, a.value_data(), a.value(row))
+            }
+            _ => match self.text(row) {
+                Some(t) => write_json_str(out, &t),
+                None => return false,
+            },
+        }
+        true
+    }
+}
+
+/// A timestamp array's raw values, in the array's own unit (empty for another type).
+fn ts_values(a: &dyn Array) -> &[i64] {
     use arrow::datatypes::{
         TimestampMicrosecondType as Us, TimestampMillisecondType as Ms,
         TimestampNanosecondType as Ns, TimestampSecondType as S,
     };
     match a.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => a.as_primitive::<S>().value(row),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<Ms>().value(row),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => a.as_primitive::<Us>().value(row),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => a.as_primitive::<Ns>().value(row),
-        _ => 0,
+        DataType::Timestamp(TimeUnit::Second, _) => a.as_primitive::<S>().values(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => a.as_primitive::<Ms>().values(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => a.as_primitive::<Us>().values(),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => a.as_primitive::<Ns>().values(),
+        _ => &[],
     }
 }
 
@@ -385,7 +488,7 @@ enum Node<'a> {
     },
     /// A struct: its fields' `"name":` prefixes and encoders (children are sliced with it).
     Struct {
-        fields: Vec<(Vec<u8>, NestedEncoder<'a>)>,
+        fields: Vec<(Piece, NestedEncoder<'a>)>,
     },
     /// Maps, dictionaries, times of day…: through [`write_value`].
     Other,
@@ -435,7 +538,7 @@ impl<'a> NestedEncoder<'a> {
                         let mut prefix = Vec::with_capacity(field.name().len() + 3);
                         write_json_str(&mut prefix, field.name());
                         prefix.push(b':');
-                        (prefix, Self::new(column))
+                        (Piece::new(prefix), Self::new(column))
                     })
                     .collect();
                 Node::Struct { fields }
@@ -495,7 +598,7 @@ impl<'a> NestedEncoder<'a> {
                     if !first {
                         out.push(b',');
                     }
-                    out.extend_from_slice(prefix);
+                    prefix.write(out);
                     if field.write(row, out) {
                         first = false;
                     } else {
@@ -853,6 +956,56 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The 16-byte copies (string columns, a JSON column's names and values) write what
+        /// serde_json writes, for strings with and without bytes to escape, of every length
+        /// around 16, wherever they lie in the values buffer (its end included).
+        #[test]
+        fn short_string_copies_agree_with_serde_json(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(
+                    vec!['a', 'Z', ' ', '"', '\\', '\n', '\u{1f}', '\u{7f}', 'é', '東', '/']
+                ), 0..20),
+                1..6,
+            ),
+        ) {
+            let strings: Vec<String> = parts.iter().map(|p| p.iter().collect()).collect();
+            let array: ArrayRef = std::sync::Arc::new(arrow::array::StringArray::from(strings.clone()));
+            let enc = ColumnEncoder::new(&array);
+            let data = array.as_string::<i32>().value_data();
+            for (row, s) in strings.iter().enumerate() {
+                let want = serde_json::to_string(s).unwrap();
+                let mut out = b"x".to_vec();
+                enc.write(row, &mut out);
+                proptest::prop_assert_eq!(&out[1..], want.as_bytes());
+                let mut out = Vec::new();
+                proptest::prop_assert!(enc.write_text(row, &mut out));
+                proptest::prop_assert_eq!(&out[..], want.as_bytes());
+                let value = array.as_string::<i32>().value(row);
+                let mut out = Vec::new();
+                write_json_str_from_buffer(&mut out, data, value);
+                proptest::prop_assert_eq!(&out[..], want.as_bytes());
+                let mut out = Vec::new();
+                copy_from_buffer(&mut out, data, value.as_bytes());
+                proptest::prop_assert_eq!(&out[..], s.as_bytes());
+            }
+            // A slice of another buffer is copied as it is, not read from `data`.
+            let mut out = Vec::new();
+            copy_from_buffer(&mut out, data, b"elsewhere");
+            proptest::prop_assert_eq!(&out[..], b"elsewhere");
+        }
+    }
+
+    #[test]
+    fn pieces_of_every_length_are_written_whole() {
+        for len in [0, 1, 31, 63, 64, 65, 200] {
+            let bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut out = b"head".to_vec();
+            Piece::new(bytes.clone()).write(&mut out);
+            assert_eq!(&out[4..], &bytes[..], "{len}");
         }
     }
 }

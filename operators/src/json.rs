@@ -246,24 +246,50 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The high bit of each byte of `v` (little-endian) that a JSON string cannot hold as it is
+/// (`"`, `\\`, a control character). The lowest flagged byte is exact; a byte above a flagged
+/// one may be flagged too (a borrow), never a byte below the first.
+#[inline]
+fn flagged(v: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let quote = v ^ (ONES * u64::from(b'"'));
+    let slash = v ^ (ONES * u64::from(b'\\'));
+    // A byte that is zero in `quote` or `slash`, or below 0x20 in `v` (bytes ≥ 0x80 are
+    // excluded by `!v`).
+    ((quote.wrapping_sub(ONES) & !quote)
+        | (slash.wrapping_sub(ONES) & !slash)
+        | (v.wrapping_sub(ONES * 0x20) & !v))
+        & HIGH
+}
+
+/// Whether the first `len` bytes of `chunk` (`len` at most 16) are all plain: a JSON string
+/// can hold them as they are.
+#[inline]
+pub fn plain_prefix_16(chunk: &[u8; 16], len: usize) -> bool {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&chunk[..8]);
+    hi.copy_from_slice(&chunk[8..]);
+    // The bytes of each word that belong to the string (a flag above them is not ours, and
+    // a borrow only flags bytes above a flagged one).
+    let mask = |bytes: usize| match bytes {
+        0 => 0,
+        1..=7 => (1u64 << (8 * bytes)) - 1,
+        _ => u64::MAX,
+    };
+    flagged(u64::from_le_bytes(lo)) & mask(len) == 0
+        && flagged(u64::from_le_bytes(hi)) & mask(len.saturating_sub(8)) == 0
+}
+
 /// The length of the longest prefix of `bytes` without `"`, `\\` or a control character (the
 /// bytes a JSON string can hold as they are), eight bytes at a time while it can.
 pub fn plain_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let quote = v ^ (ONES * u64::from(b'"'));
-        let slash = v ^ (ONES * u64::from(b'\\'));
-        // The lowest flagged byte is exact: a byte that is zero in `quote` or `slash`, or
-        // below 0x20 in `v` (bytes ≥ 0x80 are excluded by `!v`).
-        let flagged = ((quote.wrapping_sub(ONES) & !quote)
-            | (slash.wrapping_sub(ONES) & !slash)
-            | (v.wrapping_sub(ONES * 0x20) & !v))
-            & HIGH;
+        let flagged = flagged(u64::from_le_bytes(word));
         if flagged != 0 {
             return at + (flagged.trailing_zeros() / 8) as usize;
         }

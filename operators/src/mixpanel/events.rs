@@ -22,7 +22,8 @@ use arrow::datatypes::{DataType, Schema};
 
 use crate::columns::{check_type, find_column, is_id, is_text, is_time, MappingError};
 use crate::encode::{
-    to_micros, ts_raw, write_json_str, write_key_json, write_value, ColumnEncoder,
+    copy_from_buffer, to_micros, write_json_str, write_json_str_from_buffer, write_key_json,
+    write_value, ColumnEncoder, Piece,
 };
 use crate::record::{ChangeOp, MappedBatch, Reject};
 use crate::RecordMapper;
@@ -110,11 +111,11 @@ pub struct EventMapper {
     json: Option<usize>,
     keys: Vec<usize>,
     /// (column index, pre-encoded `,"name":`)
-    props: Vec<(usize, Vec<u8>)>,
+    props: Vec<(usize, Piece)>,
     /// Names a JSON-column key may not take.
     taken: NameSet,
-    /// `{"event":"<static>","properties":{"time":` or `{"event":`.
-    hidden: Vec<u8>,
+    /// `,"$warehouse_type":…,"$wharf_sync":…`.
+    hidden: Piece,
     static_name: Option<Vec<u8>>,
     seed: u64,
     /// The last batch's bytes per record: sizes the next batch's buffer, which then need not
@@ -214,7 +215,7 @@ impl EventMapper {
             let mut prefix = b",".to_vec();
             write_json_str(&mut prefix, f.name());
             prefix.push(b':');
-            props.push((i, prefix));
+            props.push((i, Piece::new(prefix)));
         }
         let static_name = match &mapping.event_name {
             EventName::Static(s) => {
@@ -240,7 +241,7 @@ impl EventMapper {
             keys,
             props,
             taken: NameSet::new(taken),
-            hidden,
+            hidden: Piece::new(hidden),
             static_name,
             seed,
             record_len: std::sync::atomic::AtomicUsize::new(256),
@@ -260,21 +261,16 @@ impl EventMapper {
             .collect()
     }
 
-    fn time_ms(&self, enc: &ColumnEncoder<'_>, col: &dyn Array, row: usize) -> Option<i64> {
-        if col.is_null(row) {
+    fn time_ms(&self, enc: &ColumnEncoder<'_>, row: usize) -> Option<i64> {
+        if enc.is_null(row) {
             return None;
         }
-        use arrow::array::AsArray;
-        Some(match col.data_type() {
-            DataType::Timestamp(unit, _) => to_micros(ts_raw(col, row), *unit).div_euclid(1000),
-            DataType::Date32 => {
-                (col.as_primitive::<arrow::datatypes::Date32Type>()
-                    .value(row) as i64)
-                    * 86_400_000
+        Some(match enc {
+            ColumnEncoder::Timestamp(_, values, unit) => {
+                to_micros(values[row], *unit).div_euclid(1000)
             }
-            DataType::Date64 => col
-                .as_primitive::<arrow::datatypes::Date64Type>()
-                .value(row),
+            ColumnEncoder::Date32(a) => (a.value(row) as i64) * 86_400_000,
+            ColumnEncoder::Date64(a) => a.value(row),
             _ => {
                 let v: i64 = enc.text(row)?.parse().ok()?;
                 match self.mapping.time_unit {
@@ -399,9 +395,11 @@ impl RecordMapper for EventMapper {
             buf.extend_from_slice(b"{\"event\":");
             match (&self.static_name, self.name) {
                 (Some(n), _) => buf.extend_from_slice(n),
-                (None, Some(i)) => match encs[i].text(row) {
-                    Some(n) if !n.is_empty() => write_json_str(buf, &n),
-                    _ => {
+                (None, Some(i)) => match buf.len() {
+                    // More than the quotes of an empty name.
+                    at if encs[i].write_text(row, buf) && buf.len() > at + 2 => {}
+                    at => {
+                        buf.truncate(at);
                         reason = Some(format!(
                             "event name column `{}` is NULL or empty",
                             batch.schema().field(i).name()
@@ -412,7 +410,7 @@ impl RecordMapper for EventMapper {
                 (None, None) => buf.extend_from_slice(b"\"\""),
             }
             buf.extend_from_slice(b",\"properties\":{\"time\":");
-            match self.time_ms(&encs[self.time], batch.column(self.time).as_ref(), row) {
+            match self.time_ms(&encs[self.time], row) {
                 Some(ms) => {
                     if ms < MIN_TIME_MS {
                         reason.get_or_insert_with(|| {
@@ -443,23 +441,26 @@ impl RecordMapper for EventMapper {
                             format!("user id {u:?} is a placeholder value Mixpanel rejects")
                         });
                     }
-                    write_json_str(buf, u);
+                    if let Some(i) = self.user {
+                        encs[i].write_text(row, buf);
+                    }
                 }
                 (None, Some(d)) => {
+                    // `"$device:` and the id's JSON text without its opening quote.
                     buf.extend_from_slice(b"\"$device:");
-                    let mut tmp = Vec::with_capacity(d.len() + 2);
-                    write_json_str(&mut tmp, d);
-                    buf.extend_from_slice(&tmp[1..]);
+                    let at = buf.len();
+                    write_json_str(buf, d);
+                    buf.remove(at);
                 }
                 (None, None) => buf.extend_from_slice(b"\"\""),
             }
             let distinct_end = buf.len();
-            if let Some(d) = &device {
+            if let (Some(_), Some(i)) = (&device, self.device) {
                 buf.extend_from_slice(b",\"$device_id\":");
-                write_json_str(buf, d);
+                encs[i].write_text(row, buf);
                 count += 1;
             }
-            buf.extend_from_slice(&self.hidden);
+            self.hidden.write(buf);
             count += 2;
             for (i, prefix) in &self.props {
                 if nulls[*i].is_some_and(|n| n.is_null(row)) {
@@ -467,7 +468,7 @@ impl RecordMapper for EventMapper {
                 }
                 let e = &encs[*i];
                 let mark = buf.len();
-                buf.extend_from_slice(prefix);
+                prefix.write(buf);
                 if e.write(row, buf) {
                     count += 1;
                 } else {
@@ -478,11 +479,13 @@ impl RecordMapper for EventMapper {
                 let col = batch.column(j);
                 if !col.is_null(row) {
                     let mut needs_tree = true;
-                    let text = match &encs[j] {
-                        ColumnEncoder::Utf8(a) => Some(a.value(row)),
-                        ColumnEncoder::LargeUtf8(a) => Some(a.value(row)),
-                        ColumnEncoder::Utf8View(a) => Some(a.value(row)),
-                        _ => None,
+                    // The text and the buffer it lies in (short names and values are copied
+                    // from it 16 bytes at a time).
+                    let (text, data): (_, &[u8]) = match &encs[j] {
+                        ColumnEncoder::Utf8(a) => (Some(a.value(row)), a.value_data()),
+                        ColumnEncoder::LargeUtf8(a) => (Some(a.value(row)), a.value_data()),
+                        ColumnEncoder::Utf8View(a) => (Some(a.value(row)), &[]),
+                        _ => (None, &[]),
                     };
                     // Fast path: copy the values' JSON text as it is, without building a tree.
                     // Keys with escapes, values spanning lines (pretty-printed JSON would
@@ -510,9 +513,9 @@ impl RecordMapper for EventMapper {
                                     continue;
                                 }
                                 buf.push(b',');
-                                write_json_str(buf, k);
+                                write_json_str_from_buffer(buf, data, k);
                                 buf.push(b':');
-                                buf.extend_from_slice(v.as_bytes());
+                                copy_from_buffer(buf, data, v.as_bytes());
                                 count += 1;
                             }
                             needs_tree = false;
