@@ -308,28 +308,38 @@ impl Warehouse for DuckDbWarehouse {
     /// holds its lock until the last part is done).
     fn read_parts(self: Arc<Self>, of: PartsOf<'_>) -> Result<Vec<PartRead>, WarehouseError> {
         let (src, filter) = (of.src, of.filter);
-        if of.count <= 1 {
-            return Ok(vec![whole_read(self, src, filter)]);
-        }
         // A table's part is a plain scan, done by the thread that reads it: DuckDB's own
         // threads would only contend with the readers and the dataflow for the same cores (1M
-        // demo events, 2 workers, null receiver: 1.88-2.00 CPU s per million against
-        // 1.96-2.14, 8 runs each). A query (joins, aggregates) keeps DuckDB's threads.
-        let threads = matches!(src, SourceRef::Table(_)).then_some(1);
-        let conn = self.connect_with_threads(threads)?;
-        let conditions = Self::conditions(&conn, self.as_ref(), src, of.key, of.count)?;
-        if conditions.len() <= 1 {
+        // demo events, null receiver, 2 workers: 1.88-2.00 CPU s per million against
+        // 1.96-2.14, 8 runs each; 1 worker: 1.62-1.79 against 1.67-1.92, 6 runs each). A query
+        // (joins, aggregates) keeps DuckDB's threads.
+        let table = matches!(src, SourceRef::Table(_));
+        if of.count <= 1 && !table {
+            return Ok(vec![whole_read(self, src, filter)]);
+        }
+        let conn = self.connect_with_threads(table.then_some(1))?;
+        let conditions = match of.count {
+            0 | 1 => Vec::new(),
+            count => Self::conditions(&conn, self.as_ref(), src, of.key, count)?,
+        };
+        if conditions.len() <= 1 && !table {
             return Ok(vec![whole_read(self, src, filter)]);
         }
         let from = Self::from_clause(src);
-        conditions
-            .into_iter()
-            .map(|condition| {
-                let part = Partition {
+        let parts = match conditions.len() {
+            0 | 1 => vec![Partition::whole()],
+            _ => conditions
+                .into_iter()
+                .map(|condition| Partition {
                     index: 0,
                     count: 1,
                     condition: Some(condition),
-                };
+                })
+                .collect(),
+        };
+        parts
+            .into_iter()
+            .map(|part| {
                 let sql = Select::all(src, &part.narrow(filter)).sql(&from);
                 let conn = conn.try_clone().map_err(|e| Self::query_err(src, e))?;
                 let src = src.clone();
