@@ -127,11 +127,6 @@ impl Piece {
             out.extend_from_slice(&self.bytes);
         }
     }
-
-    /// The piece's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -405,9 +400,7 @@ impl<'a> ColumnEncoder<'a> {
             }
         })
     }
-}
 
-impl ColumnEncoder<'_> {
     /// Writes the value's [`text`](Self::text) as a JSON string (an id, an event name); false
     /// for NULL and values without a text form, writing nothing.
     #[inline]
