@@ -311,7 +311,7 @@ impl Warehouse for DuckDbWarehouse {
         // A table's part is a plain scan, done by the thread that reads it: DuckDB's own
         // threads would only contend with the readers and the dataflow for the same cores (1M
         // demo events, null receiver, 2 workers: 1.88-2.00 CPU s per million against
-        // 1.96-2.14, 8 runs each; 1 worker: 1.62-1.79 against 1.67-1.92, 6 runs each). A query
+        // 1.96-2.14, 8 runs each; 1 worker: 1.61-1.72 against 1.70-2.14, 6 runs each). A query
         // (joins, aggregates) keeps DuckDB's threads.
         let table = matches!(src, SourceRef::Table(_));
         if of.count <= 1 && !table {
