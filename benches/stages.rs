@@ -6,7 +6,9 @@
 //! two cores could give, before the dataflow, HTTP and the receiver take their share.
 //!
 //! `cargo bench --bench stages` (`WHARF_BENCH_ROWS`, default 1,000,000; `WHARF_BENCH_REPEAT`,
-//! default 3).
+//! default 3). `WHARF_BENCH_STAGE=read` or `map` repeats that stage alone `WHARF_BENCH_REPEAT`
+//! times and prints each time and the least: steadier figures on a noisy machine, and a
+//! process to profile (`perf record`) that spends its time in that stage.
 
 use std::sync::Arc;
 
@@ -43,6 +45,9 @@ fn main() {
         "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>14}",
         "run", "read", "map", "gzip", "sum", "bytes/event", "2 cores: ev/s"
     );
+    if let Ok(stage) = std::env::var("WHARF_BENCH_STAGE") {
+        return one_stage(&stage, &duck, &source, &mapping, rows, repeat);
+    }
     for run in 1..=repeat {
         // Each stage is timed as the pipeline runs it, each batch dropped once handed on,
         // then run again untimed to keep its output for the next stage.
@@ -100,6 +105,36 @@ fn main() {
         std::hint::black_box(compressed);
     }
     println!("gzip: {}", wharf::destination::gzip::backend().describe());
+}
+
+/// Repeats `stage` (`read` or `map`) alone `repeat` times.
+fn one_stage(
+    stage: &str,
+    duck: &Arc<DuckDbWarehouse>,
+    source: &SourceRef,
+    mapping: &wharf_operators::mixpanel::events::EventMapping,
+    rows: u64,
+    repeat: u64,
+) {
+    let mut batches = Vec::new();
+    read_in_parts(duck, source, &mut |b| batches.push(b));
+    let mapper = EventMapper::new(mapping.clone(), &batches[0].schema()).expect("mapper");
+    let mut least = f64::MAX;
+    for run in 1..=repeat {
+        let seconds = match stage {
+            "read" => cpu(|| read_in_parts(duck, source, &mut drop)),
+            "map" => cpu(|| {
+                for b in &batches {
+                    std::hint::black_box(mapper.map_batch(b, i64::MAX / 2));
+                }
+            }),
+            other => panic!("WHARF_BENCH_STAGE is `read` or `map`, not `{other}`"),
+        };
+        let per_m = seconds * 1e6 / rows as f64;
+        least = least.min(per_m);
+        println!("{stage} run {run}: {per_m:.3} CPU s per million events");
+    }
+    println!("{stage}: least {least:.3} CPU s per million events");
 }
 
 /// Reads `source` in 2 parts, one after the other, as 2 workers would read them at once.

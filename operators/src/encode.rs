@@ -23,6 +23,11 @@ use arrow::datatypes::{
 };
 use base64::Engine as _;
 
+mod scalar;
+
+pub use scalar::{civil_from_days, to_micros, write_iso_date, write_iso_micros, DateCache};
+use scalar::{write_decimal, write_f64, write_int, write_iso_date_cached, write_iso_micros_cached};
+
 /// Appends `s` as a JSON string literal (with quotes) to `out`.
 #[inline]
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -58,7 +63,7 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// same memory, so the same bytes: no comparison needed) of at most 16 bytes and `data` holds
 /// 16 bytes from there.
 #[inline]
-fn window_16<'d>(data: &'d [u8], part: &[u8]) -> Option<&'d [u8; 16]> {
+pub(crate) fn window_16<'d>(data: &'d [u8], part: &[u8]) -> Option<&'d [u8; 16]> {
     let start = (part.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
     if part.len() > 16 || start > data.len() || data.len() - start < part.len() {
         return None;
@@ -129,131 +134,6 @@ impl Piece {
     }
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Two decimal digits of `v` (below 100).
-fn digits_2(v: u32) -> [u8; 2] {
-    [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
-}
-
-fn push_date(out: &mut Vec<u8>, days: i64) {
-    let (y, m, d) = civil_from_days(days);
-    let [m1, m2] = digits_2(m);
-    let [d1, d2] = digits_2(d);
-    if (0..=9999).contains(&y) {
-        // One copy of the whole date, not ten pushes.
-        let y = y as u32;
-        let [y1, y2] = digits_2(y / 100);
-        let [y3, y4] = digits_2(y % 100);
-        out.extend_from_slice(&[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]);
-    } else {
-        out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
-        out.extend_from_slice(&[b'-', m1, m2, b'-', d1, d2]);
-    }
-}
-
-/// Writes microseconds since the epoch as a quoted ISO-8601 UTC string.
-pub fn write_iso_micros(out: &mut Vec<u8>, micros: i64) {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400) as u32;
-    out.push(b'"');
-    push_date(out, days);
-    let [h1, h2] = digits_2(sod / 3600);
-    let [n1, n2] = digits_2((sod / 60) % 60);
-    let [s1, s2] = digits_2(sod % 60);
-    out.extend_from_slice(&[b'T', h1, h2, b':', n1, n2, b':', s1, s2]);
-    if frac != 0 {
-        if frac % 1000 == 0 {
-            let ms = frac / 1000;
-            let [m2, m3] = digits_2(ms % 100);
-            out.extend_from_slice(&[b'.', b'0' + (ms / 100) as u8, m2, m3]);
-        } else {
-            let [a, b] = digits_2(frac / 10_000);
-            let [c, d] = digits_2(frac / 100 % 100);
-            let [e, f] = digits_2(frac % 100);
-            out.extend_from_slice(&[b'.', a, b, c, d, e, f]);
-        }
-    }
-    out.extend_from_slice(b"Z\"");
-}
-
-/// Writes days since the epoch as a quoted `YYYY-MM-DD` string.
-pub fn write_iso_date(out: &mut Vec<u8>, days: i64) {
-    out.push(b'"');
-    push_date(out, days);
-    out.push(b'"');
-}
-
-/// Converts a value of a timestamp in `unit` to microseconds (saturating).
-pub fn to_micros(v: i64, unit: TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => v.saturating_mul(1_000_000),
-        TimeUnit::Millisecond => v.saturating_mul(1_000),
-        TimeUnit::Microsecond => v,
-        TimeUnit::Nanosecond => v.div_euclid(1_000),
-    }
-}
-
-fn write_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
-    let mut buf = itoa::Buffer::new();
-    if scale <= 0 {
-        out.extend_from_slice(buf.format(v).as_bytes());
-        // Zero stays `0`: `000` is not a JSON number.
-        if v != 0 {
-            out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
-        }
-        return;
-    }
-    let magnitude = v.unsigned_abs();
-    let digits = match u64::try_from(magnitude) {
-        Ok(small) => buf.format(small),
-        Err(_) => buf.format(magnitude),
-    }
-    .as_bytes();
-    let scale = scale as usize;
-    if v < 0 {
-        out.push(b'-');
-    }
-    if digits.len() <= scale {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
-        out.extend_from_slice(digits);
-    } else {
-        let (int, frac) = digits.split_at(digits.len() - scale);
-        out.extend_from_slice(int);
-        out.push(b'.');
-        out.extend_from_slice(frac);
-    }
-}
-
-#[inline]
-fn write_f64(out: &mut Vec<u8>, v: f64) -> bool {
-    if !v.is_finite() {
-        return false;
-    }
-    // ryu keeps a `.0` on whole floats, so a float column stays a float downstream.
-    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    true
-}
-
-fn write_int<T: itoa::Integer>(out: &mut Vec<u8>, v: T) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
 /// A top-level column, downcast once per batch, that writes one row's value as JSON.
 pub enum ColumnEncoder<'a> {
     Bool(&'a BooleanArray),
@@ -272,9 +152,10 @@ pub enum ColumnEncoder<'a> {
     Utf8View(&'a StringViewArray),
     Binary(&'a GenericBinaryArray<i32>),
     LargeBinary(&'a GenericBinaryArray<i64>),
-    /// A timestamp array, its raw values (every unit's native type is `i64`) and their unit.
-    Timestamp(&'a dyn Array, &'a [i64], TimeUnit),
-    Date32(&'a Date32Array),
+    /// A timestamp array, its raw values (every unit's native type is `i64`), their unit and
+    /// the last date written.
+    Timestamp(&'a dyn Array, &'a [i64], TimeUnit, DateCache),
+    Date32(&'a Date32Array, DateCache),
     Date64(&'a Date64Array),
     Decimal(&'a Decimal128Array, i8),
     /// Everything else: nested types (compiled once per batch), dictionaries, intervals….
@@ -302,8 +183,10 @@ impl<'a> ColumnEncoder<'a> {
             DataType::Utf8View => Self::Utf8View(a.as_string_view()),
             DataType::Binary => Self::Binary(a.as_binary()),
             DataType::LargeBinary => Self::LargeBinary(a.as_binary()),
-            DataType::Timestamp(unit, _) => Self::Timestamp(a, ts_values(a), *unit),
-            DataType::Date32 => Self::Date32(a.as_primitive()),
+            DataType::Timestamp(unit, _) => {
+                Self::Timestamp(a, ts_values(a), *unit, DateCache::default())
+            }
+            DataType::Date32 => Self::Date32(a.as_primitive(), DateCache::default()),
             DataType::Date64 => Self::Date64(a.as_primitive()),
             DataType::Decimal128(_, scale) => Self::Decimal(a.as_primitive(), *scale),
             _ => Self::Nested(Box::new(NestedEncoder::new(array))),
@@ -330,8 +213,8 @@ impl<'a> ColumnEncoder<'a> {
             Self::Utf8View(a) => a.is_null(row),
             Self::Binary(a) => a.is_null(row),
             Self::LargeBinary(a) => a.is_null(row),
-            Self::Timestamp(a, _, _) => a.is_null(row),
-            Self::Date32(a) => a.is_null(row),
+            Self::Timestamp(a, ..) => a.is_null(row),
+            Self::Date32(a, _) => a.is_null(row),
             Self::Date64(a) => a.is_null(row),
             Self::Decimal(a, _) => a.is_null(row),
             Self::Nested(n) => n.is_null(row),
@@ -359,10 +242,10 @@ impl<'a> ColumnEncoder<'a> {
             Self::Utf8View(a) => write_json_str(out, a.value(row)),
             Self::Binary(a) => write_base64(out, a.value(row)),
             Self::LargeBinary(a) => write_base64(out, a.value(row)),
-            Self::Timestamp(_, values, unit) => {
-                write_iso_micros(out, to_micros(values[row], *unit))
+            Self::Timestamp(_, values, unit, cache) => {
+                write_iso_micros_cached(out, to_micros(values[row], *unit), cache)
             }
-            Self::Date32(a) => write_iso_date(out, a.value(row) as i64),
+            Self::Date32(a, cache) => write_iso_date_cached(out, a.value(row) as i64, cache),
             Self::Date64(a) => write_iso_date(out, a.value(row).div_euclid(86_400_000)),
             Self::Decimal(a, scale) => write_decimal(out, a.value(row), *scale),
             Self::Nested(n) => return n.write(row, out),

@@ -28,6 +28,8 @@ use crate::encode::{
 use crate::record::{ChangeOp, MappedBatch, Reject};
 use crate::RecordMapper;
 
+mod json_keys;
+
 /// Mixpanel rejects events older than this (1971-01-01T00:00:00Z) in milliseconds.
 pub const MIN_TIME_MS: i64 = 31_536_000_000;
 /// …and events more than this far in the future.
@@ -127,13 +129,23 @@ pub struct EventMapper {
 pub fn insert_id_hex(seed: u64, bytes: &[u8]) -> [u8; 32] {
     let h = xxhash_rust::xxh3::xxh3_128_with_seed(bytes, seed);
     let mut out = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in h.to_be_bytes().iter().enumerate() {
-        out[2 * i] = HEX[(b >> 4) as usize];
-        out[2 * i + 1] = HEX[(b & 0xf) as usize];
+    for (pair, b) in out.chunks_exact_mut(2).zip(h.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[b as usize]);
     }
     out
 }
+
+/// Every byte's two lowercase hex digits: one lookup per byte, not one per digit.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    pairs
+};
 
 impl EventMapper {
     /// Resolves the mapping against `schema`; unknown columns and unusable types are errors.
@@ -266,10 +278,10 @@ impl EventMapper {
             return None;
         }
         Some(match enc {
-            ColumnEncoder::Timestamp(_, values, unit) => {
+            ColumnEncoder::Timestamp(_, values, unit, _) => {
                 to_micros(values[row], *unit).div_euclid(1000)
             }
-            ColumnEncoder::Date32(a) => (a.value(row) as i64) * 86_400_000,
+            ColumnEncoder::Date32(a, _) => (a.value(row) as i64) * 86_400_000,
             ColumnEncoder::Date64(a) => a.value(row),
             _ => {
                 let v: i64 = enc.text(row)?.parse().ok()?;
@@ -388,6 +400,7 @@ impl RecordMapper for EventMapper {
         let mut key_ends = Vec::with_capacity(rows);
         let mut json_buf = Vec::new();
         let mut members: Vec<(&str, &str)> = Vec::new();
+        let mut key_order = json_keys::KeyOrder::default();
         for row in 0..rows {
             let start = buf.len();
             let mut reason: Option<String> = None;
@@ -505,11 +518,9 @@ impl RecordMapper for EventMapper {
                         let fits = scanned
                             .is_some_and(|saw_newline| !escaped_name && !spans_lines(saw_newline));
                         if fits {
-                            // Stable: a repeated name's values stay in order.
-                            members.sort_by(|a, b| a.0.cmp(b.0));
-                            for (n, &(k, v)) in members.iter().enumerate() {
-                                let repeated = members.get(n + 1).is_some_and(|next| next.0 == k);
-                                if repeated || v == "null" || self.taken.contains(k) {
+                            let order = key_order.order(&members, data, |k| self.taken.contains(k));
+                            for &(k, v) in order.iter().map(|&i| &members[i]) {
+                                if v == "null" {
                                     continue;
                                 }
                                 buf.push(b',');
@@ -635,6 +646,17 @@ mod tests {
     use arrow::datatypes::Field;
 
     use super::*;
+
+    #[test]
+    fn insert_ids_are_the_hashes_in_lowercase_hex() {
+        for (seed, bytes) in [(0, &b""[..]), (7, b"row"), (u64::MAX, &[0xff; 300][..])] {
+            let want = format!(
+                "{:032x}",
+                xxhash_rust::xxh3::xxh3_128_with_seed(bytes, seed)
+            );
+            assert_eq!(&insert_id_hex(seed, bytes)[..], want.as_bytes());
+        }
+    }
 
     /// Found by fuzzing (fuzz/fuzz_targets/mapping.rs): `i64::MIN` in an integer time column
     /// read with the automatic unit overflowed `abs` (a panic in debug builds).
