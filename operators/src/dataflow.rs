@@ -628,8 +628,11 @@ pub fn batch_sink<'s>(
                             |r| rejects.record_unapplied(r),
                         );
                         control.settle(mapped.settled_without_request());
-                        // Runs of records that fit the request go into it in one copy.
-                        let records = &mapped.records;
+                        // A request that lies within one batch is a range of the batch's
+                        // buffer (no copy); one that spans two is copied together, each run
+                        // of records in one copy.
+                        let mut records = mapped.records;
+                        records.data.share();
                         let (mut from, mut start) = (0, 0);
                         let (mut count, mut bytes) = (state.buffer.len(), state.buffer.byte_len());
                         for (i, &end) in records.ends.iter().enumerate() {
@@ -638,22 +641,26 @@ pub fn batch_sink<'s>(
                             if count > 0
                                 && (count >= limits.max_records || bytes + len > limits.max_bytes)
                             {
-                                state.buffer.extend_range(records, from..i);
-                                let full = std::mem::take(&mut state.buffer);
+                                let full = if state.buffer.is_empty() {
+                                    records.cut(from..i)
+                                } else {
+                                    state.buffer.extend_range(&records, from..i);
+                                    std::mem::take(&mut state.buffer)
+                                };
                                 send(epoch, full, state);
                                 (from, count, bytes) = (i, 0, 0);
-                            }
-                            if count == 0 {
-                                // Room for a whole request of records like these.
-                                let avg = records.byte_len() / records.len();
-                                let want = (avg + avg / 8) * limits.max_records;
-                                state.buffer.data.reserve(want.min(limits.max_bytes));
-                                state.buffer.ends.reserve(limits.max_records);
                             }
                             count += 1;
                             bytes += len;
                         }
-                        state.buffer.extend_range(records, from..records.len());
+                        if state.buffer.is_empty() && from < records.len() {
+                            // Room for a whole request of records like these.
+                            let avg = records.byte_len() / records.len();
+                            let want = (avg + avg / 8) * limits.max_records;
+                            state.buffer.data.reserve(want.min(limits.max_bytes));
+                            state.buffer.ends.reserve(limits.max_records);
+                        }
+                        state.buffer.extend_range(&records, from..records.len());
                         if state.buffer.len() >= limits.max_records {
                             let full = std::mem::take(&mut state.buffer);
                             send(epoch, full, state);

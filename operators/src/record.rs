@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod bytes;
+
+pub use bytes::RecordBytes;
+
 /// What happened to a key between two snapshots (or what a record does to its key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ChangeOp {
@@ -33,8 +37,9 @@ impl ChangeOp {
 /// when the table has no key) and its op. Either every record has metadata or none has.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedRecords {
-    /// The NDJSON bytes.
-    pub data: Vec<u8>,
+    /// The NDJSON bytes: owned, or a range of a buffer shared with the records these were cut
+    /// from ([`cut`](Self::cut)).
+    pub data: RecordBytes,
     /// End offset (exclusive, after the newline) of each record.
     pub ends: Vec<u32>,
     /// The records' keys (JSON text) back to back; empty when the records carry none.
@@ -99,8 +104,9 @@ impl EncodedRecords {
 
     /// Appends one record (`line` must not contain a newline) without metadata.
     pub fn push(&mut self, line: &[u8]) {
-        self.data.extend_from_slice(line);
-        self.data.push(b'\n');
+        let data = self.data.vec_mut();
+        data.extend_from_slice(line);
+        data.push(b'\n');
         self.ends.push(self.data.len() as u32);
         if self.is_keyed() {
             self.key_ends.push(self.keys.len() as u32);
@@ -115,8 +121,9 @@ impl EncodedRecords {
             self.key_ends.push(self.keys.len() as u32);
             self.ops.push(ChangeOp::Insert);
         }
-        self.data.extend_from_slice(line);
-        self.data.push(b'\n');
+        let data = self.data.vec_mut();
+        data.extend_from_slice(line);
+        data.push(b'\n');
         self.ends.push(self.data.len() as u32);
         self.keys.extend_from_slice(key);
         self.key_ends.push(self.keys.len() as u32);
@@ -146,11 +153,44 @@ impl EncodedRecords {
         if range.is_empty() {
             return;
         }
-        let (from, to) = (range.start, range.end);
-        let start = if from == 0 { 0 } else { other.ends[from - 1] };
+        let (start, end) = other.byte_range(&range);
         let base = self.data.len() as u32;
-        self.data
-            .extend_from_slice(&other.data[start as usize..other.ends[to - 1] as usize]);
+        self.data.extend_from_slice(&other.data[start..end]);
+        self.extend_meta(other, range, start as u32, base);
+    }
+
+    /// Records `range` as records of their own: their bytes a range of the same buffer when
+    /// `self`'s are shared ([`RecordBytes::share`]), no copy; else copied.
+    pub fn cut(&self, range: std::ops::Range<usize>) -> EncodedRecords {
+        let mut out = EncodedRecords::default();
+        if range.is_empty() {
+            return out;
+        }
+        let (start, end) = self.byte_range(&range);
+        out.data = self.data.slice(start..end);
+        out.extend_meta(self, range, start as u32, 0);
+        out
+    }
+
+    /// Where the bytes of records `range` (not empty) start and end.
+    fn byte_range(&self, range: &std::ops::Range<usize>) -> (usize, usize) {
+        let start = match range.start {
+            0 => 0,
+            from => self.ends[from - 1] as usize,
+        };
+        (start, self.ends[range.end - 1] as usize)
+    }
+
+    /// Appends the ends, keys and ops of records `range` of `other`, whose bytes start at
+    /// `start` there and at `base` here.
+    fn extend_meta(
+        &mut self,
+        other: &EncodedRecords,
+        range: std::ops::Range<usize>,
+        start: u32,
+        base: u32,
+    ) {
+        let (from, to) = (range.start, range.end);
         self.ends
             .extend(other.ends[from..to].iter().map(|e| e - start + base));
         if other.is_keyed() {
@@ -289,5 +329,24 @@ mod tests {
         assert_eq!((a.len(), b.len()), (3, 3));
         assert_eq!(b.key(0), Some(&b"3"[..]));
         assert_eq!(a.key(2), None);
+        // A cut is what copying the range into nothing gives, from shared bytes or owned ones;
+        // from shared ones it copies no byte, and cuts of cuts agree too.
+        for source in [plain, keyed] {
+            let mut shared = source.clone();
+            shared.data.share();
+            for range in [0..0, 0..6, 1..4, 5..6] {
+                let mut copied = EncodedRecords::default();
+                copied.extend_range(&source, range.clone());
+                assert_eq!(source.cut(range.clone()), copied, "{range:?}");
+                let cut = shared.cut(range.clone());
+                assert_eq!(cut, copied, "{range:?}");
+                assert_eq!(cut.data.is_shared(), !range.is_empty());
+                if cut.len() > 2 {
+                    let mut inner = EncodedRecords::default();
+                    inner.extend_range(&copied, 1..cut.len() - 1);
+                    assert_eq!(cut.cut(1..cut.len() - 1), inner);
+                }
+            }
+        }
     }
 }

@@ -392,7 +392,7 @@ impl RecordMapper for EventMapper {
             .map(|c| c.nulls().filter(|n| n.null_count() > 0))
             .collect();
         let rows = batch.num_rows();
-        let buf = &mut out.records.data;
+        let buf = out.records.data.vec_mut();
         let record_len = self.record_len.load(std::sync::atomic::Ordering::Relaxed);
         buf.reserve(rows * (record_len + record_len / 8));
         let mut key_buf = Vec::new();
