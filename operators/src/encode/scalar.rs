@@ -21,38 +21,28 @@ fn digits_2(v: u32) -> [u8; 2] {
     [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
 }
 
-/// `YYYY-MM-DD` of `days`, for years 0–9999 (ISO-8601 writes others with a sign).
-fn date_text(days: i64) -> Option<[u8; 10]> {
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        return None;
-    }
-    let y = y as u32;
-    let [y1, y2] = digits_2(y / 100);
-    let [y3, y4] = digits_2(y % 100);
-    let [m1, m2] = digits_2(m);
-    let [d1, d2] = digits_2(d);
-    Some([y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2])
-}
-
+/// Writes `YYYY-MM-DD` of `days`: the cached text when it is the cached day, else computed
+/// once (and cached, for years 0–9999; ISO-8601 writes others with a sign, `itoa`'s here).
 fn push_date(out: &mut Vec<u8>, days: i64, cache: &DateCache) {
     let (last, text) = cache.0.get();
     if last == days {
         out.extend_from_slice(&text);
         return;
     }
-    match date_text(days) {
-        Some(text) => {
-            cache.0.set((days, text));
-            out.extend_from_slice(&text);
-        }
-        None => {
-            let (y, m, d) = civil_from_days(days);
-            let [m1, m2] = digits_2(m);
-            let [d1, d2] = digits_2(d);
-            out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
-            out.extend_from_slice(&[b'-', m1, m2, b'-', d1, d2]);
-        }
+    let (y, m, d) = civil_from_days(days);
+    let [m1, m2] = digits_2(m);
+    let [d1, d2] = digits_2(d);
+    if (0..=9999).contains(&y) {
+        // One copy of the whole date, not ten pushes.
+        let y = y as u32;
+        let [y1, y2] = digits_2(y / 100);
+        let [y3, y4] = digits_2(y % 100);
+        let text = [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2];
+        cache.0.set((days, text));
+        out.extend_from_slice(&text);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+        out.extend_from_slice(&[b'-', m1, m2, b'-', d1, d2]);
     }
 }
 
@@ -64,7 +54,7 @@ pub struct DateCache(std::cell::Cell<(i64, [u8; 10])>);
 
 impl Default for DateCache {
     fn default() -> Self {
-        // No day is i64::MIN: `date_text` of it is None and is never cached.
+        // No day written is i64::MIN (its year is far outside 0–9999, never cached).
         DateCache(std::cell::Cell::new((i64::MIN, [0; 10])))
     }
 }
