@@ -6,9 +6,10 @@
 //! two cores could give, before the dataflow, HTTP and the receiver take their share.
 //!
 //! `cargo bench --bench stages` (`WHARF_BENCH_ROWS`, default 1,000,000; `WHARF_BENCH_REPEAT`,
-//! default 3). `WHARF_BENCH_STAGE=read` or `map` repeats that stage alone `WHARF_BENCH_REPEAT`
+//! default 3). `WHARF_BENCH_STAGE=read`, `map` or `gzip` repeats that stage alone `WHARF_BENCH_REPEAT`
 //! times and prints each time and the least: steadier figures on a noisy machine, and a
-//! process to profile (`perf record`) that spends its time in that stage.
+//! process to profile (`perf record`) that spends its time in that stage. With `gzip`,
+//! `WHARF_BENCH_DUMP=<file>` also writes the requests' NDJSON there (to compare with `igzip`).
 
 use std::sync::Arc;
 
@@ -70,21 +71,7 @@ fn main() {
         let events: usize = mapped.iter().map(|r| r.len()).sum();
         let bytes: usize = mapped.iter().map(|r| r.data.len()).sum();
         assert_eq!(events as u64, rows, "every demo event maps");
-        // Requests of PER_REQUEST events, cut from the mapped batches as the sink cuts them.
-        let mut bodies = Vec::new();
-        let mut body = Vec::new();
-        let mut in_body = 0;
-        for r in &mapped {
-            for record in r.iter() {
-                body.extend_from_slice(record);
-                in_body += 1;
-                if in_body == PER_REQUEST {
-                    bodies.push(std::mem::take(&mut body));
-                    in_body = 0;
-                }
-            }
-        }
-        bodies.push(body);
+        let bodies = request_bodies(&mapped);
         let mut compressed = 0;
         let gzip = cpu(|| {
             for b in &bodies {
@@ -120,6 +107,7 @@ fn one_stage(
     read_in_parts(duck, source, &mut |b| batches.push(b));
     let mapper = EventMapper::new(mapping.clone(), &batches[0].schema()).expect("mapper");
     let mut least = f64::MAX;
+    let mut gzip_input: Option<Vec<Vec<u8>>> = None;
     for run in 1..=repeat {
         let seconds = match stage {
             "read" => cpu(|| read_in_parts(duck, source, &mut drop)),
@@ -128,13 +116,53 @@ fn one_stage(
                     std::hint::black_box(mapper.map_batch(b, i64::MAX / 2));
                 }
             }),
-            other => panic!("WHARF_BENCH_STAGE is `read` or `map`, not `{other}`"),
+            "gzip" => {
+                let bodies = gzip_input.get_or_insert_with(|| {
+                    let mapped: Vec<_> = batches
+                        .iter()
+                        .map(|b| mapper.map_batch(b, i64::MAX / 2).records)
+                        .collect();
+                    let bodies = request_bodies(&mapped);
+                    if let Ok(path) = std::env::var("WHARF_BENCH_DUMP") {
+                        std::fs::write(&path, bodies.concat()).expect("write the NDJSON");
+                        println!("the requests' NDJSON written to {path}");
+                    }
+                    bodies
+                });
+                cpu(|| {
+                    for b in bodies.iter() {
+                        std::hint::black_box(wharf::destination::gzip::gzip(b).expect("gzip"));
+                    }
+                })
+            }
+            other => panic!("WHARF_BENCH_STAGE is `read`, `map` or `gzip`, not `{other}`"),
         };
         let per_m = seconds * 1e6 / rows as f64;
         least = least.min(per_m);
         println!("{stage} run {run}: {per_m:.3} CPU s per million events");
     }
     println!("{stage}: least {least:.3} CPU s per million events");
+}
+
+/// Requests of [`PER_REQUEST`] events (NDJSON), cut from the mapped batches as the sink cuts
+/// them.
+fn request_bodies(mapped: &[wharf_operators::record::EncodedRecords]) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let mut body = Vec::new();
+    let mut in_body = 0;
+    for r in mapped {
+        for record in r.iter() {
+            body.extend_from_slice(record);
+            body.push(b'\n');
+            in_body += 1;
+            if in_body == PER_REQUEST {
+                bodies.push(std::mem::take(&mut body));
+                in_body = 0;
+            }
+        }
+    }
+    bodies.push(body);
+    bodies
 }
 
 /// Reads `source` in 2 parts, one after the other, as 2 workers would read them at once.
