@@ -10,6 +10,9 @@
 //! times and prints each time and the least: steadier figures on a noisy machine, and a
 //! process to profile (`perf record`) that spends its time in that stage. With `gzip`,
 //! `WHARF_BENCH_DUMP=<file>` also writes the requests' NDJSON there (to compare with `igzip`).
+//! Two more split the read: `scan` is DuckDB's scan alone (its data chunks fetched through
+//! the C API and dropped), `export` adds its Arrow export (duckdb-rs's stream, 2,048-row
+//! batches, not coalesced into the 8,192-row batches `read` hands on).
 
 use std::sync::Arc;
 
@@ -111,6 +114,8 @@ fn one_stage(
     for run in 1..=repeat {
         let seconds = match stage {
             "read" => cpu(|| read_in_parts(duck, source, &mut drop)),
+            "scan" => cpu(|| duckdb_parts(duck.path(), rows, Through::Chunks)),
+            "export" => cpu(|| duckdb_parts(duck.path(), rows, Through::Arrow)),
             "map" => cpu(|| {
                 for b in &batches {
                     std::hint::black_box(mapper.map_batch(b, i64::MAX / 2));
@@ -135,7 +140,9 @@ fn one_stage(
                     }
                 })
             }
-            other => panic!("WHARF_BENCH_STAGE is `read`, `map` or `gzip`, not `{other}`"),
+            other => panic!(
+                "WHARF_BENCH_STAGE is `read`, `scan`, `export`, `map` or `gzip`, not `{other}`"
+            ),
         };
         let per_m = seconds * 1e6 / rows as f64;
         least = least.min(per_m);
@@ -163,6 +170,100 @@ fn request_bodies(mapped: &[wharf_operators::record::EncodedRecords]) -> Vec<Vec
     }
     bodies.push(body);
     bodies
+}
+
+/// How [`duckdb_parts`] takes DuckDB's result.
+#[derive(Clone, Copy)]
+enum Through {
+    /// DuckDB's own data chunks (`duckdb_fetch_chunk`), dropped: the scan without any export.
+    Chunks,
+    /// duckdb-rs's Arrow stream, one batch per 2,048-row chunk, not coalesced.
+    Arrow,
+}
+
+/// The demo events read as [`read_in_parts`] reads them (2 `rowid` parts, one DuckDB thread),
+/// taken `through` DuckDB's chunks or its Arrow export: what the read stage costs inside
+/// DuckDB, against what the export and the coalescing add.
+fn duckdb_parts(path: &std::path::Path, rows: u64, through: Through) {
+    let half = rows / 2;
+    let parts = [format!("rowid < {half}"), format!("rowid >= {half}")]
+        .map(|condition| format!("SELECT * FROM events WHERE {condition}"));
+    let read: u64 = match through {
+        Through::Chunks => raw_chunks(path, &parts),
+        Through::Arrow => {
+            let config = duckdb::Config::default()
+                .access_mode(duckdb::AccessMode::ReadOnly)
+                .and_then(|c| c.threads(1))
+                .expect("config");
+            let conn = duckdb::Connection::open_with_flags(path, config).expect("open");
+            let mut read = 0;
+            for sql in &parts {
+                let mut stmt = conn.prepare(sql).expect("prepare");
+                for batch in stmt.stream_arrow([]).expect("query") {
+                    read += batch.expect("batch").num_rows() as u64;
+                }
+            }
+            read
+        }
+    };
+    assert_eq!(read, rows);
+}
+
+/// Runs each of `sqls` on one read-only, one-thread connection through DuckDB's C API,
+/// fetching each data chunk and dropping it; returns the rows.
+fn raw_chunks(path: &std::path::Path, sqls: &[String]) -> u64 {
+    use duckdb::ffi;
+    use std::ffi::CString;
+    let cstr = |s: &str| CString::new(s).expect("no NUL");
+    let path = cstr(path.to_str().expect("UTF-8 path"));
+    let mut rows = 0;
+    // SAFETY: the C API used as documented: every handle is created before use, checked, and
+    // destroyed once; the strings outlive the calls that read them.
+    unsafe {
+        let mut config: ffi::duckdb_config = std::ptr::null_mut();
+        assert_eq!(ffi::duckdb_create_config(&mut config), ffi::DuckDBSuccess);
+        for (key, value) in [("access_mode", "READ_ONLY"), ("threads", "1")] {
+            let (key, value) = (cstr(key), cstr(value));
+            ffi::duckdb_set_config(config, key.as_ptr(), value.as_ptr());
+        }
+        let mut db: ffi::duckdb_database = std::ptr::null_mut();
+        let mut error: *mut std::os::raw::c_char = std::ptr::null_mut();
+        let opened = ffi::duckdb_open_ext(path.as_ptr(), &mut db, config, &mut error);
+        ffi::duckdb_destroy_config(&mut config);
+        assert_eq!(opened, ffi::DuckDBSuccess, "open");
+        let mut conn: ffi::duckdb_connection = std::ptr::null_mut();
+        assert_eq!(ffi::duckdb_connect(db, &mut conn), ffi::DuckDBSuccess);
+        for sql in sqls {
+            let sql = cstr(sql);
+            let mut stmt: ffi::duckdb_prepared_statement = std::ptr::null_mut();
+            assert_eq!(
+                ffi::duckdb_prepare(conn, sql.as_ptr(), &mut stmt),
+                ffi::DuckDBSuccess
+            );
+            let mut result: ffi::duckdb_result = std::mem::zeroed();
+            assert_eq!(
+                ffi::duckdb_execute_prepared_streaming(stmt, &mut result),
+                ffi::DuckDBSuccess
+            );
+            loop {
+                let mut chunk = ffi::duckdb_fetch_chunk(result);
+                if chunk.is_null() {
+                    break;
+                }
+                let size = ffi::duckdb_data_chunk_get_size(chunk);
+                ffi::duckdb_destroy_data_chunk(&mut chunk);
+                if size == 0 {
+                    break;
+                }
+                rows += size;
+            }
+            ffi::duckdb_destroy_result(&mut result);
+            ffi::duckdb_destroy_prepare(&mut stmt);
+        }
+        ffi::duckdb_disconnect(&mut conn);
+        ffi::duckdb_close(&mut db);
+    }
+    rows
 }
 
 /// Reads `source` in 2 parts, one after the other, as 2 workers would read them at once.
