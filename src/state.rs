@@ -212,14 +212,32 @@ impl StateStore {
 
     /// The committed watermark of `sync`.
     pub fn watermark(&self, sync: &str) -> Result<Option<Watermark>, StateError> {
+        self.json(WATERMARKS, sync)
+    }
+
+    /// `sync`'s text in `table`, if it has one.
+    fn text(
+        &self,
+        table: TableDefinition<&str, &str>,
+        sync: &str,
+    ) -> Result<Option<String>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(WATERMARKS).map_err(|e| self.err(e))?;
-        let Some(v) = table.get(sync).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_str(v.value())
-            .map(Some)
-            .map_err(|e| self.err(e))
+        let table = txn.open_table(table).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(sync)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// `sync`'s JSON value in `table`, read back, if it has one.
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        sync: &str,
+    ) -> Result<Option<T>, StateError> {
+        self.text(table, sync)?
+            .map(|v| serde_json::from_str(&v).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     /// Moves `sync`'s committed change position without recording a run: an idle poll of a
@@ -364,14 +382,7 @@ impl StateStore {
 
     /// The committed snapshot of `sync`, if any.
     pub fn snapshot(&self, sync: &str) -> Result<Option<SnapshotState>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-        let Some(v) = table.get(sync).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_str(v.value())
-            .map(Some)
-            .map_err(|e| self.err(e))
+        self.json(SNAPSHOTS, sync)
     }
 
     /// Marks a run FAILED (or CANCELLED); its watermark is not committed.
@@ -406,12 +417,7 @@ impl StateStore {
 
     /// Why `sync` is paused, if it is.
     pub fn paused(&self, sync: &str) -> Result<Option<String>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(PAUSED).map_err(|e| self.err(e))?;
-        Ok(table
-            .get(sync)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_string()))
+        self.text(PAUSED, sync)
     }
 
     /// The latest `limit` runs of `sync`, newest first.
