@@ -21,8 +21,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 use wharf_operators::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array,
+    Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
 };
 use wharf_operators::arrow::compute::{cast_with_options, CastOptions};
 use wharf_operators::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -159,86 +159,53 @@ pub fn build<'a>(
     n: usize,
     get: impl Fn(usize) -> Option<std::borrow::Cow<'a, str>>,
 ) -> Result<ArrayRef, String> {
-    let bad = |v: &str| format!("`{v}` is not a {ty}");
+    // Each value parsed by `parse`, NULLs kept, into the array type `A`.
+    fn column<'a, A: FromIterator<Option<V>>, V>(
+        ty: &DataType,
+        n: usize,
+        get: &impl Fn(usize) -> Option<std::borrow::Cow<'a, str>>,
+        parse: impl Fn(&str) -> Option<V>,
+    ) -> Result<A, String> {
+        (0..n)
+            .map(|i| {
+                get(i)
+                    .map(|v| parse(&v).ok_or_else(|| format!("`{v}` is not a {ty}")))
+                    .transpose()
+            })
+            .collect()
+    }
     Ok(match ty {
-        DataType::Int64 => {
-            let mut b = Int64Builder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => b.append_value(v.trim().parse().map_err(|_| bad(&v))?),
-                }
+        DataType::Int64 => Arc::new(column::<Int64Array, _>(ty, n, &get, |v| {
+            v.trim().parse().ok()
+        })?),
+        DataType::Float64 => Arc::new(column::<Float64Array, _>(ty, n, &get, |v| {
+            match v.trim() {
+                "NaN" => Some(f64::NAN),
+                "Infinity" => Some(f64::INFINITY),
+                "-Infinity" => Some(f64::NEG_INFINITY),
+                t => t.parse().ok(),
             }
-            Arc::new(b.finish())
-        }
-        DataType::Float64 => {
-            let mut b = Float64Builder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => b.append_value(match v.trim() {
-                        "NaN" => f64::NAN,
-                        "Infinity" => f64::INFINITY,
-                        "-Infinity" => f64::NEG_INFINITY,
-                        t => t.parse().map_err(|_| bad(&v))?,
-                    }),
-                }
+        })?),
+        DataType::Decimal128(p, s) => Arc::new(
+            column::<Decimal128Array, _>(ty, n, &get, |v| parse_decimal(v, *s))?
+                .with_precision_and_scale(*p, *s)
+                .map_err(|e| e.to_string())?,
+        ),
+        DataType::Boolean => Arc::new(column::<BooleanArray, _>(ty, n, &get, |v| {
+            match v.trim() {
+                "true" | "True" | "TRUE" | "1" => Some(true),
+                "false" | "False" | "FALSE" | "0" => Some(false),
+                _ => None,
             }
-            Arc::new(b.finish())
-        }
-        DataType::Decimal128(p, s) => {
-            let mut b = Decimal128Builder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => b.append_value(parse_decimal(&v, *s).ok_or_else(|| bad(&v))?),
-                }
-            }
-            Arc::new(
-                b.finish()
-                    .with_precision_and_scale(*p, *s)
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        DataType::Boolean => {
-            let mut b = BooleanBuilder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => b.append_value(match v.trim() {
-                        "true" | "True" | "TRUE" | "1" => true,
-                        "false" | "False" | "FALSE" | "0" => false,
-                        _ => return Err(bad(&v)),
-                    }),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Date32 => {
-            let mut b = Date32Builder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => {
-                        let d = chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
-                            .map_err(|_| bad(&v))?;
-                        let days = (d - chrono::NaiveDate::default()).num_days();
-                        b.append_value(i32::try_from(days).map_err(|_| bad(&v))?);
-                    }
-                }
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Timestamp(_, tz) => {
-            let mut b = TimestampMicrosecondBuilder::with_capacity(n);
-            for i in 0..n {
-                match get(i) {
-                    None => b.append_null(),
-                    Some(v) => b.append_value(parse_micros(&v).ok_or_else(|| bad(&v))?),
-                }
-            }
-            Arc::new(b.finish().with_timezone_opt(tz.clone()))
-        }
+        })?),
+        DataType::Date32 => Arc::new(column::<Date32Array, _>(ty, n, &get, |v| {
+            let d = chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").ok()?;
+            i32::try_from((d - chrono::NaiveDate::default()).num_days()).ok()
+        })?),
+        DataType::Timestamp(_, tz) => Arc::new(
+            column::<TimestampMicrosecondArray, _>(ty, n, &get, parse_micros)?
+                .with_timezone_opt(tz.clone()),
+        ),
         _ => {
             let mut b = StringBuilder::with_capacity(n, n * 16);
             for i in 0..n {
