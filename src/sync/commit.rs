@@ -11,7 +11,7 @@ use wharf_operators::dataflow::RunControl;
 use wharf_operators::watermark::Watermark;
 
 use super::error::SyncError;
-use super::options::SyncOptions;
+use super::options::{simulated_crash, SyncOptions};
 use super::recovery::RunPosition;
 use crate::destination::BuiltDestination;
 use crate::state::{RunRecord, RunStatus, StateError, StateStore};
@@ -45,11 +45,11 @@ pub(super) fn commit(
         }
     }
     if options.crash_after_destination_commit {
-        eprintln!(
-            "wharf: simulated crash after the destinations committed, before the state store (run {})",
-            run.run_id
+        simulated_crash(
+            "after the destinations committed, before the state store",
+            71,
+            run.run_id,
         );
-        std::process::exit(71);
     }
     if let (Some(stream), Some(lsn)) = (stream, lsn) {
         // Delivered: the slot may release these changes. A crash before this line replays
@@ -59,11 +59,11 @@ pub(super) fn commit(
             return Err(failed_uncommitted(store, run, name, reason)?);
         }
         if options.crash_after_slot_confirm {
-            eprintln!(
-                "wharf: simulated crash after the slot was confirmed, before the state store (run {})",
-                run.run_id
+            simulated_crash(
+                "after the slot was confirmed, before the state store",
+                72,
+                run.run_id,
             );
-            std::process::exit(72);
         }
     }
     Ok(store.commit_run(run, watermark, snapshot.as_ref())?)
