@@ -549,13 +549,9 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
     /// row): the SCD type 2 rows that Kafka and files get. A window function every dialect
     /// has.
     fn history_rows(&self, src: &SourceRef, key: &[String], start: &str) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
-        let from = self
-            .source_item(src)
-            .unwrap_or_else(|_| "wharf_invalid_table".into());
+        let (key, from) = keyed_source(self, src, key);
         SourceRef::Query(format!(
-            "SELECT *, lead({start}) OVER (PARTITION BY {} ORDER BY {start}) AS {} FROM {from}",
-            key.join(", "),
+            "SELECT *, lead({start}) OVER (PARTITION BY {key} ORDER BY {start}) AS {} FROM {from}",
             self.ident(HISTORY_END_COLUMN),
             start = self.ident(start),
         ))
@@ -570,16 +566,23 @@ pub trait Warehouse: std::fmt::Debug + Send + Sync {
         key: &[String],
         order: &str,
     ) -> SourceRef {
-        let key: Vec<String> = key.iter().map(|k| self.ident(k)).collect();
-        let from = self
-            .source_item(src)
-            .unwrap_or_else(|_| "wharf_invalid_table".into());
+        let (key, from) = keyed_source(self, src, key);
         SourceRef::Query(format!(
-            "SELECT * FROM {from} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC) = 1",
-            key.join(", "),
+            "SELECT * FROM {from} WHERE TRUE QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {} DESC) = 1",
             self.ident(order)
         ))
     }
+}
+
+/// The window queries' parts: `key`'s columns quoted, comma-separated (a `PARTITION BY`
+/// list), and `src` as a `FROM` item (a name that finds no table where `src` cannot be one,
+/// so that the query fails in the warehouse with its own error).
+fn keyed_source<W: Warehouse + ?Sized>(w: &W, src: &SourceRef, key: &[String]) -> (String, String) {
+    let key: Vec<String> = key.iter().map(|k| w.ident(k)).collect();
+    let from = w
+        .source_item(src)
+        .unwrap_or_else(|_| "wharf_invalid_table".into());
+    (key.join(", "), from)
 }
 
 /// The column [`Warehouse::history_rows`] adds: when a profile history row stopped being
