@@ -11,7 +11,7 @@ use wharf_operators::dataflow::RunControl;
 use wharf_operators::watermark::Watermark;
 
 use super::error::SyncError;
-use super::options::{simulated_crash, SyncOptions};
+use super::options::{crash_if, SyncOptions};
 use super::recovery::RunPosition;
 use crate::destination::BuiltDestination;
 use crate::state::{RunRecord, RunStatus, StateError, StateStore};
@@ -44,13 +44,8 @@ pub(super) fn commit(
             return Err(failed_uncommitted(store, run, name, reason)?);
         }
     }
-    if options.crash_after_destination_commit {
-        simulated_crash(
-            "after the destinations committed, before the state store",
-            71,
-            run.run_id,
-        );
-    }
+    let when = "after the destinations committed, before the state store";
+    crash_if(options.crash_after_destination_commit, when, 71, run.run_id);
     if let (Some(stream), Some(lsn)) = (stream, lsn) {
         // Delivered: the slot may release these changes. A crash before this line replays
         // them on the next run, which is harmless.
@@ -58,13 +53,8 @@ pub(super) fn commit(
             let reason = format!("delivered, but the slot could not be advanced: {e}");
             return Err(failed_uncommitted(store, run, name, reason)?);
         }
-        if options.crash_after_slot_confirm {
-            simulated_crash(
-                "after the slot was confirmed, before the state store",
-                72,
-                run.run_id,
-            );
-        }
+        let when = "after the slot was confirmed, before the state store";
+        crash_if(options.crash_after_slot_confirm, when, 72, run.run_id);
     }
     Ok(store.commit_run(run, watermark, snapshot.as_ref())?)
 }

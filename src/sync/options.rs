@@ -47,11 +47,13 @@ pub struct SyncOptions {
     pub cluster: Option<ClusterSpec>,
 }
 
-/// The testing hooks' simulated crash: the process exits at once with `code`, leaving
-/// whatever was not committed by `when` uncommitted.
-pub(crate) fn simulated_crash(when: &str, code: i32, run_id: u64) -> ! {
-    eprintln!("wharf: simulated crash {when} (run {run_id})");
-    std::process::exit(code)
+/// The testing hooks' simulated crash: where the hook is `on`, the process exits at once
+/// with `code`, leaving whatever was not committed by `when` uncommitted.
+pub(crate) fn crash_if(on: bool, when: &str, code: i32, run_id: u64) {
+    if on {
+        eprintln!("wharf: simulated crash {when} (run {run_id})");
+        std::process::exit(code)
+    }
 }
 
 /// The running run of a sync, as the service sees it.

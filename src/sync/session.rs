@@ -12,7 +12,7 @@ use wharf_pipelines::run::{Plan, RunError};
 use super::capture::{capture_mode, CaptureMode};
 use super::commit::{commit, record_failure};
 use super::error::SyncError;
-use super::options::{simulated_crash, LiveRun, SyncOptions, SyncReport};
+use super::options::{crash_if, LiveRun, SyncOptions, SyncReport};
 use super::plan::{plan, sink_specs, PlanInput};
 use super::read::{epoch_readers, Read};
 use super::recovery::{recover_from_destination, remove_snapshots_except, RunPosition};
@@ -432,9 +432,8 @@ pub fn run_in_session(
     });
     match result {
         Ok(outcome) => {
-            if options.crash_before_commit {
-                simulated_crash("after delivery, before commit", 70, run.run_id);
-            }
+            let when = "after delivery, before commit";
+            crash_if(options.crash_before_commit, when, 70, run.run_id);
             let mut after_wm = watermark.lock().ok().and_then(|w| *w);
             if options.cluster.is_some() {
                 // The other processes read up to the run's bound too.
